@@ -1,0 +1,177 @@
+"""Generate the blocking twin of the hand-written async code.
+
+    python scripts/run_unasync.py           # (re)generate src/incus_images/_sync and tests/_sync
+    python scripts/run_unasync.py --check   # exit 1 when the generated code is missing or stale
+
+The async sources under ``_async/`` are the only ones anybody edits. This script turns each into
+its blocking twin with unasync, writes the result into a temporary directory and then replaces
+the ``_sync/`` directory whole, so a module deleted from ``_async/`` never survives in ``_sync/``.
+Line numbers stay those of the async source (nothing is reformatted and no banner is added), so
+a traceback through generated code points at the line to edit.
+
+The build hook (hatch_build.py) and the test suite's conftest call ``generate()``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import filecmp
+import re
+import shutil
+import sys
+import tempfile
+from collections import Counter
+from pathlib import Path
+
+import unasync
+
+ROOT = Path(__file__).resolve().parent.parent
+
+#: (async source, generated twin), relative to the project root.
+TREES = [
+    ("src/incus_images/_async", "src/incus_images/_sync"),
+    ("tests/_async", "tests/_sync"),
+]
+
+#: The one rename table. unasync already maps __aenter__, __aexit__, __aiter__, __anext__,
+#: AsyncIterator, AsyncIterable, AsyncGenerator, asynccontextmanager and StopAsyncIteration.
+#: Every entry must be used somewhere, or generation fails: a stale entry hides a rename that
+#: no longer happens.
+RENAMES = {
+    # Our public classes and their sync names.
+    "AsyncClient": "Client",  # also httpx.AsyncClient -> httpx.Client, which is what we want
+    "AsyncImagesAPI": "ImagesAPI",
+    "AsyncOperationsAPI": "OperationsAPI",
+    "AsyncConnection": "Connection",
+    # httpx's async spellings. (unasync's default would turn AsyncX into SyncX, a name httpx
+    # does not have.)
+    "AsyncHTTPTransport": "HTTPTransport",
+    "aclose": "close",
+    "aiter_raw": "iter_raw",
+}
+
+#: Names that may start with "Async" in generated code (none: every async name has a twin).
+ALLOWED_ASYNC_NAMES: frozenset[str] = frozenset()
+
+_LEFTOVERS = [
+    (re.compile(r"\bawait\b"), "an 'await'"),
+    (re.compile(r"\basync\s+(def|with|for)\b"), "an 'async' statement"),
+    (re.compile(r"\bSync[A-Z]\w*"), "a name unasync invented (AsyncX -> SyncX)"),
+]
+_ASYNC_NAME = re.compile(r"\bAsync[A-Z]\w*")
+
+
+class _CountingRule(unasync.Rule):  # type: ignore[misc]
+    """An unasync rule that records which table entries it applied."""
+
+    def __init__(self, fromdir: str, todir: str, used: Counter[str]) -> None:
+        super().__init__(fromdir, todir, additional_replacements=RENAMES)
+        self._used = used
+
+    def _unasync_name(self, name: str) -> str:
+        if name in RENAMES:
+            self._used[name] += 1
+        return str(super()._unasync_name(name))
+
+
+class GenerationError(RuntimeError):
+    """The generated code would be wrong; the message says where and why."""
+
+
+def _generate_into(out_root: Path) -> None:
+    """Write every generated tree below out_root, mirroring the project layout."""
+    used: Counter[str] = Counter()
+    problems: list[str] = []
+    for source_rel, target_rel in TREES:
+        source = ROOT / source_rel
+        staging = out_root / target_rel
+        staging.mkdir(parents=True, exist_ok=True)
+        for path in sorted(source.rglob("*.py")):
+            relative = path.relative_to(source)
+            rule = _CountingRule(str(source), str(staging), used)
+            # unasync writes to fromdir -> todir by string replacement of the file path.
+            rule._unasync_file(str(path))
+            generated = staging / relative
+            problems.extend(_leftovers(generated, f"{target_rel}/{relative}"))
+    unused = sorted(set(RENAMES) - set(used))
+    if unused:
+        problems.append(f"rename table entries never used (remove them): {', '.join(unused)}")
+    if problems:
+        raise GenerationError("unasync generation failed:\n  " + "\n  ".join(problems))
+
+
+def _leftovers(path: Path, shown: str) -> list[str]:
+    # Comments may mention async freely; only code counts.
+    found = []
+    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        code = line.split("#", 1)[0]
+        for pattern, what in _LEFTOVERS:
+            if pattern.search(code):
+                found.append(f"{shown}:{lineno}: {what} survived: {line.strip()}")
+        for name in _ASYNC_NAME.findall(code):
+            if name not in ALLOWED_ASYNC_NAMES:
+                found.append(f"{shown}:{lineno}: async name {name!r} has no sync twin in RENAMES")
+    return found
+
+
+def _same_tree(a: Path, b: Path) -> bool:
+    if not a.is_dir() or not b.is_dir():
+        return False
+    files_a = {p.relative_to(a) for p in a.rglob("*.py")}
+    files_b = {p.relative_to(b) for p in b.rglob("*.py")}
+    if files_a != files_b:
+        return False
+    return all(filecmp.cmp(a / rel, b / rel, shallow=False) for rel in files_a)
+
+
+def generate(check: bool = False) -> list[str]:
+    """Generate the sync twins; with check=True only compare. Return the stale tree names."""
+    stale = []
+    with tempfile.TemporaryDirectory(prefix="unasync-") as tmp:
+        out_root = Path(tmp)
+        _generate_into(out_root)
+        for _, target_rel in TREES:
+            fresh, current = out_root / target_rel, ROOT / target_rel
+            if _same_tree(fresh, current):
+                continue
+            stale.append(target_rel)
+            if check:
+                continue
+            # Replace the whole directory so files removed from _async/ disappear here too.
+            # Stage beside the target (same filesystem), then swap.
+            staged = current.with_name(current.name + ".new")
+            shutil.rmtree(staged, ignore_errors=True)
+            shutil.copytree(fresh, staged)
+            shutil.rmtree(current, ignore_errors=True)
+            staged.rename(current)
+    return stale
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--check",
+        action="store_true",
+        help="do not write; exit 1 when the generated code is missing or out of date",
+    )
+    args = parser.parse_args(argv)
+    try:
+        stale = generate(check=args.check)
+    except GenerationError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    if args.check:
+        if stale:
+            print(
+                f"stale generated code: {', '.join(stale)}; run: python scripts/run_unasync.py",
+                file=sys.stderr,
+            )
+            return 1
+        print("generated code is up to date")
+        return 0
+    print(f"regenerated: {', '.join(stale)}" if stale else "generated code was already up to date")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
