@@ -1,0 +1,100 @@
+"""Build small, valid Incus images in memory (for tests and the demo).
+
+    python scripts/tiny_image.py OUT.tar.gz          # write a unified container image
+
+Each image carries a random payload, so every call gives a new fingerprint. YAML is written
+with JSON-quoted strings (valid YAML), so property text of any kind round-trips.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import sys
+import tarfile
+import time
+from collections.abc import Mapping
+
+DEFAULT_PROPERTIES = {"os": "tiny", "release": "1", "description": "incus_images tiny image"}
+
+
+def metadata_yaml(
+    properties: Mapping[str, str] | None = DEFAULT_PROPERTIES,
+    *,
+    architecture: str = "x86_64",
+    creation_date: int | None = None,
+) -> bytes:
+    """metadata.yaml text; properties=None leaves the ``properties:`` map out entirely."""
+    lines = [
+        f"architecture: {json.dumps(architecture)}",
+        f"creation_date: {creation_date or int(time.time())}",
+    ]
+    if properties is not None:
+        lines.append("properties:" if properties else "properties: {}")
+        lines.extend(
+            f"  {json.dumps(key)}: {json.dumps(value)}" for key, value in properties.items()
+        )
+    return ("\n".join(lines) + "\n").encode()
+
+
+def _add(archive: tarfile.TarFile, name: str, data: bytes | None = None) -> None:
+    info = tarfile.TarInfo(name)
+    info.mtime = int(time.time())
+    if data is None:
+        info.type = tarfile.DIRTYPE
+        info.mode = 0o755
+        archive.addfile(info)
+    else:
+        info.size = len(data)
+        info.mode = 0o644
+        archive.addfile(info, io.BytesIO(data))
+
+
+def _tarball(members: list[tuple[str, bytes | None]], compression: str = "gz") -> bytes:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode=f"w:{compression}" if compression else "w") as archive:
+        for name, data in members:
+            _add(archive, name, data)
+    return buffer.getvalue()
+
+
+def unified_image(
+    properties: Mapping[str, str] | None = DEFAULT_PROPERTIES,
+    *,
+    payload_size: int = 64,
+    architecture: str = "x86_64",
+) -> bytes:
+    """A unified container image (tar.gz with metadata.yaml and rootfs/)."""
+    return _tarball(
+        [
+            ("metadata.yaml", metadata_yaml(properties, architecture=architecture)),
+            ("rootfs", None),
+            ("rootfs/payload.bin", os.urandom(payload_size)),
+        ]
+    )
+
+
+def split_image(
+    properties: Mapping[str, str] | None = DEFAULT_PROPERTIES,
+    *,
+    payload_size: int = 64,
+    architecture: str = "x86_64",
+) -> tuple[bytes, bytes]:
+    """A split container image: (metadata tar.gz, rootfs tar.gz)."""
+    metadata = _tarball([("metadata.yaml", metadata_yaml(properties, architecture=architecture))])
+    rootfs = _tarball([("payload.bin", os.urandom(payload_size))])
+    return metadata, rootfs
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) != 1:
+        print("usage: tiny_image.py OUT.tar.gz", file=sys.stderr)
+        return 2
+    with open(argv[0], "wb") as out:
+        out.write(unified_image())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
