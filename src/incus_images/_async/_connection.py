@@ -1,0 +1,135 @@
+"""One HTTP connection pool to one Incus server, opened on first use."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import httpx
+
+from .._endpoint import Endpoint, discover_socket
+from .._protocol import Call, Envelope, api_error, parse_envelope, transport_error
+from .._version import __version__
+
+#: Bytes of an error body read, at most, to quote it in the error.
+_ERROR_BODY_LIMIT = 64 * 1024
+
+
+class AsyncConnection:
+    """Sends Calls to one server and maps every failure to an IncusError.
+
+    The local socket is looked for on the first request, not at construction, so that a client
+    can be made before the daemon is up and a plain ``Client()`` costs nothing until used.
+    """
+
+    def __init__(
+        self,
+        endpoint: Endpoint | None,
+        *,
+        project: str | None,
+        timeout: float | None,
+    ) -> None:
+        self._endpoint = endpoint
+        self._project = project
+        self.timeout = timeout
+        self._timeout = httpx.Timeout(timeout)
+        self._http: httpx.AsyncClient | None = None
+
+    @property
+    def server(self) -> str:
+        """The server as messages name it (``unix:///…`` or ``https://…``)."""
+        if self._endpoint is None:
+            return "the local Incus daemon"
+        return self._endpoint.display
+
+    @property
+    def project(self) -> str | None:
+        return self._project
+
+    def _client(self) -> httpx.AsyncClient:
+        if self._http is None:
+            if self._endpoint is None:
+                self._endpoint = discover_socket()
+            endpoint = self._endpoint
+            if endpoint.socket_path is not None:
+                # A unix socket carries no TLS: verify=False only spares httpx from loading a CA
+                # bundle it would never use (about 50 ms at start-up).
+                transport = httpx.AsyncHTTPTransport(uds=endpoint.socket_path, verify=False)
+            else:
+                assert endpoint.ssl_context is not None, "an https endpoint has a TLS context"
+                transport = httpx.AsyncHTTPTransport(verify=endpoint.ssl_context)
+            self._http = httpx.AsyncClient(
+                transport=transport,
+                base_url=endpoint.base_url,
+                timeout=self._timeout,
+                headers={"User-Agent": f"incus_images/{__version__}"},
+                # Incus never redirects API calls; following one would resend a body elsewhere.
+                follow_redirects=False,
+            )
+        return self._http
+
+    def _build(self, call: Call, content: Any, timeout: httpx.Timeout | None) -> httpx.Request:
+        params = dict(call.params)
+        if self._project is not None and call.project_scoped:
+            params["project"] = self._project
+        return self._client().build_request(
+            call.method,
+            call.path,
+            params=params,
+            # As bytes: header values such as a UTF-8 file name are sent exactly as given.
+            headers=[
+                (name.encode("ascii"), value if isinstance(value, bytes) else value.encode())
+                for name, value in call.headers.items()
+            ],
+            json=call.json,
+            content=content,
+            timeout=timeout if timeout is not None else self._timeout,
+        )
+
+    async def send(
+        self, call: Call, *, content: Any = None, timeout: httpx.Timeout | None = None
+    ) -> httpx.Response:
+        """Send call and read the whole answer, whatever its status."""
+        request = self._build(call, content, timeout)
+        try:
+            return await self._client().send(request)
+        except httpx.TransportError as exc:
+            raise transport_error(call, self.server, exc) from exc
+
+    async def request(
+        self, call: Call, *, content: Any = None, timeout: httpx.Timeout | None = None
+    ) -> Envelope:
+        """Send call; return the success envelope or raise the mapped error."""
+        response = await self.send(call, content=content, timeout=timeout)
+        return parse_envelope(call, self.server, response)
+
+    @asynccontextmanager
+    async def stream(self, call: Call) -> AsyncIterator[httpx.Response]:
+        """Send call and yield the response with its body unread; errors are raised first.
+
+        Transport failures while the body is read inside the ``with`` block are mapped too.
+        """
+        request = self._build(call, None, None)
+        try:
+            response = await self._client().send(request, stream=True)
+        except httpx.TransportError as exc:
+            raise transport_error(call, self.server, exc) from exc
+        try:
+            if response.status_code >= 400:
+                body = b""
+                async for chunk in response.aiter_raw():
+                    body += chunk
+                    if len(body) >= _ERROR_BODY_LIMIT:
+                        break
+                raise api_error(call, self.server, response.status_code, body)
+            yield response
+        except httpx.TransportError as exc:
+            raise transport_error(call, self.server, exc) from exc
+        finally:
+            await response.aclose()
+
+    async def aclose(self) -> None:
+        if self._http is not None:
+            await self._http.aclose()
+            self._http = None

@@ -1,0 +1,90 @@
+"""The client: one server, one project, one connection pool."""
+
+from __future__ import annotations
+
+import os
+from types import TracebackType
+
+from .._endpoint import CertificateArg, VerifyArg, parse_endpoint
+from .._errors import InvalidInputError
+from ._connection import AsyncConnection
+from .images import AsyncImagesAPI
+from .operations import AsyncOperationsAPI
+
+#: Seconds to wait for any one network step of a request (connect, a read, a write).
+DEFAULT_TIMEOUT = 30.0
+
+
+class AsyncClient:
+    """A client for one Incus server.
+
+    ``endpoint`` is where the server listens. Omitted, the local daemon is found as the incus
+    CLI finds it: $INCUS_SOCKET, then $INCUS_DIR/unix.socket, then /run/incus/unix.socket, then
+    /var/lib/incus/unix.socket (looked for at the first request). Otherwise give
+    ``unix:///path/to/unix.socket`` or ``https://host[:port]``.
+
+    Over HTTPS, ``cert`` is the client certificate (one PEM file with certificate and key, or a
+    (certificate, key) pair) and ``verify`` checks the server: True (default) trusts the
+    system's CA bundle, a path trusts that certificate (e.g. the server's own ``server.crt``),
+    an ``ssl.SSLContext`` is used as given, and False disables the check (never the default).
+
+    ``project`` selects the Incus project (None: the server's default project). ``timeout``
+    bounds each network step of a request in seconds (None: no limit); transfers may take as
+    long as they need as long as bytes keep moving.
+
+    Use it as a context manager, or call close() when done; a client used without either is
+    closed when it is garbage-collected.
+    """
+
+    def __init__(
+        self,
+        endpoint: str | os.PathLike[str] | None = None,
+        *,
+        cert: CertificateArg = None,
+        verify: VerifyArg = True,
+        project: str | None = None,
+        timeout: float | None = DEFAULT_TIMEOUT,
+    ) -> None:
+        if project is not None and (not isinstance(project, str) or not project):
+            raise InvalidInputError(f"project must be a non-empty string or None, got {project!r}")
+        if timeout is not None and (
+            isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0
+        ):
+            raise InvalidInputError(f"timeout must be a positive number or None, got {timeout!r}")
+        self._connection = AsyncConnection(
+            parse_endpoint(endpoint, cert=cert, verify=verify),
+            project=project,
+            timeout=timeout,
+        )
+        #: Background operations: read them and wait for them.
+        self.operations = AsyncOperationsAPI(self._connection)
+        #: Images and aliases.
+        self.images = AsyncImagesAPI(self._connection, self.operations)
+
+    @property
+    def server(self) -> str:
+        """The server this client talks to, as error messages name it."""
+        return self._connection.server
+
+    @property
+    def project(self) -> str | None:
+        return self._connection.project
+
+    async def aclose(self) -> None:
+        """Close the connections. The client can be used again afterwards (it reconnects)."""
+        await self._connection.aclose()
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    def __repr__(self) -> str:
+        project = f", project={self.project!r}" if self.project is not None else ""
+        return f"<{type(self).__name__} {self.server}{project}>"

@@ -1,0 +1,126 @@
+"""Background operations, and the waiter every waiting call goes through."""
+
+from __future__ import annotations
+
+import math
+import time
+
+import httpx
+
+from .._errors import IncusTimeoutError, InvalidInputError, NotFoundError, OperationError
+from .._models import Operation
+from .._protocol import (
+    OPERATIONS,
+    Call,
+    operation_failure,
+    operation_id,
+    parse_wait,
+    structure,
+)
+from ._connection import AsyncConnection
+
+#: Longest single long-poll when the caller set no deadline: short enough that a dead peer
+#: is noticed, long enough that waiting costs one request per half minute.
+WAIT_SLICE_SECONDS = 30
+#: Extra read time beyond the server-side wait, for the answer to arrive.
+_READ_MARGIN_SECONDS = 10.0
+
+
+class AsyncOperationsAPI:
+    """Operations on the server: read them, and wait for them to finish.
+
+    Waiting long-polls ``/1.0/operations/{id}/wait`` (the server answers the moment the
+    operation ends); nothing sleeps and polls.
+    """
+
+    def __init__(self, connection: AsyncConnection) -> None:
+        self._connection = connection
+
+    async def get(self, operation: Operation | str) -> Operation:
+        """Return the current state of an operation (given as Operation, id or URL)."""
+        op_id = operation_id(operation)
+        call = Call(
+            method="GET",
+            path=f"{OPERATIONS}/{op_id}",
+            action=f"get operation {op_id}",
+            project_scoped=False,
+        )
+        envelope = await self._connection.request(call)
+        return structure(call, self._connection.server, envelope.metadata, Operation)
+
+    async def wait(self, operation: Operation | str, timeout: float | None = None) -> Operation:
+        """Wait until the operation finishes and return it in its final state.
+
+        Raises OperationError when it failed or was cancelled, IncusTimeoutError when it is
+        still running after timeout seconds (None: wait as long as it takes), and
+        OperationGoneError when the server no longer knows it.
+        """
+        op_id = operation_id(operation)
+        return await self._wait(op_id, timeout, action=f"wait for operation {op_id}")
+
+    async def _wait(
+        self,
+        op_id: str,
+        timeout: float | None,
+        *,
+        action: str,
+        fingerprint: str | None = None,
+    ) -> Operation:
+        """Wait for op_id; failures are reported as failures to do ``action``."""
+        if timeout is not None and (not isinstance(timeout, int | float) or timeout < 0):
+            raise InvalidInputError(
+                f"timeout must be None or a number of seconds >= 0, got {timeout!r}"
+            )
+        server = self._connection.server
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            if deadline is None:
+                slice_seconds = WAIT_SLICE_SECONDS
+            else:
+                # The server counts whole seconds; the deadline is checked here after each poll.
+                slice_seconds = max(1, math.ceil(deadline - time.monotonic()))
+            call = Call(
+                method="GET",
+                path=f"{OPERATIONS}/{op_id}/wait",
+                params={"timeout": str(slice_seconds)},
+                action=action,
+                project_scoped=False,
+            )
+            response = await self._connection.send(
+                call,
+                timeout=httpx.Timeout(
+                    self._connection.timeout, read=slice_seconds + _READ_MARGIN_SECONDS
+                ),
+            )
+            result = parse_wait(call, server, response)
+            if result.failure is not None:
+                # incusd 6.0.4 sends only the error text; the operation itself (with its
+                # metadata) is still readable for a few seconds.
+                final = await self._final_state(op_id)
+                raise operation_failure(
+                    action,
+                    server,
+                    final,
+                    final.err if final is not None and final.err else result.failure,
+                    error_code=result.failure_code,
+                    fingerprint=fingerprint,
+                )
+            if result.operation is not None and result.operation.done:
+                final = result.operation
+                if final.succeeded:
+                    return final
+                raise operation_failure(action, server, final, final.err, fingerprint=fingerprint)
+            if deadline is not None and time.monotonic() >= deadline:
+                raise IncusTimeoutError(
+                    f"Could not {action} on {server}: operation {op_id} still runs after "
+                    f"{timeout} s",
+                    server=server,
+                    operation=result.operation,
+                    fingerprint=fingerprint,
+                )
+
+    async def _final_state(self, op_id: str) -> Operation | None:
+        try:
+            return await self.get(op_id)
+        except (NotFoundError, OperationError):
+            return None

@@ -1,0 +1,217 @@
+"""Where to connect: the local daemon's unix socket, or an HTTPS server with certificates.
+
+Shared by both flavours. Finding the local socket connects to candidate sockets (a blocking
+call that returns at once on a unix socket), so it is the one piece of I/O outside ``_async/``.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import ssl
+from collections.abc import Mapping
+from typing import TypeAlias
+from urllib.parse import unquote, urlsplit
+
+import attrs
+
+from ._errors import IncusConnectionError, InvalidInputError
+
+__all__ = [
+    "SYSTEM_SOCKETS",
+    "CertificateArg",
+    "Endpoint",
+    "VerifyArg",
+    "candidate_sockets",
+    "discover_socket",
+    "parse_endpoint",
+]
+
+#: A client certificate: a PEM file holding both certificate and key, or (certificate, key).
+CertificateArg: TypeAlias = (
+    str | os.PathLike[str] | tuple[str | os.PathLike[str], str | os.PathLike[str]] | None
+)
+#: Server verification: True (the system's CA bundle), a CA/server certificate PEM file,
+#: an ssl.SSLContext of your own, or False (no verification: only on explicit request).
+VerifyArg: TypeAlias = bool | str | os.PathLike[str] | ssl.SSLContext
+
+#: Where the packaged daemon listens, in the order the incus CLI looks.
+SYSTEM_SOCKETS: tuple[str, ...] = ("/run/incus/unix.socket", "/var/lib/incus/unix.socket")
+
+#: Host name used in URLs sent over a unix socket (incusd ignores it).
+_UNIX_BASE_URL = "http://incus"
+
+
+@attrs.frozen
+class Endpoint:
+    """A resolved place to send requests to."""
+
+    #: How the server is named in messages: ``unix:///path/unix.socket`` or ``https://host:port``.
+    display: str
+    #: The httpx base URL.
+    base_url: str
+    #: The unix socket path, or None for HTTPS.
+    socket_path: str | None = None
+    #: The TLS context for HTTPS, or None for a unix socket.
+    ssl_context: ssl.SSLContext | None = None
+
+    @classmethod
+    def unix(cls, path: str) -> Endpoint:
+        return cls(display=f"unix://{path}", base_url=_UNIX_BASE_URL, socket_path=path)
+
+
+def candidate_sockets(environ: Mapping[str, str]) -> list[str]:
+    """The unix sockets to try, in order: $INCUS_SOCKET, $INCUS_DIR/unix.socket, system paths."""
+    candidates = []
+    if environ.get("INCUS_SOCKET"):
+        candidates.append(environ["INCUS_SOCKET"])
+    if environ.get("INCUS_DIR"):
+        candidates.append(os.path.join(environ["INCUS_DIR"], "unix.socket"))
+    candidates.extend(SYSTEM_SOCKETS)
+    # Keep the first of duplicates (INCUS_DIR=/var/lib/incus names a system path again).
+    return list(dict.fromkeys(candidates))
+
+
+def _answers(path: str, timeout: float) -> str | None:
+    """Return None when something accepts connections on path, else why not."""
+    if not os.path.exists(path):
+        return "does not exist"
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    probe.settimeout(timeout)
+    try:
+        probe.connect(path)
+    except OSError as exc:
+        return exc.strerror or str(exc)
+    finally:
+        probe.close()
+    return None
+
+
+def discover_socket(environ: Mapping[str, str] | None = None, *, timeout: float = 2.0) -> Endpoint:
+    """Find the local daemon as the incus CLI does; raise naming every path tried."""
+    tried = []
+    for path in candidate_sockets(os.environ if environ is None else environ):
+        reason = _answers(path, timeout)
+        if reason is None:
+            return Endpoint.unix(path)
+        tried.append(f"{path} ({reason})")
+    raise IncusConnectionError(
+        "No Incus daemon answers on any local socket; tried: "
+        + "; ".join(tried)
+        + ". Start incusd, or pass the endpoint, e.g. Client('unix:///path/to/unix.socket')."
+    )
+
+
+def _client_cert_pair(cert: CertificateArg) -> tuple[str, str | None] | None:
+    if cert is None:
+        return None
+    if isinstance(cert, tuple):
+        if len(cert) != 2:
+            raise InvalidInputError(
+                f"cert must be a path or a (certificate, key) pair, got {cert!r}"
+            )
+        certfile, keyfile = os.fspath(cert[0]), os.fspath(cert[1])
+    else:
+        certfile, keyfile = os.fspath(cert), None
+    for label, path in (("certificate", certfile), ("key", keyfile)):
+        if path is not None and not os.path.isfile(path):
+            raise InvalidInputError(f"client {label} file {path!r} does not exist")
+    return certfile, keyfile
+
+
+def _ssl_context(verify: VerifyArg, cert: CertificateArg) -> ssl.SSLContext:
+    if isinstance(verify, ssl.SSLContext):
+        if cert is not None:
+            raise InvalidInputError(
+                "give the client certificate either as cert= or inside the SSLContext passed "
+                "as verify=, not both (the SDK does not modify a context it was given)"
+            )
+        return verify
+    if verify is True:
+        # The same CA bundle httpx uses by default.
+        import certifi
+
+        context = ssl.create_default_context(cafile=certifi.where())
+    elif verify is False:
+        context = ssl.create_default_context()
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    elif isinstance(verify, str | os.PathLike):
+        cafile = os.fspath(verify)
+        if not os.path.isfile(cafile):
+            raise InvalidInputError(f"verify={cafile!r}: no such certificate file")
+        try:
+            context = ssl.create_default_context(cafile=cafile)
+        except ssl.SSLError as exc:
+            raise InvalidInputError(
+                f"verify={cafile!r} holds no usable PEM certificate: {exc}"
+            ) from exc
+    else:
+        raise InvalidInputError(
+            "verify must be True, False, a certificate file path or an ssl.SSLContext, "
+            f"got {verify!r}"
+        )
+    pair = _client_cert_pair(cert)
+    if pair is not None:
+        try:
+            context.load_cert_chain(pair[0], pair[1])
+        except (ssl.SSLError, OSError) as exc:
+            raise InvalidInputError(
+                f"cannot load the client certificate {pair[0]!r} "
+                f"(key {pair[1] or pair[0]!r}): {exc}"
+            ) from exc
+    return context
+
+
+def parse_endpoint(
+    endpoint: str | os.PathLike[str] | None,
+    *,
+    cert: CertificateArg = None,
+    verify: VerifyArg = True,
+) -> Endpoint | None:
+    """Check and resolve an explicit endpoint; None means "discover the local socket later".
+
+    Accepted: ``unix:///abs/path`` (or ``unix:/abs/path``), a plain socket path, and
+    ``https://host[:port]`` (port 8443 when omitted).
+    """
+    if endpoint is None:
+        if cert is not None:
+            raise InvalidInputError("cert= is only used with an https:// endpoint")
+        return None
+    text = os.fspath(endpoint)
+    if not text:
+        raise InvalidInputError("endpoint must not be empty (omit it to find the local daemon)")
+    if text.startswith("/"):
+        text = "unix://" + text
+    parts = urlsplit(text)
+    scheme = parts.scheme.lower()
+    if scheme == "unix":
+        path = unquote(parts.path)
+        if parts.netloc or not path.startswith("/"):
+            raise InvalidInputError(
+                f"endpoint {text!r}: a unix endpoint needs an absolute path, e.g. unix:///run/incus/unix.socket"
+            )
+        if cert is not None:
+            raise InvalidInputError("cert= is only used with an https:// endpoint")
+        return Endpoint.unix(path)
+    if scheme == "https":
+        if not parts.hostname:
+            raise InvalidInputError(f"endpoint {text!r} has no host name")
+        if parts.path not in ("", "/") or parts.query or parts.fragment:
+            raise InvalidInputError(
+                f"endpoint {text!r}: give only scheme, host and port, e.g. https://host:8443"
+            )
+        try:
+            port = parts.port or 8443
+        except ValueError as exc:
+            raise InvalidInputError(f"endpoint {text!r}: {exc}") from exc
+        host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
+        base_url = f"https://{host}:{port}"
+        return Endpoint(display=base_url, base_url=base_url, ssl_context=_ssl_context(verify, cert))
+    if scheme == "http":
+        raise InvalidInputError(
+            f"endpoint {text!r}: Incus serves its API over HTTPS only; use https://"
+        )
+    raise InvalidInputError(
+        f"endpoint {text!r}: expected unix:///path/to/unix.socket or https://host[:port]"
+    )

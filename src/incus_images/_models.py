@@ -1,0 +1,116 @@
+"""Typed results: attrs models of the Incus objects. Field names are the Incus JSON keys.
+
+``class`` is a Python keyword, so :attr:`Operation.class_` stands for the JSON key ``class``.
+Timestamps are timezone-aware datetimes; Incus's zero time (``0001-01-01T00:00:00Z``, meaning
+never or unset) becomes None.
+"""
+
+from __future__ import annotations
+
+import enum
+from datetime import datetime
+from typing import Any
+
+import attrs
+
+__all__ = [
+    "Image",
+    "ImageAlias",
+    "ImageSource",
+    "Operation",
+    "OperationStatus",
+]
+
+
+class OperationStatus(enum.IntEnum):
+    """Incus operation status codes. A status is final from 200 on."""
+
+    RUNNING = 103
+    CANCELLING = 104
+    PENDING = 105
+    SUCCESS = 200
+    FAILURE = 400
+    CANCELLED = 401
+
+
+@attrs.frozen(kw_only=True)
+class ImageAlias:
+    """An image alias: a name that points at an image.
+
+    Inside :attr:`Image.aliases` the server sends only ``name`` and ``description``; the SDK
+    fills ``target`` and ``type`` from the image they belong to.
+    """
+
+    name: str
+    target: str = ""
+    description: str = ""
+    #: ``container`` or ``virtual-machine``: the type of the target image.
+    type: str = ""
+
+
+@attrs.frozen(kw_only=True)
+class ImageSource:
+    """Where an image was downloaded from (set only for images with a remote source)."""
+
+    alias: str = ""
+    certificate: str = ""
+    protocol: str = ""
+    server: str = ""
+    image_type: str = ""
+
+
+@attrs.frozen(kw_only=True)
+class Image:
+    """An image stored on the server."""
+
+    #: The SHA-256 of the image's bytes (metadata followed by rootfs for split images), 64 hex.
+    fingerprint: str
+    filename: str = ""
+    #: Size in bytes (both parts together for split images).
+    size: int = 0
+    architecture: str = ""
+    #: ``container`` or ``virtual-machine``.
+    type: str = ""
+    public: bool = False
+    auto_update: bool = False
+    properties: dict[str, str] = attrs.field(factory=dict)
+    aliases: list[ImageAlias] = attrs.field(factory=list)
+    profiles: list[str] = attrs.field(factory=list)
+    created_at: datetime | None = None
+    uploaded_at: datetime | None = None
+    expires_at: datetime | None = None
+    last_used_at: datetime | None = None
+    cached: bool = False
+    update_source: ImageSource | None = None
+    project: str = ""
+
+
+@attrs.frozen(kw_only=True)
+class Operation:
+    """A background task on the server (an upload, a deletion, ...), in the state last read."""
+
+    id: str
+    #: ``task``, ``token`` or ``websocket`` (the JSON key is ``class``).
+    class_: str = ""
+    description: str = ""
+    status: str = ""
+    #: See :class:`OperationStatus`; final from 200 on.
+    status_code: int = 0
+    metadata: dict[str, Any] | None = None
+    resources: dict[str, list[str]] = attrs.field(factory=dict)
+    #: The server's error message when the operation failed.
+    err: str = ""
+    may_cancel: bool = False
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
+    location: str = ""
+
+    @property
+    def done(self) -> bool:
+        """Whether the operation has reached a final status."""
+        return self.status_code >= OperationStatus.SUCCESS
+
+    @property
+    def succeeded(self) -> bool:
+        """Whether the operation finished successfully."""
+        return self.status_code == OperationStatus.SUCCESS

@@ -1,0 +1,445 @@
+"""Sans-IO core of the Incus images API: what to send, and what an answer means.
+
+Nothing here performs I/O, so both flavours share it and it is tested without a server.
+Request paths are built only from validated input: fingerprints are 1 to 64 hex digits
+(Incus matches them with SQL ``LIKE``, where ``_`` and ``%`` are wildcards) and alias names are
+percent-encoded as one path segment.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping, Sequence
+from typing import Any, TypeVar
+from urllib.parse import quote, urlencode
+
+import attrs
+import cattrs
+import httpx
+
+from ._converter import converter
+from ._errors import (
+    AmbiguousFingerprintError,
+    APIError,
+    ConflictError,
+    ForbiddenError,
+    ImageExistsError,
+    IncusConnectionError,
+    IncusError,
+    IncusTimeoutError,
+    InvalidInputError,
+    NotFoundError,
+    OperationError,
+    OperationGoneError,
+    PreconditionFailedError,
+)
+from ._models import Operation, OperationStatus
+
+__all__ = [
+    "Call",
+    "Envelope",
+    "WaitResult",
+]
+
+T = TypeVar("T")
+
+IMAGES = "/1.0/images"
+ALIASES = "/1.0/images/aliases"
+OPERATIONS = "/1.0/operations"
+
+_FINGERPRINT_PREFIX = re.compile(r"[0-9a-fA-F]{1,64}")
+_FULL_FINGERPRINT = re.compile(r"[0-9a-f]{64}")
+# Characters that would let a value spill into another header or end the request.
+_HEADER_UNSAFE = re.compile(r"[\x00-\x1f\x7f]")
+
+#: Longest server error text quoted in a message: error bodies can be huge (a failed export
+#: can carry a whole image), so messages quote a bounded prefix, never the body.
+MAX_QUOTED_ERROR = 500
+#: Error bodies longer than this are not parsed as JSON at all.
+MAX_ERROR_BODY = 64 * 1024
+
+AMBIGUOUS_MESSAGE = "More than one image matches"
+DUPLICATE_IMAGE_MESSAGE = "Image with same fingerprint already exists"
+WAIT_DEADLINE_MESSAGE = "context deadline exceeded"
+
+
+# --------------------------------------------------------------------------------------------
+# Input validation: refuse before anything is sent.
+
+
+def fingerprint_prefix(value: object, *, argument: str = "fingerprint") -> str:
+    """Return value as a lower-case fingerprint prefix (1 to 64 hex digits), or refuse it."""
+    if not isinstance(value, str):
+        raise InvalidInputError(
+            f"{argument} must be a string of 1 to 64 hex digits, got {type(value).__name__}"
+        )
+    if not _FINGERPRINT_PREFIX.fullmatch(value):
+        raise InvalidInputError(
+            f"{argument} {value!r} is not a fingerprint or a prefix of one (1 to 64 hex digits)"
+        )
+    return value.lower()
+
+
+def full_fingerprint(value: object, *, argument: str = "fingerprint") -> str:
+    """Return value as a full lower-case SHA-256 fingerprint (64 hex digits), or refuse it."""
+    prefix = fingerprint_prefix(value, argument=argument)
+    if len(prefix) != 64:
+        raise InvalidInputError(f"{argument} {value!r} must be a full SHA-256: 64 hex digits")
+    return prefix
+
+
+def alias_name(value: object, *, argument: str = "name") -> str:
+    """Refuse alias names Incus would accept but then could not manage."""
+    if not isinstance(value, str):
+        raise InvalidInputError(f"alias {argument} must be a string, got {type(value).__name__}")
+    if not value:
+        # Incus can be driven into an empty-named alias that can never be changed or deleted.
+        raise InvalidInputError(f"alias {argument} must not be empty")
+    if "\x00" in value:
+        raise InvalidInputError(f"alias {argument} {value!r} contains a NUL character")
+    return value
+
+
+def description_text(value: object) -> str:
+    if not isinstance(value, str):
+        raise InvalidInputError(f"description must be a string, got {type(value).__name__}")
+    return value
+
+
+def properties_map(value: object, *, argument: str = "properties") -> dict[str, str]:
+    """Check an image properties mapping: non-empty string keys, non-empty string values.
+
+    Incus treats an empty value as "delete this key" when properties are updated, so an empty
+    value could not be stored as given; it is refused instead of being silently dropped.
+    """
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise InvalidInputError(f"{argument} must be a mapping of str to str, got {value!r}")
+    checked: dict[str, str] = {}
+    for key, item in value.items():
+        if not isinstance(key, str) or not key:
+            raise InvalidInputError(f"{argument}: keys must be non-empty strings, got {key!r}")
+        if not isinstance(item, str):
+            raise InvalidInputError(
+                f"{argument}[{key!r}] must be a string, got {type(item).__name__}"
+            )
+        if item == "":
+            raise InvalidInputError(
+                f"{argument}[{key!r}] is empty: Incus deletes properties whose value is empty, "
+                "so leave the key out instead"
+            )
+        checked[key] = item
+    return checked
+
+
+def boolean(value: object, argument: str) -> bool:
+    if not isinstance(value, bool):
+        raise InvalidInputError(f"{argument} must be True or False, got {value!r}")
+    return value
+
+
+def filename_header(value: object) -> bytes:
+    """The X-Incus-filename header value: UTF-8 bytes (Incus stores the raw header bytes)."""
+    if not isinstance(value, str) or not value:
+        raise InvalidInputError(f"filename must be a non-empty string, got {value!r}")
+    if _HEADER_UNSAFE.search(value):
+        raise InvalidInputError(f"filename {value!r} contains control characters")
+    return value.encode("utf-8")
+
+
+def list_header(key: str, values: Sequence[str]) -> str:
+    """X-Incus-aliases / X-Incus-profiles: URL-encoded ``key=a&key=b``."""
+    return urlencode([(key, value) for value in values])
+
+
+def looks_like_json(first_bytes: bytes) -> bool:
+    """Whether incusd would take an upload starting with these bytes for a JSON request.
+
+    The server decodes every upload body as JSON before treating it as an image; a body that
+    decodes as a JSON object becomes an image *request* (and some such requests crash incusd).
+    No image tarball starts with ``{`` or ``null``.
+    """
+    stripped = first_bytes.lstrip(b" \t\r\n")
+    return stripped.startswith((b"{", b"null"))
+
+
+def alias_path(name: str) -> str:
+    """The URL path of an alias: the name percent-encoded as a single segment.
+
+    Dots are encoded too, so that the names ``.`` and ``..`` cannot become dot segments that
+    an HTTP library would resolve into another endpoint.
+    """
+    return f"{ALIASES}/" + quote(name, safe="").replace(".", "%2E")
+
+
+def image_path(fingerprint: str, *suffix: str) -> str:
+    return "/".join((IMAGES, fingerprint, *suffix))
+
+
+def operation_id(operation: object) -> str:
+    """The id of an Operation, an operation id or an operation URL, checked."""
+    if isinstance(operation, Operation):
+        value = operation.id
+    elif isinstance(operation, str):
+        value = operation.rsplit("?", 1)[0]
+        if value.startswith(OPERATIONS + "/"):
+            value = value[len(OPERATIONS) + 1 :]
+    else:
+        raise InvalidInputError(
+            f"operation must be an Operation, an id or a URL, got {type(operation).__name__}"
+        )
+    if not re.fullmatch(r"[0-9A-Za-z-]{1,128}", value):
+        raise InvalidInputError(f"{operation!r} is not an operation id")
+    return value
+
+
+def replace_properties_patch(
+    current: Mapping[str, str], wanted: Mapping[str, str]
+) -> dict[str, Any]:
+    """A PATCH body that makes an image's properties exactly ``wanted``.
+
+    PATCH merges properties and deletes keys sent with an empty value. Unlike PUT it leaves
+    every other field alone (a PUT resets profiles and anything it does not send).
+    """
+    properties = {key: "" for key in current if key not in wanted}
+    properties.update(wanted)
+    return {"properties": properties}
+
+
+# --------------------------------------------------------------------------------------------
+# Requests and answers.
+
+
+@attrs.frozen(kw_only=True)
+class Call:
+    """One request, plus what it is for (used in every error message about it)."""
+
+    method: str
+    path: str
+    #: What the call does, as in "Could not <action> on <server>": ``get image 'ab12'``.
+    action: str
+    params: Mapping[str, str] = attrs.field(factory=dict)
+    headers: Mapping[str, str | bytes] = attrs.field(factory=dict)
+    json: Any = None
+    #: Whether the ``project`` query parameter applies (operations are global).
+    project_scoped: bool = True
+
+
+@attrs.frozen
+class Envelope:
+    """A successful Incus response."""
+
+    #: ``sync`` or ``async``.
+    type: str
+    metadata: Any
+    #: The ETag header, used as If-Match on the next write.
+    etag: str | None = None
+    #: The operation URL of an async response.
+    operation: str = ""
+
+
+def _bounded(text: str) -> str:
+    text = text.strip()
+    if len(text) > MAX_QUOTED_ERROR:
+        return text[:MAX_QUOTED_ERROR] + f"... ({len(text)} characters)"
+    return text
+
+
+def server_error_text(body: bytes) -> tuple[str, int | None]:
+    """The ``error`` text and ``error_code`` of an error body, bounded; raw text otherwise."""
+    if len(body) <= MAX_ERROR_BODY:
+        try:
+            data = json.loads(body)
+        except ValueError:
+            data = None
+        if isinstance(data, dict) and isinstance(data.get("error"), str):
+            code = data.get("error_code")
+            return _bounded(data["error"]), code if isinstance(code, int) else None
+    head = body[: MAX_QUOTED_ERROR + 1].decode("utf-8", errors="replace")
+    if not head.strip():
+        return "(empty response body)", None
+    return _bounded(head) if len(body) <= MAX_QUOTED_ERROR else head[
+        :MAX_QUOTED_ERROR
+    ] + "...", None
+
+
+_STATUS_ERRORS: dict[int, tuple[type[APIError], str]] = {
+    403: (ForbiddenError, " The server does not trust this client for this request."),
+    404: (NotFoundError, ""),
+    409: (ConflictError, ""),
+    412: (PreconditionFailedError, " It changed since it was read."),
+}
+
+
+def api_error(call: Call, server: str, status: int, body: bytes) -> APIError:
+    """The exception for an error answer to call."""
+    message, error_code = server_error_text(body)
+    if AMBIGUOUS_MESSAGE in message:
+        cls: type[APIError] = AmbiguousFingerprintError
+        hint = " The fingerprint prefix is ambiguous: give more of its digits."
+    else:
+        cls, hint = _STATUS_ERRORS.get(status, (APIError, ""))
+    return cls(
+        f"Could not {call.action} on {server}: {message} "
+        f"(HTTP {status} from {call.method} {call.path}).{hint}",
+        server=server,
+        method=call.method,
+        url=call.path,
+        status_code=status,
+        error_code=error_code,
+        server_message=message,
+    )
+
+
+def unexpected(call: Call, server: str, detail: str) -> IncusError:
+    return IncusError(
+        f"Could not {call.action} on {server}: unexpected answer to "
+        f"{call.method} {call.path}: {detail}",
+        server=server,
+        method=call.method,
+        url=call.path,
+    )
+
+
+def parse_envelope(call: Call, server: str, response: httpx.Response) -> Envelope:
+    """Interpret a complete response; raise the mapped error for an error answer."""
+    body = response.content
+    if response.status_code >= 400:
+        raise api_error(call, server, response.status_code, body)
+    try:
+        data = json.loads(body)
+    except ValueError:
+        raise unexpected(call, server, f"not JSON: {server_error_text(body)[0]}") from None
+    if not isinstance(data, dict) or data.get("type") not in ("sync", "async", "error"):
+        raise unexpected(call, server, "not an Incus response envelope")
+    if data["type"] == "error":
+        # Incus answers some failures with an error body under a 2xx status.
+        raise api_error(call, server, int(data.get("error_code") or response.status_code), body)
+    return Envelope(
+        type=data["type"],
+        metadata=data.get("metadata"),
+        etag=response.headers.get("etag"),
+        operation=str(data.get("operation") or ""),
+    )
+
+
+def structure(call: Call, server: str, data: Any, cls: type[T]) -> T:
+    """Turn response metadata into a model; a malformed answer raises an IncusError."""
+    try:
+        return converter.structure(data, cls)
+    except (cattrs.BaseValidationError, ValueError, TypeError, KeyError) as exc:
+        raise unexpected(call, server, f"cannot read it as {cls.__name__}: {exc!r}") from None
+
+
+def fingerprints_from_urls(call: Call, server: str, urls: Any) -> list[str]:
+    """Turn ``["/1.0/images/<fp>", ...]`` into sorted fingerprints."""
+    if not isinstance(urls, list):
+        raise unexpected(call, server, f"expected a list of image URLs, got {type(urls).__name__}")
+    fingerprints = []
+    for url in urls:
+        if not isinstance(url, str) or not url.startswith(IMAGES + "/"):
+            raise unexpected(call, server, f"not an image URL: {url!r}")
+        fingerprints.append(url[len(IMAGES) + 1 :].split("?", 1)[0])
+    return sorted(fingerprints)
+
+
+def transport_error(call: Call, server: str, exc: httpx.TransportError) -> IncusError:
+    """The exception for a request that got no answer."""
+    context: dict[str, Any] = {"server": server, "method": call.method, "url": call.path}
+    detail = str(exc) or type(exc).__name__
+    if isinstance(exc, httpx.TimeoutException):
+        return IncusTimeoutError(
+            f"Could not {call.action} on {server}: no answer in time ({detail})", **context
+        )
+    return IncusConnectionError(
+        f"Could not {call.action}: the connection to {server} failed: {detail}", **context
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Operations.
+
+
+@attrs.frozen
+class WaitResult:
+    """What one long-poll of ``/1.0/operations/{id}/wait`` said."""
+
+    #: The operation in its latest state, when the server sent it.
+    operation: Operation | None = None
+    #: The failure text of incusd 6.0.4, which sends an error body instead of the operation.
+    failure: str | None = None
+    failure_code: int | None = None
+
+    @property
+    def finished(self) -> bool:
+        return self.failure is not None or (self.operation is not None and self.operation.done)
+
+
+def parse_wait(call: Call, server: str, response: httpx.Response) -> WaitResult:
+    """Interpret a /wait answer in both the 6.0.4 and the 6.0.5+ shapes."""
+    if response.status_code == 404:
+        raise OperationGoneError(
+            f"Could not {call.action} on {server}: the server no longer knows the operation "
+            "(Incus forgets finished operations about 5 s after they end), so its outcome "
+            "is unknown",
+            server=server,
+            method=call.method,
+            url=call.path,
+            status_code=404,
+        )
+    if response.status_code >= 400:
+        raise api_error(call, server, response.status_code, response.content)
+    try:
+        data = json.loads(response.content)
+    except ValueError:
+        raise unexpected(call, server, "not JSON") from None
+    if isinstance(data, dict) and data.get("type") == "error":
+        # incusd 6.0.4: HTTP 200 with an error body for both a failure and a timed-out wait.
+        message, code = server_error_text(response.content)
+        if message == WAIT_DEADLINE_MESSAGE:
+            return WaitResult()
+        return WaitResult(failure=message, failure_code=code)
+    envelope = parse_envelope(call, server, response)
+    return WaitResult(operation=structure(call, server, envelope.metadata, Operation))
+
+
+def operation_failure(
+    action: str,
+    server: str,
+    operation: Operation | None,
+    message: str,
+    *,
+    error_code: int | None = None,
+    fingerprint: str | None = None,
+) -> OperationError:
+    """The exception for an operation that ended without success.
+
+    fingerprint names the image concerned when the operation itself does not (incusd 6.0.4
+    reports a failed wait without the operation's metadata).
+    """
+    where = f"operation {operation.id}" if operation is not None else "the operation"
+    context: dict[str, Any] = {
+        "server": server,
+        "operation": operation,
+        "server_message": message,
+        "error_code": error_code,
+    }
+    if operation is not None and operation.status_code == OperationStatus.CANCELLED:
+        return OperationError(f"Could not {action} on {server}: {where} was cancelled", **context)
+    if DUPLICATE_IMAGE_MESSAGE in message:
+        metadata = operation.metadata if operation is not None else None
+        reported = metadata.get("fingerprint") if isinstance(metadata, dict) else None
+        fingerprint = reported if isinstance(reported, str) and reported else fingerprint
+        return ImageExistsError(
+            f"Could not {action} on {server}: image {fingerprint or '(fingerprint unknown)'} "
+            "is already stored there",
+            fingerprint=fingerprint,
+            **context,
+        )
+    return OperationError(
+        f"Could not {action} on {server}: {where} failed: {_bounded(message)}",
+        fingerprint=fingerprint,
+        **context,
+    )
