@@ -48,6 +48,11 @@ RENAMES = {
     "AsyncHTTPTransport": "HTTPTransport",
     "aclose": "close",
     "aiter_raw": "iter_raw",
+    # The few flavour-specific behaviours live in src/incus_images/_flavours.py.
+    "async_flavour": "sync_flavour",
+    # Tests.
+    "async_client": "client",
+    "async_https_client": "https_client",
 }
 
 #: Names that may start with "Async" in generated code (none: every async name has a twin).

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
 import httpx
 
 from .._endpoint import Endpoint, discover_socket
+from .._flavours import async_flavour
 from .._protocol import Call, Envelope, api_error, parse_envelope, transport_error
 from .._version import __version__
 
@@ -35,6 +36,7 @@ class AsyncConnection:
         self.timeout = timeout
         self._timeout = httpx.Timeout(timeout)
         self._http: httpx.AsyncClient | None = None
+        self._detach_finalizer: Callable[[], Any] = lambda: None
 
     @property
     def server(self) -> str:
@@ -67,6 +69,7 @@ class AsyncConnection:
                 # Incus never redirects API calls; following one would resend a body elsewhere.
                 follow_redirects=False,
             )
+            self._detach_finalizer = async_flavour.close_when_collected(self, self._http.aclose)
         return self._http
 
     def _build(self, call: Call, content: Any, timeout: httpx.Timeout | None) -> httpx.Request:
@@ -131,5 +134,6 @@ class AsyncConnection:
 
     async def aclose(self) -> None:
         if self._http is not None:
+            self._detach_finalizer()
             await self._http.aclose()
             self._http = None

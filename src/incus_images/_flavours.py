@@ -1,0 +1,34 @@
+"""The few things the two flavours must do differently, one object per flavour.
+
+The async source uses ``async_flavour``; the generator renames it to ``sync_flavour`` in the
+blocking twin. Everything else is written once.
+"""
+
+from __future__ import annotations
+
+import weakref
+from collections.abc import Callable
+from typing import Any
+
+__all__ = ["async_flavour", "sync_flavour"]
+
+
+class _AsyncFlavour:
+    @staticmethod
+    def close_when_collected(owner: object, close: Callable[[], Any]) -> Callable[[], Any]:
+        """Nothing can await a close from a garbage collector: async users close explicitly
+        (``async with`` or ``await client.aclose()``). Returns a detach function."""
+        return lambda: None
+
+
+class _SyncFlavour:
+    @staticmethod
+    def close_when_collected(owner: object, close: Callable[[], Any]) -> Callable[[], Any]:
+        """Close the connection pool when owner is garbage-collected, so that
+        ``Client().images.list()`` in a plain script or notebook leaks no sockets. Returns a
+        detach function for an explicit close."""
+        return weakref.finalize(owner, close).detach
+
+
+async_flavour = _AsyncFlavour()
+sync_flavour = _SyncFlavour()
