@@ -311,11 +311,13 @@ class ExportReceiver:
         content_disposition: str | None,
         verify: bool = True,
         failure_context: str = "Could not export the image",
+        server: str | None = None,
     ) -> None:
         self._target = target
         self._fingerprint = fingerprint
         self._verify = verify
         self._failure_context = failure_context
+        self._server = server
         self._hash = hashlib.sha256()
         self._files: list[PendingFile] = []
         self._current: PendingFile | None = None
@@ -331,6 +333,7 @@ class ExportReceiver:
     def _failure(self, detail: str, cls: type[TransferError] = TransferError) -> TransferError:
         return cls(
             f"{self._failure_context}: {detail}; nothing was written",
+            server=self._server,
             fingerprint=self._fingerprint,
         )
 

@@ -1,1 +1,2 @@
-"""The hand-written async source. ``_sync/`` is generated from it: edit only here."""
+"""One flavour of the client: ``_async/`` is the hand-written source, ``_sync/`` its generated
+blocking twin. Edit ``_async/`` only."""

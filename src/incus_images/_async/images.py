@@ -269,6 +269,7 @@ class AsyncImagesAPI:
                 # Incus does not hash OCI images the way it hashes its own format.
                 verify=response.headers.get("x-incus-type", "incus") != "oci",
                 failure_context=f"Could not {action} on {self._connection.server}",
+                server=self._connection.server,
             )
             try:
                 async for chunk in response.aiter_raw(CHUNK_SIZE):

@@ -1,0 +1,75 @@
+"""Developer sessions. `nox -l` lists them; `sh scripts/bootstrap.sh SESSION` also installs nox
+and incusd first on a fresh machine.
+
+    gen        regenerate the blocking twin (src/incus_images/_sync, tests/_sync) from _async/
+    tests      the whole test suite, both flavours, against the installed wheel and a real incusd
+    lint       ruff (generated code included)
+    typecheck  mypy --strict (generated code included)
+    build      sdist + wheel, and proof that the wheel holds the generated _sync package
+    demo       the SDK's main job against the local daemon (a throwaway one if none runs)
+"""
+
+from __future__ import annotations
+
+import nox
+
+nox.options.sessions = ["lint", "typecheck", "tests"]
+nox.options.default_venv_backend = "venv"
+nox.options.reuse_existing_virtualenvs = True
+
+PYTHON = "3.11"
+PYPROJECT = nox.project.load_toml("pyproject.toml")
+GENERATOR = ["unasync==0.6.0", "setuptools"]
+
+
+def _groups(*names: str) -> list[str]:
+    return [req for name in names for req in nox.project.dependency_groups(PYPROJECT, name)]
+
+
+def _install_with(session: nox.Session, *groups: str) -> None:
+    """Install the project (a real, non-editable build: tests see what users get) and groups."""
+    session.install(".", *_groups(*groups))
+
+
+@nox.session(python=PYTHON)
+def gen(session: nox.Session) -> None:
+    session.install(*GENERATOR)
+    session.run("python", "scripts/run_unasync.py", *session.posargs)
+
+
+@nox.session(python=PYTHON)
+def tests(session: nox.Session) -> None:
+    session.install(*GENERATOR)
+    _install_with(session, "test")
+    session.run("python", "-m", "pytest", *session.posargs)
+
+
+@nox.session(python=PYTHON)
+def lint(session: nox.Session) -> None:
+    session.install(*GENERATOR)
+    session.install(*_groups("lint"))
+    session.run("python", "scripts/run_unasync.py")
+    session.run("ruff", "check", "src", "tests", "scripts", "noxfile.py", "hatch_build.py")
+    session.run("ruff", "format", "--check", "src", "tests", "scripts", "noxfile.py")
+
+
+@nox.session(python=PYTHON)
+def typecheck(session: nox.Session) -> None:
+    session.install(*GENERATOR)
+    _install_with(session, "typecheck")
+    session.run("python", "scripts/run_unasync.py")
+    session.run("mypy")
+
+
+@nox.session(python=PYTHON)
+def build(session: nox.Session) -> None:
+    session.install("build")
+    session.run("rm", "-rf", "dist", external=True)
+    session.run("python", "-m", "build", "--outdir", "dist")
+    session.run("python", "scripts/check_wheel.py", "dist")
+
+
+@nox.session(python=PYTHON)
+def demo(session: nox.Session) -> None:
+    session.install(".")
+    session.run("python", "scripts/demo.py", *session.posargs)

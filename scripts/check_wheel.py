@@ -1,0 +1,52 @@
+"""Fail unless the built wheel and sdist hold the generated ``_sync`` package.
+
+    python scripts/check_wheel.py DIST_DIR
+
+``_sync/`` is not in git; only the build hook puts it into distributions. A wheel without it
+would install a package whose ``import incus_images`` fails.
+"""
+
+from __future__ import annotations
+
+import sys
+import tarfile
+import zipfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+REQUIRED = sorted(p.name for p in (ROOT / "src" / "incus_images" / "_async").glob("*.py"))
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) != 1:
+        print("usage: check_wheel.py DIST_DIR", file=sys.stderr)
+        return 2
+    dist = Path(argv[0])
+    wheels = sorted(dist.glob("*.whl"))
+    sdists = sorted(dist.glob("*.tar.gz"))
+    if len(wheels) != 1 or len(sdists) != 1:
+        print(
+            f"expected one wheel and one sdist in {dist}, found {wheels + sdists}", file=sys.stderr
+        )
+        return 1
+    with zipfile.ZipFile(wheels[0]) as wheel:
+        wheel_names = set(wheel.namelist())
+    with tarfile.open(sdists[0]) as sdist:
+        sdist_names = {name.split("/", 1)[1] for name in sdist.getnames() if "/" in name}
+    problems = []
+    for module in REQUIRED:
+        if f"incus_images/_sync/{module}" not in wheel_names:
+            problems.append(f"wheel {wheels[0].name} lacks incus_images/_sync/{module}")
+        if f"src/incus_images/_sync/{module}" not in sdist_names:
+            problems.append(f"sdist {sdists[0].name} lacks src/incus_images/_sync/{module}")
+    if "incus_images/py.typed" not in wheel_names:
+        problems.append("wheel lacks incus_images/py.typed")
+    if problems:
+        print("\n".join(problems), file=sys.stderr)
+        return 1
+    print(f"{wheels[0].name} and {sdists[0].name} hold the {len(REQUIRED)} generated _sync modules")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,1 @@
+"""Tests written once, async; tests/_sync/ is generated from here."""

@@ -1,0 +1,53 @@
+"""Client fixtures for the tests written once here and generated into tests/_sync/."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from tiny_image import unified_image
+
+from incus_images import AsyncClient, Image, NotFoundError
+
+
+@pytest.fixture
+async def async_client(incusd: Any) -> AsyncIterator[AsyncClient]:
+    """A client of the session's throwaway daemon, over its unix socket."""
+    async with AsyncClient(incusd.endpoint) as client:
+        yield client
+
+
+@pytest.fixture
+async def async_https_client(https_server: Any) -> AsyncIterator[AsyncClient]:
+    """A client of the session's throwaway daemon over HTTPS, trusted, verifying the server."""
+    async with AsyncClient(
+        https_server.url,
+        cert=(https_server.client_cert, https_server.client_key),
+        verify=https_server.server_cert,
+    ) as client:
+        yield client
+
+
+@pytest.fixture
+async def cleanup(async_client: AsyncClient) -> AsyncIterator[list[str]]:
+    """Fingerprints appended here are deleted after the test, if still there."""
+    fingerprints: list[str] = []
+    yield fingerprints
+    for fingerprint in fingerprints:
+        with contextlib.suppress(NotFoundError):
+            await async_client.images.delete(fingerprint, wait=True)
+
+
+@pytest.fixture
+def new_image(async_client: AsyncClient, cleanup: list[str]) -> Any:
+    """Upload a fresh tiny image (removed after the test); keyword arguments go to create()."""
+
+    async def upload(**options: Any) -> Image:
+        image = await async_client.images.create(unified_image(), wait=True, **options)
+        assert isinstance(image, Image)
+        cleanup.append(image.fingerprint)
+        return image
+
+    return upload

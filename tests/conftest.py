@@ -1,0 +1,122 @@
+"""Fixtures shared by every test, in both flavours.
+
+* The generated ``_sync/`` trees are brought up to date before collection (outside CI; in CI
+  a stale tree fails the run, since CI must test what the build generates).
+* ``incusd`` is one throwaway daemon for the whole session, started and stopped here by PID.
+  Where none can be had, the tests that need it are skipped with the reason, except under
+  ``CI=true``, where they fail.
+* Every response is read with the strict converter, so a model that misses a field the
+  daemon sends, or a fixture that drifts from the models, fails the test.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import attrs
+import httpx
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def _generated_code_is_current() -> None:
+    generator = ROOT / "scripts" / "run_unasync.py"
+    args = [sys.executable, str(generator)] + (["--check"] if IN_CI else [])
+    result = subprocess.run(args, capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        pytest.exit(
+            f"generated code is not current ({' '.join(args[1:])}):\n"
+            f"{result.stdout}{result.stderr}",
+            returncode=3,
+        )
+
+
+_generated_code_is_current()
+
+from throwaway_incusd import (  # noqa: E402 - scripts/ is on pythonpath (pyproject.toml)
+    DaemonUnavailable,
+    ThrowawayIncusd,
+    make_client_certificate,
+)
+
+import incus_images._protocol  # noqa: E402
+from incus_images._converter import make_converter  # noqa: E402
+from tests.helpers import UNIX_BASE  # noqa: E402
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _strict_converter() -> Iterator[None]:
+    original = incus_images._protocol.converter
+    incus_images._protocol.converter = make_converter(strict=True)
+    yield
+    incus_images._protocol.converter = original
+
+
+@pytest.fixture(scope="session")
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+def _unavailable(reason: str) -> None:
+    if IN_CI:
+        pytest.fail(f"CI needs a real incusd and cannot have one: {reason}", pytrace=False)
+    pytest.skip(f"no throwaway incusd: {reason}")
+
+
+@pytest.fixture(scope="session")
+def incusd() -> Iterator[ThrowawayIncusd]:
+    """A private incusd for this test session."""
+    daemon = ThrowawayIncusd()
+    try:
+        daemon.start()
+    except DaemonUnavailable as exc:
+        _unavailable(str(exc))
+    try:
+        yield daemon
+    finally:
+        daemon.stop()
+
+
+@attrs.frozen
+class HttpsServer:
+    url: str
+    client_cert: str
+    client_key: str
+    server_cert: str
+    #: A certificate that is not the server's, for the refusal tests.
+    other_cert: str
+
+
+@pytest.fixture(scope="session")
+def https_server(incusd: ThrowawayIncusd) -> Iterator[HttpsServer]:
+    """The session daemon served over HTTPS too, with a trusted client certificate."""
+    with tempfile.TemporaryDirectory(prefix="incus-tls-") as directory:
+        try:
+            cert, key = make_client_certificate(directory, "client")
+            other, _ = make_client_certificate(directory, "other")
+        except (DaemonUnavailable, subprocess.CalledProcessError) as exc:
+            _unavailable(f"cannot make certificates: {exc}")
+        url = incusd.enable_https()
+        incusd.trust(cert)
+        yield HttpsServer(
+            url=url,
+            client_cert=cert,
+            client_key=key,
+            server_cert=incusd.server_certificate,
+            other_cert=other,
+        )
+
+
+@pytest.fixture(scope="session")
+def raw_api(incusd: ThrowawayIncusd) -> Iterator[httpx.Client]:
+    """Plain httpx on the daemon's socket, to arrange and inspect state behind the SDK's back."""
+    transport = httpx.HTTPTransport(uds=incusd.socket_path)
+    with httpx.Client(transport=transport, base_url=UNIX_BASE, timeout=60) as client:
+        yield client

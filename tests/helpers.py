@@ -1,0 +1,148 @@
+"""Helpers for tests of both flavours (flavour-neutral: not generated)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import uuid
+from typing import Any
+
+import httpx
+
+#: The base URL the SDK uses on a unix socket (respx routes match it).
+UNIX_BASE = "http://incus"
+
+
+def unique(prefix: str = "t") -> str:
+    """A name no other test uses."""
+    return f"{prefix}-{uuid.uuid4().hex[:10]}"
+
+
+def sha256(*parts: bytes) -> str:
+    digest = hashlib.sha256()
+    for part in parts:
+        digest.update(part)
+    return digest.hexdigest()
+
+
+def sync_response(
+    metadata: Any, status: int = 200, headers: dict[str, str] | None = None
+) -> httpx.Response:
+    """An Incus sync envelope, as incusd sends it."""
+    body = {
+        "type": "sync",
+        "status": "Success",
+        "status_code": 200,
+        "operation": "",
+        "error_code": 0,
+        "error": "",
+        "metadata": metadata,
+    }
+    return httpx.Response(status, json=body, headers=headers)
+
+
+def error_response(status: int, message: str, *, http_status: int | None = None) -> httpx.Response:
+    """An Incus error envelope (incusd ends it with a newline)."""
+    body = {
+        "type": "error",
+        "status": "",
+        "status_code": 0,
+        "operation": "",
+        "error_code": status,
+        "error": message,
+        "metadata": None,
+    }
+    return httpx.Response(
+        http_status if http_status is not None else status,
+        content=(json.dumps(body) + "\n").encode(),
+        headers={"Content-Type": "application/json"},
+    )
+
+
+def operation(
+    op_id: str = "6b9d4f3e-1111-4222-8333-444455556666",
+    *,
+    status_code: int = 103,
+    metadata: Any = None,
+    err: str = "",
+    description: str = "Downloading image",
+    resources: dict[str, list[str]] | None = None,
+) -> dict[str, Any]:
+    """An Operation object as incusd 6.0.x sends it."""
+    status = {103: "Running", 105: "Pending", 200: "Success", 400: "Failure", 401: "Cancelled"}
+    return {
+        "id": op_id,
+        "class": "task",
+        "description": description,
+        "created_at": "2026-11-26T17:31:44.295220911Z",
+        "updated_at": "2026-11-26T17:31:44.305932309Z",
+        "status": status[status_code],
+        "status_code": status_code,
+        "resources": resources if resources is not None else {},
+        "metadata": metadata,
+        "may_cancel": False,
+        "err": err,
+        "location": "none",
+    }
+
+
+def async_response(op: dict[str, Any]) -> httpx.Response:
+    """The 202 answer that starts an operation."""
+    body = {
+        "type": "async",
+        "status": "Operation created",
+        "status_code": 100,
+        "operation": f"/1.0/operations/{op['id']}",
+        "error_code": 0,
+        "error": "",
+        "metadata": op,
+    }
+    return httpx.Response(202, json=body, headers={"Location": f"/1.0/operations/{op['id']}"})
+
+
+def image(fingerprint: str, **overrides: Any) -> dict[str, Any]:
+    """An Image object as incusd 6.0.4 sends it for a local upload."""
+    body = {
+        "auto_update": False,
+        "properties": {"os": "tiny"},
+        "public": False,
+        "expires_at": "0001-01-01T00:00:00Z",
+        "profiles": ["default"],
+        "aliases": [],
+        "architecture": "x86_64",
+        "cached": False,
+        "filename": "tiny.tar.gz",
+        "fingerprint": fingerprint,
+        "size": 290,
+        "type": "container",
+        "created_at": "2023-11-14T22:13:20Z",
+        "last_used_at": "0001-01-01T00:00:00Z",
+        "uploaded_at": "2026-11-26T17:31:44.970029755Z",
+        "project": "default",
+    }
+    body.update(overrides)
+    return body
+
+
+def wait_raw(raw: httpx.Client, response: httpx.Response) -> dict[str, Any]:
+    """Wait (plain httpx) for the operation a 202 answer started; return its final state."""
+    assert response.status_code == 202, response.text
+    op_url = response.json()["operation"]
+    waited = raw.get(f"{op_url}/wait", params={"timeout": "60"}).json()
+    if waited["type"] == "error":  # incusd 6.0.4 reports failures this way
+        raise AssertionError(f"operation failed: {waited['error']}")
+    return dict(waited["metadata"])
+
+
+def upload_split_raw(
+    raw: httpx.Client, metadata: bytes, rootfs: bytes, *, rootfs_part: str = "rootfs"
+) -> str:
+    """Upload a split image with plain httpx (multipart: metadata, then rootfs); return its fp."""
+    files = [
+        ("metadata", ("meta.tar.gz", metadata, "application/octet-stream")),
+        (rootfs_part, ("rootfs.tar.gz", rootfs, "application/octet-stream")),
+    ]
+    finished = wait_raw(raw, raw.post("/1.0/images", files=files))
+    fingerprint = str(finished["metadata"]["fingerprint"])
+    assert fingerprint == sha256(metadata, rootfs)
+    return fingerprint
