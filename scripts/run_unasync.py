@@ -20,6 +20,7 @@ import re
 import shutil
 import sys
 import tempfile
+import tokenize
 from collections import Counter
 from pathlib import Path
 
@@ -55,15 +56,15 @@ RENAMES = {
     "async_https_client": "https_client",
 }
 
-#: Names that may start with "Async" in generated code (none: every async name has a twin).
-ALLOWED_ASYNC_NAMES: frozenset[str] = frozenset()
+#: Names that may appear in generated code although they look asynchronous (none so far).
+ALLOWED_ASYNC_NAMES: frozenset[str] = frozenset({"async_response"})
 
-_LEFTOVERS = [
-    (re.compile(r"\bawait\b"), "an 'await'"),
-    (re.compile(r"\basync\s+(def|with|for)\b"), "an 'async' statement"),
-    (re.compile(r"\bSync[A-Z]\w*"), "a name unasync invented (AsyncX -> SyncX)"),
-]
-_ASYNC_NAME = re.compile(r"\bAsync[A-Z]\w*")
+#: Names that must not survive into generated code: the keywords, every Async... class, the
+#: Sync... names unasync invents for AsyncX it does not know, and httpx's async spellings.
+_ASYNC_ONLY = re.compile(
+    r"await|async|Async[A-Z]\w*|Sync[A-Z]\w*|async_\w+|asynccontextmanager"
+    r"|a(close|read|iter_\w+|send|write|flush)"
+)
 
 
 class _CountingRule(unasync.Rule):  # type: ignore[misc]
@@ -106,16 +107,18 @@ def _generate_into(out_root: Path) -> None:
 
 
 def _leftovers(path: Path, shown: str) -> list[str]:
-    # Comments may mention async freely; only code counts.
+    """Asynchronous names left in generated code. Only code counts: names are read as Python
+    tokens, so comments and strings (docstrings too) may mention async freely."""
     found = []
-    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        code = line.split("#", 1)[0]
-        for pattern, what in _LEFTOVERS:
-            if pattern.search(code):
-                found.append(f"{shown}:{lineno}: {what} survived: {line.strip()}")
-        for name in _ASYNC_NAME.findall(code):
-            if name not in ALLOWED_ASYNC_NAMES:
-                found.append(f"{shown}:{lineno}: async name {name!r} has no sync twin in RENAMES")
+    with tokenize.open(path) as source:
+        for token in tokenize.generate_tokens(source.readline):
+            if token.type != tokenize.NAME or token.string in ALLOWED_ASYNC_NAMES:
+                continue
+            if _ASYNC_ONLY.fullmatch(token.string):
+                found.append(
+                    f"{shown}:{token.start[0]}: {token.string!r} survived; give it a sync "
+                    f"twin in RENAMES: {token.line.strip()}"
+                )
     return found
 
 

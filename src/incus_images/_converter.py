@@ -28,7 +28,9 @@ __all__ = ["converter", "make_converter", "parse_timestamp"]
 
 T = TypeVar("T")
 
-_MODELS: tuple[type[Any], ...] = (Image, ImageAlias, ImageSource, Operation)
+# Models used inside other models come first: a model's structuring function takes the hooks
+# of its fields' types as they are when it is generated.
+_MODELS: tuple[type[Any], ...] = (ImageAlias, ImageSource, Image, Operation)
 _RENAMED = {Operation: {"class_": "class"}}
 
 

@@ -182,14 +182,18 @@ def parse_endpoint(
     if not text:
         raise InvalidInputError("endpoint must not be empty (omit it to find the local daemon)")
     if text.startswith("/"):
-        text = "unix://" + text
+        # A bare path is a file name, taken literally (it may contain '#', '?' or '%').
+        if cert is not None:
+            raise InvalidInputError("cert= is only used with an https:// endpoint")
+        return Endpoint.unix(text)
     parts = urlsplit(text)
     scheme = parts.scheme.lower()
     if scheme == "unix":
         path = unquote(parts.path)
-        if parts.netloc or not path.startswith("/"):
+        if parts.netloc or not path.startswith("/") or parts.query or parts.fragment:
             raise InvalidInputError(
-                f"endpoint {text!r}: a unix endpoint needs an absolute path, e.g. unix:///run/incus/unix.socket"
+                f"endpoint {text!r}: a unix endpoint is an absolute path, e.g. "
+                "unix:///run/incus/unix.socket (percent-encode '#', '?' and '%' in it)"
             )
         if cert is not None:
             raise InvalidInputError("cert= is only used with an https:// endpoint")
@@ -197,14 +201,16 @@ def parse_endpoint(
     if scheme == "https":
         if not parts.hostname:
             raise InvalidInputError(f"endpoint {text!r} has no host name")
-        if parts.path not in ("", "/") or parts.query or parts.fragment:
+        if parts.path not in ("", "/") or parts.query or parts.fragment or "@" in parts.netloc:
             raise InvalidInputError(
                 f"endpoint {text!r}: give only scheme, host and port, e.g. https://host:8443"
             )
         try:
-            port = parts.port or 8443
+            port = 8443 if parts.port is None else parts.port
         except ValueError as exc:
             raise InvalidInputError(f"endpoint {text!r}: {exc}") from exc
+        if not 0 < port < 65536:
+            raise InvalidInputError(f"endpoint {text!r}: port {port} is out of range")
         host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
         base_url = f"https://{host}:{port}"
         return Endpoint(display=base_url, base_url=base_url, ssl_context=_ssl_context(verify, cert))

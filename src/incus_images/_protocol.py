@@ -256,7 +256,8 @@ def server_error_text(body: bytes) -> tuple[str, int | None]:
             data = None
         if isinstance(data, dict) and isinstance(data.get("error"), str):
             code = data.get("error_code")
-            return _bounded(data["error"]), code if isinstance(code, int) else None
+            text = _bounded(data["error"]) or "(no error message)"
+            return text, code if type(code) is int else None
     head = body[: MAX_QUOTED_ERROR + 1].decode("utf-8", errors="replace")
     if not head.strip():
         return "(empty response body)", None
@@ -316,7 +317,9 @@ def parse_envelope(call: Call, server: str, response: httpx.Response) -> Envelop
         raise unexpected(call, server, "not an Incus response envelope")
     if data["type"] == "error":
         # Incus answers some failures with an error body under a 2xx status.
-        raise api_error(call, server, int(data.get("error_code") or response.status_code), body)
+        code = data.get("error_code")
+        status = code if type(code) is int and code >= 400 else response.status_code
+        raise api_error(call, server, status, body)
     return Envelope(
         type=data["type"],
         metadata=data.get("metadata"),

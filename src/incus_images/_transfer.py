@@ -66,6 +66,11 @@ def safe_basename(name: str | None, fallback: str) -> str:
     return fallback
 
 
+def rootfs_path(target: Path) -> Path:
+    """Where the rootfs of a split image goes when the metadata goes to target."""
+    return target.with_name(target.name + ".root")
+
+
 def check_export_target(target_path: str | os.PathLike[str]) -> Path:
     """Refuse a target that cannot be written before anything is requested."""
     try:
@@ -76,8 +81,10 @@ def check_export_target(target_path: str | os.PathLike[str]) -> Path:
         ) from None
     if target.is_dir():
         return target
-    if target.exists() and not target.is_file():
-        raise InvalidInputError(f"target_path {str(target)!r} exists and is not a regular file")
+    # A split image also writes target + ".root"; both must be free for regular files.
+    for path in (target, rootfs_path(target)):
+        if path.exists() and not path.is_file():
+            raise InvalidInputError(f"{str(path)!r} exists and is not a regular file")
     if not target.parent.is_dir():
         raise InvalidInputError(
             f"target_path {str(target)!r}: its directory {str(target.parent)!r} does not exist"
@@ -345,7 +352,7 @@ class ExportReceiver:
             }.get(part, self._fingerprint)
             return self._target / safe_basename(server_name, fallback)
         if part == "rootfs":
-            return self._target.with_name(self._target.name + ".root")
+            return rootfs_path(self._target)
         return self._target
 
     def _open(self, server_name: str | None, part: str) -> None:
@@ -398,7 +405,18 @@ class ExportReceiver:
                 f"image's fingerprint",
                 ChecksumMismatchError,
             )
-        written = [pending.commit() for pending in self._files]
+        # Refuse before renaming anything, so that a split image is placed whole or not at all.
+        for pending in self._files:
+            if pending.target.exists() and not pending.target.is_file():
+                raise self._failure(f"{str(pending.target)!r} exists and is not a regular file")
+        written = []
+        try:
+            for pending in self._files:
+                written.append(pending.commit())
+        except OSError as exc:
+            for path in written:
+                path.unlink(missing_ok=True)
+            raise self._failure(f"cannot move the file into place: {exc}") from exc
         self._files = []
         return written
 
