@@ -57,7 +57,7 @@ RENAMES = {
 }
 
 #: Names that may appear in generated code although they look asynchronous (none so far).
-ALLOWED_ASYNC_NAMES: frozenset[str] = frozenset({"async_response"})
+ALLOWED_ASYNC_NAMES: frozenset[str] = frozenset()
 
 #: Names that must not survive into generated code: the keywords, every Async... class, the
 #: Sync... names unasync invents for AsyncX it does not know, and httpx's async spellings.

@@ -86,7 +86,7 @@ def operation(
     }
 
 
-def async_response(op: dict[str, Any]) -> httpx.Response:
+def accepted_response(op: dict[str, Any]) -> httpx.Response:
     """The 202 answer that starts an operation."""
     body = {
         "type": "async",

@@ -9,6 +9,7 @@ percent-encoded as one path segment.
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Mapping, Sequence
 from typing import Any, TypeVar
@@ -134,6 +135,20 @@ def properties_map(value: object, *, argument: str = "properties") -> dict[str, 
     return checked
 
 
+def seconds(value: object, argument: str, *, allow_zero: bool = False) -> float | None:
+    """A duration in seconds: None (no limit) or a finite number > 0 (>= 0 with allow_zero)."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise InvalidInputError(f"{argument} must be None or a number of seconds, got {value!r}")
+    if not math.isfinite(value) or value < 0 or (value == 0 and not allow_zero):
+        bound = ">= 0" if allow_zero else "> 0"
+        raise InvalidInputError(
+            f"{argument} must be None (no limit) or a finite number {bound}, got {value!r}"
+        )
+    return float(value)
+
+
 def boolean(value: object, argument: str) -> bool:
     if not isinstance(value, bool):
         raise InvalidInputError(f"{argument} must be True or False, got {value!r}")
@@ -154,15 +169,18 @@ def list_header(key: str, values: Sequence[str]) -> str:
     return urlencode([(key, value) for value in values])
 
 
-def looks_like_json(first_bytes: bytes) -> bool:
+JSON_WHITESPACE = b" \t\r\n"
+
+
+def looks_like_json(start: bytes) -> bool:
     """Whether incusd would take an upload starting with these bytes for a JSON request.
 
     The server decodes every upload body as JSON before treating it as an image; a body that
-    decodes as a JSON object becomes an image *request* (and some such requests crash incusd).
-    No image tarball starts with ``{`` or ``null``.
+    decodes as a JSON object (after any amount of whitespace) becomes an image *request*, and
+    some such requests crash incusd. No image tarball starts with ``{`` or ``null``. start must
+    reach past the leading whitespace (up to four more bytes), or the answer may be wrong.
     """
-    stripped = first_bytes.lstrip(b" \t\r\n")
-    return stripped.startswith((b"{", b"null"))
+    return start.lstrip(JSON_WHITESPACE).startswith((b"{", b"null"))
 
 
 def alias_path(name: str) -> str:

@@ -7,6 +7,7 @@ from types import TracebackType
 
 from .._endpoint import CertificateArg, VerifyArg, parse_endpoint
 from .._errors import InvalidInputError
+from .._protocol import seconds
 from ._connection import AsyncConnection
 from .images import AsyncImagesAPI
 from .operations import AsyncOperationsAPI
@@ -47,14 +48,10 @@ class AsyncClient:
     ) -> None:
         if project is not None and (not isinstance(project, str) or not project):
             raise InvalidInputError(f"project must be a non-empty string or None, got {project!r}")
-        if timeout is not None and (
-            isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0
-        ):
-            raise InvalidInputError(f"timeout must be a positive number or None, got {timeout!r}")
         self._connection = AsyncConnection(
             parse_endpoint(endpoint, cert=cert, verify=verify),
             project=project,
-            timeout=timeout,
+            timeout=seconds(timeout, "timeout"),
         )
         #: Background operations: read them and wait for them.
         self.operations = AsyncOperationsAPI(self._connection)

@@ -13,6 +13,7 @@ from .._models import Image, ImageAlias, Operation
 from .._protocol import (
     ALIASES,
     IMAGES,
+    JSON_WHITESPACE,
     Call,
     alias_name,
     alias_path,
@@ -60,7 +61,7 @@ class AsyncImagesAPI:
 
         recursion=1 (the default) returns Image objects; recursion=0 returns full fingerprints.
         """
-        if recursion not in (0, 1) or isinstance(recursion, bool):
+        if type(recursion) is not int or recursion not in (0, 1):
             raise InvalidInputError(f"recursion must be 0 or 1, got {recursion!r}")
         call = Call(
             method="GET",
@@ -116,7 +117,7 @@ class AsyncImagesAPI:
         data = bytes(image_data)
         if not data:
             raise InvalidInputError("image_data is empty")
-        if looks_like_json(data[:64]):
+        if looks_like_json(data.lstrip(JSON_WHITESPACE)[:4]):
             raise InvalidInputError(
                 "image_data looks like JSON, not an image tarball (incusd would read it as an "
                 "image request instead of an image)"
@@ -147,11 +148,10 @@ class AsyncImagesAPI:
         )
         reported = (finished.metadata or {}).get("fingerprint")
         if reported != sha256:
-            await self._discard_upload(reported, action, f"it reported fingerprint {reported!r}")
+            outcome = await self._discard_upload(reported)
             raise TransferError(
                 f"Could not {action} on {self._connection.server}: the server stored "
-                f"fingerprint {reported!r}, but the bytes sent hash to {sha256}; "
-                "the stored image was deleted",
+                f"fingerprint {reported!r}, but the bytes sent hash to {sha256}; {outcome}",
                 server=self._connection.server,
                 operation=finished,
                 fingerprint=sha256,
@@ -174,13 +174,13 @@ class AsyncImagesAPI:
         try:
             await self._connection.request(call)
         except IncusError as exc:
-            outcome = await self._discard_upload(fingerprint, action, "")
+            outcome = await self._discard_upload(fingerprint)
             raise exc._amended(
                 f"{exc} The image was uploaded, but this failed, so {outcome}.",
                 fingerprint=fingerprint,
             ) from exc
 
-    async def _discard_upload(self, fingerprint: object, action: str, why: str) -> str:
+    async def _discard_upload(self, fingerprint: object) -> str:
         """Delete an image this client just uploaded but must not keep; say what happened."""
         if not isinstance(fingerprint, str) or not fingerprint:
             return "no image could be identified to delete"
@@ -267,7 +267,7 @@ class AsyncImagesAPI:
                 content_type=response.headers.get("content-type"),
                 content_disposition=response.headers.get("content-disposition"),
                 # Incus does not hash OCI images the way it hashes its own format.
-                verify=response.headers.get("x-incus-type", "incus") != "oci",
+                verify=response.headers.get("x-incus-type", "incus").lower() != "oci",
                 failure_context=f"Could not {action} on {self._connection.server}",
                 server=self._connection.server,
             )

@@ -7,7 +7,7 @@ import time
 
 import httpx
 
-from .._errors import IncusTimeoutError, InvalidInputError, NotFoundError, OperationError
+from .._errors import IncusTimeoutError, NotFoundError, OperationError
 from .._models import Operation
 from .._protocol import (
     OPERATIONS,
@@ -15,6 +15,7 @@ from .._protocol import (
     operation_failure,
     operation_id,
     parse_wait,
+    seconds,
     structure,
 )
 from ._connection import AsyncConnection
@@ -67,10 +68,7 @@ class AsyncOperationsAPI:
         fingerprint: str | None = None,
     ) -> Operation:
         """Wait for op_id; failures are reported as failures to do ``action``."""
-        if timeout is not None and (not isinstance(timeout, int | float) or timeout < 0):
-            raise InvalidInputError(
-                f"timeout must be None or a number of seconds >= 0, got {timeout!r}"
-            )
+        timeout = seconds(timeout, "timeout", allow_zero=True)
         server = self._connection.server
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
@@ -113,7 +111,7 @@ class AsyncOperationsAPI:
             if deadline is not None and time.monotonic() >= deadline:
                 raise IncusTimeoutError(
                     f"Could not {action} on {server}: operation {op_id} still runs after "
-                    f"{timeout} s",
+                    f"{timeout:g} s",
                     server=server,
                     operation=result.operation,
                     fingerprint=fingerprint,

@@ -1,0 +1,503 @@
+"""Unit tests (respx) of images.create: headers and body sent, waiting, checks, cleanup."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+
+import httpx
+import pytest
+import respx
+
+from incus_images import (
+    APIError,
+    AsyncClient,
+    ConflictError,
+    Image,
+    ImageExistsError,
+    IncusError,
+    InvalidInputError,
+    Operation,
+    OperationError,
+    TransferError,
+)
+from tests.helpers import (
+    UNIX_BASE,
+    accepted_response,
+    error_response,
+    image,
+    operation,
+    sha256,
+    sync_response,
+)
+
+pytestmark = pytest.mark.anyio
+
+SERVER = "unix:///nonexistent/incus.sock"
+
+#: Stand-in image bytes (gzip magic, then binary noise): only their hash matters here.
+DATA = b"\x1f\x8b\x08\x00" + bytes(range(256)) * 3
+FP = sha256(DATA)
+UPLOAD_ID = "11111111-2222-4333-8444-555555555555"
+DELETE_ID = "99999999-8888-4777-8666-555555555555"
+DUPLICATE = "Image with same fingerprint already exists"
+
+
+@pytest.fixture
+async def client() -> AsyncIterator[AsyncClient]:
+    async with AsyncClient(SERVER) as incus:
+        yield incus
+
+
+@pytest.fixture
+async def router() -> AsyncIterator[respx.MockRouter]:
+    with respx.mock(base_url=UNIX_BASE, assert_all_called=True) as mock:
+        yield mock
+
+
+@pytest.fixture
+async def silent() -> AsyncIterator[respx.MockRouter]:
+    """A mock incusd that answers anything, for tests that check nothing is sent at all."""
+    with respx.mock(base_url=UNIX_BASE, assert_all_called=False) as mock:
+        mock.route().respond(500)
+        yield mock
+
+
+def sent(router: respx.MockRouter) -> list[str]:
+    return [f"{call.request.method} {call.request.url.raw_path.decode()}" for call in router.calls]
+
+
+def raw_header(request: httpx.Request, name: bytes) -> list[bytes]:
+    """The raw bytes of every header called name, as they went on the wire."""
+    return [value for key, value in request.headers.raw if key.lower() == name]
+
+
+def upload_done(fingerprint: str = FP, op_id: str = UPLOAD_ID) -> httpx.Response:
+    """The /wait answer for a successful upload."""
+    return sync_response(
+        operation(op_id, status_code=200, metadata={"fingerprint": fingerprint, "size": "772"})
+    )
+
+
+def mock_upload(router: respx.MockRouter) -> respx.Route:
+    return router.post("/1.0/images").mock(return_value=accepted_response(operation(UPLOAD_ID)))
+
+
+def mock_wait(router: respx.MockRouter, answer: httpx.Response) -> respx.Route:
+    return router.get(f"/1.0/operations/{UPLOAD_ID}/wait").mock(return_value=answer)
+
+
+# ------------------------------------------------------------------------------------------
+# What is sent.
+
+
+async def test_create_sends_the_bytes_with_octet_stream_and_returns_running_operation(
+    client: AsyncClient, router: respx.MockRouter
+) -> None:
+    """wait=False without properties: one POST, no wait; the Operation is returned as is."""
+    post = mock_upload(router)
+    result = await client.images.create(DATA)
+    assert isinstance(result, Operation)
+    assert result.id == UPLOAD_ID
+    assert result.status_code == 103
+    assert sent(router) == ["POST /1.0/images"]
+    request = post.calls.last.request
+    assert request.content == DATA
+    assert request.headers["Content-Type"] == "application/octet-stream"
+    assert "x-incus-filename" not in request.headers
+    assert "x-incus-public" not in request.headers
+    assert "x-incus-properties" not in request.headers
+
+
+async def test_create_sends_non_ascii_filename_as_raw_utf8(
+    client: AsyncClient, router: respx.MockRouter
+) -> None:
+    post = mock_upload(router)
+    name = "my image ü ☃ 日本.tar.gz"
+    await client.images.create(DATA, filename=name)
+    request = post.calls.last.request
+    assert raw_header(request, b"x-incus-filename") == [name.encode("utf-8")]
+
+
+async def test_create_public_header_only_when_public(
+    client: AsyncClient, router: respx.MockRouter
+) -> None:
+    post = mock_upload(router)
+    await client.images.create(DATA, public=True)
+    await client.images.create(DATA, public=False)
+    first, second = (call.request for call in post.calls)
+    assert first.headers.get_list("X-Incus-public") == ["true"]
+    assert "x-incus-public" not in second.headers
+
+
+async def test_create_accepts_bytearray_and_memoryview(
+    client: AsyncClient, router: respx.MockRouter
+) -> None:
+    post = mock_upload(router)
+    # Accepted at run time, though the annotation says bytes.
+    await client.images.create(bytearray(DATA))  # type: ignore[arg-type]
+    await client.images.create(memoryview(DATA))  # type: ignore[arg-type]
+    assert [call.request.content for call in post.calls] == [DATA, DATA]
+
+
+# ------------------------------------------------------------------------------------------
+# Waiting, and what comes back.
+
+
+async def test_create_wait_waits_then_gets_the_image(
+    client: AsyncClient, router: respx.MockRouter
+) -> None:
+    mock_upload(router)
+    mock_wait(router, upload_done())
+    router.get(f"/1.0/images/{FP}").mock(
+        return_value=sync_response(image(FP, filename="x.tar.gz", size=len(DATA)))
+    )
+    result = await client.images.create(DATA, filename="x.tar.gz", wait=True)
+    assert isinstance(result, Image)
+    assert result.fingerprint == FP
+    assert result.size == len(DATA)
+    assert sent(router) == [
+        "POST /1.0/images",
+        f"GET /1.0/operations/{UPLOAD_ID}/wait?timeout=30",
+        f"GET /1.0/images/{FP}",
+    ]
+
+
+async def test_create_properties_are_patched_after_upload_never_as_header(
+    client: AsyncClient, router: respx.MockRouter
+) -> None:
+    """Properties go in one PATCH to the full fingerprint, after the upload finished."""
+    properties = {"os": "Übuntu ☃", "weird": "a&b=c d+e%", "description": "x"}
+    post = mock_upload(router)
+    mock_wait(router, upload_done())
+    patch = router.patch(f"/1.0/images/{FP}").mock(return_value=sync_response({}))
+    router.get(f"/1.0/images/{FP}").mock(
+        return_value=sync_response(image(FP, properties=properties))
+    )
+    result = await client.images.create(DATA, properties=properties, wait=True)
+    assert isinstance(result, Image)
+    assert result.properties == properties
+    assert "x-incus-properties" not in post.calls.last.request.headers
+    assert patch.call_count == 1
+    assert json.loads(patch.calls.last.request.content) == {"properties": properties}
+    assert sent(router) == [
+        "POST /1.0/images",
+        f"GET /1.0/operations/{UPLOAD_ID}/wait?timeout=30",
+        f"PATCH /1.0/images/{FP}",
+        f"GET /1.0/images/{FP}",
+    ]
+
+
+async def test_create_auto_update_is_patched_after_upload(
+    client: AsyncClient, router: respx.MockRouter
+) -> None:
+    mock_upload(router)
+    mock_wait(router, upload_done())
+    patch = router.patch(f"/1.0/images/{FP}").mock(return_value=sync_response({}))
+    router.get(f"/1.0/images/{FP}").mock(return_value=sync_response(image(FP, auto_update=True)))
+    result = await client.images.create(DATA, auto_update=True, wait=True)
+    assert isinstance(result, Image)
+    assert result.auto_update is True
+    assert json.loads(patch.calls.last.request.content) == {"auto_update": True}
+
+
+async def test_create_properties_and_auto_update_in_one_patch(
+    client: AsyncClient, router: respx.MockRouter
+) -> None:
+    mock_upload(router)
+    mock_wait(router, upload_done())
+    patch = router.patch(f"/1.0/images/{FP}").mock(return_value=sync_response({}))
+    router.get(f"/1.0/images/{FP}").mock(return_value=sync_response(image(FP)))
+    await client.images.create(DATA, auto_update=True, properties={"a": "b"}, wait=True)
+    assert patch.call_count == 1
+    assert json.loads(patch.calls.last.request.content) == {
+        "properties": {"a": "b"},
+        "auto_update": True,
+    }
+
+
+async def test_create_with_properties_without_wait_returns_the_finished_operation(
+    client: AsyncClient, router: respx.MockRouter
+) -> None:
+    """wait=False with properties still waits (to PATCH) but returns the Operation, no GET."""
+    mock_upload(router)
+    mock_wait(router, upload_done())
+    router.patch(f"/1.0/images/{FP}").mock(return_value=sync_response({}))
+    result = await client.images.create(DATA, properties={"a": "b"})
+    assert isinstance(result, Operation)
+    assert result.succeeded
+    assert result.metadata == {"fingerprint": FP, "size": "772"}
+    assert [line.split()[0] for line in sent(router)] == ["POST", "GET", "PATCH"]
+
+
+async def test_create_empty_properties_mean_no_patch(
+    client: AsyncClient, router: respx.MockRouter
+) -> None:
+    mock_upload(router)
+    result = await client.images.create(DATA, properties={})
+    assert isinstance(result, Operation)
+    assert sent(router) == ["POST /1.0/images"]
+
+
+# ------------------------------------------------------------------------------------------
+# Failures.
+
+
+async def test_create_fingerprint_mismatch_deletes_the_reported_image(
+    client: AsyncClient, router: respx.MockRouter
+) -> None:
+    other = sha256(b"what the server claims it stored")
+    mock_upload(router)
+    mock_wait(router, upload_done(other))
+    delete = router.delete(f"/1.0/images/{other}").mock(
+        return_value=accepted_response(operation(DELETE_ID, description="Deleting image"))
+    )
+    router.get(f"/1.0/operations/{DELETE_ID}/wait").mock(
+        return_value=sync_response(operation(DELETE_ID, status_code=200))
+    )
+    with pytest.raises(TransferError) as caught:
+        await client.images.create(DATA, properties={"a": "b"}, wait=True)
+    assert delete.call_count == 1
+    error = caught.value
+    assert error.fingerprint == FP
+    assert other in str(error)
+    assert FP in str(error)
+    assert SERVER in str(error)
+    # Nothing is patched or read after the mismatch.
+    assert sent(router)[-1] == f"GET /1.0/operations/{DELETE_ID}/wait?timeout=30"
+
+
+async def test_create_fingerprint_mismatch_message_tells_when_delete_failed(
+    client: AsyncClient, router: respx.MockRouter
+) -> None:
+    other = sha256(b"what the server claims it stored")
+    mock_upload(router)
+    mock_wait(router, upload_done(other))
+    router.delete(f"/1.0/images/{other}").mock(return_value=error_response(500, "db locked"))
+    with pytest.raises(TransferError) as caught:
+        await client.images.create(DATA, wait=True)
+    assert "was deleted" not in str(caught.value)
+    assert "still on the server" in str(caught.value)
+
+
+async def test_create_without_reported_fingerprint_does_not_claim_a_deletion(
+    client: AsyncClient, router: respx.MockRouter
+) -> None:
+    mock_upload(router)
+    mock_wait(router, sync_response(operation(UPLOAD_ID, status_code=200, metadata=None)))
+    with pytest.raises(TransferError) as caught:
+        await client.images.create(DATA, wait=True)
+    assert sent(router)[-1].startswith("GET /1.0/operations/")  # no DELETE was possible
+    assert "was deleted" not in str(caught.value)
+
+
+async def test_create_duplicate_604_shape(client: AsyncClient, router: respx.MockRouter) -> None:
+    """6.0.4: /wait is HTTP 200 with an error body; the SDK reads the operation for details."""
+    mock_upload(router)
+    mock_wait(router, error_response(500, DUPLICATE, http_status=200))
+    op = router.get(f"/1.0/operations/{UPLOAD_ID}").mock(
+        return_value=sync_response(
+            operation(
+                UPLOAD_ID,
+                status_code=400,
+                err=DUPLICATE,
+                metadata={"fingerprint": FP, "size": "772"},
+            )
+        )
+    )
+    with pytest.raises(ImageExistsError) as caught:
+        await client.images.create(DATA, properties={"a": "b"}, wait=True)
+    error = caught.value
+    assert isinstance(error, ConflictError)
+    assert isinstance(error, OperationError)
+    assert error.fingerprint == FP
+    assert FP in str(error)
+    assert SERVER in str(error)
+    assert op.call_count == 1
+    assert "project" not in op.calls.last.request.url.params
+    # No PATCH and no image GET after the failure.
+    assert [line.split()[0] for line in sent(router)] == ["POST", "GET", "GET"]
+
+
+async def test_create_duplicate_604_shape_operation_already_gone(
+    client: AsyncClient, router: respx.MockRouter
+) -> None:
+    """The operation may be purged before it is read: the fingerprint is still the data's."""
+    mock_upload(router)
+    mock_wait(router, error_response(500, DUPLICATE, http_status=200))
+    router.get(f"/1.0/operations/{UPLOAD_ID}").mock(
+        return_value=error_response(404, "Operation not found")
+    )
+    with pytest.raises(ImageExistsError) as caught:
+        await client.images.create(DATA, wait=True)
+    assert caught.value.fingerprint == FP
+    assert caught.value.operation is None
+
+
+async def test_create_duplicate_new_shape(client: AsyncClient, router: respx.MockRouter) -> None:
+    """6.0.5+: /wait returns the failed operation in a sync envelope."""
+    mock_upload(router)
+    mock_wait(
+        router,
+        sync_response(
+            operation(
+                UPLOAD_ID,
+                status_code=400,
+                err=DUPLICATE,
+                metadata={"fingerprint": FP, "size": "772"},
+            )
+        ),
+    )
+    with pytest.raises(ImageExistsError) as caught:
+        await client.images.create(DATA, wait=True)
+    error = caught.value
+    assert isinstance(error, ConflictError)
+    assert isinstance(error, OperationError)
+    assert error.fingerprint == FP
+    assert error.operation is not None
+    assert error.operation.id == UPLOAD_ID
+    assert len(router.calls) == 2
+
+
+async def test_create_garbage_upload_fails_with_the_server_message(
+    client: AsyncClient, router: respx.MockRouter
+) -> None:
+    mock_upload(router)
+    mock_wait(router, error_response(500, "Unsupported compression", http_status=200))
+    router.get(f"/1.0/operations/{UPLOAD_ID}").mock(
+        return_value=sync_response(
+            operation(UPLOAD_ID, status_code=400, err="Unsupported compression")
+        )
+    )
+    with pytest.raises(OperationError) as caught:
+        await client.images.create(DATA, wait=True)
+    error = caught.value
+    assert not isinstance(error, ConflictError)
+    assert error.server_message == "Unsupported compression"
+    assert "Unsupported compression" in str(error)
+    assert FP[:12] in str(error)
+    assert error.fingerprint == FP
+
+
+async def test_create_failed_patch_deletes_the_image_and_says_so(
+    client: AsyncClient, router: respx.MockRouter
+) -> None:
+    mock_upload(router)
+    mock_wait(router, upload_done())
+    router.patch(f"/1.0/images/{FP}").mock(return_value=error_response(400, "bad properties"))
+    delete = router.delete(f"/1.0/images/{FP}").mock(
+        return_value=accepted_response(operation(DELETE_ID, description="Deleting image"))
+    )
+    router.get(f"/1.0/operations/{DELETE_ID}/wait").mock(
+        return_value=sync_response(operation(DELETE_ID, status_code=200))
+    )
+    with pytest.raises(APIError) as caught:
+        await client.images.create(DATA, properties={"a": "b"}, wait=True)
+    error = caught.value
+    assert delete.call_count == 1
+    assert error.status_code == 400
+    assert error.fingerprint == FP
+    assert "bad properties" in str(error)
+    assert f"image {FP} was deleted" in str(error)
+    assert [line.split()[0] for line in sent(router)] == ["POST", "GET", "PATCH", "DELETE", "GET"]
+
+
+async def test_create_failed_patch_and_failed_delete_says_the_image_remains(
+    client: AsyncClient, router: respx.MockRouter
+) -> None:
+    mock_upload(router)
+    mock_wait(router, upload_done())
+    router.patch(f"/1.0/images/{FP}").mock(return_value=error_response(500, "patch broke"))
+    router.delete(f"/1.0/images/{FP}").mock(return_value=error_response(500, "delete broke"))
+    with pytest.raises(APIError) as caught:
+        await client.images.create(DATA, auto_update=True)
+    message = str(caught.value)
+    assert "patch broke" in message
+    assert "delete broke" in message
+    assert "still on the server" in message
+
+
+async def test_create_upload_refused_by_the_server(
+    client: AsyncClient, router: respx.MockRouter
+) -> None:
+    router.post("/1.0/images").mock(return_value=error_response(403, "not authorized"))
+    with pytest.raises(APIError) as caught:
+        await client.images.create(DATA)
+    assert caught.value.status_code == 403
+    assert caught.value.method == "POST"
+    assert FP[:12] in str(caught.value)
+
+
+# ------------------------------------------------------------------------------------------
+# Input refused before anything is sent.
+
+
+@pytest.mark.parametrize(
+    "image_data",
+    [
+        "a string",
+        None,
+        b"",
+        [1, 2],
+        b'{"source": {"type": "image", "fingerprint": "abc"}}',
+        b"null",
+        b"  \n\t{}",
+        b"\r\nnull",
+    ],
+    ids=["str", "None", "empty", "list", "json-object", "null", "ws-object", "ws-null"],
+)
+async def test_create_refuses_bad_image_data(
+    client: AsyncClient, silent: respx.MockRouter, image_data: object
+) -> None:
+    with pytest.raises(InvalidInputError, match="image_data"):
+        await client.images.create(image_data)  # type: ignore[arg-type]
+    assert not silent.calls
+
+
+async def test_create_refuses_json_after_long_whitespace(
+    client: AsyncClient, silent: respx.MockRouter
+) -> None:
+    data = b" " * 100 + b'{"source": {"type": "image", "fingerprint": "abc"}}'
+    with pytest.raises(InvalidInputError):
+        await client.images.create(data)
+    assert not silent.calls
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"filename": "a\nb"},
+        {"filename": "a\x00b"},
+        {"filename": "a\rX-Evil: 1"},
+        {"filename": ""},
+        {"filename": b"bytes.tar.gz"},
+        {"properties": {"a": 1}},
+        {"properties": {1: "a"}},
+        {"properties": {"a": ""}},
+        {"properties": {"": "a"}},
+        {"properties": [("a", "b")]},
+        {"public": "yes"},
+        {"public": 1},
+        {"auto_update": "true"},
+        {"wait": None},
+    ],
+    ids=repr,
+)
+async def test_create_refuses_bad_options(
+    client: AsyncClient, silent: respx.MockRouter, options: dict[str, object]
+) -> None:
+    with pytest.raises(InvalidInputError) as caught:
+        await client.images.create(DATA, **options)  # type: ignore[arg-type]
+    assert isinstance(caught.value, ValueError)
+    assert not silent.calls
+
+
+async def test_create_transport_failure_is_a_connection_error(
+    client: AsyncClient, router: respx.MockRouter
+) -> None:
+    router.post("/1.0/images").mock(side_effect=httpx.ConnectError("Connection refused"))
+    with pytest.raises(IncusError) as caught:
+        await client.images.create(DATA)
+    assert isinstance(caught.value, ConnectionError)
+    assert SERVER in str(caught.value)
+    assert "Connection refused" in str(caught.value)
