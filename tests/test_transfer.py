@@ -13,17 +13,15 @@ from pathlib import Path
 import pytest
 
 from incus_images._errors import ChecksumMismatchError, InvalidInputError, TransferError
-from incus_images._transfer import (
-    ExportReceiver,
+from incus_images._export import ExportReceiver, check_export_target, safe_basename
+from incus_images._multipart import (
     MultipartError,
     MultipartParser,
     PartData,
     PartEnded,
     PartStarted,
-    check_export_target,
     content_disposition_filename,
     multipart_boundary,
-    safe_basename,
 )
 from tests.helpers import sha256
 
@@ -550,7 +548,7 @@ def test_temporary_files_live_beside_the_target(tmp_path: Path) -> None:
     assert names[0].endswith(".partial")
     assert not target.exists()
     receiver.feed(UNIFIED[100:])
-    assert receiver.bytes_received == len(UNIFIED)
+    assert receiver.received == len(UNIFIED)
     assert receiver.finish() == [target]
     assert listing(tmp_path) == ["image.tar.gz"]
     receiver.discard()  # nothing to do after finish(): the result stays
@@ -564,15 +562,16 @@ def test_checksum_mismatch_leaves_no_file_at_all(
 ) -> None:
     wrong = sha256(b"another image")
     if shape == "unified":
-        body, options = UNIFIED, unified_options(f"{wrong}.tar.gz")
+        body, options, data_size = UNIFIED, unified_options(f"{wrong}.tar.gz"), len(UNIFIED)
     else:
-        body, options = split_body(wrong), SPLIT_OPTIONS
+        # Image bytes are counted, not the multipart framing around them.
+        body, options, data_size = split_body(wrong), SPLIT_OPTIONS, len(META) + len(ROOT)
     target = tmp_path if into_directory else tmp_path / "image"
     with pytest.raises(ChecksumMismatchError) as info:
         receive(target, wrong, body, **options)
     assert isinstance(info.value, TransferError)
     assert info.value.fingerprint == wrong
-    assert f"{len(body)} bytes received" in str(info.value)
+    assert f"{data_size} bytes received" in str(info.value)
     assert "nothing was written" in str(info.value)
     assert listing(tmp_path) == []
 

@@ -8,12 +8,24 @@ from __future__ import annotations
 
 import weakref
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
+
+import anyio.to_thread
+
+T = TypeVar("T")
 
 __all__ = ["async_flavour", "sync_flavour"]
 
 
 class _AsyncFlavour:
+    #: Upload sources may be async iterables of bytes.
+    accepts_async_iterables = True
+
+    @staticmethod
+    async def run_blocking(function: Callable[[], T]) -> T:
+        """Run a blocking call on a worker thread, so the event loop goes on meanwhile."""
+        return await anyio.to_thread.run_sync(function)
+
     @staticmethod
     def close_when_collected(owner: object, close: Callable[[], Any]) -> Callable[[], Any]:
         """Nothing can await a close from a garbage collector: async users close explicitly
@@ -22,6 +34,12 @@ class _AsyncFlavour:
 
 
 class _SyncFlavour:
+    accepts_async_iterables = False
+
+    @staticmethod
+    def run_blocking(function: Callable[[], T]) -> T:
+        return function()
+
     @staticmethod
     def close_when_collected(owner: object, close: Callable[[], Any]) -> Callable[[], Any]:
         """Close the connection pool when owner is garbage-collected, so that

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 from urllib.parse import quote, urlencode
 
@@ -48,6 +48,7 @@ T = TypeVar("T")
 IMAGES = "/1.0/images"
 ALIASES = "/1.0/images/aliases"
 OPERATIONS = "/1.0/operations"
+PROFILES = "/1.0/profiles"
 
 _FINGERPRINT_PREFIX = re.compile(r"[0-9a-fA-F]{1,64}")
 _FULL_FINGERPRINT = re.compile(r"[0-9a-f]{64}")
@@ -100,6 +101,29 @@ def alias_name(value: object, *, argument: str = "name") -> str:
     if "\x00" in value:
         raise InvalidInputError(f"alias {argument} {value!r} contains a NUL character")
     return value
+
+
+def profile_name(value: object, *, argument: str = "profile") -> str:
+    if not isinstance(value, str) or not value:
+        raise InvalidInputError(f"{argument} names must be non-empty strings, got {value!r}")
+    return value
+
+
+def names_list(values: object, argument: str, check: Callable[..., str]) -> list[str]:
+    """A list of alias or profile names: a sequence of checked, distinct strings."""
+    if values is None:
+        return []
+    if isinstance(values, str | bytes) or not isinstance(values, Sequence):
+        raise InvalidInputError(f"{argument} must be a list of names, got {values!r}")
+    names = [check(value, argument=argument) for value in values]
+    if len(set(names)) != len(names):
+        raise InvalidInputError(f"{argument} names a name twice: {names!r}")
+    return names
+
+
+def callback(value: object, argument: str) -> None:
+    if value is not None and not callable(value):
+        raise InvalidInputError(f"{argument} must be a callable or None, got {value!r}")
 
 
 def description_text(value: object) -> str:
@@ -183,13 +207,17 @@ def looks_like_json(start: bytes) -> bool:
     return start.lstrip(JSON_WHITESPACE).startswith((b"{", b"null"))
 
 
-def alias_path(name: str) -> str:
-    """The URL path of an alias: the name percent-encoded as a single segment.
+def named_path(collection: str, name: str) -> str:
+    """The URL path of a named object: the name percent-encoded as a single segment.
 
     Dots are encoded too, so that the names ``.`` and ``..`` cannot become dot segments that
     an HTTP library would resolve into another endpoint.
     """
-    return f"{ALIASES}/" + quote(name, safe="").replace(".", "%2E")
+    return f"{collection}/" + quote(name, safe="").replace(".", "%2E")
+
+
+def alias_path(name: str) -> str:
+    return named_path(ALIASES, name)
 
 
 def image_path(fingerprint: str, *suffix: str) -> str:
@@ -424,6 +452,20 @@ def parse_wait(call: Call, server: str, response: httpx.Response) -> WaitResult:
         return WaitResult(failure=message, failure_code=code)
     envelope = parse_envelope(call, server, response)
     return WaitResult(operation=structure(call, server, envelope.metadata, Operation))
+
+
+def interrupted(exc: BaseException, what: str) -> BaseException:
+    """The exception to raise for a transfer that was cut short.
+
+    A lost connection or a timeout keeps its class and gets ``what`` added to its message;
+    anything else from outside (KeyboardInterrupt, task cancellation) keeps its identity and
+    gets ``what`` as a note. An error the SDK or the server reported is left as it is.
+    """
+    if isinstance(exc, IncusConnectionError | IncusTimeoutError):
+        return exc._amended(f"{exc}. The {what}.")
+    if not isinstance(exc, IncusError):
+        exc.add_note(f"incus_images: the {what}.")
+    return exc
 
 
 def operation_failure(

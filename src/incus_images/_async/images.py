@@ -3,34 +3,60 @@
 from __future__ import annotations
 
 import builtins
-import hashlib
 import os
+from collections.abc import AsyncIterable, AsyncIterator, Iterable, Sequence
 from pathlib import Path
-from typing import Any, Literal, overload
+from typing import IO, Any, Literal, overload
 
-from .._errors import IncusError, InvalidInputError, PreconditionFailedError, TransferError
+from .._errors import (
+    ConflictError,
+    IncusError,
+    InvalidInputError,
+    NotFoundError,
+    PreconditionFailedError,
+    TransferError,
+)
+from .._export import ExportReceiver, check_export_target
+from .._flavours import async_flavour
 from .._models import Image, ImageAlias, Operation
 from .._protocol import (
     ALIASES,
     IMAGES,
-    JSON_WHITESPACE,
+    PROFILES,
     Call,
     alias_name,
     alias_path,
     boolean,
+    callback,
     description_text,
-    filename_header,
     fingerprint_prefix,
     fingerprints_from_urls,
+    full_fingerprint,
     image_path,
-    looks_like_json,
+    interrupted,
+    list_header,
+    named_path,
+    names_list,
+    profile_name,
     properties_map,
     replace_properties_patch,
     structure,
 )
-from .._transfer import CHUNK_SIZE, ExportReceiver, check_export_target
+from .._transfer import ProgressCallback
+from .._upload import (
+    Segment,
+    UploadMeter,
+    UploadPlan,
+    chunk_bytes,
+    open_source,
+    read_chunks,
+    refuse_json_before_sending,
+)
 from ._connection import AsyncConnection
 from .operations import AsyncOperationsAPI
+
+#: What an image (or one part of a split image) can be given as.
+ImageData = bytes | str | os.PathLike[str] | IO[bytes] | Iterable[bytes] | AsyncIterable[bytes]
 
 #: How often update() re-reads and retries when the image changed under it (HTTP 412).
 UPDATE_ATTEMPTS = 5
@@ -92,39 +118,58 @@ class AsyncImagesAPI:
 
     async def create(
         self,
-        image_data: bytes,
+        image_data: ImageData,
         filename: str | None = None,
         public: bool = False,
         auto_update: bool = False,
         properties: dict[str, str] | None = None,
         wait: bool = False,
+        *,
+        rootfs: ImageData | None = None,
+        type: str | None = None,
+        aliases: Sequence[str] | None = None,
+        profiles: Sequence[str] | None = None,
+        fingerprint: str | None = None,
+        progress: ProgressCallback | None = None,
     ) -> Image | Operation:
-        """Upload a unified image tarball and return the new Image (wait=True) or the Operation.
+        """Upload an image; return the new Image (wait=True) or the upload's Operation.
 
-        filename is stored as the image's file name (any Unicode). properties are merged over
-        those in the image's metadata.yaml. They and auto_update are applied right after the
-        upload (Incus ignores auto_update on uploads, and its properties header can crash
-        incusd), so when either is given the call waits for the upload even with wait=False,
-        and returns the finished Operation. If they cannot be applied, the image is deleted
-        again and the error says so.
+        image_data is the image: bytes, a path, a binary file object, or an iterable of bytes
+        chunks (an async iterable too, with AsyncClient). Everything is streamed, never read
+        into memory whole; give sizes (paths, regular files, bytes) and the body carries a
+        Content-Length, which is much faster than a chunked body.
 
-        The fingerprint Incus reports must equal the SHA-256 of the bytes sent. An image that
-        is already stored raises ImageExistsError (its ``fingerprint`` names it); a failed
-        upload raises OperationError with the server's message.
+        A unified image is one tarball. For a split image, image_data is the metadata tarball
+        and ``rootfs`` the root file system; ``type="virtual-machine"`` sends it as a VM disk
+        (``rootfs.img``). filename is the image's file name (default: the source file's name).
+
+        properties are merged over those in the image's metadata.yaml. They, auto_update and
+        aliases are applied right after the upload (Incus ignores auto_update on uploads, its
+        properties header can crash incusd, and its aliases header can store the image while
+        reporting failure), so when any is given the call waits for the upload even with
+        wait=False, and returns the finished Operation. If one cannot be applied, the image is
+        deleted again and the error says so. Aliases already taken, and profiles that do not
+        exist, are refused before anything is uploaded.
+
+        fingerprint is the SHA-256 you expect; the server refuses the upload if the bytes
+        differ. In any case the bytes are hashed as they go, and a server that reports another
+        fingerprint gets its image deleted and raises TransferError.
+
+        progress(done, total) is called as the bytes go (total None when unknown).
+
+        An image that is already stored raises ImageExistsError (its ``fingerprint`` names
+        it); a failed upload raises OperationError with the server's message.
         """
-        if not isinstance(image_data, bytes | bytearray | memoryview):
-            raise InvalidInputError(f"image_data must be bytes, got {type(image_data).__name__}")
-        data = bytes(image_data)
-        if not data:
-            raise InvalidInputError("image_data is empty")
-        if looks_like_json(data.lstrip(JSON_WHITESPACE)[:4]):
-            raise InvalidInputError(
-                "image_data looks like JSON, not an image tarball (incusd would read it as an "
-                "image request instead of an image)"
-            )
-        headers: dict[str, str | bytes] = {"Content-Type": "application/octet-stream"}
-        if filename is not None:
-            headers["X-Incus-filename"] = filename_header(filename)
+        server = self._connection.server
+        accept_async = async_flavour.accepts_async_iterables
+        image = open_source(image_data, "image_data", accept_async=accept_async)
+        rootfs_source = (
+            None if rootfs is None else open_source(rootfs, "rootfs", accept_async=accept_async)
+        )
+        plan = UploadPlan(image, rootfs_source, image_type=type, filename=filename)
+        if rootfs_source is None:
+            refuse_json_before_sending(image)
+        headers = dict(plan.headers)
         if boolean(public, "public"):
             headers["X-Incus-public"] = "true"
         after_upload: dict[str, Any] = {}
@@ -134,13 +179,42 @@ class AsyncImagesAPI:
         if wanted_properties:
             after_upload["properties"] = wanted_properties
         boolean(wait, "wait")
+        alias_names = names_list(aliases, "aliases", alias_name)
+        profile_names = names_list(profiles, "profiles", profile_name)
+        # The profiles header cannot say "none" (empty means the default profile), so an empty
+        # list is applied after the upload.
+        clear_profiles = profiles is not None and not profile_names
+        if profile_names:
+            headers["X-Incus-profiles"] = list_header("profile", profile_names)
+        expected = None if fingerprint is None else full_fingerprint(fingerprint)
+        if expected is not None:
+            headers["X-Incus-fingerprint"] = expected
+        callback(progress, "progress")
 
-        sha256 = hashlib.sha256(data).hexdigest()
-        action = f"upload image {sha256[:12]}"
+        # Cheap checks that would otherwise fail only after every byte was sent.
+        for name in alias_names:
+            await self._require_free_alias(name)
+        for profile in profile_names:
+            await self._require_profile(profile)
+
+        described = plan.description
+        action = f"upload image {described}"
+        meter = UploadMeter(plan, progress)
         call = Call(method="POST", path=IMAGES, action=action, headers=headers)
-        envelope = await self._connection.request(call, content=data)
-        operation = structure(call, self._connection.server, envelope.metadata, Operation)
-        if not wait and not after_upload:
+        try:
+            envelope = await self._connection.request(call, content=self._upload_body(plan, meter))
+            sha256 = meter.sha256()
+        except BaseException as exc:  # noqa: BLE001 - re-raised with what was interrupted
+            meter.close()
+            raise interrupted(
+                exc,
+                f"the upload of image {described} to {server} was interrupted after "
+                f"{meter.progress.done} of {plan.data_size or 'an unknown number of'} bytes; "
+                "incusd discards an incomplete upload, so nothing was stored",
+            ) from None
+        action = f"upload image {sha256[:12]}"
+        operation = structure(call, server, envelope.metadata, Operation)
+        if not wait and not after_upload and not alias_names and not clear_profiles:
             return operation
 
         finished = await self._operations._wait(
@@ -150,35 +224,104 @@ class AsyncImagesAPI:
         if reported != sha256:
             outcome = await self._discard_upload(reported)
             raise TransferError(
-                f"Could not {action} on {self._connection.server}: the server stored "
-                f"fingerprint {reported!r}, but the bytes sent hash to {sha256}; {outcome}",
-                server=self._connection.server,
+                f"Could not {action} on {server}: the server stored fingerprint "
+                f"{reported!r}, but the bytes sent hash to {sha256}; {outcome}",
+                server=server,
                 operation=finished,
                 fingerprint=sha256,
             )
-        if after_upload:
-            await self._apply_after_upload(sha256, after_upload, action)
+        try:
+            if after_upload:
+                await self._connection.request(
+                    Call(
+                        method="PATCH",
+                        path=image_path(sha256),
+                        action=f"set properties and auto_update of the uploaded image '{sha256}'",
+                        json=after_upload,
+                    )
+                )
+            if clear_profiles:
+                await self._remove_profiles(sha256)
+            for name in alias_names:
+                await self._connection.request(
+                    Call(
+                        method="POST",
+                        path=ALIASES,
+                        action=f"create alias {name!r} for the uploaded image '{sha256}'",
+                        json={"name": name, "target": sha256, "description": ""},
+                    )
+                )
+        except IncusError as exc:
+            outcome = await self._discard_upload(sha256)
+            raise exc._amended(
+                f"{exc} The image was uploaded, but this failed, so {outcome}.",
+                fingerprint=sha256,
+            ) from exc
         if wait:
             return await self.get(sha256)
         return finished
 
-    async def _apply_after_upload(
-        self, fingerprint: str, changes: dict[str, Any], action: str
-    ) -> None:
-        call = Call(
-            method="PATCH",
-            path=image_path(fingerprint),
-            action=f"set properties and auto_update of the uploaded image '{fingerprint}'",
-            json=changes,
-        )
+    async def _upload_body(self, plan: UploadPlan, meter: UploadMeter) -> AsyncIterator[bytes]:
+        """The request body, produced chunk by chunk as httpx sends it."""
+        for segment in plan.segments:
+            if segment.source is None:
+                yield segment.framing
+                continue
+            meter.start()
+            async for chunk in self._source_chunks(segment):
+                if out := meter.take(chunk):
+                    yield out
+                if meter.backlogged:
+                    await async_flavour.run_blocking(meter.wait_for_room)
+            if out := meter.end(segment):
+                yield out
+
+    async def _source_chunks(self, segment: Segment) -> AsyncIterator[bytes]:
+        source = segment.source
+        assert source is not None
+        if source.kind == "async_iterable":
+            async for chunk in source.value:
+                yield chunk_bytes(chunk, segment.argument)
+        else:
+            for chunk in read_chunks(source, segment.argument):
+                yield chunk
+
+    async def _require_free_alias(self, name: str) -> None:
         try:
-            await self._connection.request(call)
-        except IncusError as exc:
-            outcome = await self._discard_upload(fingerprint)
-            raise exc._amended(
-                f"{exc} The image was uploaded, but this failed, so {outcome}.",
-                fingerprint=fingerprint,
-            ) from exc
+            await self.get_alias(name)
+        except NotFoundError:
+            return
+        raise ConflictError(
+            f"Could not upload the image to {self._connection.server}: alias {name!r} is "
+            "already taken; nothing was uploaded",
+            server=self._connection.server,
+        )
+
+    async def _require_profile(self, name: str) -> None:
+        call = Call(
+            method="GET",
+            path=named_path(PROFILES, name),
+            action=f"find profile {name!r} for the upload (nothing was uploaded)",
+        )
+        await self._connection.request(call)
+
+    async def _remove_profiles(self, fingerprint: str) -> None:
+        # Only PUT sets profiles, and a PUT resets what it does not send: send it all back.
+        current, etag = await self._get_with_etag(fingerprint)
+        await self._connection.request(
+            Call(
+                method="PUT",
+                path=image_path(fingerprint),
+                action=f"remove the profiles of the uploaded image '{fingerprint}'",
+                headers={"If-Match": etag} if etag else {},
+                json={
+                    "public": current.public,
+                    "auto_update": current.auto_update,
+                    "properties": current.properties,
+                    "profiles": [],
+                },
+            )
+        )
 
     async def _discard_upload(self, fingerprint: object) -> str:
         """Delete an image this client just uploaded but must not keep; say what happened."""
@@ -245,38 +388,61 @@ class AsyncImagesAPI:
     # Exporting.
 
     async def export(
-        self, fingerprint: str, target_path: str | os.PathLike[str]
+        self,
+        fingerprint: str,
+        target_path: str | os.PathLike[str],
+        *,
+        progress: ProgressCallback | None = None,
     ) -> builtins.list[Path]:
         """Download the image to disk and return the files written.
 
         A unified image gives one file at target_path; a split image gives the metadata at
         target_path and the rootfs at target_path + ".root". When target_path is an existing
         directory, the server's file names are used (reduced to safe base names). The body is
-        streamed to a temporary file beside the target and renamed only once its SHA-256
-        matches the fingerprint; on any failure nothing is left under the target names.
+        streamed to temporary files beside the targets and renamed only once the SHA-256 of
+        everything received matches the fingerprint; on any failure or interruption nothing
+        is left under the target names and no temporary file remains.
+
+        progress(done, total) is called as the image's bytes arrive.
         """
         prefix = fingerprint_prefix(fingerprint)
         target = check_export_target(target_path)
+        callback(progress, "progress")
         image = await self.get(prefix)
+        server = self._connection.server
         action = f"export image '{image.fingerprint}' to {str(target)!r}"
         call = Call(method="GET", path=image_path(image.fingerprint, "export"), action=action)
-        async with self._connection.stream(call) as response:
-            receiver = ExportReceiver(
-                target,
-                image.fingerprint,
-                content_type=response.headers.get("content-type"),
-                content_disposition=response.headers.get("content-disposition"),
-                # Incus does not hash OCI images the way it hashes its own format.
-                verify=response.headers.get("x-incus-type", "incus").lower() != "oci",
-                failure_context=f"Could not {action} on {self._connection.server}",
-                server=self._connection.server,
-            )
-            try:
-                async for chunk in response.aiter_raw(CHUNK_SIZE):
-                    receiver.feed(chunk)
-                return receiver.finish()
-            finally:
-                receiver.discard()
+        receiver: ExportReceiver | None = None
+        try:
+            async with self._connection.stream(call) as response:
+                receiver = ExportReceiver(
+                    target,
+                    image.fingerprint,
+                    content_type=response.headers.get("content-type"),
+                    content_disposition=response.headers.get("content-disposition"),
+                    # Incus does not hash OCI images the way it hashes its own format.
+                    verify=response.headers.get("x-incus-type", "incus").lower() != "oci",
+                    total=image.size,
+                    progress=progress,
+                    failure_context=f"Could not {action} on {server}",
+                    server=server,
+                )
+                try:
+                    async for chunk in response.aiter_raw():
+                        receiver.feed(chunk)
+                        if receiver.backlogged:
+                            await async_flavour.run_blocking(receiver.wait_for_room)
+                    return receiver.finish()
+                finally:
+                    receiver.discard()
+        except BaseException as exc:
+            if receiver is None or isinstance(exc, TransferError):
+                raise
+            raise interrupted(
+                exc,
+                f"the export of image {image.fingerprint} to {str(target)!r} was interrupted "
+                f"after {receiver.received} of {image.size} bytes; nothing was written",
+            ) from None
 
     # ----------------------------------------------------------------------------------------
     # Aliases.

@@ -1,0 +1,258 @@
+"""Receiving an export: verified files, written atomically, that never escape their directory.
+
+The server sends a unified image as one raw body, and a split image as a
+``multipart/form-data`` body (metadata part, then rootfs part) without a Content-Length.
+:class:`ExportReceiver` is fed the body's bytes as they arrive, writes each part to a temporary
+file beside its target, hashes everything (on a worker thread, beside the writes), and renames
+the files into place only once the SHA-256 matches the fingerprint. Whatever goes wrong,
+nothing is left under a target name and no temporary file survives.
+
+File writes are plain blocking calls in both flavours: the page cache takes them faster than
+the daemon sends, and a thread hop per chunk would cost more than it saves.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import secrets
+from pathlib import Path
+
+from ._errors import ChecksumMismatchError, InvalidInputError, TransferError
+from ._multipart import (
+    MultipartError,
+    MultipartParser,
+    PartData,
+    PartStarted,
+    content_disposition_filename,
+    multipart_boundary,
+)
+from ._transfer import Hasher, Progress, ProgressCallback
+
+__all__ = ["ExportReceiver", "check_export_target", "rootfs_path", "safe_basename"]
+
+
+def safe_basename(name: str | None, fallback: str) -> str:
+    """Reduce a server-given file name to a plain base name that cannot leave its directory."""
+    if name:
+        base = re.split(r"[/\\]", name)[-1]
+        base = re.sub(r"[\x00-\x1f\x7f]", "", base).strip()
+        if base not in ("", ".", "..") and len(base.encode("utf-8", "surrogateescape")) <= 255:
+            return base
+    return fallback
+
+
+def rootfs_path(target: Path) -> Path:
+    """Where the rootfs of a split image goes when the metadata goes to target."""
+    return target.with_name(target.name + ".root")
+
+
+def check_export_target(target_path: str | os.PathLike[str]) -> Path:
+    """Refuse a target that cannot be written before anything is requested."""
+    try:
+        target = Path(os.fspath(target_path))
+    except TypeError:
+        raise InvalidInputError(
+            f"target_path must be a path, got {type(target_path).__name__}"
+        ) from None
+    if target.is_dir():
+        return target
+    # A split image also writes target + ".root"; both must be free for regular files.
+    for path in (target, rootfs_path(target)):
+        if path.exists() and not path.is_file():
+            raise InvalidInputError(f"{str(path)!r} exists and is not a regular file")
+    if not target.parent.is_dir():
+        raise InvalidInputError(
+            f"target_path {str(target)!r}: its directory {str(target.parent)!r} does not exist"
+        )
+    return target
+
+
+# --------------------------------------------------------------------------------------------
+# Writing files atomically.
+
+
+class PendingFile:
+    """A file written under a temporary name beside its target and renamed on commit."""
+
+    def __init__(self, target: Path) -> None:
+        self.target = target
+        # Created with O_EXCL under a random name, with the process's umask like any new file.
+        self.temporary = target.with_name(f".{target.name}.{secrets.token_hex(4)}.partial")
+        fd = os.open(self.temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
+        self._file = open(fd, "wb", buffering=0)  # noqa: SIM115 - closed in close()/discard()
+        self.size = 0
+
+    def write(self, data: bytes | memoryview) -> None:
+        view = memoryview(data)
+        while view.nbytes:
+            written = self._file.write(view)
+            if written is None:  # pragma: no cover - only for non-blocking files
+                continue
+            view = view[written:]
+            self.size += written
+
+    def close(self) -> None:
+        self._file.close()
+
+    def commit(self) -> Path:
+        self._file.close()
+        os.replace(self.temporary, self.target)
+        return self.target
+
+    def discard(self) -> None:
+        self._file.close()
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.temporary)
+
+
+# --------------------------------------------------------------------------------------------
+# Receiving an export.
+
+
+class ExportReceiver:
+    """Turn an export response body into verified files.
+
+    One part (a unified image) goes to the target path, or into the target directory under the
+    server's file name. Two parts (a split image) put the metadata at the target path and the
+    rootfs at the target path + ``.root``, or both into the target directory under the server's
+    file names. SHA-256 over all parts in order must equal the fingerprint.
+
+    Feed it with ``feed()``; when ``backlogged`` is true, call ``wait_for_room()`` (it blocks
+    until the hash catches up). Then ``finish()``, and ``discard()`` in any case.
+    """
+
+    def __init__(
+        self,
+        target: Path,
+        fingerprint: str,
+        *,
+        content_type: str | None,
+        content_disposition: str | None,
+        verify: bool = True,
+        total: int | None = None,
+        progress: ProgressCallback | None = None,
+        failure_context: str = "Could not export the image",
+        server: str | None = None,
+    ) -> None:
+        self._target = target
+        self._fingerprint = fingerprint
+        self._verify = verify
+        self._failure_context = failure_context
+        self._server = server
+        self._hasher = Hasher()
+        self._files: list[PendingFile] = []
+        self._current: PendingFile | None = None
+        #: Image bytes received so far (multipart framing not counted).
+        self.progress = Progress(progress, total)
+        try:
+            boundary = multipart_boundary(content_type)
+        except MultipartError as exc:
+            raise self._failure(str(exc)) from None
+        self._parser = MultipartParser(boundary) if boundary is not None else None
+        if self._parser is None:
+            self._open(content_disposition_filename(content_disposition), part="unified")
+        self.progress.start()
+
+    @property
+    def received(self) -> int:
+        return self.progress.done
+
+    def _failure(self, detail: str, cls: type[TransferError] = TransferError) -> TransferError:
+        return cls(
+            f"{self._failure_context}: {detail}; nothing was written",
+            server=self._server,
+            fingerprint=self._fingerprint,
+        )
+
+    def _path_for(self, server_name: str | None, part: str) -> Path:
+        if self._target.is_dir():
+            fallback = {
+                "metadata": f"meta-{self._fingerprint}",
+                "rootfs": f"{self._fingerprint}.root",
+            }.get(part, self._fingerprint)
+            return self._target / safe_basename(server_name, fallback)
+        if part == "rootfs":
+            return rootfs_path(self._target)
+        return self._target
+
+    def _open(self, server_name: str | None, part: str) -> None:
+        path = self._path_for(server_name, part)
+        if any(pending.target == path for pending in self._files):
+            raise self._failure(f"the export names two parts {path.name!r}")
+        self._current = PendingFile(path)
+        self._files.append(self._current)
+
+    def _write(self, data: bytes | memoryview) -> None:
+        if self._current is None:
+            raise self._failure("the export sent data outside any part")
+        self._current.write(data)
+        self._hasher.update(data)
+        self.progress.advance(len(data))
+
+    def feed(self, chunk: bytes) -> None:
+        if self._parser is None:
+            self._write(chunk)
+            return
+        try:
+            events = self._parser.feed(chunk)
+        except MultipartError as exc:
+            raise self._failure(str(exc)) from None
+        for event in events:
+            if isinstance(event, PartData):
+                self._write(event.data)
+            elif isinstance(event, PartStarted):
+                if len(self._files) >= 2:
+                    raise self._failure("the export has more than two parts")
+                self._open(event.filename, "metadata" if not self._files else "rootfs")
+            else:
+                assert self._current is not None
+                self._current.close()
+                self._current = None
+
+    @property
+    def backlogged(self) -> bool:
+        return self._hasher.backlogged
+
+    def wait_for_room(self) -> None:
+        self._hasher.wait_for_room()
+
+    def finish(self) -> list[Path]:
+        """Check the body is whole and its hash right, then move every file into place."""
+        if self._parser is not None:
+            try:
+                self._parser.close()
+            except MultipartError as exc:
+                raise self._failure(str(exc)) from None
+        if not self._files:
+            raise self._failure("the export body held no image data")
+        digest = self._hasher.hexdigest()
+        if self._verify and digest != self._fingerprint:
+            raise self._failure(
+                f"the {self.received} bytes received hash to {digest}, not to the "
+                f"image's fingerprint",
+                ChecksumMismatchError,
+            )
+        # Refuse before renaming anything, so that a split image is placed whole or not at all.
+        for pending in self._files:
+            if pending.target.exists() and not pending.target.is_file():
+                raise self._failure(f"{str(pending.target)!r} exists and is not a regular file")
+        written = []
+        try:
+            for pending in self._files:
+                written.append(pending.commit())
+        except OSError as exc:
+            for path in written:
+                path.unlink(missing_ok=True)
+            raise self._failure(f"cannot move the file into place: {exc}") from exc
+        self._files = []
+        self.progress.finish()
+        return written
+
+    def discard(self) -> None:
+        """Remove every temporary file (idempotent; nothing to do after finish())."""
+        self._hasher.close()
+        for pending in self._files:
+            pending.discard()
+        self._files = []
