@@ -153,6 +153,9 @@ class ExportReceiver:
         self._parser = MultipartParser(boundary) if boundary is not None else None
         if self._parser is None:
             self._open(content_disposition_filename(content_disposition), part="unified")
+
+    def start(self) -> None:
+        """Report the start (a progress callback may raise: call it where failures are handled)."""
         self.progress.start()
 
     @property
@@ -234,6 +237,9 @@ class ExportReceiver:
                 f"image's fingerprint",
                 ChecksumMismatchError,
             )
+        # The last report comes before anything is renamed: a callback that raises (Ctrl-C in a
+        # progress bar) must leave nothing behind.
+        self.progress.finish()
         # Refuse before renaming anything, so that a split image is placed whole or not at all.
         for pending in self._files:
             if pending.target.exists() and not pending.target.is_file():
@@ -247,7 +253,6 @@ class ExportReceiver:
                 path.unlink(missing_ok=True)
             raise self._failure(f"cannot move the file into place: {exc}") from exc
         self._files = []
-        self.progress.finish()
         return written
 
     def discard(self) -> None:

@@ -462,9 +462,9 @@ def interrupted(exc: BaseException, what: str) -> BaseException:
     gets ``what`` as a note. An error the SDK or the server reported is left as it is.
     """
     if isinstance(exc, IncusConnectionError | IncusTimeoutError):
-        return exc._amended(f"{exc}. The {what}.")
+        return exc._amended(f"{exc}. {what[:1].upper()}{what[1:]}.")
     if not isinstance(exc, IncusError):
-        exc.add_note(f"incus_images: the {what}.")
+        exc.add_note(f"incus_images: {what}.")
     return exc
 
 

@@ -12,10 +12,12 @@ size is known the body carries a Content-Length; only then does incusd read it a
 
 from __future__ import annotations
 
+import hashlib
 import io
 import os
 import secrets
 import stat
+import threading
 from collections.abc import AsyncIterable, Iterable, Iterator
 from typing import Any, Literal
 
@@ -26,7 +28,7 @@ from ._multipart import closing_delimiter, part_header
 from ._protocol import JSON_WHITESPACE, filename_header, looks_like_json
 from ._transfer import CHUNK_SIZE, Hasher, Progress, ProgressCallback
 
-__all__ = ["Source", "UploadMeter", "UploadPlan", "open_source", "read_chunks"]
+__all__ = ["Rehash", "Source", "UploadMeter", "UploadPlan", "open_source", "read_chunks"]
 
 SourceKind = Literal["bytes", "path", "file", "iterable", "async_iterable"]
 IMAGE_TYPES = ("container", "virtual-machine")
@@ -42,19 +44,57 @@ class Source:
     size: int | None
     #: A file name for it (a path's base name), when it has one.
     name: str | None = None
+    #: Where a file object's bytes start (it is read from there, and can be read again).
+    offset: int | None = None
+    #: os.stat() identity of a path or regular file, to tell that it did not change.
+    identity: tuple[int, ...] | None = None
+
+    @property
+    def rereadable(self) -> bool:
+        """Whether the same bytes can be read a second time (immutable or checked unchanged)."""
+        return self.kind == "bytes" or self.identity is not None
+
+
+def _identity(status: os.stat_result) -> tuple[int, ...]:
+    # Any write changes the size or the modification and change times.
+    return (status.st_dev, status.st_ino, status.st_size, status.st_mtime_ns, status.st_ctime_ns)
 
 
 def _file_size(file: Any) -> int | None:
-    """Bytes left in a file object, when it is a regular file we can ask."""
+    """Bytes left in a file object, when it can tell (a regular file, BytesIO, ...)."""
     try:
-        fd = file.fileno()
-        position = file.tell()
+        position = int(file.tell())
     except (AttributeError, OSError, ValueError, io.UnsupportedOperation):
         return None
-    status = os.fstat(fd)
-    if not stat.S_ISREG(status.st_mode):
+    try:
+        status = os.fstat(file.fileno())
+    except (AttributeError, OSError, ValueError, io.UnsupportedOperation):
+        status = None
+    if status is not None:
+        return max(0, status.st_size - position) if stat.S_ISREG(status.st_mode) else None
+    # No descriptor (BytesIO and the like): ask the object itself, then put it back.
+    try:
+        if not file.seekable():
+            return None
+        end = int(file.seek(0, io.SEEK_END))
+        file.seek(position)
+    except (AttributeError, OSError, ValueError, io.UnsupportedOperation):
         return None
-    return max(0, status.st_size - int(position))
+    return max(0, end - position)
+
+
+def _regular_file(file: Any) -> tuple[int | None, tuple[int, ...] | None]:
+    """(offset, identity) of a seekable regular file object; (None, None) for anything else."""
+    try:
+        if not file.seekable():
+            return None, None
+        status = os.fstat(file.fileno())
+        offset = int(file.tell())
+    except (AttributeError, OSError, ValueError, io.UnsupportedOperation):
+        return None, None
+    if not stat.S_ISREG(status.st_mode):
+        return None, None
+    return offset, _identity(status)
 
 
 def open_source(data: object, argument: str, *, accept_async: bool) -> Source:
@@ -70,19 +110,27 @@ def open_source(data: object, argument: str, *, accept_async: bool) -> Source:
             raise InvalidInputError(f"{argument}: {data!r} is not a usable path")
         if not os.path.isfile(path):
             raise InvalidInputError(f"{argument}: {path!r} is not a file")
-        size = os.path.getsize(path)
-        if size == 0:
+        status = os.stat(path)
+        if status.st_size == 0:
             raise InvalidInputError(f"{argument}: {path!r} is empty")
-        return Source("path", path, size, os.path.basename(path))
+        return Source(
+            "path", path, status.st_size, os.path.basename(path), identity=_identity(status)
+        )
     if isinstance(data, io.TextIOBase):
         raise InvalidInputError(f"{argument} is a text file; open it in binary mode ('rb')")
     if callable(getattr(data, "read", None)):
         name = getattr(data, "name", None)
+        size = _file_size(data)
+        if size == 0:
+            raise InvalidInputError(f"{argument} is empty (the file has no bytes left to read)")
+        offset, identity = _regular_file(data)
         return Source(
             "file",
             data,
-            _file_size(data),
+            size,
             os.path.basename(name) if isinstance(name, str) and name else None,
+            offset=offset,
+            identity=identity,
         )
     if isinstance(data, AsyncIterable):
         if not accept_async:
@@ -173,6 +221,17 @@ def read_chunks(source: Source, argument: str) -> Iterator[bytes]:
         raise AssertionError(f"read_chunks cannot read a {source.kind} source")
 
 
+def _usable(name: str | None) -> str | None:
+    """A source's own file name, if it can go into a header as it is."""
+    if name is None:
+        return None
+    try:
+        filename_header(name)
+    except InvalidInputError:
+        return None
+    return name
+
+
 @attrs.frozen
 class Segment:
     """A piece of the body: fixed framing bytes, or a source (named for error messages)."""
@@ -203,25 +262,27 @@ class UploadPlan:
                     "image's type comes from its tarball"
                 )
             self.headers["Content-Type"] = "application/octet-stream"
-            name = filename if filename is not None else image.name
+            name = filename if filename is not None else _usable(image.name)
             if name is not None:
                 self.headers["X-Incus-filename"] = filename_header(name)
             self.segments.append(Segment(source=image, argument="image_data"))
         else:
-            image_type = image_type or "container"
+            image_type = "container" if image_type is None else image_type
             if image_type not in IMAGE_TYPES:
                 raise InvalidInputError(
                     f"type must be 'container' or 'virtual-machine', got {image_type!r}"
                 )
             # Incus takes the image's file name from the rootfs part (and ignores the header).
-            rootfs_name = filename if filename is not None else rootfs.name or "rootfs"
+            rootfs_name = filename if filename is not None else _usable(rootfs.name) or "rootfs"
             filename_header(rootfs_name)  # the same checks as for a header value
             boundary = secrets.token_hex(16)
             self.headers["Content-Type"] = f"multipart/form-data; boundary={boundary}"
             rootfs_part = "rootfs.img" if image_type == "virtual-machine" else "rootfs"
             self.segments += [
                 Segment(
-                    framing=part_header(boundary, "metadata", image.name or "metadata", first=True)
+                    framing=part_header(
+                        boundary, "metadata", _usable(image.name) or "metadata", first=True
+                    )
                 ),
                 Segment(source=image, argument="image_data"),
                 Segment(framing=part_header(boundary, rootfs_part, rootfs_name, first=False)),
@@ -249,34 +310,55 @@ class UploadPlan:
 class UploadMeter:
     """Everything each chunk of image data passes through on its way to the server.
 
-    It hashes (on a worker thread), counts, reports progress, checks that sources deliver the
-    size they announced, and refuses a raw body that incusd would read as a JSON request
-    (holding back the first bytes until that is decided; see ``looks_like_json``).
+    It counts, reports progress, checks that sources deliver the size they announced, refuses
+    a raw body that incusd would read as a JSON request (holding back the first bytes until
+    that is decided; see ``looks_like_json``), and hashes, on a worker thread, when
+    ``hash_inline`` (sources that cannot be read twice); otherwise see :class:`Rehash`.
     """
 
-    def __init__(self, plan: UploadPlan, progress: ProgressCallback | None) -> None:
-        self._hasher = Hasher()
+    def __init__(
+        self, plan: UploadPlan, progress: ProgressCallback | None, *, hash_inline: bool = True
+    ) -> None:
+        self._hasher = Hasher() if hash_inline else None
         self.progress = Progress(progress, plan.data_size)
+        self._segment = Segment()
+        self._last_argument = "rootfs" if plan.multipart else "image_data"
+        #: Whether the whole body was handed to the HTTP client (then incusd may store it).
+        self.body_complete = False
         self._part_bytes = 0
         self._head: bytes | None = None if plan.multipart else b""
-        self.progress.start()
 
-    def start(self) -> None:
+    def start(self, segment: Segment) -> None:
+        """Begin a source (the first one also reports progress (0, total))."""
+        if self._segment.source is None and self.progress.done == 0:
+            self.progress.start()
+        self._segment = segment
         self._part_bytes = 0
 
     def take(self, chunk: bytes) -> bytes:
         """Meter one chunk of a source; return the bytes to send now (maybe fewer, or more)."""
         if not chunk:
             return b""
-        self._hasher.update(chunk)
+        if self._hasher is not None:
+            self._hasher.update(chunk)
         self._part_bytes += len(chunk)
         self.progress.advance(len(chunk))
+        if self.progress.done == self.progress.total:
+            # Report the end while the last bytes are still here: once they are sent, incusd
+            # has the whole image, and a callback that raises could no longer stop it.
+            self.progress.finish()
+        source = self._segment.source
+        if source is not None and source.size is not None and self._part_bytes > source.size:
+            raise self._size_changed()
         if self._head is None:
             return chunk
-        self._head += chunk
-        if len(self._head.lstrip(JSON_WHITESPACE)) < 4:
-            return b""
-        return self._release_head()
+        # Leading whitespace goes out at once; only the first bytes after it are held back.
+        pending = self._head + chunk
+        undecided = pending.lstrip(JSON_WHITESPACE)
+        self._head = undecided
+        if len(undecided) < 4:
+            return pending[: len(pending) - len(undecided)]
+        return pending[: len(pending) - len(undecided)] + self._release_head()
 
     def _release_head(self) -> bytes:
         head, self._head = self._head or b"", None
@@ -284,31 +366,102 @@ class UploadMeter:
             raise InvalidInputError(f"{_JSON_MESSAGE}; the upload was stopped, nothing stored")
         return head
 
+    def _size_changed(self) -> TransferError:
+        source = self._segment.source
+        assert source is not None
+        return TransferError(
+            f"{self._segment.argument} delivered {self._part_bytes} bytes or more instead of "
+            f"the {source.size} it had when the upload started (did the file change?)"
+        )
+
     def end(self, segment: Segment) -> bytes:
         """Close a source; return held-back bytes still to send."""
         source = segment.source
         assert source is not None
         if source.size is not None and self._part_bytes != source.size:
-            raise TransferError(
-                f"{segment.argument} delivered {self._part_bytes} bytes instead of the "
-                f"{source.size} it had when the upload started (did the file change?)"
-            )
+            raise self._size_changed()
         if self._part_bytes == 0:
             raise InvalidInputError(f"{segment.argument} is empty")
+        if segment.argument == self._last_argument:
+            self.progress.finish()
         return self._release_head() if self._head is not None else b""
 
     @property
     def backlogged(self) -> bool:
-        return self._hasher.backlogged
+        return self._hasher is not None and self._hasher.backlogged
 
     def wait_for_room(self) -> None:
-        self._hasher.wait_for_room()
+        if self._hasher is not None:
+            self._hasher.wait_for_room()
 
-    def sha256(self) -> str:
-        """The SHA-256 of all image data sent (metadata then rootfs, without framing)."""
-        digest = self._hasher.hexdigest()
+    def finish(self) -> str | None:
+        """End the upload; the SHA-256 of the image data sent (metadata then rootfs, without
+        framing) when it was hashed inline, else None."""
         self.progress.finish()
-        return digest
+        return None if self._hasher is None else self._hasher.hexdigest()
 
     def close(self) -> None:
-        self._hasher.close()
+        if self._hasher is not None:
+            self._hasher.close()
+
+
+class Rehash:
+    """SHA-256 of sources that can be read twice, computed on a thread after they were sent.
+
+    Hashing while sending puts a CPU-second per GiB on the client while incusd is busiest
+    receiving; once the body is sent, incusd processes the upload on one core, and the hash
+    of the same bytes, read again, runs beside it for free. A file whose stat() identity
+    changed since the upload began was not sent as it is now, and fails the check.
+    """
+
+    def __init__(self, sources: list[Source]) -> None:
+        self._sources = sources
+        self._digest: str | None = None
+        self._failure: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="incus-images-sha256", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        sha256 = hashlib.sha256()
+        try:
+            for source in self._sources:
+                for chunk in _reread(source):
+                    sha256.update(chunk)
+        except BaseException as exc:  # noqa: BLE001 - handed over in result()
+            self._failure = exc
+        else:
+            self._digest = sha256.hexdigest()
+
+    def result(self) -> str:
+        """Wait for the digest (blocking: from a worker thread in async code)."""
+        self._thread.join()
+        if self._failure is not None:
+            raise self._failure
+        assert self._digest is not None
+        return self._digest
+
+
+def _reread(source: Source) -> Iterator[bytes]:
+    if source.kind == "bytes":
+        yield source.value
+        return
+    if source.kind == "path":
+        file = open(source.value, "rb")  # noqa: SIM115 - closed below
+        close = True
+    else:
+        file, close = source.value, False
+    try:
+        if _identity(os.fstat(file.fileno())) != source.identity:
+            raise TransferError(f"{source.name or 'the source file'} changed during the upload")
+        position = file.tell()
+        file.seek(source.offset or 0)
+        left = source.size or 0
+        while left and (chunk := file.read(min(CHUNK_SIZE, left))):
+            left -= len(chunk)
+            yield chunk
+        file.seek(position)
+        if left or _identity(os.fstat(file.fileno())) != source.identity:
+            raise TransferError(f"{source.name or 'the source file'} changed during the upload")
+    finally:
+        if close:
+            file.close()

@@ -13,6 +13,7 @@ from .._errors import (
     IncusError,
     InvalidInputError,
     NotFoundError,
+    OperationError,
     PreconditionFailedError,
     TransferError,
 )
@@ -44,6 +45,7 @@ from .._protocol import (
 )
 from .._transfer import ProgressCallback
 from .._upload import (
+    Rehash,
     Segment,
     UploadMeter,
     UploadPlan,
@@ -199,27 +201,61 @@ class AsyncImagesAPI:
 
         described = plan.description
         action = f"upload image {described}"
-        meter = UploadMeter(plan, progress)
+        # Sources that can be read again are hashed after sending, beside incusd's processing
+        # (see Rehash); the others as they go.
+        rereadable = all(source.rereadable for source in plan.sources)
+        meter = UploadMeter(plan, progress, hash_inline=not rereadable)
         call = Call(method="POST", path=IMAGES, action=action, headers=headers)
         try:
             envelope = await self._connection.request(call, content=self._upload_body(plan, meter))
-            sha256 = meter.sha256()
+            sha256 = meter.finish()
         except BaseException as exc:  # noqa: BLE001 - re-raised with what was interrupted
             meter.close()
+            if meter.body_complete:
+                outcome = (
+                    "the whole image had been sent, so incusd may still store it: look for it "
+                    "before retrying"
+                )
+            else:
+                outcome = "incusd discards an incomplete upload, so nothing was stored"
             raise interrupted(
                 exc,
                 f"the upload of image {described} to {server} was interrupted after "
                 f"{meter.progress.done} of {plan.data_size or 'an unknown number of'} bytes; "
-                "incusd discards an incomplete upload, so nothing was stored",
+                f"{outcome}",
             ) from None
-        action = f"upload image {sha256[:12]}"
         operation = structure(call, server, envelope.metadata, Operation)
         if not wait and not after_upload and not alias_names and not clear_profiles:
             return operation
 
-        finished = await self._operations._wait(
-            operation.id, None, action=action, fingerprint=sha256
-        )
+        rehash = Rehash(plan.sources) if sha256 is None else None
+        try:
+            finished = await self._operations._wait(
+                operation.id, None, action=action, fingerprint=sha256
+            )
+        except OperationError as exc:
+            if rehash is None or exc.fingerprint is not None:
+                raise
+            try:
+                digest = await async_flavour.run_blocking(rehash.result)
+            except TransferError:
+                raise exc from None
+            raise exc._amended(
+                f"{exc} (the data sent hashes to {digest})", fingerprint=digest
+            ) from exc
+        if rehash is not None:
+            try:
+                sha256 = await async_flavour.run_blocking(rehash.result)
+            except TransferError as exc:
+                outcome = await self._discard_upload((finished.metadata or {}).get("fingerprint"))
+                raise exc._amended(
+                    f"Could not {action} on {server}: {exc}, so what was stored cannot be "
+                    f"verified; {outcome}",
+                    server=server,
+                    operation=finished,
+                ) from exc
+        assert sha256 is not None
+        action = f"upload image {sha256[:12]}"
         reported = (finished.metadata or {}).get("fingerprint")
         if reported != sha256:
             outcome = await self._discard_upload(reported)
@@ -267,7 +303,7 @@ class AsyncImagesAPI:
             if segment.source is None:
                 yield segment.framing
                 continue
-            meter.start()
+            meter.start(segment)
             async for chunk in self._source_chunks(segment):
                 if out := meter.take(chunk):
                     yield out
@@ -275,6 +311,7 @@ class AsyncImagesAPI:
                     await async_flavour.run_blocking(meter.wait_for_room)
             if out := meter.end(segment):
                 yield out
+        meter.body_complete = True
 
     async def _source_chunks(self, segment: Segment) -> AsyncIterator[bytes]:
         source = segment.source
@@ -428,6 +465,7 @@ class AsyncImagesAPI:
                     server=server,
                 )
                 try:
+                    receiver.start()
                     async for chunk in response.aiter_raw():
                         receiver.feed(chunk)
                         if receiver.backlogged:
