@@ -49,6 +49,7 @@ RENAMES = {
     "AsyncHTTPTransport": "HTTPTransport",
     "aclose": "close",
     "aiter_raw": "iter_raw",
+    "anext": "next",
     # The few flavour-specific behaviours live in src/incus_images/_flavours.py.
     "async_flavour": "sync_flavour",
     # Tests.
@@ -63,7 +64,7 @@ ALLOWED_ASYNC_NAMES: frozenset[str] = frozenset()
 #: Sync... names unasync invents for AsyncX it does not know, and httpx's async spellings.
 _ASYNC_ONLY = re.compile(
     r"await|async|Async[A-Z]\w*|Sync[A-Z]\w*|async_\w+|asynccontextmanager"
-    r"|a(close|read|iter_\w+|send|write|flush)"
+    r"|a(close|read|iter_\w+|send|write|flush|next|iter)"
 )
 
 

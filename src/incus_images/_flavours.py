@@ -6,11 +6,10 @@ blocking twin. Everything else is written once.
 
 from __future__ import annotations
 
+import socket
 import weakref
 from collections.abc import Callable
 from typing import Any, TypeVar
-
-import anyio.to_thread
 
 T = TypeVar("T")
 
@@ -24,7 +23,28 @@ class _AsyncFlavour:
     @staticmethod
     async def run_blocking(function: Callable[[], T]) -> T:
         """Run a blocking call on a worker thread, so the event loop goes on meanwhile."""
+        # Imported here: anyio costs the blocking flavour start-up time it never needs.
+        import anyio.to_thread
+
         return await anyio.to_thread.run_sync(function)
+
+    @staticmethod
+    async def receive(sock: socket.socket, size: int, timeout: float | None) -> bytes:
+        """Read up to size bytes from a non-blocking socket, waiting as the event loop does."""
+        import anyio
+        import anyio.lowlevel
+
+        while True:
+            try:
+                data = sock.recv(size)
+            except BlockingIOError:
+                # Only a wait needs a deadline: most reads find data waiting.
+                with anyio.fail_after(timeout):
+                    await anyio.wait_readable(sock)
+            else:
+                # Data that is always waiting must not starve other tasks or delay cancellation.
+                await anyio.lowlevel.checkpoint()
+                return data
 
     @staticmethod
     def close_when_collected(owner: object, close: Callable[[], Any]) -> Callable[[], Any]:
@@ -39,6 +59,11 @@ class _SyncFlavour:
     @staticmethod
     def run_blocking(function: Callable[[], T]) -> T:
         return function()
+
+    @staticmethod
+    def receive(sock: socket.socket, size: int, timeout: float | None) -> bytes:
+        sock.settimeout(timeout)
+        return sock.recv(size)
 
     @staticmethod
     def close_when_collected(owner: object, close: Callable[[], Any]) -> Callable[[], Any]:

@@ -407,6 +407,19 @@ def transport_error(call: Call, server: str, exc: httpx.TransportError) -> Incus
     )
 
 
+def socket_error(call: Call, server: str, exc: OSError) -> IncusError:
+    """The exception for a failed read straight from the socket (see Connection.body)."""
+    context: dict[str, Any] = {"server": server, "method": call.method, "url": call.path}
+    detail = str(exc) or type(exc).__name__
+    if isinstance(exc, TimeoutError):
+        return IncusTimeoutError(
+            f"Could not {call.action} on {server}: no data in time ({detail})", **context
+        )
+    return IncusConnectionError(
+        f"Could not {call.action}: the connection to {server} failed: {detail}", **context
+    )
+
+
 # --------------------------------------------------------------------------------------------
 # Operations.
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
@@ -10,11 +11,29 @@ import httpx
 
 from .._endpoint import Endpoint, discover_socket
 from .._flavours import async_flavour
-from .._protocol import Call, Envelope, api_error, parse_envelope, transport_error
+from .._protocol import (
+    Call,
+    Envelope,
+    api_error,
+    parse_envelope,
+    socket_error,
+    transport_error,
+)
 from .._version import __version__
 
 #: Bytes of an error body read, at most, to quote it in the error.
 _ERROR_BODY_LIMIT = 64 * 1024
+
+#: Bytes asked of the socket per read on the fast body path.
+_LARGE_READ = 1024 * 1024
+
+#: Larger unix socket buffers (the kernel caps them at net.core.[rw]mem_max): with the default
+#: ~200 KiB, an event loop wakes up every 200 KiB of a transfer, which cost the async client
+#: a quarter of its upload speed. (TCP sockets keep the kernel's autotuning.)
+UNIX_SOCKET_OPTIONS = [
+    (socket.SOL_SOCKET, socket.SO_SNDBUF, 4 * 1024 * 1024),
+    (socket.SOL_SOCKET, socket.SO_RCVBUF, 4 * 1024 * 1024),
+]
 
 
 class AsyncConnection:
@@ -57,7 +76,9 @@ class AsyncConnection:
             if endpoint.socket_path is not None:
                 # A unix socket carries no TLS: verify=False only spares httpx from loading a CA
                 # bundle it would never use (about 50 ms at start-up).
-                transport = httpx.AsyncHTTPTransport(uds=endpoint.socket_path, verify=False)
+                transport = httpx.AsyncHTTPTransport(
+                    uds=endpoint.socket_path, verify=False, socket_options=UNIX_SOCKET_OPTIONS
+                )
             else:
                 assert endpoint.ssl_context is not None, "an https endpoint has a TLS context"
                 transport = httpx.AsyncHTTPTransport(verify=endpoint.ssl_context)
@@ -131,6 +152,49 @@ class AsyncConnection:
             raise transport_error(call, self.server, exc) from exc
         finally:
             await response.aclose()
+
+    async def body(self, call: Call, response: httpx.Response) -> AsyncIterator[bytes]:
+        """The body of a streamed response, as it arrives.
+
+        On a unix socket, a body with a Content-Length (a unified export) is read straight
+        from the socket in large reads once httpx has handed over what it had buffered: h11
+        parses each 64 KiB read in Python and copies it three times, which cost about a third
+        of an export's time.
+        """
+        sock = self._raw_socket(response)
+        length = response.headers.get("content-length", "")
+        if sock is None or not length.isdigit():
+            async for chunk in response.aiter_raw():
+                yield chunk
+            return
+        # After its first body chunk, h11 holds nothing back (a Content-Length body event takes
+        # all it has buffered), so the rest of the body is still in the socket. The iterator
+        # stays referenced: once closed, it would close the connection under the fast reads.
+        chunks = response.aiter_raw()
+        first = await anext(chunks, b"")
+        left = int(length) - len(first)
+        if first:
+            yield first
+        while left > 0:
+            try:
+                data = await async_flavour.receive(sock, min(_LARGE_READ, left), self.timeout)
+            except OSError as exc:
+                raise socket_error(call, self.server, exc) from exc
+            if not data:
+                raise socket_error(
+                    call,
+                    self.server,
+                    ConnectionError(f"the server closed the connection {left} bytes early"),
+                )
+            left -= len(data)
+            yield data
+
+    def _raw_socket(self, response: httpx.Response) -> socket.socket | None:
+        if self._endpoint is None or self._endpoint.socket_path is None:
+            return None  # over TLS the bytes on the socket are not the body
+        stream = response.extensions.get("network_stream")
+        sock = stream.get_extra_info("socket") if stream is not None else None
+        return sock if isinstance(sock, socket.socket) else None
 
     async def aclose(self) -> None:
         if self._http is not None:

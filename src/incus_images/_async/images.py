@@ -466,7 +466,7 @@ class AsyncImagesAPI:
                 )
                 try:
                     receiver.start()
-                    async for chunk in response.aiter_raw():
+                    async for chunk in self._connection.body(call, response):
                         receiver.feed(chunk)
                         if receiver.backlogged:
                             await async_flavour.run_blocking(receiver.wait_for_room)
