@@ -1,0 +1,325 @@
+"""Benchmark big transfers: the SDK (sync and async) against the incus CLI, curl and httpx.
+
+    python scripts/bench.py [--sizes 1,4] [--rounds 3] [--workdir DIR] [--only upload|export]
+
+Starts a throwaway incusd, writes incompressible unified images (a plain tar holding random
+bytes) of the given sizes in GiB, and times each variant in a process of its own, interleaved
+(A B C D, A B C D, ... with the order rotated every round). Peak RSS comes from GNU time for
+each child. Prints medians and the median of per-round ratios, and checks the targets:
+
+* upload and export: the SDK at most 1.0x the incus CLI's time;
+* upload at most 1.10x and export at most 1.25x the curl floor;
+* the SDK's peak RSS under 64 MiB, and within 8 MiB between the smallest and largest image.
+
+Needs root, incusd, the incus CLI and curl (scripts/install-incus.sh installs the first two),
+and the SDK importable by the Python running this script.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import attrs
+from throwaway_incusd import ThrowawayIncusd, incusd_binary, unix_request
+
+HERE = Path(__file__).resolve().parent
+GIB = 1024**3
+MIB = 1024**2
+
+UPLOAD_VARIANTS = ["sdk-sync", "sdk-async", "incus-cli", "curl", "httpx"]
+EXPORT_VARIANTS = ["sdk-sync", "sdk-async", "incus-cli", "curl", "httpx"]
+TARGETS = {  # (reference, highest allowed ratio of the SDK's time to the reference's)
+    "upload": [("incus-cli", 1.00), ("curl", 1.10)],
+    "export": [("incus-cli", 1.00), ("curl", 1.25)],
+}
+GNU_TIME = "/usr/bin/time"
+RSS_LIMIT_MIB = 64
+RSS_SPREAD_MIB = 8
+
+
+@attrs.frozen
+class Run:
+    seconds: float
+    peak_rss_mib: float
+
+
+def run_child(argv: list[str], env: dict[str, str]) -> tuple[Run, str]:
+    """Run argv to completion; its wall time, its peak RSS and its stdout.
+
+    The peak RSS comes from GNU time, not from wait4() here: Linux counts the memory of the
+    process that forked a child into the child's peak, so a child of this (bigger) Python
+    process would inherit its size. GNU time is a small C program; it adds ~1 ms.
+    """
+    with tempfile.NamedTemporaryFile("r") as rss:
+        started = time.perf_counter()
+        result = subprocess.run(
+            [GNU_TIME, "-f", "%M", "-o", rss.name, *argv],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        seconds = time.perf_counter() - started
+        if result.returncode != 0:
+            raise RuntimeError(
+                f"{argv} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}"
+            )
+        peak_kib = int(rss.read().split()[-1])
+    return Run(seconds=seconds, peak_rss_mib=peak_kib / 1024), result.stdout
+
+
+def make_image(path: Path, size: int) -> None:
+    """A unified image of about size bytes: metadata.yaml, then rootfs/random.bin."""
+    metadata = f"architecture: x86_64\ncreation_date: {int(time.time())}\nproperties: {{}}\n"
+    with tarfile.open(path, "w") as archive:
+        info = tarfile.TarInfo("metadata.yaml")
+        info.size = len(metadata)
+        archive.addfile(info, _Bytes(metadata.encode()))
+        folder = tarfile.TarInfo("rootfs")
+        folder.type = tarfile.DIRTYPE
+        folder.mode = 0o755
+        archive.addfile(folder)
+        payload = tarfile.TarInfo("rootfs/random.bin")
+        payload.size = size - 10 * 1024
+        archive.addfile(payload, _Random(payload.size))
+
+
+class _Bytes:
+    def __init__(self, data: bytes) -> None:
+        self._data = data
+
+    def read(self, size: int = -1) -> bytes:
+        chunk, self._data = self._data[:size], self._data[size:]
+        return chunk
+
+
+class _Random:
+    def __init__(self, size: int) -> None:
+        self._left = size
+
+    def read(self, size: int = -1) -> bytes:
+        size = self._left if size < 0 else min(size, self._left)
+        self._left -= size
+        return os.urandom(size)
+
+
+class Bench:
+    def __init__(self, daemon: ThrowawayIncusd, workdir: Path) -> None:
+        self.daemon = daemon
+        self.workdir = workdir
+        self.socket = daemon.socket_path
+        config = workdir / "incus-cli-config"
+        config.mkdir(exist_ok=True)
+        # The CLI talks to the throwaway daemon only, with a config of its own.
+        self.env = dict(os.environ, INCUS_DIR=str(daemon.directory), INCUS_CONF=str(config))
+        self.python = sys.executable
+
+    def delete_image(self, fingerprint: str) -> None:
+        status, body = unix_request(self.socket, "DELETE", f"/1.0/images/{fingerprint}")
+        if status == 202:
+            op = body["metadata"]["id"]
+            unix_request(self.socket, "GET", f"/1.0/operations/{op}/wait?timeout=600", timeout=700)
+
+    def fingerprints(self) -> list[str]:
+        _, body = unix_request(self.socket, "GET", "/1.0/images")
+        return [url.rsplit("/", 1)[1] for url in body["metadata"]]
+
+    def upload(self, variant: str, image: Path) -> Run:
+        endpoint = f"unix://{self.socket}"
+        if variant.startswith("sdk-") or variant == "httpx":
+            flavour = variant.removeprefix("sdk-")
+            argv = [self.python, str(HERE / "bench_child.py"), "upload", flavour, endpoint]
+            run, _ = run_child([*argv, str(image)], self.env)
+            return run
+        if variant == "incus-cli":
+            run, _ = run_child(["incus", "image", "import", str(image), "--quiet"], self.env)
+            return run
+        # curl: the upload, then the operation wait: the floor any client can reach.
+        curl = ["curl", "-sS", "--fail-with-body", "--unix-socket", self.socket]
+        post, out = run_child(
+            [
+                *curl,
+                "-X", "POST", "-H", "Content-Type: application/octet-stream",
+                "-T", str(image), "http://incus/1.0/images",
+            ],
+            self.env,
+        )  # fmt: skip
+        op_url = json.loads(out)["operation"]
+        wait, _ = run_child([*curl, f"http://incus{op_url}/wait?timeout=600"], self.env)
+        return Run(
+            seconds=post.seconds + wait.seconds,
+            peak_rss_mib=max(post.peak_rss_mib, wait.peak_rss_mib),
+        )
+
+    def export(self, variant: str, fingerprint: str) -> Run:
+        out_dir = Path(tempfile.mkdtemp(prefix="export-", dir=self.workdir))
+        try:
+            if variant.startswith("sdk-") or variant == "httpx":
+                flavour = variant.removeprefix("sdk-")
+                argv = [self.python, str(HERE / "bench_child.py"), "export", flavour]
+                target = str(out_dir / "image.tar")
+                run, _ = run_child([*argv, f"unix://{self.socket}", fingerprint, target], self.env)
+            elif variant == "incus-cli":
+                argv = ["incus", "image", "export", fingerprint, str(out_dir / "image"), "--quiet"]
+                run, _ = run_child(argv, self.env)
+            else:
+                url = f"http://incus/1.0/images/{fingerprint}/export"
+                argv = ["curl", "-sS", "--fail", "--unix-socket", self.socket, "-o"]
+                run, _ = run_child([*argv, str(out_dir / "image.tar"), url], self.env)
+            written = sum(f.stat().st_size for f in out_dir.iterdir())
+            if written == 0:
+                raise RuntimeError(f"{variant} exported nothing")
+            return run
+        finally:
+            shutil.rmtree(out_dir)
+
+
+def interleave(
+    variants: list[str], rounds: int, measure: Callable[[str], Run]
+) -> dict[str, list[Run]]:
+    runs: dict[str, list[Run]] = {v: [] for v in variants}
+    for round_number in range(rounds):
+        shift = round_number % len(variants)
+        for variant in variants[shift:] + variants[:shift]:
+            run = measure(variant)
+            runs[variant].append(run)
+            print(
+                f"  round {round_number + 1}: {variant:10} {run.seconds:7.2f} s  "
+                f"{run.peak_rss_mib:6.1f} MiB",
+                flush=True,
+            )
+    return runs
+
+
+def report(
+    operation: str, size: int, runs: dict[str, list[Run]], verdicts: list[tuple[str, bool]]
+) -> None:
+    gib = size / GIB
+    print(f"\n{operation} of a {gib:.0f} GiB image (medians of {len(next(iter(runs.values())))}):")
+    print(f"  {'variant':10} {'time s':>8} {'MiB/s':>8} {'peak RSS MiB':>13}")
+    for variant, variant_runs in runs.items():
+        seconds = statistics.median(r.seconds for r in variant_runs)
+        rss = statistics.median(r.peak_rss_mib for r in variant_runs)
+        print(f"  {variant:10} {seconds:8.2f} {size / MIB / seconds:8.0f} {rss:13.1f}")
+    for sdk in ("sdk-sync", "sdk-async"):
+        for reference, limit in TARGETS[operation] + [("httpx", float("inf"))]:
+            if sdk not in runs or reference not in runs:
+                continue
+            ratios = [
+                a.seconds / b.seconds for a, b in zip(runs[sdk], runs[reference], strict=True)
+            ]
+            ratio = statistics.median(ratios)
+            shown = " ".join(f"{r:.2f}" for r in ratios)
+            if limit == float("inf"):
+                print(f"  {sdk} / {reference}: {ratio:.2f}x (per round: {shown})")
+                continue
+            ok = ratio <= limit
+            verdicts.append((f"{operation} {gib:.0f} GiB {sdk}/{reference} <= {limit}", ok))
+            print(
+                f"  {sdk} / {reference}: {ratio:.2f}x (per round: {shown}; "
+                f"target <= {limit:.2f}x: {'met' if ok else 'MISSED'})"
+            )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sizes", default="1,4", help="image sizes in GiB (default 1,4)")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--workdir", default=None, help="where images go (default: a temp dir)")
+    parser.add_argument("--only", choices=["upload", "export"], default=None)
+    parser.add_argument(
+        "--variants", default=None, help="comma-separated subset of the variants to run"
+    )
+    args = parser.parse_args(argv)
+    if args.variants:
+        chosen = args.variants.split(",")
+        UPLOAD_VARIANTS[:] = [v for v in UPLOAD_VARIANTS if v in chosen]
+        EXPORT_VARIANTS[:] = [v for v in EXPORT_VARIANTS if v in chosen]
+    sizes = [int(float(s) * GIB) for s in args.sizes.split(",")]
+    for tool in ("incus", "curl", GNU_TIME):
+        if shutil.which(tool) is None:
+            sys.exit(f"bench needs {tool} (Debian packages incus-client, curl, time)")
+    print(
+        f"machine: {platform.node()} {platform.machine()}, {os.cpu_count()} CPUs, "
+        f"Python {platform.python_version()}, {time.strftime('%Y-%m-%d %H:%M:%S %Z')}"
+    )
+    workdir = Path(tempfile.mkdtemp(prefix="incus-bench-", dir=args.workdir))
+    verdicts: list[tuple[str, bool]] = []
+    peak_rss: dict[str, dict[int, float]] = {}
+    try:
+        with ThrowawayIncusd(parent_dir=args.workdir) as daemon:
+            incusd_version = subprocess.run(
+                [incusd_binary(), "--version"],
+                capture_output=True,
+                text=True,
+                check=False,
+            ).stdout.strip()
+            print(f"incusd {incusd_version} (throwaway, pid {daemon.pid})")
+            bench = Bench(daemon, workdir)
+            for size in sizes:
+                image = workdir / f"image-{size // MIB}MiB.tar"
+                print(f"\nwriting a {size / GIB:.0f} GiB incompressible image ...", flush=True)
+                make_image(image, size)
+                for fingerprint in bench.fingerprints():
+                    bench.delete_image(fingerprint)
+                if args.only in (None, "upload"):
+                    print(f"\nupload, {size / GIB:.0f} GiB:")
+
+                    def measure_upload(variant: str, image: Path = image) -> Run:
+                        run = bench.upload(variant, image)
+                        for fingerprint in bench.fingerprints():
+                            bench.delete_image(fingerprint)
+                        return run
+
+                    runs = interleave(UPLOAD_VARIANTS, args.rounds, measure_upload)
+                    report("upload", size, runs, verdicts)
+                    for v in ("sdk-sync", "sdk-async"):
+                        if v in runs:
+                            rss = max(r.peak_rss_mib for r in runs[v])
+                            peak_rss.setdefault(f"upload {v}", {})[size] = rss
+                if args.only in (None, "export"):
+                    run_child(["incus", "image", "import", str(image), "--quiet"], bench.env)
+                    (fingerprint,) = bench.fingerprints()
+                    print(f"\nexport, {size / GIB:.0f} GiB:")
+                    runs = interleave(
+                        EXPORT_VARIANTS,
+                        args.rounds,
+                        lambda variant, fp=fingerprint: bench.export(variant, fp),
+                    )
+                    report("export", size, runs, verdicts)
+                    for v in ("sdk-sync", "sdk-async"):
+                        if v in runs:
+                            rss = max(r.peak_rss_mib for r in runs[v])
+                            peak_rss.setdefault(f"export {v}", {})[size] = rss
+                    bench.delete_image(fingerprint)
+                image.unlink()
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+    print("\nclient peak RSS (max over rounds), MiB:")
+    for name, by_size in peak_rss.items():
+        shown = ", ".join(f"{s / GIB:.0f} GiB: {m:.1f}" for s, m in sorted(by_size.items()))
+        spread = max(by_size.values()) - min(by_size.values())
+        ok = max(by_size.values()) < RSS_LIMIT_MIB and spread <= RSS_SPREAD_MIB
+        verdicts.append((f"{name} peak RSS < {RSS_LIMIT_MIB} MiB, spread <= {RSS_SPREAD_MIB}", ok))
+        print(f"  {name:18} {shown}; spread {spread:.1f} ({'met' if ok else 'MISSED'})")
+    print("\ntargets:")
+    for text, ok in verdicts:
+        print(f"  {'met   ' if ok else 'MISSED'} {text}")
+    return 0 if all(ok for _, ok in verdicts) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
