@@ -25,10 +25,31 @@ import attrs
 
 from ._errors import InvalidInputError, TransferError
 from ._multipart import closing_delimiter, part_header
-from ._protocol import JSON_WHITESPACE, filename_header, looks_like_json
+from ._protocol import (
+    JSON_WHITESPACE,
+    alias_name,
+    boolean,
+    callback,
+    filename_header,
+    full_fingerprint,
+    list_header,
+    looks_like_json,
+    names_list,
+    profile_name,
+    properties_map,
+)
 from ._transfer import CHUNK_SIZE, Hasher, Progress, ProgressCallback
 
-__all__ = ["Rehash", "Source", "UploadMeter", "UploadPlan", "open_source", "read_chunks"]
+__all__ = [
+    "PreparedUpload",
+    "Rehash",
+    "Source",
+    "UploadMeter",
+    "UploadPlan",
+    "open_source",
+    "prepare_upload",
+    "read_chunks",
+]
 
 SourceKind = Literal["bytes", "path", "file", "iterable", "async_iterable"]
 IMAGE_TYPES = ("container", "virtual-machine")
@@ -305,6 +326,79 @@ class UploadPlan:
             else f"from an {source.kind.replace('_', ' ')}"
             for source in self.sources
         )
+
+
+@attrs.frozen
+class PreparedUpload:
+    """Everything create() checked and decided before sending anything."""
+
+    plan: UploadPlan
+    headers: dict[str, str | bytes]
+    #: The PATCH body applied right after the upload (properties, auto_update), if any.
+    patch: dict[str, Any]
+    aliases: list[str]
+    profiles: list[str]
+    #: profiles=[]: only a PUT after the upload can leave an image without profiles.
+    clear_profiles: bool
+
+    @property
+    def has_follow_up(self) -> bool:
+        """Whether something must be done to the image once stored (so the call must wait)."""
+        return bool(self.patch or self.aliases or self.clear_profiles)
+
+
+def prepare_upload(
+    image_data: object,
+    rootfs: object,
+    *,
+    filename: str | None,
+    public: bool,
+    auto_update: bool,
+    properties: object,
+    wait: bool,
+    image_type: str | None,
+    aliases: object,
+    profiles: object,
+    fingerprint: object,
+    progress: object,
+    accept_async: bool,
+) -> PreparedUpload:
+    """Check every argument of create() and work out the request; nothing is sent."""
+    image = open_source(image_data, "image_data", accept_async=accept_async)
+    rootfs_source = (
+        None if rootfs is None else open_source(rootfs, "rootfs", accept_async=accept_async)
+    )
+    plan = UploadPlan(image, rootfs_source, image_type=image_type, filename=filename)
+    if rootfs_source is None:
+        refuse_json_before_sending(image)
+    headers = dict(plan.headers)
+    if boolean(public, "public"):
+        headers["X-Incus-public"] = "true"
+    patch: dict[str, Any] = {}
+    # Incus ignores auto_update on uploads, and its properties header crashes incusd 6.0.4
+    # when metadata.yaml has no properties map: both are applied after the upload.
+    if boolean(auto_update, "auto_update"):
+        patch["auto_update"] = True
+    wanted_properties = properties_map(properties)
+    if wanted_properties:
+        patch["properties"] = wanted_properties
+    boolean(wait, "wait")
+    alias_names = names_list(aliases, "aliases", alias_name)
+    profile_names = names_list(profiles, "profiles", profile_name)
+    if profile_names:
+        headers["X-Incus-profiles"] = list_header("profile", profile_names)
+    if fingerprint is not None:
+        headers["X-Incus-fingerprint"] = full_fingerprint(fingerprint)
+    callback(progress, "progress")
+    return PreparedUpload(
+        plan=plan,
+        headers=headers,
+        patch=patch,
+        aliases=alias_names,
+        profiles=profile_names,
+        # The profiles header cannot say "none": empty means the default profile.
+        clear_profiles=profiles is not None and not profile_names,
+    )
 
 
 class UploadMeter:

@@ -6,7 +6,7 @@ import builtins
 import os
 from collections.abc import AsyncIterable, AsyncIterator, Iterable, Sequence
 from pathlib import Path
-from typing import IO, Any, Literal, overload
+from typing import IO, Literal, overload
 
 from .._errors import (
     ConflictError,
@@ -32,27 +32,23 @@ from .._protocol import (
     description_text,
     fingerprint_prefix,
     fingerprints_from_urls,
-    full_fingerprint,
     image_path,
     interrupted,
-    list_header,
     named_path,
-    names_list,
-    profile_name,
     properties_map,
     replace_properties_patch,
     structure,
 )
 from .._transfer import ProgressCallback
 from .._upload import (
+    PreparedUpload,
     Rehash,
     Segment,
     UploadMeter,
     UploadPlan,
     chunk_bytes,
-    open_source,
+    prepare_upload,
     read_chunks,
-    refuse_json_before_sending,
 )
 from ._connection import AsyncConnection
 from .operations import AsyncOperationsAPI
@@ -154,58 +150,65 @@ class AsyncImagesAPI:
         exist, are refused before anything is uploaded.
 
         fingerprint is the SHA-256 you expect; the server refuses the upload if the bytes
-        differ. In any case the bytes are hashed as they go, and a server that reports another
-        fingerprint gets its image deleted and raises TransferError.
+        differ. In any case the bytes sent are hashed (as they stream, or, for sources that can
+        be read again, by reading them again while incusd processes the upload), and a server
+        that reports another fingerprint gets its image deleted and raises TransferError.
 
         progress(done, total) is called as the bytes go (total None when unknown).
 
         An image that is already stored raises ImageExistsError (its ``fingerprint`` names
         it); a failed upload raises OperationError with the server's message.
         """
-        server = self._connection.server
-        accept_async = async_flavour.accepts_async_iterables
-        image = open_source(image_data, "image_data", accept_async=accept_async)
-        rootfs_source = (
-            None if rootfs is None else open_source(rootfs, "rootfs", accept_async=accept_async)
+        prepared = prepare_upload(
+            image_data,
+            rootfs,
+            filename=filename,
+            public=public,
+            auto_update=auto_update,
+            properties=properties,
+            wait=wait,
+            image_type=type,
+            aliases=aliases,
+            profiles=profiles,
+            fingerprint=fingerprint,
+            progress=progress,
+            accept_async=async_flavour.accepts_async_iterables,
         )
-        plan = UploadPlan(image, rootfs_source, image_type=type, filename=filename)
-        if rootfs_source is None:
-            refuse_json_before_sending(image)
-        headers = dict(plan.headers)
-        if boolean(public, "public"):
-            headers["X-Incus-public"] = "true"
-        after_upload: dict[str, Any] = {}
-        if boolean(auto_update, "auto_update"):
-            after_upload["auto_update"] = True
-        wanted_properties = properties_map(properties)
-        if wanted_properties:
-            after_upload["properties"] = wanted_properties
-        boolean(wait, "wait")
-        alias_names = names_list(aliases, "aliases", alias_name)
-        profile_names = names_list(profiles, "profiles", profile_name)
-        # The profiles header cannot say "none" (empty means the default profile), so an empty
-        # list is applied after the upload.
-        clear_profiles = profiles is not None and not profile_names
-        if profile_names:
-            headers["X-Incus-profiles"] = list_header("profile", profile_names)
-        expected = None if fingerprint is None else full_fingerprint(fingerprint)
-        if expected is not None:
-            headers["X-Incus-fingerprint"] = expected
-        callback(progress, "progress")
-
         # Cheap checks that would otherwise fail only after every byte was sent.
-        for name in alias_names:
+        for name in prepared.aliases:
             await self._require_free_alias(name)
-        for profile in profile_names:
+        for profile in prepared.profiles:
             await self._require_profile(profile)
 
-        described = plan.description
-        action = f"upload image {described}"
+        plan = prepared.plan
+        action = f"upload image {plan.description}"
         # Sources that can be read again are hashed after sending, beside incusd's processing
         # (see Rehash); the others as they go.
         rereadable = all(source.rereadable for source in plan.sources)
         meter = UploadMeter(plan, progress, hash_inline=not rereadable)
-        call = Call(method="POST", path=IMAGES, action=action, headers=headers)
+        operation, sha256 = await self._send_upload(prepared, meter, action)
+        if not wait and not prepared.has_follow_up:
+            return operation
+
+        rehash = Rehash(plan.sources) if sha256 is None else None
+        finished = await self._wait_for_upload(operation, action, sha256, rehash)
+        if rehash is not None:
+            sha256 = await self._rehashed(rehash, finished, action)
+        assert sha256 is not None
+        action = f"upload image {sha256[:12]}"
+        await self._check_stored_fingerprint(finished, sha256, action)
+        await self._follow_up(prepared, sha256)
+        if wait:
+            return await self.get(sha256)
+        return finished
+
+    async def _send_upload(
+        self, prepared: PreparedUpload, meter: UploadMeter, action: str
+    ) -> tuple[Operation, str | None]:
+        """POST the body; the upload's operation, and the SHA-256 if it was hashed inline."""
+        server = self._connection.server
+        plan = prepared.plan
+        call = Call(method="POST", path=IMAGES, action=action, headers=prepared.headers)
         try:
             envelope = await self._connection.request(call, content=self._upload_body(plan, meter))
             sha256 = meter.finish()
@@ -220,17 +223,17 @@ class AsyncImagesAPI:
                 outcome = "incusd discards an incomplete upload, so nothing was stored"
             raise interrupted(
                 exc,
-                f"the upload of image {described} to {server} was interrupted after "
+                f"the upload of image {plan.description} to {server} was interrupted after "
                 f"{meter.progress.done} of {plan.data_size or 'an unknown number of'} bytes; "
                 f"{outcome}",
             ) from None
-        operation = structure(call, server, envelope.metadata, Operation)
-        if not wait and not after_upload and not alias_names and not clear_profiles:
-            return operation
+        return structure(call, server, envelope.metadata, Operation), sha256
 
-        rehash = Rehash(plan.sources) if sha256 is None else None
+    async def _wait_for_upload(
+        self, operation: Operation, action: str, sha256: str | None, rehash: Rehash | None
+    ) -> Operation:
         try:
-            finished = await self._operations._wait(
+            return await self._operations._wait(
                 operation.id, None, action=action, fingerprint=sha256
             )
         except OperationError as exc:
@@ -243,21 +246,26 @@ class AsyncImagesAPI:
             raise exc._amended(
                 f"{exc} (the data sent hashes to {digest})", fingerprint=digest
             ) from exc
-        if rehash is not None:
-            try:
-                sha256 = await async_flavour.run_blocking(rehash.result)
-            except TransferError as exc:
-                outcome = await self._discard_upload((finished.metadata or {}).get("fingerprint"))
-                raise exc._amended(
-                    f"Could not {action} on {server}: {exc}, so what was stored cannot be "
-                    f"verified; {outcome}",
-                    server=server,
-                    operation=finished,
-                ) from exc
-        assert sha256 is not None
-        action = f"upload image {sha256[:12]}"
+
+    async def _rehashed(self, rehash: Rehash, finished: Operation, action: str) -> str:
+        try:
+            return await async_flavour.run_blocking(rehash.result)
+        except TransferError as exc:
+            server = self._connection.server
+            outcome = await self._discard_upload((finished.metadata or {}).get("fingerprint"))
+            raise exc._amended(
+                f"Could not {action} on {server}: {exc}, so what was stored cannot be "
+                f"verified; {outcome}",
+                server=server,
+                operation=finished,
+            ) from exc
+
+    async def _check_stored_fingerprint(
+        self, finished: Operation, sha256: str, action: str
+    ) -> None:
         reported = (finished.metadata or {}).get("fingerprint")
         if reported != sha256:
+            server = self._connection.server
             outcome = await self._discard_upload(reported)
             raise TransferError(
                 f"Could not {action} on {server}: the server stored fingerprint "
@@ -266,19 +274,22 @@ class AsyncImagesAPI:
                 operation=finished,
                 fingerprint=sha256,
             )
+
+    async def _follow_up(self, prepared: PreparedUpload, sha256: str) -> None:
+        """Apply what the upload could not carry; on failure delete the image again."""
         try:
-            if after_upload:
+            if prepared.patch:
                 await self._connection.request(
                     Call(
                         method="PATCH",
                         path=image_path(sha256),
                         action=f"set properties and auto_update of the uploaded image '{sha256}'",
-                        json=after_upload,
+                        json=prepared.patch,
                     )
                 )
-            if clear_profiles:
+            if prepared.clear_profiles:
                 await self._remove_profiles(sha256)
-            for name in alias_names:
+            for name in prepared.aliases:
                 await self._connection.request(
                     Call(
                         method="POST",
@@ -293,9 +304,6 @@ class AsyncImagesAPI:
                 f"{exc} The image was uploaded, but this failed, so {outcome}.",
                 fingerprint=sha256,
             ) from exc
-        if wait:
-            return await self.get(sha256)
-        return finished
 
     async def _upload_body(self, plan: UploadPlan, meter: UploadMeter) -> AsyncIterator[bytes]:
         """The request body, produced chunk by chunk as httpx sends it."""
