@@ -7,6 +7,7 @@ and incusd first on a fresh machine.
     typecheck  mypy --strict (generated code included)
     build      sdist + wheel, and proof that the wheel holds the generated _sync package
     demo       the SDK's main job against the local daemon (a throwaway one if none runs)
+    bench      big transfers against the incus CLI, curl and httpx (root; minutes; GBs of disk)
 """
 
 from __future__ import annotations
@@ -73,3 +74,10 @@ def build(session: nox.Session) -> None:
 def demo(session: nox.Session) -> None:
     session.install(".")
     session.run("python", "scripts/demo.py", *session.posargs)
+
+
+@nox.session(python=PYTHON)
+def bench(session: nox.Session) -> None:
+    """Arguments go to scripts/bench.py, e.g. nox -s bench -- --sizes 1 --rounds 5."""
+    session.install(".")
+    session.run("python", "scripts/bench.py", *session.posargs)

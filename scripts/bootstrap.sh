@@ -14,6 +14,9 @@ if [ "$(id -u)" = 0 ]; then
     sh scripts/install-incus.sh
     missing=""
     command -v openssl >/dev/null 2>&1 || missing="$missing openssl"
+    # The benchmark's references and its RSS probe (nox -s bench).
+    command -v curl >/dev/null 2>&1 || missing="$missing curl"
+    [ -x /usr/bin/time ] || missing="$missing time"
     python3 -c 'import ensurepip, venv' 2>/dev/null || missing="$missing python3-venv"
     if [ -n "$missing" ]; then
         apt-get update -q
