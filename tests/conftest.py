@@ -21,6 +21,7 @@ from pathlib import Path
 import attrs
 import httpx
 import pytest
+import respx
 
 ROOT = Path(__file__).resolve().parent.parent
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
@@ -112,6 +113,21 @@ def https_server(incusd: ThrowawayIncusd) -> Iterator[HttpsServer]:
             server_cert=incusd.server_certificate,
             other_cert=other,
         )
+
+
+@pytest.fixture
+def router() -> Iterator[respx.MockRouter]:
+    """A mock incusd on the unix-socket base URL (both flavours); every route must be used."""
+    with respx.mock(base_url=UNIX_BASE, assert_all_called=True) as mock:
+        yield mock
+
+
+@pytest.fixture
+def silent() -> Iterator[respx.MockRouter]:
+    """A mock incusd that answers anything, for tests that check nothing is sent at all."""
+    with respx.mock(base_url=UNIX_BASE, assert_all_called=False) as mock:
+        mock.route().respond(500)
+        yield mock
 
 
 @pytest.fixture(scope="session")

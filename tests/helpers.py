@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 import uuid
 from typing import Any
 
 import httpx
+from tiny_image import unified_image
 
 #: The base URL the SDK uses on a unix socket (respx routes match it).
 UNIX_BASE = "http://incus"
@@ -146,3 +148,33 @@ def upload_split_raw(
     fingerprint = str(finished["metadata"]["fingerprint"])
     assert fingerprint == sha256(metadata, rootfs)
     return fingerprint
+
+
+def stored_fingerprints(raw_api: httpx.Client) -> set[str]:
+    """The fingerprints the daemon stores, read behind the SDK's back."""
+    response = raw_api.get("/1.0/images", params={"recursion": "0"})
+    assert response.status_code == 200, response.text
+    return {url.rsplit("/", 1)[-1] for url in response.json()["metadata"]}
+
+
+def stored_image(raw_api: httpx.Client, fingerprint: str) -> dict[str, Any] | None:
+    """The daemon's record of the image, or None when it has no such image."""
+    response = raw_api.get(f"/1.0/images/{fingerprint}")
+    if response.status_code == 404:
+        return None
+    assert response.status_code == 200, response.text
+    return dict(response.json()["metadata"])
+
+
+def assert_nothing_new_stored(raw_api: httpx.Client, before: set[str]) -> None:
+    """The daemon's image list stays as it was, looked at several times over two seconds (an
+    upload the daemon had accepted would show up within that time)."""
+    for attempt in range(5):
+        if attempt:
+            time.sleep(0.5)
+        assert stored_fingerprints(raw_api) == before
+
+
+def incompressible_image() -> bytes:
+    """A unified image of about 8 MiB that does not compress (a random payload)."""
+    return unified_image(payload_size=8 * 1024 * 1024)

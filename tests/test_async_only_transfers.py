@@ -20,7 +20,15 @@ import pytest
 from tiny_image import split_image, unified_image
 
 from incus_images import AsyncClient, Client, Image, InvalidInputError
-from tests.helpers import sha256, upload_split_raw, wait_raw
+from tests.helpers import (
+    assert_nothing_new_stored,
+    incompressible_image,
+    sha256,
+    stored_fingerprints,
+    stored_image,
+    upload_split_raw,
+    wait_raw,
+)
 
 pytestmark = pytest.mark.anyio
 
@@ -32,28 +40,6 @@ EXPORT_AFTER = 64 * 1024
 
 # --------------------------------------------------------------------------------------------
 # Local helpers and fixtures.
-
-
-def stored_fingerprints(raw_api: httpx.Client) -> set[str]:
-    response = raw_api.get("/1.0/images", params={"recursion": "0"})
-    assert response.status_code == 200, response.text
-    return {url.rsplit("/", 1)[-1] for url in response.json()["metadata"]}
-
-
-def stored_image(raw_api: httpx.Client, fingerprint: str) -> dict[str, Any] | None:
-    response = raw_api.get(f"/1.0/images/{fingerprint}")
-    if response.status_code == 404:
-        return None
-    assert response.status_code == 200, response.text
-    return dict(response.json()["metadata"])
-
-
-def assert_nothing_new_stored(raw_api: httpx.Client, before: set[str]) -> None:
-    """The image list stays as it was, looked at several times over two seconds."""
-    for attempt in range(5):
-        if attempt:
-            time.sleep(0.5)
-        assert stored_fingerprints(raw_api) == before
 
 
 async def chunks_of(data: bytes, size: int = 100) -> AsyncIterator[bytes]:
@@ -113,8 +99,7 @@ def cleanup(raw_api: httpx.Client) -> Iterator[list[str]]:
 
 @pytest.fixture(scope="module")
 def big_image() -> bytes:
-    """A unified image of about 8 MiB that does not compress."""
-    return unified_image(payload_size=8 * MiB)
+    return incompressible_image()
 
 
 # --------------------------------------------------------------------------------------------

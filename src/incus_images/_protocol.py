@@ -126,10 +126,16 @@ def callback(value: object, argument: str) -> None:
         raise InvalidInputError(f"{argument} must be a callable or None, got {value!r}")
 
 
-def description_text(value: object) -> str:
-    if not isinstance(value, str):
-        raise InvalidInputError(f"description must be a string, got {type(value).__name__}")
-    return value
+def alias_fields(target: object, description: object) -> dict[str, str]:
+    """An alias request's target (a checked fingerprint prefix) and, unless None, description."""
+    fields = {"target": fingerprint_prefix(target, argument="target")}
+    if description is not None:
+        if not isinstance(description, str):
+            raise InvalidInputError(
+                f"description must be a string, got {type(description).__name__}"
+            )
+        fields["description"] = description
+    return fields
 
 
 def properties_map(value: object, *, argument: str = "properties") -> dict[str, str]:

@@ -37,7 +37,15 @@ from incus_images import (
     TransferError,
 )
 from incus_images.progress import TqdmProgress
-from tests.helpers import sha256, unique, upload_split_raw
+from tests.helpers import (
+    assert_nothing_new_stored,
+    incompressible_image,
+    sha256,
+    stored_fingerprints,
+    stored_image,
+    unique,
+    upload_split_raw,
+)
 
 pytestmark = pytest.mark.anyio
 
@@ -52,37 +60,12 @@ NON_ASCII_NAME = "bild ü ☃ 日本.tar.gz"
 # Local helpers.
 
 
-def stored_fingerprints(raw_api: httpx.Client) -> set[str]:
-    """The fingerprints the daemon stores, read behind the SDK's back."""
-    response = raw_api.get("/1.0/images", params={"recursion": "0"})
-    assert response.status_code == 200, response.text
-    return {url.rsplit("/", 1)[-1] for url in response.json()["metadata"]}
-
-
-def stored_image(raw_api: httpx.Client, fingerprint: str) -> dict[str, Any] | None:
-    """The daemon's record of the image, or None when it has no such image."""
-    response = raw_api.get(f"/1.0/images/{fingerprint}")
-    if response.status_code == 404:
-        return None
-    assert response.status_code == 200, response.text
-    return dict(response.json()["metadata"])
-
-
 def stored_alias(raw_api: httpx.Client, name: str) -> dict[str, Any] | None:
     response = raw_api.get(f"/1.0/images/aliases/{quote(name, safe='')}")
     if response.status_code == 404:
         return None
     assert response.status_code == 200, response.text
     return dict(response.json()["metadata"])
-
-
-def assert_nothing_new_stored(raw_api: httpx.Client, before: set[str]) -> None:
-    """The daemon's image list stays as it was, looked at several times over two seconds (an
-    upload the daemon had accepted would show up within that time)."""
-    for attempt in range(5):
-        if attempt:
-            time.sleep(0.5)
-        assert stored_fingerprints(raw_api) == before
 
 
 def chunked(data: bytes, sizes: tuple[int, ...] = (1, 7, 100, 4096)) -> Iterator[bytes]:
@@ -166,8 +149,7 @@ def notes_of(exc: BaseException) -> list[str]:
 
 @pytest.fixture(scope="module")
 def big_image() -> bytes:
-    """A unified image of about 8 MiB that does not compress (a random payload)."""
-    return unified_image(payload_size=8 * MiB)
+    return incompressible_image()
 
 
 @pytest.fixture

@@ -18,7 +18,7 @@ from incus_images import (
     InvalidInputError,
     NotFoundError,
 )
-from tests.helpers import UNIX_BASE, error_response, sha256, sync_response
+from tests.helpers import error_response, sha256, sync_response
 
 pytestmark = pytest.mark.anyio
 
@@ -48,20 +48,6 @@ ENCODED_NAMES = [
 async def client() -> AsyncIterator[AsyncClient]:
     async with AsyncClient(SERVER) as incus:
         yield incus
-
-
-@pytest.fixture
-async def router() -> AsyncIterator[respx.MockRouter]:
-    with respx.mock(base_url=UNIX_BASE, assert_all_called=True) as mock:
-        yield mock
-
-
-@pytest.fixture
-async def silent() -> AsyncIterator[respx.MockRouter]:
-    """A mock incusd that answers anything, for tests that check nothing is sent at all."""
-    with respx.mock(base_url=UNIX_BASE, assert_all_called=False) as mock:
-        mock.route().respond(500)
-        yield mock
 
 
 def alias_entry(name: str, target: str = FP, description: str = "") -> dict[str, str]:

@@ -43,12 +43,6 @@ async def client() -> AsyncIterator[AsyncClient]:
         yield incus
 
 
-@pytest.fixture
-async def router() -> AsyncIterator[respx.MockRouter]:
-    with respx.mock(base_url=UNIX_BASE, assert_all_called=True) as mock:
-        yield mock
-
-
 def alias_entry(name: str) -> dict[str, str]:
     return {"description": "", "target": FP, "name": name, "type": "container"}
 

@@ -22,7 +22,6 @@ from incus_images import (
     TransferError,
 )
 from tests.helpers import (
-    UNIX_BASE,
     accepted_response,
     error_response,
     image,
@@ -47,20 +46,6 @@ DUPLICATE = "Image with same fingerprint already exists"
 async def client() -> AsyncIterator[AsyncClient]:
     async with AsyncClient(SERVER) as incus:
         yield incus
-
-
-@pytest.fixture
-async def router() -> AsyncIterator[respx.MockRouter]:
-    with respx.mock(base_url=UNIX_BASE, assert_all_called=True) as mock:
-        yield mock
-
-
-@pytest.fixture
-async def silent() -> AsyncIterator[respx.MockRouter]:
-    """A mock incusd that answers anything, for tests that check nothing is sent at all."""
-    with respx.mock(base_url=UNIX_BASE, assert_all_called=False) as mock:
-        mock.route().respond(500)
-        yield mock
 
 
 def sent(router: respx.MockRouter) -> list[str]:

@@ -50,21 +50,6 @@ async def client() -> AsyncIterator[AsyncClient]:
         yield incus
 
 
-@pytest.fixture
-async def router() -> AsyncIterator[respx.MockRouter]:
-    """A mock incusd on the unix-socket base URL; every route set up must be used."""
-    with respx.mock(base_url=UNIX_BASE, assert_all_called=True) as mock:
-        yield mock
-
-
-@pytest.fixture
-async def silent() -> AsyncIterator[respx.MockRouter]:
-    """A mock incusd that answers anything, for tests that check nothing is sent at all."""
-    with respx.mock(base_url=UNIX_BASE, assert_all_called=False) as mock:
-        mock.route().respond(500)
-        yield mock
-
-
 def sent(router: respx.MockRouter) -> list[str]:
     """Every request the mock server received, as 'METHOD /raw/path?query', in order."""
     return [f"{call.request.method} {call.request.url.raw_path.decode()}" for call in router.calls]

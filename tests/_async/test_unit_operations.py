@@ -45,20 +45,6 @@ async def client() -> AsyncIterator[AsyncClient]:
         yield incus
 
 
-@pytest.fixture
-async def router() -> AsyncIterator[respx.MockRouter]:
-    with respx.mock(base_url=UNIX_BASE, assert_all_called=True) as mock:
-        yield mock
-
-
-@pytest.fixture
-async def silent() -> AsyncIterator[respx.MockRouter]:
-    """A mock incusd that answers anything, for tests that check nothing is sent at all."""
-    with respx.mock(base_url=UNIX_BASE, assert_all_called=False) as mock:
-        mock.route().respond(500)
-        yield mock
-
-
 class FakeClock:
     """Stands in for the time module inside the SDK's operations module."""
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import socket
 import threading
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +19,7 @@ import pytest
 import respx
 
 from incus_images import AsyncClient, IncusConnectionError
-from tests.helpers import UNIX_BASE, image, sha256, sync_response
+from tests.helpers import image, sha256, sync_response
 
 pytestmark = pytest.mark.anyio
 
@@ -79,12 +79,6 @@ def mock_export(router: respx.MockRouter, stream: NetworkStream, length: int) ->
             extensions={"network_stream": stream},
         )
     )
-
-
-@pytest.fixture
-async def router() -> AsyncIterator[respx.MockRouter]:
-    with respx.mock(base_url=UNIX_BASE, assert_all_called=True) as mock:
-        yield mock
 
 
 async def test_the_rest_of_the_body_is_read_from_the_socket(

@@ -71,12 +71,6 @@ async def client() -> AsyncIterator[AsyncClient]:
 
 
 @pytest.fixture
-async def router() -> AsyncIterator[respx.MockRouter]:
-    with respx.mock(base_url=UNIX_BASE, assert_all_called=True) as mock:
-        yield mock
-
-
-@pytest.fixture
 async def loose() -> AsyncIterator[respx.MockRouter]:
     """A mock incusd whose routes need not all be called."""
     with respx.mock(base_url=UNIX_BASE, assert_all_called=False) as mock:

@@ -25,11 +25,11 @@ from .._protocol import (
     IMAGES,
     PROFILES,
     Call,
+    alias_fields,
     alias_name,
     alias_path,
     boolean,
     callback,
-    description_text,
     fingerprint_prefix,
     fingerprints_from_urls,
     image_path,
@@ -498,15 +498,12 @@ class AsyncImagesAPI:
     ) -> ImageAlias:
         """Create an alias pointing at the image target (fingerprint or prefix)."""
         name = alias_name(name)
-        prefix = fingerprint_prefix(target, argument="target")
-        body = {"name": name, "target": prefix, "description": ""}
-        if description is not None:
-            body["description"] = description_text(description)
+        fields = alias_fields(target, description)
         call = Call(
             method="POST",
             path=ALIASES,
-            action=f"create alias {name!r} for image '{prefix}'",
-            json=body,
+            action=f"create alias {name!r} for image '{fields['target']}'",
+            json={"name": name, "description": "", **fields},
         )
         await self._connection.request(call)
         return await self.get_alias(name)
@@ -523,16 +520,13 @@ class AsyncImagesAPI:
     ) -> ImageAlias:
         """Point the alias at target; description=None keeps the description, "" clears it."""
         name = alias_name(name)
-        prefix = fingerprint_prefix(target, argument="target")
+        fields = alias_fields(target, description)
         # PATCH changes only the fields sent, so an omitted description is kept.
-        body = {"target": prefix}
-        if description is not None:
-            body["description"] = description_text(description)
         call = Call(
             method="PATCH",
             path=alias_path(name),
-            action=f"update alias {name!r} to image '{prefix}'",
-            json=body,
+            action=f"update alias {name!r} to image '{fields['target']}'",
+            json=fields,
         )
         await self._connection.request(call)
         return await self.get_alias(name)
