@@ -33,8 +33,9 @@ class AsyncClient:
     bounds each network step of a request in seconds (None: no limit); transfers may take as
     long as they need as long as bytes keep moving.
 
-    Use it as a context manager, or call close() when done; a client used without either is
-    closed when it is garbage-collected.
+    Use it as a context manager, or close it when done. A blocking Client used without either
+    (a plain script, a notebook cell) is also closed when it is garbage-collected; an
+    AsyncClient cannot be, as nothing can await in a garbage collector.
     """
 
     def __init__(
