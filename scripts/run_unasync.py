@@ -53,7 +53,6 @@ RENAMES = {
     # The few flavour-specific behaviours live in src/incus_images/_flavours.py.
     "async_flavour": "sync_flavour",
     # Tests.
-    "async_client": "client",
     "async_https_client": "https_client",
 }
 

@@ -4,15 +4,26 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import time
 import uuid
 from typing import Any
 
 import httpx
-from tiny_image import unified_image
+from tiny_image import split_image, unified_image
+
+from incus_images._multipart import (
+    MultipartParser,
+    PartData,
+    PartEnded,
+    PartStarted,
+    multipart_boundary,
+)
 
 #: The base URL the SDK uses on a unix socket (respx routes match it).
 UNIX_BASE = "http://incus"
+#: A socket nobody listens on: the endpoint of the clients that unit tests mock with respx.
+OFFLINE_SERVER = "unix:///nonexistent/incus.sock"
 
 
 def unique(prefix: str = "t") -> str:
@@ -178,3 +189,38 @@ def assert_nothing_new_stored(raw_api: httpx.Client, before: set[str]) -> None:
 def incompressible_image() -> bytes:
     """A unified image of about 8 MiB that does not compress (a random payload)."""
     return unified_image(payload_size=8 * 1024 * 1024)
+
+
+def multipart_parts(content_type: str, body: bytes) -> list[tuple[str | None, str | None, bytes]]:
+    """(name, filename, data) of every part of a multipart body, read with the SDK's parser."""
+    boundary = multipart_boundary(content_type)
+    assert boundary is not None
+    parser = MultipartParser(boundary)
+    parts: list[tuple[str | None, str | None, bytes]] = []
+    for event in parser.feed(body):
+        if isinstance(event, PartStarted):
+            parts.append((event.name, event.filename, b""))
+        elif isinstance(event, PartData):
+            name, filename, so_far = parts[-1]
+            parts[-1] = (name, filename, so_far + bytes(event.data))
+        else:
+            assert isinstance(event, PartEnded)
+    parser.close()
+    return parts
+
+
+def upload_raw(raw: httpx.Client, data: bytes) -> str:
+    """Upload a unified image with plain httpx; return its fingerprint."""
+    response = raw.post(
+        "/1.0/images", content=data, headers={"Content-Type": "application/octet-stream"}
+    )
+    return str(wait_raw(raw, response)["metadata"]["fingerprint"])
+
+
+def store_image_to_export(raw: httpx.Client, data: bytes, *, split: bool) -> str:
+    """Store data as a unified image, or a split image with an 8 MiB random rootfs, behind
+    the SDK's back (so that an export test does not depend on the SDK's upload)."""
+    if not split:
+        return upload_raw(raw, data)
+    metadata, _ = split_image()
+    return upload_split_raw(raw, metadata, os.urandom(8 * 1024 * 1024))

@@ -24,6 +24,7 @@ from tests.helpers import (
     assert_nothing_new_stored,
     incompressible_image,
     sha256,
+    store_image_to_export,
     stored_fingerprints,
     stored_image,
     upload_split_raw,
@@ -262,13 +263,7 @@ async def test_cancelling_mid_export_leaves_no_file(
     big_image: bytes,
     split: bool,
 ) -> None:
-    if split:
-        metadata, _ = split_image()
-        fingerprint = upload_split_raw(raw_api, metadata, os.urandom(8 * MiB))
-    else:
-        image = await client.images.create(big_image, wait=True)
-        assert isinstance(image, Image)
-        fingerprint = image.fingerprint
+    fingerprint = store_image_to_export(raw_api, big_image, split=split)
     cleanup.append(fingerprint)
     directory = tmp_path / "exports"
     directory.mkdir()

@@ -6,7 +6,6 @@ as it is, and the chunks of every source through :class:`UploadMeter`.
 
 from __future__ import annotations
 
-import hashlib
 import io
 import os
 import random
@@ -20,10 +19,6 @@ import pytest
 import incus_images._transfer
 from incus_images._errors import InvalidInputError, TransferError
 from incus_images._multipart import (
-    MultipartParser,
-    PartData,
-    PartEnded,
-    PartStarted,
     multipart_boundary,
 )
 from incus_images._transfer import CHUNK_SIZE
@@ -35,6 +30,7 @@ from incus_images._upload import (
     read_chunks,
     refuse_json_before_sending,
 )
+from tests.helpers import multipart_parts, sha256
 
 #: Stand-in image bytes: gzip magic, then noise (never JSON-looking).
 DATA = b"\x1f\x8b\x08\x00" + bytes(range(256)) * 20
@@ -92,21 +88,7 @@ def body(plan: UploadPlan, meter: UploadMeter | None = None) -> bytes:
 
 
 def parse_parts(plan: UploadPlan, data: bytes) -> list[tuple[str | None, str | None, bytes]]:
-    """(name, filename, data) of every part of a multipart body, read with the SDK's parser."""
-    boundary = multipart_boundary(str(plan.headers["Content-Type"]))
-    assert boundary is not None
-    parser = MultipartParser(boundary)
-    parts: list[tuple[str | None, str | None, bytes]] = []
-    for event in parser.feed(data):
-        if isinstance(event, PartStarted):
-            parts.append((event.name, event.filename, b""))
-        elif isinstance(event, PartData):
-            name, filename, so_far = parts[-1]
-            parts[-1] = (name, filename, so_far + bytes(event.data))
-        else:
-            assert isinstance(event, PartEnded)
-    parser.close()
-    return parts
+    return multipart_parts(str(plan.headers["Content-Type"]), data)
 
 
 def pipe_with(data: bytes) -> io.BufferedReader:
@@ -649,13 +631,6 @@ def test_description_names_the_sources(tmp_path: Path) -> None:
 
 # --------------------------------------------------------------------------------------------
 # UploadMeter
-
-
-def sha256(*parts: bytes) -> str:
-    digest = hashlib.sha256()
-    for part in parts:
-        digest.update(part)
-    return digest.hexdigest()
 
 
 def test_meter_hash_of_a_unified_body() -> None:

@@ -10,10 +10,18 @@ import pytest
 from tiny_image import unified_image
 
 from incus_images import AsyncClient, Image, NotFoundError
+from tests.helpers import OFFLINE_SERVER
 
 
 @pytest.fixture
-async def async_client(incusd: Any) -> AsyncIterator[AsyncClient]:
+async def client() -> AsyncIterator[AsyncClient]:
+    """A client of no daemon at all, for unit tests that answer its requests with respx."""
+    async with AsyncClient(OFFLINE_SERVER) as offline:
+        yield offline
+
+
+@pytest.fixture
+async def daemon_client(incusd: Any) -> AsyncIterator[AsyncClient]:
     """A client of the session's throwaway daemon, over its unix socket."""
     async with AsyncClient(incusd.endpoint) as client:
         yield client
@@ -31,21 +39,21 @@ async def async_https_client(https_server: Any) -> AsyncIterator[AsyncClient]:
 
 
 @pytest.fixture
-async def cleanup(async_client: AsyncClient) -> AsyncIterator[list[str]]:
+async def cleanup(daemon_client: AsyncClient) -> AsyncIterator[list[str]]:
     """Fingerprints appended here are deleted after the test, if still there."""
     fingerprints: list[str] = []
     yield fingerprints
     for fingerprint in fingerprints:
         with contextlib.suppress(NotFoundError):
-            await async_client.images.delete(fingerprint, wait=True)
+            await daemon_client.images.delete(fingerprint, wait=True)
 
 
 @pytest.fixture
-def new_image(async_client: AsyncClient, cleanup: list[str]) -> Any:
+def new_image(daemon_client: AsyncClient, cleanup: list[str]) -> Any:
     """Upload a fresh tiny image (removed after the test); keyword arguments go to create()."""
 
     async def upload(**options: Any) -> Image:
-        image = await async_client.images.create(unified_image(), wait=True, **options)
+        image = await daemon_client.images.create(unified_image(), wait=True, **options)
         assert isinstance(image, Image)
         cleanup.append(image.fingerprint)
         return image

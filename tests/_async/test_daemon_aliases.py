@@ -17,11 +17,11 @@ AWKWARD_NAMES = ["with/slash", "what?", "hash#tag", "100%", "two words", ".", ".
 
 @pytest.mark.parametrize("suffix", AWKWARD_NAMES)
 async def test_alias_lifecycle_with_awkward_names(
-    async_client: AsyncClient, new_image: Any, raw_api: httpx.Client, suffix: str
+    daemon_client: AsyncClient, new_image: Any, raw_api: httpx.Client, suffix: str
 ) -> None:
     first, second = await new_image(), await new_image()
     name = f"{unique('a')}-{suffix}" if suffix not in (".", "..") else suffix
-    images = async_client.images
+    images = daemon_client.images
 
     created = await images.create_alias(name, first.fingerprint[:8], description="first")
     assert created == ImageAlias(
@@ -46,58 +46,60 @@ async def test_alias_lifecycle_with_awkward_names(
     assert await images.get(second.fingerprint)  # the image stays
 
 
-async def test_a_duplicate_alias_raises_conflict(async_client: AsyncClient, new_image: Any) -> None:
+async def test_a_duplicate_alias_raises_conflict(
+    daemon_client: AsyncClient, new_image: Any
+) -> None:
     image = await new_image()
     name = unique("dup")
-    await async_client.images.create_alias(name, image.fingerprint)
+    await daemon_client.images.create_alias(name, image.fingerprint)
     with pytest.raises(ConflictError) as caught:
-        await async_client.images.create_alias(name, image.fingerprint)
+        await daemon_client.images.create_alias(name, image.fingerprint)
     assert name in str(caught.value)
-    assert async_client.server in str(caught.value)
-    await async_client.images.delete_alias(name)
+    assert daemon_client.server in str(caught.value)
+    await daemon_client.images.delete_alias(name)
 
 
-async def test_an_alias_to_an_unknown_image_raises_not_found(async_client: AsyncClient) -> None:
+async def test_an_alias_to_an_unknown_image_raises_not_found(daemon_client: AsyncClient) -> None:
     name = unique("orphan")
     with pytest.raises(NotFoundError) as caught:
-        await async_client.images.create_alias(name, "c" * 64)
+        await daemon_client.images.create_alias(name, "c" * 64)
     assert name in str(caught.value)
     with pytest.raises(NotFoundError):
-        await async_client.images.get_alias(name)
+        await daemon_client.images.get_alias(name)
 
 
-async def test_unknown_aliases_raise_not_found(async_client: AsyncClient, new_image: Any) -> None:
+async def test_unknown_aliases_raise_not_found(daemon_client: AsyncClient, new_image: Any) -> None:
     image = await new_image()
     name = unique("missing")
     with pytest.raises(NotFoundError) as caught:
-        await async_client.images.get_alias(name)
+        await daemon_client.images.get_alias(name)
     assert name in str(caught.value)
     with pytest.raises(NotFoundError):
-        await async_client.images.update_alias(name, image.fingerprint)
+        await daemon_client.images.update_alias(name, image.fingerprint)
     with pytest.raises(NotFoundError):
-        await async_client.images.delete_alias(name)
+        await daemon_client.images.delete_alias(name)
 
 
 async def test_update_alias_to_an_unknown_image_raises_not_found(
-    async_client: AsyncClient, new_image: Any
+    daemon_client: AsyncClient, new_image: Any
 ) -> None:
     image = await new_image()
     name = unique("retarget")
-    await async_client.images.create_alias(name, image.fingerprint)
+    await daemon_client.images.create_alias(name, image.fingerprint)
     with pytest.raises(NotFoundError):
-        await async_client.images.update_alias(name, "c" * 64)
-    assert (await async_client.images.get_alias(name)).target == image.fingerprint
-    await async_client.images.delete_alias(name)
+        await daemon_client.images.update_alias(name, "c" * 64)
+    assert (await daemon_client.images.get_alias(name)).target == image.fingerprint
+    await daemon_client.images.delete_alias(name)
 
 
-async def test_an_empty_alias_name_is_refused(async_client: AsyncClient, new_image: Any) -> None:
+async def test_an_empty_alias_name_is_refused(daemon_client: AsyncClient, new_image: Any) -> None:
     image = await new_image()
     with pytest.raises(InvalidInputError):
-        await async_client.images.create_alias("", image.fingerprint)
+        await daemon_client.images.create_alias("", image.fingerprint)
     with pytest.raises(InvalidInputError):
-        await async_client.images.get_alias("")
+        await daemon_client.images.get_alias("")
     with pytest.raises(InvalidInputError):
-        await async_client.images.update_alias("", image.fingerprint)
+        await daemon_client.images.update_alias("", image.fingerprint)
     with pytest.raises(InvalidInputError):
-        await async_client.images.delete_alias("")
-    assert (await async_client.images.get(image.fingerprint)).aliases == []
+        await daemon_client.images.delete_alias("")
+    assert (await daemon_client.images.get(image.fingerprint)).aliases == []

@@ -22,7 +22,7 @@ from incus_images import (
     OperationError,
     PreconditionFailedError,
 )
-from tests.helpers import sha256, upload_split_raw
+from tests.helpers import sha256, unique, upload_split_raw
 
 pytestmark = pytest.mark.anyio
 
@@ -45,10 +45,10 @@ def daemon_alive(raw_api: httpx.Client) -> bool:
 
 
 async def test_create_wait_returns_the_image_whose_fingerprint_is_the_sha256_sent(
-    async_client: AsyncClient, cleanup: list[str]
+    daemon_client: AsyncClient, cleanup: list[str]
 ) -> None:
     data = unified_image()
-    image = await async_client.images.create(data, wait=True)
+    image = await daemon_client.images.create(data, wait=True)
     assert isinstance(image, Image)
     cleanup.append(image.fingerprint)
     assert image.fingerprint == hashlib.sha256(data).hexdigest()
@@ -61,7 +61,7 @@ async def test_create_wait_returns_the_image_whose_fingerprint_is_the_sha256_sen
 
 @pytest.mark.parametrize("metadata_has_properties", [True, False])
 async def test_create_properties_round_trip_awkward_text_without_crashing_incusd(
-    async_client: AsyncClient,
+    daemon_client: AsyncClient,
     cleanup: list[str],
     raw_api: httpx.Client,
     metadata_has_properties: bool,
@@ -69,7 +69,7 @@ async def test_create_properties_round_trip_awkward_text_without_crashing_incusd
     # incusd 6.0.4 dies on an X-Incus-properties header when metadata.yaml has no properties
     # map; the SDK must store the properties without ever doing that.
     data = unified_image({"os": "tiny"} if metadata_has_properties else None)
-    image = await async_client.images.create(data, properties=AWKWARD_PROPERTIES, wait=True)
+    image = await daemon_client.images.create(data, properties=AWKWARD_PROPERTIES, wait=True)
     assert isinstance(image, Image)
     cleanup.append(image.fingerprint)
     assert daemon_alive(raw_api)
@@ -81,97 +81,97 @@ async def test_create_properties_round_trip_awkward_text_without_crashing_incusd
 
 
 async def test_create_stores_a_non_ascii_filename_exactly(
-    async_client: AsyncClient, cleanup: list[str]
+    daemon_client: AsyncClient, cleanup: list[str]
 ) -> None:
     name = "bild ü ☃ 日本.tar.gz"
-    image = await async_client.images.create(unified_image(), filename=name, wait=True)
+    image = await daemon_client.images.create(unified_image(), filename=name, wait=True)
     assert isinstance(image, Image)
     cleanup.append(image.fingerprint)
     assert image.filename == name
-    assert (await async_client.images.get(image.fingerprint)).filename == name
+    assert (await daemon_client.images.get(image.fingerprint)).filename == name
 
 
 @pytest.mark.parametrize("public", [True, False])
 async def test_create_honours_public(
-    async_client: AsyncClient, new_image: Any, public: bool
+    daemon_client: AsyncClient, new_image: Any, public: bool
 ) -> None:
     image = await new_image(public=public)
     assert image.public is public
-    assert (await async_client.images.get(image.fingerprint)).public is public
+    assert (await daemon_client.images.get(image.fingerprint)).public is public
 
 
 @pytest.mark.parametrize("auto_update", [True, False])
 async def test_create_honours_auto_update(
-    async_client: AsyncClient, new_image: Any, auto_update: bool
+    daemon_client: AsyncClient, new_image: Any, auto_update: bool
 ) -> None:
     image = await new_image(auto_update=auto_update)
     assert image.auto_update is auto_update
-    assert (await async_client.images.get(image.fingerprint)).auto_update is auto_update
+    assert (await daemon_client.images.get(image.fingerprint)).auto_update is auto_update
 
 
 async def test_create_without_wait_returns_the_operation_to_wait_for(
-    async_client: AsyncClient, cleanup: list[str]
+    daemon_client: AsyncClient, cleanup: list[str]
 ) -> None:
     data = unified_image()
-    operation = await async_client.images.create(data)
+    operation = await daemon_client.images.create(data)
     assert isinstance(operation, Operation)
     cleanup.append(sha256(data))
     assert operation.description == "Downloading image"
-    finished = await async_client.operations.wait(operation)
+    finished = await daemon_client.operations.wait(operation)
     assert finished.succeeded
     assert finished.metadata is not None
     assert finished.metadata["fingerprint"] == sha256(data)
 
 
 async def test_create_with_properties_and_no_wait_still_applies_them(
-    async_client: AsyncClient, cleanup: list[str]
+    daemon_client: AsyncClient, cleanup: list[str]
 ) -> None:
     data = unified_image()
-    result = await async_client.images.create(data, properties={"k": "v"}, auto_update=True)
+    result = await daemon_client.images.create(data, properties={"k": "v"}, auto_update=True)
     cleanup.append(sha256(data))
     assert isinstance(result, Operation)
     assert result.succeeded  # it had to wait to apply them
-    image = await async_client.images.get(sha256(data))
+    image = await daemon_client.images.get(sha256(data))
     assert image.properties["k"] == "v"
     assert image.auto_update is True
 
 
 async def test_create_garbage_raises_operation_error_with_the_servers_message(
-    async_client: AsyncClient,
+    daemon_client: AsyncClient,
 ) -> None:
-    before = await async_client.images.list(recursion=0)
+    before = await daemon_client.images.list(recursion=0)
     with pytest.raises(OperationError) as caught:
-        await async_client.images.create(b"this is not an image tarball", wait=True)
+        await daemon_client.images.create(b"this is not an image tarball", wait=True)
     assert "Unsupported compression" in str(caught.value)
     assert caught.value.server_message is not None
-    assert async_client.server in str(caught.value)
-    assert await async_client.images.list(recursion=0) == before
+    assert daemon_client.server in str(caught.value)
+    assert await daemon_client.images.list(recursion=0) == before
 
 
 async def test_create_duplicate_raises_conflict_naming_the_fingerprint(
-    async_client: AsyncClient, cleanup: list[str]
+    daemon_client: AsyncClient, cleanup: list[str]
 ) -> None:
     data = unified_image()
-    first = await async_client.images.create(data, wait=True)
+    first = await daemon_client.images.create(data, wait=True)
     assert isinstance(first, Image)
     cleanup.append(first.fingerprint)
     with pytest.raises(ImageExistsError) as caught:
-        await async_client.images.create(data, wait=True)
+        await daemon_client.images.create(data, wait=True)
     assert isinstance(caught.value, ConflictError)
     assert caught.value.fingerprint == first.fingerprint
     assert first.fingerprint in str(caught.value)
 
 
 async def test_create_refuses_json_looking_data_before_sending(
-    async_client: AsyncClient, raw_api: httpx.Client
+    daemon_client: AsyncClient, raw_api: httpx.Client
 ) -> None:
     # incusd would take this body for a JSON image request (and this one would crash it).
     crash = b'{"source": {"type": "image", "fingerprint": "' + b"ab" * 32 + b'"}}'
-    before = await async_client.images.list(recursion=0)
+    before = await daemon_client.images.list(recursion=0)
     with pytest.raises(InvalidInputError):
-        await async_client.images.create(crash, wait=True)
+        await daemon_client.images.create(crash, wait=True)
     assert daemon_alive(raw_api)
-    assert await async_client.images.list(recursion=0) == before
+    assert await daemon_client.images.list(recursion=0) == before
 
 
 # --------------------------------------------------------------------------------------------
@@ -179,11 +179,11 @@ async def test_create_refuses_json_looking_data_before_sending(
 
 
 async def test_list_returns_sorted_images_and_full_fingerprints(
-    async_client: AsyncClient, new_image: Any
+    daemon_client: AsyncClient, new_image: Any
 ) -> None:
     made = {(await new_image()).fingerprint for _ in range(3)}
-    images = await async_client.images.list()
-    fingerprints = await async_client.images.list(recursion=0)
+    images = await daemon_client.images.list()
+    fingerprints = await daemon_client.images.list(recursion=0)
     assert [image.fingerprint for image in images] == sorted(image.fingerprint for image in images)
     assert fingerprints == sorted(fingerprints)
     assert made <= {image.fingerprint for image in images}
@@ -192,40 +192,40 @@ async def test_list_returns_sorted_images_and_full_fingerprints(
 
 
 async def test_get_accepts_a_unique_prefix_in_any_case(
-    async_client: AsyncClient, new_image: Any
+    daemon_client: AsyncClient, new_image: Any
 ) -> None:
     image = await new_image()
-    others = set(await async_client.images.list(recursion=0)) - {image.fingerprint}
+    others = set(await daemon_client.images.list(recursion=0)) - {image.fingerprint}
     length = next(
         n for n in range(1, 65) if not any(o.startswith(image.fingerprint[:n]) for o in others)
     )
     prefix = image.fingerprint[: max(length, 4)].upper()
-    assert (await async_client.images.get(prefix)).fingerprint == image.fingerprint
+    assert (await daemon_client.images.get(prefix)).fingerprint == image.fingerprint
 
 
 @pytest.mark.parametrize("bad", ["", "_", "%", "%25", "../1.0", "ab/cd", "xyz", "a" * 65, "é"])
-async def test_get_refuses_input_that_is_not_hex(async_client: AsyncClient, bad: str) -> None:
+async def test_get_refuses_input_that_is_not_hex(daemon_client: AsyncClient, bad: str) -> None:
     with pytest.raises(InvalidInputError) as caught:
-        await async_client.images.get(bad)
+        await daemon_client.images.get(bad)
     assert isinstance(caught.value, ValueError)
 
 
 async def test_get_unknown_raises_not_found_naming_image_and_server(
-    async_client: AsyncClient,
+    daemon_client: AsyncClient,
 ) -> None:
     missing = "f" * 64
     with pytest.raises(NotFoundError) as caught:
-        await async_client.images.get(missing)
+        await daemon_client.images.get(missing)
     assert caught.value.status_code == 404
     assert missing in str(caught.value)
-    assert async_client.server in str(caught.value)
+    assert daemon_client.server in str(caught.value)
 
 
 async def test_an_ambiguous_prefix_raises_its_own_error(
-    async_client: AsyncClient, new_image: Any
+    daemon_client: AsyncClient, new_image: Any
 ) -> None:
     seen: dict[str, str] = {}
-    for fingerprint in await async_client.images.list(recursion=0):
+    for fingerprint in await daemon_client.images.list(recursion=0):
         seen.setdefault(fingerprint[0], fingerprint)
     # Pigeonhole: at most 17 uploads give two fingerprints with the same first digit.
     shared = None
@@ -235,10 +235,10 @@ async def test_an_ambiguous_prefix_raises_its_own_error(
             shared = fingerprint[0]
         seen.setdefault(fingerprint[0], fingerprint)
     with pytest.raises(AmbiguousFingerprintError) as caught:
-        await async_client.images.get(shared)
+        await daemon_client.images.get(shared)
     assert "more" in str(caught.value).lower()
     with pytest.raises(AmbiguousFingerprintError):
-        await async_client.images.delete(shared)
+        await daemon_client.images.delete(shared)
 
 
 # --------------------------------------------------------------------------------------------
@@ -246,7 +246,7 @@ async def test_an_ambiguous_prefix_raises_its_own_error(
 
 
 async def test_update_replaces_properties_and_keeps_everything_else(
-    async_client: AsyncClient, new_image: Any, raw_api: httpx.Client
+    daemon_client: AsyncClient, new_image: Any, raw_api: httpx.Client
 ) -> None:
     image = await new_image(public=True, auto_update=True, properties={"old": "x"})
     # Give it a non-default profile list and an expiry, which a bare PUT would reset.
@@ -261,13 +261,13 @@ async def test_update_replaces_properties_and_keeps_everything_else(
         },
     )
     assert put.status_code == 200, put.text
-    before = await async_client.images.get(image.fingerprint)
+    before = await daemon_client.images.get(image.fingerprint)
     assert before.profiles == [] and before.expires_at is not None
 
     wanted = {"new": "value & more", "ü": "☃"}
-    updated = await async_client.images.update(image.fingerprint[:12], wanted)
+    updated = await daemon_client.images.update(image.fingerprint[:12], wanted)
     assert updated.properties == wanted
-    after = await async_client.images.get(image.fingerprint)
+    after = await daemon_client.images.get(image.fingerprint)
     assert after.properties == wanted
     assert after.public is True
     assert after.auto_update is True
@@ -276,13 +276,13 @@ async def test_update_replaces_properties_and_keeps_everything_else(
 
 
 async def test_update_never_overwrites_a_concurrent_change_silently(
-    async_client: AsyncClient,
+    daemon_client: AsyncClient,
     new_image: Any,
     raw_api: httpx.Client,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     image = await new_image()
-    images_api = async_client.images
+    images_api = daemon_client.images
     read = images_api._get_with_etag
     statuses: list[int] = []
 
@@ -306,7 +306,7 @@ async def test_update_never_overwrites_a_concurrent_change_silently(
     assert current["properties"]["other"] == "4"
 
     monkeypatch.undo()
-    updated = await async_client.images.update(image.fingerprint, {"mine": "1"})
+    updated = await daemon_client.images.update(image.fingerprint, {"mine": "1"})
     assert updated.properties == {"mine": "1"}
 
 
@@ -315,28 +315,28 @@ async def test_update_never_overwrites_a_concurrent_change_silently(
 
 
 async def test_delete_with_wait_returns_when_the_image_is_gone(
-    async_client: AsyncClient, new_image: Any
+    daemon_client: AsyncClient, new_image: Any
 ) -> None:
     image = await new_image()
-    operation = await async_client.images.delete(image.fingerprint, wait=True)
+    operation = await daemon_client.images.delete(image.fingerprint, wait=True)
     assert operation.succeeded
     with pytest.raises(NotFoundError):
-        await async_client.images.get(image.fingerprint)
+        await daemon_client.images.get(image.fingerprint)
 
 
 async def test_delete_without_wait_returns_the_operation(
-    async_client: AsyncClient, new_image: Any
+    daemon_client: AsyncClient, new_image: Any
 ) -> None:
     image = await new_image()
-    operation = await async_client.images.delete(image.fingerprint)
+    operation = await daemon_client.images.delete(image.fingerprint)
     assert operation.description == "Deleting image"
-    assert (await async_client.operations.wait(operation)).succeeded
-    assert image.fingerprint not in await async_client.images.list(recursion=0)
+    assert (await daemon_client.operations.wait(operation)).succeeded
+    assert image.fingerprint not in await daemon_client.images.list(recursion=0)
 
 
-async def test_delete_unknown_raises_not_found(async_client: AsyncClient) -> None:
+async def test_delete_unknown_raises_not_found(daemon_client: AsyncClient) -> None:
     with pytest.raises(NotFoundError) as caught:
-        await async_client.images.delete("e" * 64, wait=True)
+        await daemon_client.images.delete("e" * 64, wait=True)
     assert "e" * 64 in str(caught.value)
 
 
@@ -345,51 +345,51 @@ async def test_delete_unknown_raises_not_found(async_client: AsyncClient) -> Non
 
 
 async def test_export_unified_writes_one_verified_file(
-    async_client: AsyncClient, new_image: Any, tmp_path: Path
+    daemon_client: AsyncClient, new_image: Any, tmp_path: Path
 ) -> None:
     image = await new_image()
     target = tmp_path / "image.tar.gz"
-    written = await async_client.images.export(image.fingerprint[:10], target)
+    written = await daemon_client.images.export(image.fingerprint[:10], target)
     assert written == [target]
     assert hashlib.sha256(target.read_bytes()).hexdigest() == image.fingerprint
     assert sorted(p.name for p in tmp_path.iterdir()) == ["image.tar.gz"]
 
 
 async def test_export_into_a_directory_uses_the_servers_file_name(
-    async_client: AsyncClient, new_image: Any, tmp_path: Path
+    daemon_client: AsyncClient, new_image: Any, tmp_path: Path
 ) -> None:
     image = await new_image()
-    written = await async_client.images.export(image.fingerprint, tmp_path)
+    written = await daemon_client.images.export(image.fingerprint, tmp_path)
     assert written == [tmp_path / f"{image.fingerprint}.tar.gz"]
     assert hashlib.sha256(written[0].read_bytes()).hexdigest() == image.fingerprint
 
 
 async def test_export_replaces_an_existing_file(
-    async_client: AsyncClient, new_image: Any, tmp_path: Path
+    daemon_client: AsyncClient, new_image: Any, tmp_path: Path
 ) -> None:
     image = await new_image()
     target = tmp_path / "out"
     target.write_bytes(b"old content")
-    await async_client.images.export(image.fingerprint, target)
+    await daemon_client.images.export(image.fingerprint, target)
     assert hashlib.sha256(target.read_bytes()).hexdigest() == image.fingerprint
 
 
 async def test_export_split_image_writes_metadata_and_rootfs(
-    async_client: AsyncClient, raw_api: httpx.Client, cleanup: list[str], tmp_path: Path
+    daemon_client: AsyncClient, raw_api: httpx.Client, cleanup: list[str], tmp_path: Path
 ) -> None:
     metadata, rootfs = split_image()
     fingerprint = upload_split_raw(raw_api, metadata, rootfs)
     cleanup.append(fingerprint)
 
     target = tmp_path / "split"
-    written = await async_client.images.export(fingerprint, target)
+    written = await daemon_client.images.export(fingerprint, target)
     assert written == [target, tmp_path / "split.root"]
     assert target.read_bytes() == metadata
     assert (tmp_path / "split.root").read_bytes() == rootfs
 
     directory = tmp_path / "dir"
     directory.mkdir()
-    named = await async_client.images.export(fingerprint, directory)
+    named = await daemon_client.images.export(fingerprint, directory)
     assert [p.parent for p in named] == [directory, directory]
     assert named[0].name.startswith("meta-")
     assert sha256(named[0].read_bytes(), named[1].read_bytes()) == fingerprint
@@ -397,16 +397,45 @@ async def test_export_split_image_writes_metadata_and_rootfs(
 
 
 async def test_export_of_an_unknown_image_leaves_nothing(
-    async_client: AsyncClient, tmp_path: Path
+    daemon_client: AsyncClient, tmp_path: Path
 ) -> None:
     with pytest.raises(NotFoundError):
-        await async_client.images.export("d" * 64, tmp_path / "never")
+        await daemon_client.images.export("d" * 64, tmp_path / "never")
     assert list(tmp_path.iterdir()) == []
 
 
 async def test_export_refuses_a_target_in_a_missing_directory(
-    async_client: AsyncClient, new_image: Any, tmp_path: Path
+    daemon_client: AsyncClient, new_image: Any, tmp_path: Path
 ) -> None:
     image = await new_image()
     with pytest.raises(InvalidInputError):
-        await async_client.images.export(image.fingerprint, tmp_path / "no" / "such" / "file")
+        await daemon_client.images.export(image.fingerprint, tmp_path / "no" / "such" / "file")
+
+
+# --------------------------------------------------------------------------------------------
+# projects
+
+
+async def test_a_client_of_a_project_works_in_that_project_only(
+    incusd: Any, daemon_client: AsyncClient, raw_api: httpx.Client
+) -> None:
+    project = unique("proj")
+    created = raw_api.post(
+        "/1.0/projects", json={"name": project, "config": {"features.images": "true"}}
+    )
+    assert created.status_code == 201, created.text
+    try:
+        async with AsyncClient(incusd.endpoint, project=project) as scoped:
+            image = await scoped.images.create(unified_image(), wait=True)
+            assert isinstance(image, Image)
+            assert image.project == project
+            assert await scoped.images.list(recursion=0) == [image.fingerprint]
+            assert image.fingerprint not in await daemon_client.images.list(recursion=0)
+            alias = await scoped.images.create_alias(unique("p"), image.fingerprint)
+            assert (await scoped.images.get_alias(alias.name)).target == image.fingerprint
+            with pytest.raises(NotFoundError):
+                await daemon_client.images.get_alias(alias.name)
+            await scoped.images.delete(image.fingerprint, wait=True)
+            assert await scoped.images.list(recursion=0) == []
+    finally:
+        raw_api.delete(f"/1.0/projects/{project}")

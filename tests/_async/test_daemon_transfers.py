@@ -41,6 +41,7 @@ from tests.helpers import (
     assert_nothing_new_stored,
     incompressible_image,
     sha256,
+    store_image_to_export,
     stored_fingerprints,
     stored_image,
     unique,
@@ -217,7 +218,7 @@ NAMED_KINDS = ("str-path", "pathlib-path", "file")
 
 @pytest.mark.parametrize("kind", SOURCE_KINDS)
 async def test_create_from_each_kind_of_source_stores_exactly_the_bytes(
-    async_client: AsyncClient,
+    daemon_client: AsyncClient,
     cleanup: list[str],
     raw_api: httpx.Client,
     tmp_path: Path,
@@ -226,7 +227,7 @@ async def test_create_from_each_kind_of_source_stores_exactly_the_bytes(
     data = unified_image()
     with contextlib.ExitStack() as stack:
         source = make_source(kind, data, tmp_path / "tiny.tar.gz", stack)
-        image = await async_client.images.create(source, wait=True)
+        image = await daemon_client.images.create(source, wait=True)
     assert isinstance(image, Image)
     cleanup.append(image.fingerprint)
     assert image.fingerprint == sha256(data)
@@ -240,7 +241,7 @@ async def test_create_from_each_kind_of_source_stores_exactly_the_bytes(
 
 
 async def test_create_from_an_iterable_of_bytearray_memoryview_and_empty_chunks(
-    async_client: AsyncClient, cleanup: list[str], raw_api: httpx.Client
+    daemon_client: AsyncClient, cleanup: list[str], raw_api: httpx.Client
 ) -> None:
     data = unified_image()
     third = len(data) // 3
@@ -251,7 +252,7 @@ async def test_create_from_an_iterable_of_bytearray_memoryview_and_empty_chunks(
         memoryview(data)[third : 2 * third],
         data[2 * third :],
     ]
-    image = await async_client.images.create(iter(chunks), wait=True)
+    image = await daemon_client.images.create(iter(chunks), wait=True)
     assert isinstance(image, Image)
     cleanup.append(image.fingerprint)
     assert image.fingerprint == sha256(data)
@@ -259,7 +260,7 @@ async def test_create_from_an_iterable_of_bytearray_memoryview_and_empty_chunks(
 
 
 async def test_create_from_a_file_positioned_mid_file_sends_only_the_rest(
-    async_client: AsyncClient, cleanup: list[str], raw_api: httpx.Client, tmp_path: Path
+    daemon_client: AsyncClient, cleanup: list[str], raw_api: httpx.Client, tmp_path: Path
 ) -> None:
     data = unified_image()
     junk = b"{ JSON-looking junk that must not be sent }" * 50
@@ -268,7 +269,7 @@ async def test_create_from_a_file_positioned_mid_file_sends_only_the_rest(
     progress = Recorder()
     with open(path, "rb") as file:
         file.seek(len(junk))
-        image = await async_client.images.create(file, wait=True, progress=progress)
+        image = await daemon_client.images.create(file, wait=True, progress=progress)
     assert isinstance(image, Image)
     cleanup.append(image.fingerprint)
     assert image.fingerprint == sha256(data)
@@ -282,7 +283,7 @@ async def test_create_from_a_file_positioned_mid_file_sends_only_the_rest(
 
 @pytest.mark.parametrize("opened", [False, True], ids=["path", "file"])
 async def test_create_defaults_the_filename_to_a_non_ascii_base_name(
-    async_client: AsyncClient,
+    daemon_client: AsyncClient,
     cleanup: list[str],
     raw_api: httpx.Client,
     tmp_path: Path,
@@ -293,7 +294,7 @@ async def test_create_defaults_the_filename_to_a_non_ascii_base_name(
     path.write_bytes(data)
     with contextlib.ExitStack() as stack:
         source = stack.enter_context(open(path, "rb")) if opened else path
-        image = await async_client.images.create(source, wait=True)
+        image = await daemon_client.images.create(source, wait=True)
     assert isinstance(image, Image)
     cleanup.append(image.fingerprint)
     assert image.filename == NON_ASCII_NAME
@@ -303,12 +304,12 @@ async def test_create_defaults_the_filename_to_a_non_ascii_base_name(
 
 
 async def test_an_explicit_filename_wins_over_the_paths_name(
-    async_client: AsyncClient, cleanup: list[str], raw_api: httpx.Client, tmp_path: Path
+    daemon_client: AsyncClient, cleanup: list[str], raw_api: httpx.Client, tmp_path: Path
 ) -> None:
     data = unified_image()
     path = tmp_path / "on-disk.tar.gz"
     path.write_bytes(data)
-    image = await async_client.images.create(path, filename="given ü.tar.gz", wait=True)
+    image = await daemon_client.images.create(path, filename="given ü.tar.gz", wait=True)
     assert isinstance(image, Image)
     cleanup.append(image.fingerprint)
     stored = stored_image(raw_api, sha256(data))
@@ -354,7 +355,7 @@ REFUSED = [
 
 @pytest.mark.parametrize("what", REFUSED)
 async def test_create_refuses_what_is_not_an_image_before_sending_anything(
-    async_client: AsyncClient,
+    daemon_client: AsyncClient,
     unreachable: AsyncClient,
     raw_api: httpx.Client,
     tmp_path: Path,
@@ -369,7 +370,7 @@ async def test_create_refuses_what_is_not_an_image_before_sending_anything(
             await unreachable.images.create(source, wait=True)
         assert isinstance(caught.value, ValueError)
         with pytest.raises(InvalidInputError):
-            await async_client.images.create(source, wait=True)
+            await daemon_client.images.create(source, wait=True)
     assert stored_fingerprints(raw_api) == before
 
 
@@ -388,7 +389,7 @@ async def test_an_unreachable_server_is_a_connection_error_for_a_valid_source(
 
 @pytest.mark.parametrize("what", ["empty generator", "empty unsized file", "str chunks"])
 async def test_create_refuses_a_stream_that_turns_out_empty_or_not_bytes(
-    async_client: AsyncClient, raw_api: httpx.Client, what: str
+    daemon_client: AsyncClient, raw_api: httpx.Client, what: str
 ) -> None:
     before = stored_fingerprints(raw_api)
     source: Any = {
@@ -397,7 +398,7 @@ async def test_create_refuses_a_stream_that_turns_out_empty_or_not_bytes(
         "str chunks": iter(["not", "bytes"]),
     }[what]
     with pytest.raises(InvalidInputError):
-        await async_client.images.create(source, wait=True)
+        await daemon_client.images.create(source, wait=True)
     assert stored_fingerprints(raw_api) == before
 
 
@@ -433,7 +434,7 @@ def split_parts(image_type: str) -> tuple[bytes, bytes]:
 @pytest.mark.parametrize("image_type", ["container", "virtual-machine"])
 @pytest.mark.parametrize(("meta_kind", "rootfs_kind"), SPLIT_KINDS)
 async def test_create_split_image_from_each_source_combination(
-    async_client: AsyncClient,
+    daemon_client: AsyncClient,
     cleanup: list[str],
     raw_api: httpx.Client,
     tmp_path: Path,
@@ -448,7 +449,7 @@ async def test_create_split_image_from_each_source_combination(
             rootfs_kind, rootfs, tmp_path / "rootfs ☃ 日本.img", stack
         )
         options: dict[str, Any] = {} if image_type == "container" else {"type": image_type}
-        image = await async_client.images.create(
+        image = await daemon_client.images.create(
             meta_source, rootfs=rootfs_source, wait=True, **options
         )
     assert isinstance(image, Image)
@@ -471,7 +472,7 @@ async def test_create_split_image_from_each_source_combination(
 
 @pytest.mark.parametrize("image_type", ["container", "virtual-machine"])
 async def test_create_split_image_stores_a_non_ascii_filename_argument(
-    async_client: AsyncClient,
+    daemon_client: AsyncClient,
     cleanup: list[str],
     raw_api: httpx.Client,
     tmp_path: Path,
@@ -480,7 +481,7 @@ async def test_create_split_image_stores_a_non_ascii_filename_argument(
     metadata, rootfs = split_parts(image_type)
     (tmp_path / "rootfs.bin").write_bytes(rootfs)
     name = "disque ü ☃ 日本.qcow2"
-    image = await async_client.images.create(
+    image = await daemon_client.images.create(
         metadata, rootfs=tmp_path / "rootfs.bin", type=image_type, filename=name, wait=True
     )
     assert isinstance(image, Image)
@@ -494,27 +495,27 @@ async def test_create_split_image_stores_a_non_ascii_filename_argument(
 
 @pytest.mark.parametrize("image_type", ["container", "virtual-machine", "bogus"])
 async def test_type_for_a_unified_image_is_refused_before_sending(
-    async_client: AsyncClient, unreachable: AsyncClient, raw_api: httpx.Client, image_type: str
+    daemon_client: AsyncClient, unreachable: AsyncClient, raw_api: httpx.Client, image_type: str
 ) -> None:
     before = stored_fingerprints(raw_api)
     data = unified_image()
     with pytest.raises(InvalidInputError):
         await unreachable.images.create(data, type=image_type, wait=True)
     with pytest.raises(InvalidInputError):
-        await async_client.images.create(data, type=image_type, wait=True)
+        await daemon_client.images.create(data, type=image_type, wait=True)
     assert stored_fingerprints(raw_api) == before
 
 
 @pytest.mark.parametrize("image_type", ["bogus", "vm", "VIRTUAL-MACHINE", ""])
 async def test_an_unknown_split_image_type_is_refused_before_sending(
-    async_client: AsyncClient, unreachable: AsyncClient, raw_api: httpx.Client, image_type: str
+    daemon_client: AsyncClient, unreachable: AsyncClient, raw_api: httpx.Client, image_type: str
 ) -> None:
     before = stored_fingerprints(raw_api)
     metadata, rootfs = split_image()
     with pytest.raises(InvalidInputError):
         await unreachable.images.create(metadata, rootfs=rootfs, type=image_type, wait=True)
     with pytest.raises(InvalidInputError):
-        await async_client.images.create(metadata, rootfs=rootfs, type=image_type, wait=True)
+        await daemon_client.images.create(metadata, rootfs=rootfs, type=image_type, wait=True)
     assert stored_fingerprints(raw_api) == before
 
 
@@ -535,11 +536,11 @@ async def test_a_bad_rootfs_is_refused_before_sending(
 
 
 async def test_create_with_aliases_creates_them_all(
-    async_client: AsyncClient, cleanup: list[str], raw_api: httpx.Client
+    daemon_client: AsyncClient, cleanup: list[str], raw_api: httpx.Client
 ) -> None:
     names = [unique("dir/sub name"), unique("ünï ☃ two words"), unique("plain")]
     data = unified_image()
-    image = await async_client.images.create(data, aliases=names, wait=True)
+    image = await daemon_client.images.create(data, aliases=names, wait=True)
     assert isinstance(image, Image)
     cleanup.append(image.fingerprint)
     assert image.fingerprint == sha256(data)
@@ -551,11 +552,11 @@ async def test_create_with_aliases_creates_them_all(
 
 
 async def test_create_with_aliases_and_no_wait_returns_the_finished_operation(
-    async_client: AsyncClient, cleanup: list[str], raw_api: httpx.Client
+    daemon_client: AsyncClient, cleanup: list[str], raw_api: httpx.Client
 ) -> None:
     name = unique("nowait/alias")
     data = unified_image()
-    result = await async_client.images.create(data, aliases=[name])
+    result = await daemon_client.images.create(data, aliases=[name])
     cleanup.append(sha256(data))
     assert isinstance(result, Operation)
     assert result.succeeded
@@ -565,17 +566,17 @@ async def test_create_with_aliases_and_no_wait_returns_the_finished_operation(
 
 
 async def test_an_alias_already_taken_is_a_conflict_before_upload_and_stores_nothing(
-    async_client: AsyncClient, new_image: Any, raw_api: httpx.Client
+    daemon_client: AsyncClient, new_image: Any, raw_api: httpx.Client
 ) -> None:
     owner = await new_image()
     taken = unique("taken/alias name")
     free = unique("free")
-    await async_client.images.create_alias(taken, owner.fingerprint)
+    await daemon_client.images.create_alias(taken, owner.fingerprint)
     before = stored_fingerprints(raw_api)
     data = unified_image()
     source = Watched(data)
     with pytest.raises(ConflictError) as caught:
-        await async_client.images.create(source, aliases=[free, taken], wait=True)
+        await daemon_client.images.create(source, aliases=[free, taken], wait=True)
     assert taken in str(caught.value)
     assert not source.started  # refused before a byte of the image was read
     assert stored_image(raw_api, sha256(data)) is None
@@ -587,10 +588,10 @@ async def test_an_alias_already_taken_is_a_conflict_before_upload_and_stores_not
 
 
 async def test_profiles_default_is_kept(
-    async_client: AsyncClient, cleanup: list[str], raw_api: httpx.Client
+    daemon_client: AsyncClient, cleanup: list[str], raw_api: httpx.Client
 ) -> None:
     data = unified_image()
-    image = await async_client.images.create(data, profiles=["default"], wait=True)
+    image = await daemon_client.images.create(data, profiles=["default"], wait=True)
     assert isinstance(image, Image)
     cleanup.append(image.fingerprint)
     assert image.profiles == ["default"]
@@ -601,10 +602,10 @@ async def test_profiles_default_is_kept(
 
 @pytest.mark.parametrize("wait", [True, False])
 async def test_an_empty_profiles_list_leaves_the_image_without_profiles(
-    async_client: AsyncClient, cleanup: list[str], raw_api: httpx.Client, wait: bool
+    daemon_client: AsyncClient, cleanup: list[str], raw_api: httpx.Client, wait: bool
 ) -> None:
     data = unified_image()
-    result = await async_client.images.create(data, profiles=[], wait=wait)
+    result = await daemon_client.images.create(data, profiles=[], wait=wait)
     cleanup.append(sha256(data))
     if wait:
         assert isinstance(result, Image)
@@ -618,14 +619,14 @@ async def test_an_empty_profiles_list_leaves_the_image_without_profiles(
 
 
 async def test_several_profiles_are_all_set(
-    async_client: AsyncClient, raw_api: httpx.Client
+    daemon_client: AsyncClient, raw_api: httpx.Client
 ) -> None:
     profile = unique("prof")
     response = raw_api.post("/1.0/profiles", json={"name": profile, "description": "test"})
     assert response.status_code in (200, 201), response.text
     data = unified_image()
     try:
-        image = await async_client.images.create(data, profiles=["default", profile], wait=True)
+        image = await daemon_client.images.create(data, profiles=["default", profile], wait=True)
         assert isinstance(image, Image)
         assert image.profiles == ["default", profile]
         stored = stored_image(raw_api, sha256(data))
@@ -633,19 +634,19 @@ async def test_several_profiles_are_all_set(
         assert stored["profiles"] == ["default", profile]
     finally:
         with contextlib.suppress(NotFoundError):
-            await async_client.images.delete(sha256(data), wait=True)
+            await daemon_client.images.delete(sha256(data), wait=True)
         raw_api.delete(f"/1.0/profiles/{profile}")
 
 
 async def test_an_unknown_profile_is_not_found_and_stores_nothing(
-    async_client: AsyncClient, raw_api: httpx.Client
+    daemon_client: AsyncClient, raw_api: httpx.Client
 ) -> None:
     before = stored_fingerprints(raw_api)
     missing = unique("no-such-profile")
     data = unified_image()
     source = Watched(data)
     with pytest.raises(NotFoundError) as caught:
-        await async_client.images.create(source, profiles=["default", missing], wait=True)
+        await daemon_client.images.create(source, profiles=["default", missing], wait=True)
     assert missing in str(caught.value)
     assert not source.started
     assert stored_image(raw_api, sha256(data)) is None
@@ -654,11 +655,11 @@ async def test_an_unknown_profile_is_not_found_and_stores_nothing(
 
 @pytest.mark.parametrize("case", ["lower", "upper"])
 async def test_the_right_fingerprint_is_accepted(
-    async_client: AsyncClient, cleanup: list[str], raw_api: httpx.Client, case: str
+    daemon_client: AsyncClient, cleanup: list[str], raw_api: httpx.Client, case: str
 ) -> None:
     data = unified_image()
     expected = sha256(data) if case == "lower" else sha256(data).upper()
-    image = await async_client.images.create(data, fingerprint=expected, wait=True)
+    image = await daemon_client.images.create(data, fingerprint=expected, wait=True)
     assert isinstance(image, Image)
     cleanup.append(image.fingerprint)
     assert image.fingerprint == sha256(data)
@@ -667,7 +668,7 @@ async def test_the_right_fingerprint_is_accepted(
 
 @pytest.mark.parametrize("split", [False, True], ids=["unified", "split"])
 async def test_a_wrong_fingerprint_fails_the_upload_and_stores_nothing(
-    async_client: AsyncClient, cleanup: list[str], raw_api: httpx.Client, split: bool
+    daemon_client: AsyncClient, cleanup: list[str], raw_api: httpx.Client, split: bool
 ) -> None:
     before = stored_fingerprints(raw_api)
     metadata, rootfs = split_image()
@@ -677,7 +678,7 @@ async def test_a_wrong_fingerprint_fails_the_upload_and_stores_nothing(
     cleanup.append(actual)  # in case it is stored after all
     wrong = sha256(b"something else")
     with pytest.raises(OperationError) as caught:
-        await async_client.images.create(data, fingerprint=wrong, wait=True, **options)
+        await daemon_client.images.create(data, fingerprint=wrong, wait=True, **options)
     assert "fingerprints don't match" in str(caught.value)
     assert stored_image(raw_api, actual) is None
     assert stored_image(raw_api, wrong) is None
@@ -686,25 +687,25 @@ async def test_a_wrong_fingerprint_fails_the_upload_and_stores_nothing(
 
 @pytest.mark.parametrize("bad", ["abc", "z" * 64, "a" * 63, "a" * 65, ""])
 async def test_a_malformed_fingerprint_is_refused_before_sending(
-    async_client: AsyncClient, unreachable: AsyncClient, raw_api: httpx.Client, bad: str
+    daemon_client: AsyncClient, unreachable: AsyncClient, raw_api: httpx.Client, bad: str
 ) -> None:
     before = stored_fingerprints(raw_api)
     with pytest.raises(InvalidInputError):
         await unreachable.images.create(unified_image(), fingerprint=bad, wait=True)
     with pytest.raises(InvalidInputError):
-        await async_client.images.create(unified_image(), fingerprint=bad, wait=True)
+        await daemon_client.images.create(unified_image(), fingerprint=bad, wait=True)
     assert stored_fingerprints(raw_api) == before
 
 
 async def test_all_options_together_on_a_split_vm_image(
-    async_client: AsyncClient, cleanup: list[str], raw_api: httpx.Client, tmp_path: Path
+    daemon_client: AsyncClient, cleanup: list[str], raw_api: httpx.Client, tmp_path: Path
 ) -> None:
     metadata, rootfs = split_parts("virtual-machine")
     (tmp_path / "disk.qcow2").write_bytes(rootfs)
     fingerprint = sha256(metadata, rootfs)
     aliases = [unique("all/options"), unique("all options ü")]
     properties = {"os": "Übuntu ☃", "weird": "a&b=c d+e%"}
-    image = await async_client.images.create(
+    image = await daemon_client.images.create(
         metadata,
         rootfs=tmp_path / "disk.qcow2",
         type="virtual-machine",
@@ -733,14 +734,14 @@ async def test_all_options_together_on_a_split_vm_image(
 
 
 async def test_options_with_a_failed_upload_leave_neither_image_nor_aliases(
-    async_client: AsyncClient, cleanup: list[str], raw_api: httpx.Client
+    daemon_client: AsyncClient, cleanup: list[str], raw_api: httpx.Client
 ) -> None:
     before = stored_fingerprints(raw_api)
     data = unified_image()
     cleanup.append(sha256(data))
     name = unique("never")
     with pytest.raises(OperationError):
-        await async_client.images.create(
+        await daemon_client.images.create(
             data,
             aliases=[name],
             properties={"k": "v"},
@@ -759,7 +760,7 @@ async def test_options_with_a_failed_upload_leave_neither_image_nor_aliases(
 
 @pytest.mark.parametrize("rootfs_part", ["rootfs", "rootfs.img"])
 async def test_export_split_image_to_a_file_writes_target_and_target_root(
-    async_client: AsyncClient,
+    daemon_client: AsyncClient,
     cleanup: list[str],
     raw_api: httpx.Client,
     export_dir: Path,
@@ -771,7 +772,7 @@ async def test_export_split_image_to_a_file_writes_target_and_target_root(
     fingerprint = upload_split_raw(raw_api, metadata, rootfs, rootfs_part=rootfs_part)
     cleanup.append(fingerprint)
     target = export_dir / "image"
-    written = await async_client.images.export(fingerprint, target)
+    written = await daemon_client.images.export(fingerprint, target)
     assert written == [target, export_dir / "image.root"]
     assert target.read_bytes() == metadata
     assert (export_dir / "image.root").read_bytes() == rootfs
@@ -781,7 +782,7 @@ async def test_export_split_image_to_a_file_writes_target_and_target_root(
 
 @pytest.mark.parametrize("rootfs_part", ["rootfs", "rootfs.img"])
 async def test_export_split_image_into_a_directory_uses_the_server_names(
-    async_client: AsyncClient,
+    daemon_client: AsyncClient,
     cleanup: list[str],
     raw_api: httpx.Client,
     export_dir: Path,
@@ -791,7 +792,7 @@ async def test_export_split_image_into_a_directory_uses_the_server_names(
     metadata, rootfs = split_parts("virtual-machine" if vm else "container")
     fingerprint = upload_split_raw(raw_api, metadata, rootfs, rootfs_part=rootfs_part)
     cleanup.append(fingerprint)
-    written = await async_client.images.export(fingerprint, export_dir)
+    written = await daemon_client.images.export(fingerprint, export_dir)
     meta_name = f"meta-{fingerprint}.tar.gz"
     # A VM's rootfs has no extension; a container's is named after its detected compression.
     rootfs_name = fingerprint if vm else f"{fingerprint}.tar.gz"
@@ -802,16 +803,16 @@ async def test_export_split_image_into_a_directory_uses_the_server_names(
 
 
 async def test_export_of_an_sdk_uploaded_split_image_round_trips(
-    async_client: AsyncClient, cleanup: list[str], export_dir: Path, tmp_path: Path
+    daemon_client: AsyncClient, cleanup: list[str], export_dir: Path, tmp_path: Path
 ) -> None:
     metadata, rootfs = split_parts("virtual-machine")
     (tmp_path / "disk.img").write_bytes(rootfs)
-    image = await async_client.images.create(
+    image = await daemon_client.images.create(
         metadata, rootfs=tmp_path / "disk.img", type="virtual-machine", wait=True
     )
     assert isinstance(image, Image)
     cleanup.append(image.fingerprint)
-    written = await async_client.images.export(image.fingerprint, export_dir / "vm")
+    written = await daemon_client.images.export(image.fingerprint, export_dir / "vm")
     assert [path.read_bytes() for path in written] == [metadata, rootfs]
 
 
@@ -821,13 +822,13 @@ async def test_export_of_an_sdk_uploaded_split_image_round_trips(
 
 @pytest.mark.parametrize("kind", ["bytes", "pathlib-path", "file", "bytesio"])
 async def test_create_progress_of_a_sized_source_ends_at_the_total(
-    async_client: AsyncClient, cleanup: list[str], tmp_path: Path, kind: str
+    daemon_client: AsyncClient, cleanup: list[str], tmp_path: Path, kind: str
 ) -> None:
     data = unified_image(payload_size=3 * MiB)
     progress = Recorder()
     with contextlib.ExitStack() as stack:
         source = make_source(kind, data, tmp_path / "image.tar.gz", stack)
-        image = await async_client.images.create(source, wait=True, progress=progress)
+        image = await daemon_client.images.create(source, wait=True, progress=progress)
     assert isinstance(image, Image)
     cleanup.append(image.fingerprint)
     check_progress(progress.calls, total=len(data), size=len(data))
@@ -835,26 +836,26 @@ async def test_create_progress_of_a_sized_source_ends_at_the_total(
 
 @pytest.mark.parametrize("kind", ["generator", "unsized-file"])
 async def test_create_progress_of_a_source_of_unknown_size_has_no_total(
-    async_client: AsyncClient, cleanup: list[str], tmp_path: Path, kind: str
+    daemon_client: AsyncClient, cleanup: list[str], tmp_path: Path, kind: str
 ) -> None:
     data = unified_image(payload_size=MiB)
     progress = Recorder()
     with contextlib.ExitStack() as stack:
         source = make_source(kind, data, tmp_path / "image.tar.gz", stack)
-        image = await async_client.images.create(source, wait=True, progress=progress)
+        image = await daemon_client.images.create(source, wait=True, progress=progress)
     assert isinstance(image, Image)
     cleanup.append(image.fingerprint)
     check_progress(progress.calls, total=None, size=len(data))
 
 
 async def test_create_progress_of_a_split_image_counts_both_parts(
-    async_client: AsyncClient, cleanup: list[str], tmp_path: Path
+    daemon_client: AsyncClient, cleanup: list[str], tmp_path: Path
 ) -> None:
     metadata, _ = split_image()
     rootfs = os.urandom(2 * MiB + 17)
     (tmp_path / "rootfs.img").write_bytes(rootfs)
     progress = Recorder()
-    image = await async_client.images.create(
+    image = await daemon_client.images.create(
         metadata,
         rootfs=tmp_path / "rootfs.img",
         type="virtual-machine",
@@ -869,11 +870,11 @@ async def test_create_progress_of_a_split_image_counts_both_parts(
 
 
 async def test_create_progress_of_a_split_image_with_a_generator_has_no_total(
-    async_client: AsyncClient, cleanup: list[str]
+    daemon_client: AsyncClient, cleanup: list[str]
 ) -> None:
     metadata, rootfs = split_image()
     progress = Recorder()
-    image = await async_client.images.create(
+    image = await daemon_client.images.create(
         metadata, rootfs=chunked(rootfs), wait=True, progress=progress
     )
     assert isinstance(image, Image)
@@ -883,7 +884,7 @@ async def test_create_progress_of_a_split_image_with_a_generator_has_no_total(
 
 @pytest.mark.parametrize("split", [False, True], ids=["unified", "split"])
 async def test_export_progress_ends_at_the_images_size(
-    async_client: AsyncClient,
+    daemon_client: AsyncClient,
     cleanup: list[str],
     raw_api: httpx.Client,
     export_dir: Path,
@@ -896,23 +897,23 @@ async def test_export_progress_ends_at_the_images_size(
         size = len(metadata) + len(rootfs)
     else:
         data = unified_image(payload_size=2 * MiB)
-        image = await async_client.images.create(data, wait=True)
+        image = await daemon_client.images.create(data, wait=True)
         assert isinstance(image, Image)
         fingerprint, size = image.fingerprint, len(data)
     cleanup.append(fingerprint)
     progress = Recorder()
-    written = await async_client.images.export(fingerprint, export_dir / "out", progress=progress)
+    written = await daemon_client.images.export(fingerprint, export_dir / "out", progress=progress)
     check_progress(progress.calls, total=size, size=size)
     assert sum(path.stat().st_size for path in written) == size
 
 
 async def test_tqdm_progress_bar_follows_create_and_export(
-    async_client: AsyncClient, cleanup: list[str], export_dir: Path
+    daemon_client: AsyncClient, cleanup: list[str], export_dir: Path
 ) -> None:
     data = unified_image(payload_size=MiB)
     output = io.StringIO()
     with TqdmProgress("importing", file=output) as bar:
-        image = await async_client.images.create(data, wait=True, progress=bar)
+        image = await daemon_client.images.create(data, wait=True, progress=bar)
         assert isinstance(image, Image)
         cleanup.append(image.fingerprint)
         assert bar.bar.n == len(data)
@@ -920,18 +921,18 @@ async def test_tqdm_progress_bar_follows_create_and_export(
     assert "importing" in output.getvalue()
     output = io.StringIO()
     with TqdmProgress("exporting", file=output) as bar:
-        await async_client.images.export(image.fingerprint, export_dir / "out", progress=bar)
+        await daemon_client.images.export(image.fingerprint, export_dir / "out", progress=bar)
         assert bar.bar.n == len(data)
         assert bar.bar.total == len(data)
     assert "exporting" in output.getvalue()
 
 
 async def test_tqdm_progress_bar_with_an_unknown_total(
-    async_client: AsyncClient, cleanup: list[str]
+    daemon_client: AsyncClient, cleanup: list[str]
 ) -> None:
     data = unified_image()
     with TqdmProgress(file=io.StringIO()) as bar:
-        image = await async_client.images.create(chunked(data), wait=True, progress=bar)
+        image = await daemon_client.images.create(chunked(data), wait=True, progress=bar)
         assert isinstance(image, Image)
         cleanup.append(image.fingerprint)
         assert bar.bar.n == len(data)
@@ -954,7 +955,7 @@ async def test_a_progress_that_is_not_callable_is_refused_before_sending(
 
 @pytest.mark.parametrize("kind", ["path", "generator"])
 async def test_keyboard_interrupt_mid_upload_stores_nothing_and_says_so(
-    async_client: AsyncClient,
+    daemon_client: AsyncClient,
     cleanup: list[str],
     raw_api: httpx.Client,
     tmp_path: Path,
@@ -969,7 +970,7 @@ async def test_keyboard_interrupt_mid_upload_stores_nothing_and_says_so(
     # Big chunks: every reported chunk costs the interrupter a pause.
     source = path if kind == "path" else chunked(big_image, (MiB // 2,))
     with pytest.raises(KeyboardInterrupt) as caught:
-        await async_client.images.create(source, wait=True, progress=interrupter)
+        await daemon_client.images.create(source, wait=True, progress=interrupter)
     assert caught.value is interrupter.error
     assert interrupter.raised_at is not None and interrupter.raised_at < len(big_image)
     notes = notes_of(caught.value)
@@ -978,56 +979,50 @@ async def test_keyboard_interrupt_mid_upload_stores_nothing_and_says_so(
     assert not any("the the " in note for note in notes), notes
     assert_nothing_new_stored(raw_api, before)
     # The client is still usable afterwards.
-    assert sha256(big_image) not in await async_client.images.list(recursion=0)
+    assert sha256(big_image) not in await daemon_client.images.list(recursion=0)
 
 
 @pytest.mark.parametrize("split", [False, True], ids=["unified", "split"])
 async def test_keyboard_interrupt_mid_export_leaves_no_file(
-    async_client: AsyncClient,
+    daemon_client: AsyncClient,
     cleanup: list[str],
     raw_api: httpx.Client,
     export_dir: Path,
     big_image: bytes,
     split: bool,
 ) -> None:
-    if split:
-        metadata, _ = split_image()
-        fingerprint = upload_split_raw(raw_api, metadata, os.urandom(8 * MiB))
-    else:
-        image = await async_client.images.create(big_image, wait=True)
-        assert isinstance(image, Image)
-        fingerprint = image.fingerprint
+    fingerprint = store_image_to_export(raw_api, big_image, split=split)
     cleanup.append(fingerprint)
     interrupter = Interrupter(EXPORT_AFTER, KeyboardInterrupt())
     target = export_dir / "image"
     with pytest.raises(KeyboardInterrupt) as caught:
-        await async_client.images.export(fingerprint, target, progress=interrupter)
+        await daemon_client.images.export(fingerprint, target, progress=interrupter)
     assert caught.value is interrupter.error
     assert interrupter.raised_at is not None and interrupter.raised_at < 8 * MiB
     notes = notes_of(caught.value)
     assert any("export" in note and fingerprint in note for note in notes), notes
     assert os.listdir(export_dir) == []  # no target, no target.root, no temporary file
     # The image can still be exported whole afterwards.
-    written = await async_client.images.export(fingerprint, target)
+    written = await daemon_client.images.export(fingerprint, target)
     assert sha256(*(path.read_bytes() for path in written)) == fingerprint
 
 
 async def test_keyboard_interrupt_mid_export_into_a_directory_leaves_no_file(
-    async_client: AsyncClient, cleanup: list[str], raw_api: httpx.Client, export_dir: Path
+    daemon_client: AsyncClient, cleanup: list[str], raw_api: httpx.Client, export_dir: Path
 ) -> None:
     metadata, _ = split_image()
     fingerprint = upload_split_raw(raw_api, metadata, os.urandom(8 * MiB), rootfs_part="rootfs.img")
     cleanup.append(fingerprint)
     interrupter = Interrupter(EXPORT_AFTER, KeyboardInterrupt())
     with pytest.raises(KeyboardInterrupt):
-        await async_client.images.export(fingerprint, export_dir, progress=interrupter)
+        await daemon_client.images.export(fingerprint, export_dir, progress=interrupter)
     assert interrupter.raised_at is not None
     assert os.listdir(export_dir) == []
 
 
 @pytest.mark.parametrize("where", ["generator", "file object"])
 async def test_a_source_that_fails_mid_way_propagates_its_error_and_stores_nothing(
-    async_client: AsyncClient,
+    daemon_client: AsyncClient,
     cleanup: list[str],
     raw_api: httpx.Client,
     big_image: bytes,
@@ -1057,7 +1052,7 @@ async def test_a_source_that_fails_mid_way_propagates_its_error_and_stores_nothi
 
     source: Any = failing_chunks() if where == "generator" else FailingReader()
     with pytest.raises(OSError, match="simulated") as caught:
-        await async_client.images.create(source, wait=True)
+        await daemon_client.images.create(source, wait=True)
     assert caught.value is error
     assert any("upload" in note for note in notes_of(caught.value))
     assert_nothing_new_stored(raw_api, before)
@@ -1065,7 +1060,7 @@ async def test_a_source_that_fails_mid_way_propagates_its_error_and_stores_nothi
 
 @pytest.mark.parametrize("change", ["shrinks", "grows"])
 async def test_a_file_that_changes_size_while_it_is_sent_stores_nothing(
-    async_client: AsyncClient,
+    daemon_client: AsyncClient,
     cleanup: list[str],
     raw_api: httpx.Client,
     tmp_path: Path,
@@ -1092,7 +1087,7 @@ async def test_a_file_that_changes_size_while_it_is_sent_stores_nothing(
             time.sleep(0.12)  # so that the first chunk is reported (see Interrupter)
 
     with pytest.raises(TransferError) as caught:
-        await async_client.images.create(path, wait=True, progress=change_once)
+        await daemon_client.images.create(path, wait=True, progress=change_once)
     assert changed
     assert "instead of" in str(caught.value)
     assert str(len(big_image)) in str(caught.value)
@@ -1122,7 +1117,7 @@ def plain_tar_image(payload_size: int) -> bytes:
 
 @pytest.mark.parametrize("region", ["already sent", "not yet sent"])
 async def test_a_file_rewritten_in_place_while_it_is_sent_is_never_misreported(
-    async_client: AsyncClient,
+    daemon_client: AsyncClient,
     cleanup: list[str],
     raw_api: httpx.Client,
     tmp_path: Path,
@@ -1154,7 +1149,7 @@ async def test_a_file_rewritten_in_place_while_it_is_sent_is_never_misreported(
     result: Image | Operation | None = None
     failure: BaseException | None = None
     try:
-        result = await async_client.images.create(path, wait=True, progress=rewrite_once)
+        result = await daemon_client.images.create(path, wait=True, progress=rewrite_once)
     except (TransferError, OperationError) as exc:
         failure = exc
     assert rewritten
@@ -1194,23 +1189,23 @@ class InterruptAtTheEnd:
 
 
 async def test_keyboard_interrupt_at_the_final_upload_report_leaves_no_image(
-    async_client: AsyncClient, cleanup: list[str], raw_api: httpx.Client
+    daemon_client: AsyncClient, cleanup: list[str], raw_api: httpx.Client
 ) -> None:
     data = unified_image()
     cleanup.append(sha256(data))
     before = stored_fingerprints(raw_api)
     with pytest.raises(KeyboardInterrupt) as caught:
-        await async_client.images.create(data, wait=True, progress=InterruptAtTheEnd())
+        await daemon_client.images.create(data, wait=True, progress=InterruptAtTheEnd())
     assert any("nothing was stored" in note for note in notes_of(caught.value))
     assert_nothing_new_stored(raw_api, before)
 
 
 async def test_keyboard_interrupt_at_the_final_export_report_leaves_no_file(
-    async_client: AsyncClient, new_image: Any, export_dir: Path
+    daemon_client: AsyncClient, new_image: Any, export_dir: Path
 ) -> None:
     image = await new_image()
     with pytest.raises(KeyboardInterrupt) as caught:
-        await async_client.images.export(
+        await daemon_client.images.export(
             image.fingerprint, export_dir / "out", progress=InterruptAtTheEnd()
         )
     assert any("nothing was written" in note for note in notes_of(caught.value))

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
 from urllib.parse import unquote
 
 import httpx
@@ -18,11 +17,10 @@ from incus_images import (
     InvalidInputError,
     NotFoundError,
 )
-from tests.helpers import error_response, sha256, sync_response
+from tests.helpers import OFFLINE_SERVER, error_response, sha256, sync_response
 
 pytestmark = pytest.mark.anyio
 
-SERVER = "unix:///nonexistent/incus.sock"
 FP = sha256(b"aliased image")
 OTHER_FP = sha256(b"another image")
 ALIASES = "/1.0/images/aliases"
@@ -42,12 +40,6 @@ ENCODED_NAMES = [
     ("../../1.0/instances", "%2E%2E%2F%2E%2E%2F1%2E0%2Finstances"),
     ("übung ☃", "%C3%BCbung%20%E2%98%83"),
 ]
-
-
-@pytest.fixture
-async def client() -> AsyncIterator[AsyncClient]:
-    async with AsyncClient(SERVER) as incus:
-        yield incus
 
 
 def alias_entry(name: str, target: str = FP, description: str = "") -> dict[str, str]:
@@ -94,7 +86,7 @@ async def test_get_alias_not_found(client: AsyncClient, router: respx.MockRouter
     assert error.status_code == 404
     assert error.url == f"{ALIASES}/nope%2Fx"
     assert "'nope/x'" in str(error)
-    assert SERVER in str(error)
+    assert OFFLINE_SERVER in str(error)
 
 
 @pytest.mark.parametrize("name", ["", None, 42, b"bytes", "a\x00b"])
@@ -162,7 +154,7 @@ async def test_create_alias_duplicate_is_a_conflict(
     assert error.status_code == 409
     assert error.server_message == 'Alias "a" already exists'
     assert "'a'" in str(error)
-    assert SERVER in str(error)
+    assert OFFLINE_SERVER in str(error)
     assert len(router.calls) == 1  # no GET after the failure
 
 
@@ -270,4 +262,4 @@ async def test_delete_alias_missing(client: AsyncClient, router: respx.MockRoute
     with pytest.raises(NotFoundError) as caught:
         await client.images.delete_alias("gone")
     assert caught.value.server_message == "Image alias not found"
-    assert SERVER in str(caught.value)
+    assert OFFLINE_SERVER in str(caught.value)

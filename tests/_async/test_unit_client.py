@@ -22,6 +22,7 @@ from incus_images import (
     InvalidInputError,
 )
 from tests.helpers import (
+    OFFLINE_SERVER,
     UNIX_BASE,
     accepted_response,
     image,
@@ -32,15 +33,8 @@ from tests.helpers import (
 
 pytestmark = pytest.mark.anyio
 
-SERVER = "unix:///nonexistent/incus.sock"
 FP = sha256(b"client test image")
 OP_ID = "5a5a5a5a-0000-4000-8000-000000000001"
-
-
-@pytest.fixture
-async def client() -> AsyncIterator[AsyncClient]:
-    async with AsyncClient(SERVER) as incus:
-        yield incus
 
 
 def alias_entry(name: str) -> dict[str, str]:
@@ -87,7 +81,7 @@ async def test_project_is_sent_on_image_and_alias_calls_not_on_operations(
         return_value=httpx.Response(200, content=b"not the image", headers={"X-Incus-Type": "oci"})
     )
 
-    async with AsyncClient(SERVER, project="dev & test") as incus:
+    async with AsyncClient(OFFLINE_SERVER, project="dev & test") as incus:
         assert incus.project == "dev & test"
         await incus.images.list()
         await incus.images.update(FP, {"a": "b"})
@@ -134,10 +128,10 @@ async def test_connection_failure_is_a_connection_error_naming_the_server(
         await client.images.get(FP[:6])
     error = caught.value
     assert isinstance(error, ConnectionError)
-    assert error.server == SERVER
+    assert error.server == OFFLINE_SERVER
     assert error.method == "GET"
     assert error.url == f"/1.0/images/{FP[:6]}"
-    assert SERVER in str(error)
+    assert OFFLINE_SERVER in str(error)
     assert f"get image '{FP[:6]}'" in str(error)
     assert isinstance(error.__cause__, httpx.TransportError)
 
@@ -154,7 +148,7 @@ async def test_timeouts_are_timeout_errors_naming_the_server(
         await client.images.get_alias("x")
     assert isinstance(caught.value, TimeoutError)
     assert not isinstance(caught.value, IncusConnectionError)
-    assert SERVER in str(caught.value)
+    assert OFFLINE_SERVER in str(caught.value)
     assert "'x'" in str(caught.value)
 
 
@@ -170,7 +164,7 @@ async def test_connection_failure_on_export_leaves_nothing(
 
 async def test_timeout_setting_reaches_every_request(router: respx.MockRouter) -> None:
     route = router.get("/1.0/images").mock(return_value=sync_response([]))
-    async with AsyncClient(SERVER, timeout=7.5) as incus:
+    async with AsyncClient(OFFLINE_SERVER, timeout=7.5) as incus:
         await incus.images.list()
     assert route.calls.last.request.extensions["timeout"] == {
         "connect": 7.5,
@@ -182,7 +176,7 @@ async def test_timeout_setting_reaches_every_request(router: respx.MockRouter) -
 
 async def test_no_timeout(router: respx.MockRouter) -> None:
     route = router.get("/1.0/images").mock(return_value=sync_response([]))
-    async with AsyncClient(SERVER, timeout=None) as incus:
+    async with AsyncClient(OFFLINE_SERVER, timeout=None) as incus:
         await incus.images.list()
     assert route.calls.last.request.extensions["timeout"]["read"] is None
 
@@ -199,7 +193,7 @@ async def test_user_agent_names_the_sdk(client: AsyncClient, router: respx.MockR
 
 async def test_context_manager_closes_the_connection_pool(router: respx.MockRouter) -> None:
     router.get("/1.0/images").mock(return_value=sync_response([]))
-    async with AsyncClient(SERVER) as incus:
+    async with AsyncClient(OFFLINE_SERVER) as incus:
         await incus.images.list()
         # The private pool is looked at only to see that leaving the block closes it.
         pool = incus._connection._http
@@ -210,7 +204,7 @@ async def test_context_manager_closes_the_connection_pool(router: respx.MockRout
 
 async def test_aclose_then_reuse_reconnects(router: respx.MockRouter) -> None:
     route = router.get("/1.0/images").mock(return_value=sync_response([]))
-    incus = AsyncClient(SERVER)
+    incus = AsyncClient(OFFLINE_SERVER)
     await incus.images.list()
     await incus.aclose()
     await incus.aclose()  # closing twice is harmless
@@ -222,7 +216,7 @@ async def test_aclose_then_reuse_reconnects(router: respx.MockRouter) -> None:
 async def test_closing_an_unused_client_sends_nothing() -> None:
     with respx.mock(base_url=UNIX_BASE, assert_all_called=False) as mock:
         mock.route().respond(500)
-        async with AsyncClient(SERVER):
+        async with AsyncClient(OFFLINE_SERVER):
             pass
     assert not mock.calls
 
@@ -305,13 +299,13 @@ async def test_discovery_failure_names_every_path_tried(
         ("https://host/path", {}),
         ("https://host?x=1", {}),
         ("https://host:notaport", {}),
-        (SERVER, {"timeout": 0}),
-        (SERVER, {"timeout": -3}),
-        (SERVER, {"timeout": True}),
-        (SERVER, {"timeout": "30"}),
-        (SERVER, {"project": ""}),
-        (SERVER, {"project": 5}),
-        (SERVER, {"cert": "/etc/hostname"}),
+        (OFFLINE_SERVER, {"timeout": 0}),
+        (OFFLINE_SERVER, {"timeout": -3}),
+        (OFFLINE_SERVER, {"timeout": True}),
+        (OFFLINE_SERVER, {"timeout": "30"}),
+        (OFFLINE_SERVER, {"project": ""}),
+        (OFFLINE_SERVER, {"project": 5}),
+        (OFFLINE_SERVER, {"cert": "/etc/hostname"}),
         (None, {"cert": "/etc/hostname"}),
         ("https://host", {"verify": "/missing.pem"}),
         ("https://host", {"verify": 42}),
@@ -341,7 +335,7 @@ async def test_verify_file_that_is_not_a_certificate(tmp_path: Path) -> None:
 async def test_non_finite_client_timeout_is_refused_or_means_no_limit(timeout: float) -> None:
     """nan must be refused; inf must be refused or mean "no limit" (httpx spells it None)."""
     try:
-        incus = AsyncClient(SERVER, timeout=timeout)
+        incus = AsyncClient(OFFLINE_SERVER, timeout=timeout)
     except InvalidInputError:
         return
     assert not math.isnan(timeout)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
 
 import httpx
 import pytest
@@ -22,6 +21,7 @@ from incus_images import (
     TransferError,
 )
 from tests.helpers import (
+    OFFLINE_SERVER,
     accepted_response,
     error_response,
     image,
@@ -32,7 +32,6 @@ from tests.helpers import (
 
 pytestmark = pytest.mark.anyio
 
-SERVER = "unix:///nonexistent/incus.sock"
 
 #: Stand-in image bytes (gzip magic, then binary noise): only their hash matters here.
 DATA = b"\x1f\x8b\x08\x00" + bytes(range(256)) * 3
@@ -40,12 +39,6 @@ FP = sha256(DATA)
 UPLOAD_ID = "11111111-2222-4333-8444-555555555555"
 DELETE_ID = "99999999-8888-4777-8666-555555555555"
 DUPLICATE = "Image with same fingerprint already exists"
-
-
-@pytest.fixture
-async def client() -> AsyncIterator[AsyncClient]:
-    async with AsyncClient(SERVER) as incus:
-        yield incus
 
 
 def sent(router: respx.MockRouter) -> list[str]:
@@ -247,7 +240,7 @@ async def test_create_fingerprint_mismatch_deletes_the_reported_image(
     assert error.fingerprint == FP
     assert other in str(error)
     assert FP in str(error)
-    assert SERVER in str(error)
+    assert OFFLINE_SERVER in str(error)
     # Nothing is patched or read after the mismatch.
     assert sent(router)[-1] == f"GET /1.0/operations/{DELETE_ID}/wait?timeout=30"
 
@@ -297,7 +290,7 @@ async def test_create_duplicate_604_shape(client: AsyncClient, router: respx.Moc
     assert isinstance(error, OperationError)
     assert error.fingerprint == FP
     assert FP in str(error)
-    assert SERVER in str(error)
+    assert OFFLINE_SERVER in str(error)
     assert op.call_count == 1
     assert "project" not in op.calls.last.request.url.params
     # No PATCH and no image GET after the failure.
@@ -486,5 +479,5 @@ async def test_create_transport_failure_is_a_connection_error(
     with pytest.raises(IncusError) as caught:
         await client.images.create(DATA)
     assert isinstance(caught.value, ConnectionError)
-    assert SERVER in str(caught.value)
+    assert OFFLINE_SERVER in str(caught.value)
     assert "Connection refused" in str(caught.value)

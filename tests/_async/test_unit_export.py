@@ -23,11 +23,10 @@ from incus_images import (
     NotFoundError,
     TransferError,
 )
-from tests.helpers import error_response, image, sha256, sync_response
+from tests.helpers import OFFLINE_SERVER, error_response, image, sha256, sync_response
 
 pytestmark = pytest.mark.anyio
 
-SERVER = "unix:///nonexistent/incus.sock"
 #: The boundary incusd sent in the probe (spec 6.7).
 BOUNDARY = "e29038f40119e47d1d5fb5816b016d4e72748910f8ad25e9d26082e277cd"
 #: What the SDK asks of the socket per read (1 MiB), to place part edges across reads.
@@ -38,12 +37,6 @@ UNIFIED_FP = sha256(UNIFIED)
 META = b"\xfd7zXZ\x00metadata tarball" + bytes(range(200))
 ROOTFS = b"hsqs squashfs rootfs" + bytes(reversed(range(256))) * 5
 SPLIT_FP = sha256(META, ROOTFS)
-
-
-@pytest.fixture
-async def client() -> AsyncIterator[AsyncClient]:
-    async with AsyncClient(SERVER) as incus:
-        yield incus
 
 
 @pytest.fixture
@@ -306,7 +299,7 @@ async def test_checksum_mismatch_leaves_nothing(
     assert isinstance(caught.value, TransferError)
     assert caught.value.fingerprint == UNIFIED_FP
     assert UNIFIED_FP in str(caught.value)
-    assert SERVER in str(caught.value)
+    assert OFFLINE_SERVER in str(caught.value)
     assert listing(out) == []
 
 
@@ -400,7 +393,7 @@ async def test_connection_lost_mid_body_leaves_nothing(
     )
     with pytest.raises(IncusConnectionError) as caught:
         await client.images.export(UNIFIED_FP, out / "image")
-    assert SERVER in str(caught.value)
+    assert OFFLINE_SERVER in str(caught.value)
     assert listing(out) == []
 
 

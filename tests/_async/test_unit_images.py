@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
 import httpx
@@ -24,6 +23,7 @@ from incus_images import (
     PreconditionFailedError,
 )
 from tests.helpers import (
+    OFFLINE_SERVER,
     UNIX_BASE,
     accepted_response,
     error_response,
@@ -36,18 +36,11 @@ from tests.helpers import (
 pytestmark = pytest.mark.anyio
 
 #: The endpoint the clients are built for, and how error messages name it.
-SERVER = "unix:///nonexistent/incus.sock"
 
 FP_A = sha256(b"image a")
 FP_B = sha256(b"image b")
 FP_C = sha256(b"image c")
 OP_ID = "0f4c3e2a-1b2c-4d5e-8f90-a1b2c3d4e5f6"
-
-
-@pytest.fixture
-async def client() -> AsyncIterator[AsyncClient]:
-    async with AsyncClient(SERVER) as incus:
-        yield incus
 
 
 def sent(router: respx.MockRouter) -> list[str]:
@@ -156,7 +149,7 @@ async def test_list_recursion_0_malformed_answer_is_an_incus_error(
     router.get("/1.0/images").mock(return_value=sync_response(urls))
     with pytest.raises(IncusError, match="unexpected answer") as caught:
         await client.images.list(recursion=0)
-    assert SERVER in str(caught.value)
+    assert OFFLINE_SERVER in str(caught.value)
     assert not isinstance(caught.value, APIError)
 
 
@@ -241,11 +234,11 @@ async def test_get_not_found_carries_context(client: AsyncClient, router: respx.
     assert error.error_code == 404
     assert error.method == "GET"
     assert error.url == "/1.0/images/ffffffffffff"
-    assert error.server == SERVER
+    assert error.server == OFFLINE_SERVER
     assert error.server_message == 'Image "ffffffffffff" not found'
     message = str(error)
     assert "ffffffffffff" in message
-    assert SERVER in message
+    assert OFFLINE_SERVER in message
 
 
 async def test_get_ambiguous_prefix(client: AsyncClient, router: respx.MockRouter) -> None:
@@ -337,7 +330,7 @@ async def test_get_malformed_answer_is_an_incus_error_naming_the_server(
     router.get("/1.0/images/abc").mock(return_value=response)
     with pytest.raises(IncusError, match="unexpected answer") as caught:
         await client.images.get("abc")
-    assert SERVER in str(caught.value)
+    assert OFFLINE_SERVER in str(caught.value)
     assert "get image 'abc'" in str(caught.value)
 
 
@@ -387,7 +380,7 @@ async def test_delete_not_found(client: AsyncClient, router: respx.MockRouter) -
         await client.images.delete("abc", wait=True)
     assert caught.value.method == "DELETE"
     assert "delete image 'abc'" in str(caught.value)
-    assert SERVER in str(caught.value)
+    assert OFFLINE_SERVER in str(caught.value)
 
 
 async def test_delete_operation_failure_new_shape(
@@ -550,7 +543,7 @@ async def test_update_gives_up_after_five_412s(
     assert error.fingerprint == FP_A
     assert "5 attempts" in str(error)
     assert "nothing was written" in str(error)
-    assert SERVER in str(error)
+    assert OFFLINE_SERVER in str(error)
 
 
 async def test_update_does_not_retry_other_errors(

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import math
 import sys
-from collections.abc import AsyncIterator
 
 import httpx
 import pytest
@@ -29,20 +28,13 @@ from incus_images import (
     OperationGoneError,
     OperationStatus,
 )
-from tests.helpers import UNIX_BASE, error_response, operation, sync_response
+from tests.helpers import OFFLINE_SERVER, UNIX_BASE, error_response, operation, sync_response
 
 pytestmark = pytest.mark.anyio
 
-SERVER = "unix:///nonexistent/incus.sock"
 OP_ID = "41b69ae9-44bf-4b27-a0e5-23d3b8614fbf"
 WAIT = f"/1.0/operations/{OP_ID}/wait"
 DEADLINE = "context deadline exceeded"
-
-
-@pytest.fixture
-async def client() -> AsyncIterator[AsyncClient]:
-    async with AsyncClient(SERVER) as incus:
-        yield incus
 
 
 class FakeClock:
@@ -195,7 +187,7 @@ async def test_deadline_604_shape_raises_timeout(
     error = caught.value
     assert isinstance(error, TimeoutError)
     assert OP_ID in str(error)
-    assert SERVER in str(error)
+    assert OFFLINE_SERVER in str(error)
     assert "1 s" in str(error)
     assert route.calls.last.request.extensions["timeout"]["read"] == 11.0
 
@@ -269,7 +261,7 @@ async def test_failure_new_shape(client: AsyncClient, router: respx.MockRouter) 
     assert error.server_message == "Metadata tarball is missing metadata.yaml"
     assert "missing metadata.yaml" in str(error)
     assert OP_ID in str(error)
-    assert SERVER in str(error)
+    assert OFFLINE_SERVER in str(error)
     assert error.operation is not None
     assert error.operation.status_code == 400
     assert not isinstance(error, ImageExistsError)
@@ -338,7 +330,7 @@ async def test_gone_operation(client: AsyncClient, router: respx.MockRouter) -> 
     assert isinstance(error, OperationError)
     assert error.status_code == 404
     assert error.url == WAIT
-    assert SERVER in str(error)
+    assert OFFLINE_SERVER in str(error)
     assert OP_ID in str(error)
 
 
@@ -364,7 +356,7 @@ async def test_read_timeout_during_the_long_poll(
     router.get(WAIT).mock(side_effect=httpx.ReadTimeout("timed out"))
     with pytest.raises(IncusTimeoutError) as caught:
         await client.operations.wait(OP_ID)
-    assert SERVER in str(caught.value)
+    assert OFFLINE_SERVER in str(caught.value)
 
 
 # ------------------------------------------------------------------------------------------
@@ -392,4 +384,4 @@ async def test_get_operation_not_found(client: AsyncClient, router: respx.MockRo
     with pytest.raises(NotFoundError) as caught:
         await client.operations.get(OP_ID)
     assert OP_ID in str(caught.value)
-    assert SERVER in str(caught.value)
+    assert OFFLINE_SERVER in str(caught.value)

@@ -32,18 +32,13 @@ from incus_images import (
     NotFoundError,
     Operation,
 )
-from incus_images._multipart import (
-    MultipartParser,
-    PartData,
-    PartEnded,
-    PartStarted,
-    multipart_boundary,
-)
 from tests.helpers import (
+    OFFLINE_SERVER,
     UNIX_BASE,
     accepted_response,
     error_response,
     image,
+    multipart_parts,
     operation,
     sha256,
     sync_response,
@@ -51,7 +46,6 @@ from tests.helpers import (
 
 pytestmark = pytest.mark.anyio
 
-SERVER = "unix:///nonexistent/incus.sock"
 MIB = 1024 * 1024
 UPLOAD_ID = "11111111-2222-4333-8444-555555555555"
 DELETE_ID = "99999999-8888-4777-8666-555555555555"
@@ -62,12 +56,6 @@ FP = sha256(DATA)
 META = b"\xfd7zXZ\x00metadata tarball" + bytes(range(256)) * 3
 ROOTFS = b"hsqs squashfs rootfs" + random.Random(12).randbytes(3 * MIB // 2)
 SPLIT_FP = sha256(META, ROOTFS)
-
-
-@pytest.fixture
-async def client() -> AsyncIterator[AsyncClient]:
-    async with AsyncClient(SERVER) as incus:
-        yield incus
 
 
 @pytest.fixture
@@ -150,21 +138,7 @@ def mock_delete(router: respx.MockRouter, fingerprint: str = FP) -> respx.Route:
 
 
 def parts(request: httpx.Request, body: bytes) -> list[tuple[str | None, str | None, bytes]]:
-    """(name, filename, data) of every part of a multipart body, read with the SDK's parser."""
-    boundary = multipart_boundary(request.headers["Content-Type"])
-    assert boundary is not None
-    parser = MultipartParser(boundary)
-    found: list[tuple[str | None, str | None, bytes]] = []
-    for event in parser.feed(body):
-        if isinstance(event, PartStarted):
-            found.append((event.name, event.filename, b""))
-        elif isinstance(event, PartData):
-            name, filename, data = found[-1]
-            found[-1] = (name, filename, data + bytes(event.data))
-        else:
-            assert isinstance(event, PartEnded)
-    parser.close()
-    return found
+    return multipart_parts(request.headers["Content-Type"], body)
 
 
 def write(directory: Path, name: str, data: bytes) -> Path:
@@ -578,8 +552,8 @@ async def test_connection_lost_mid_export_leaves_nothing(
     assert "connection reset by peer" in message
     assert f"interrupted after 3000 of {len(DATA)} bytes" in message
     assert "nothing was written" in message
-    assert SERVER in message
-    assert caught.value.server == SERVER
+    assert OFFLINE_SERVER in message
+    assert caught.value.server == OFFLINE_SERVER
     assert listing(out) == []
 
 
