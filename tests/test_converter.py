@@ -210,7 +210,7 @@ def test_operation_class_key_becomes_class_() -> None:
 
 
 def test_operation_class_underscore_key_is_not_the_json_name() -> None:
-    data = {"id": "x", "class_": "task"}
+    data = {"id": "6b9d4f3e-1111-4222-8333-444455556666", "class_": "task"}
     with pytest.raises(cattrs.ClassValidationError):
         STRICT.structure(data, Operation)
     assert LENIENT.structure(data, Operation).class_ == ""

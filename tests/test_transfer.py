@@ -13,7 +13,12 @@ from pathlib import Path
 import pytest
 
 from incus_images._errors import ChecksumMismatchError, InvalidInputError, TransferError
-from incus_images._export import ExportReceiver, check_export_target, safe_basename
+from incus_images._export import (
+    ExportReceiver,
+    check_export_target,
+    safe_basename,
+    temporary_name,
+)
 from incus_images._multipart import (
     MultipartError,
     MultipartParser,
@@ -611,11 +616,32 @@ def test_discard_removes_temporary_files_midway(tmp_path: Path) -> None:
     assert listing(tmp_path) == []
 
 
-def test_verify_false_accepts_any_hash(tmp_path: Path) -> None:
+def test_an_unverifiable_image_is_accepted_only_when_allowed(tmp_path: Path) -> None:
     fp = sha256(b"not these bytes")
     target = tmp_path / "oci.tar"
-    assert receive(target, fp, UNIFIED, verify=False, **unified_options(None)) == [target]
+    with pytest.raises(TransferError, match="allow_unverified=True"):
+        receive(target, fp, UNIFIED, unverifiable=True, **unified_options(None))
+    assert listing(tmp_path) == []
+    options = unified_options(None)
+    assert receive(target, fp, UNIFIED, unverifiable=True, allow_unverified=True, **options) == [
+        target
+    ]
     assert target.read_bytes() == UNIFIED
+
+
+def test_allowing_unverified_images_still_verifies_the_others(tmp_path: Path) -> None:
+    fp = sha256(b"not these bytes")
+    with pytest.raises(ChecksumMismatchError):
+        receive(tmp_path / "x", fp, UNIFIED, allow_unverified=True, **unified_options(None))
+    assert listing(tmp_path) == []
+
+
+def test_temporary_names_fit_the_file_name_limit() -> None:
+    for name in ("x" * 255, "ü" * 127, "a", "☃" * 85):
+        temporary = temporary_name(name)
+        assert len(temporary.encode()) <= 255
+        assert temporary.startswith(".") and temporary.endswith(".partial")
+        assert temporary_name(name) != temporary  # unique each time
 
 
 def test_more_than_two_parts_are_refused(tmp_path: Path) -> None:

@@ -9,11 +9,17 @@ Policy:
   lists in places).
 * Timestamps become aware datetimes; the zero time ``0001-01-01T00:00:00Z`` becomes None.
 * Inside :class:`Image`, each alias gets the image's fingerprint and type as target and type.
+* Types are checked, never coerced: ``"public": "yes"`` or a numeric fingerprint is refused
+  (cattrs would turn them into ``True`` and ``"123"``).
+* Identifiers the SDK later puts into request paths or file names are checked as strictly as a
+  caller's input: an image fingerprint (and an alias target) is 64 lower-case hex digits, an
+  operation id is a UUID.
 """
 
 from __future__ import annotations
 
 import functools
+import re
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any, TypeVar
@@ -32,6 +38,27 @@ T = TypeVar("T")
 # of its fields' types as they are when it is generated.
 _MODELS: tuple[type[Any], ...] = (ImageAlias, ImageSource, Image, Operation)
 _RENAMED = {Operation: {"class_": "class"}}
+
+_FINGERPRINT = re.compile(r"[0-9a-f]{64}")
+_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+
+
+def _exactly(kind: type[T]) -> Callable[[Any, Any], T]:
+    """A structure hook that takes values of exactly this JSON type and refuses the rest."""
+
+    def hook(value: Any, _: Any) -> T:
+        # type() and not isinstance(): bool is an int, and True is not a size.
+        if type(value) is not kind:
+            raise TypeError(f"expected {kind.__name__}, got {type(value).__name__} {value!r:.80}")
+        return value
+
+    return hook
+
+
+def _identifier(value: str, pattern: re.Pattern[str], what: str) -> str:
+    if not pattern.fullmatch(value):
+        raise ValueError(f"{what} {value!r:.100} is not valid")
+    return value
 
 
 def parse_timestamp(value: Any) -> datetime | None:
@@ -65,6 +92,8 @@ def _without_nulls(structure: Callable[[Any, Any], T]) -> Callable[[Any, Any], T
 def make_converter(*, strict: bool = False) -> cattrs.Converter:
     """Build a converter; ``strict=True`` forbids keys the models do not know."""
     conv = cattrs.Converter(forbid_extra_keys=strict)
+    for kind in (str, bool, int):
+        conv.register_structure_hook(kind, _exactly(kind))
     conv.register_structure_hook(datetime | None, lambda value, _: parse_timestamp(value))
     for model in _MODELS:
         renames: dict[str, Any] = {
@@ -74,16 +103,32 @@ def make_converter(*, strict: bool = False) -> cattrs.Converter:
         conv.register_structure_hook(model, _without_nulls(generated))
 
     structure_image = conv.get_structure_hook(Image)
+    structure_alias = conv.get_structure_hook(ImageAlias)
+    structure_operation = conv.get_structure_hook(Operation)
 
     def image_with_alias_targets(data: Any, cls: Any) -> Image:
         image: Image = structure_image(data, cls)
+        _identifier(image.fingerprint, _FINGERPRINT, "image fingerprint")
         aliases = [
             attrs.evolve(alias, target=image.fingerprint, type=image.type)
             for alias in image.aliases
         ]
         return attrs.evolve(image, aliases=aliases)
 
+    def checked_alias(data: Any, cls: Any) -> ImageAlias:
+        alias: ImageAlias = structure_alias(data, cls)
+        if alias.target:
+            _identifier(alias.target, _FINGERPRINT, "alias target")
+        return alias
+
+    def checked_operation(data: Any, cls: Any) -> Operation:
+        operation: Operation = structure_operation(data, cls)
+        _identifier(operation.id, _UUID, "operation id")
+        return operation
+
     conv.register_structure_hook(Image, image_with_alias_targets)
+    conv.register_structure_hook(ImageAlias, checked_alias)
+    conv.register_structure_hook(Operation, checked_operation)
     return conv
 
 

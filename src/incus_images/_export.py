@@ -72,6 +72,20 @@ def check_export_target(target_path: str | os.PathLike[str]) -> Path:
 # --------------------------------------------------------------------------------------------
 # Writing files atomically.
 
+#: Longest file name in bytes on Linux file systems.
+_NAME_MAX = 255
+_TEMPORARY_SUFFIX_BYTES = len(".12345678.partial")
+
+
+def temporary_name(name: str) -> str:
+    """A hidden, unique name beside ``name`` that still fits the file system's name limit."""
+    room = _NAME_MAX - 1 - _TEMPORARY_SUFFIX_BYTES
+    encoded = name.encode("utf-8", "surrogateescape")
+    if len(encoded) > room:
+        # Cut on a character boundary: a partial UTF-8 sequence would become another name.
+        name = encoded[:room].decode("utf-8", "ignore")
+    return f".{name}.{secrets.token_hex(4)}.partial"
+
 
 _IOV_LIMIT = 512
 
@@ -87,7 +101,7 @@ class PendingFile:
     def __init__(self, target: Path) -> None:
         self.target = target
         # Created with O_EXCL under a random name, with the process's umask like any new file.
-        self.temporary = target.with_name(f".{target.name}.{secrets.token_hex(4)}.partial")
+        self.temporary = target.with_name(temporary_name(target.name))
         self._fd: int | None = os.open(
             self.temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666
         )
@@ -162,7 +176,8 @@ class ExportReceiver:
         *,
         content_type: str | None,
         content_disposition: str | None,
-        verify: bool = True,
+        unverifiable: bool = False,
+        allow_unverified: bool = False,
         total: int | None = None,
         progress: ProgressCallback | None = None,
         failure_context: str = "Could not export the image",
@@ -170,9 +185,15 @@ class ExportReceiver:
     ) -> None:
         self._target = target
         self._fingerprint = fingerprint
-        self._verify = verify
         self._failure_context = failure_context
         self._server = server
+        # Incus does not hash OCI images the way it hashes its own format.
+        if unverifiable and not allow_unverified:
+            raise self._failure(
+                "the server says it is an OCI image, whose bytes cannot be checked against "
+                "its fingerprint (pass allow_unverified=True to accept it unchecked)"
+            )
+        self._verify = not unverifiable
         self._hasher = Hasher()
         self._files: list[PendingFile] = []
         self._current: PendingFile | None = None
@@ -207,7 +228,12 @@ class ExportReceiver:
                 "metadata": f"meta-{self._fingerprint}",
                 "rootfs": f"{self._fingerprint}.root",
             }.get(part, self._fingerprint)
-            return self._target / safe_basename(server_name, fallback)
+            # The fallback is reduced too: whatever the server said, the file stays inside.
+            name = safe_basename(server_name, safe_basename(fallback, "image"))
+            path = self._target / name
+            if path.parent != self._target:  # pragma: no cover - safe_basename guarantees it
+                raise self._failure(f"the server's file name {server_name!r:.100} is not safe")
+            return path
         if part == "rootfs":
             return rootfs_path(self._target)
         return self._target
@@ -216,7 +242,10 @@ class ExportReceiver:
         path = self._path_for(server_name, part)
         if any(pending.target == path for pending in self._files):
             raise self._failure(f"the export names two parts {path.name!r}")
-        self._current = PendingFile(path)
+        try:
+            self._current = PendingFile(path)
+        except OSError as exc:
+            raise self._failure(f"cannot create a file beside {str(path)!r}: {exc}") from exc
         self._files.append(self._current)
 
     def _write(self, data: bytes | memoryview) -> None:

@@ -395,8 +395,12 @@ def fingerprints_from_urls(call: Call, server: str, urls: Any) -> list[str]:
     fingerprints = []
     for url in urls:
         if not isinstance(url, str) or not url.startswith(IMAGES + "/"):
-            raise unexpected(call, server, f"not an image URL: {url!r}")
-        fingerprints.append(url[len(IMAGES) + 1 :].split("?", 1)[0])
+            raise unexpected(call, server, f"not an image URL: {url!r:.100}")
+        fingerprint = url[len(IMAGES) + 1 :].split("?", 1)[0]
+        # Callers put these into request paths: as strict as a caller's own fingerprint.
+        if not _FULL_FINGERPRINT.fullmatch(fingerprint):
+            raise unexpected(call, server, f"not an image URL: {url!r:.100}")
+        fingerprints.append(fingerprint)
     return sorted(fingerprints)
 
 

@@ -194,18 +194,6 @@ async def test_server_file_names_stay_inside_the_directory(
     assert written[0].read_bytes() == UNIFIED
 
 
-async def test_oci_export_is_not_hash_checked(
-    client: AsyncClient, router: respx.MockRouter, out: Path
-) -> None:
-    """X-Incus-Type: oci bodies do not hash to the fingerprint; they are written anyway."""
-    body = b"oci layout tarball"
-    assert sha256(body) != UNIFIED_FP
-    serve(router, UNIFIED_FP, unified_response(body, UNIFIED_FP, X_Incus_Type="oci"))
-    written = await client.images.export(UNIFIED_FP, out / "oci.tar")
-    assert written == [out / "oci.tar"]
-    assert (out / "oci.tar").read_bytes() == body
-
-
 # ------------------------------------------------------------------------------------------
 # Split images.
 

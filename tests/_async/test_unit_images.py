@@ -196,8 +196,9 @@ async def test_get_full_uppercase_fingerprint(
 
 
 async def test_get_single_hex_digit_prefix(client: AsyncClient, router: respx.MockRouter) -> None:
-    router.get("/1.0/images/f").mock(return_value=sync_response(image(FP_C)))
-    assert (await client.images.get("F")).fingerprint == FP_C
+    fingerprint = "f" + FP_C[1:]
+    router.get("/1.0/images/f").mock(return_value=sync_response(image(fingerprint)))
+    assert (await client.images.get("F")).fingerprint == fingerprint
 
 
 @pytest.mark.parametrize(

@@ -38,6 +38,7 @@ from .._protocol import (
     properties_map,
     replace_properties_patch,
     structure,
+    unexpected,
 )
 from .._transfer import ProgressCallback
 from .._upload import (
@@ -108,7 +109,11 @@ class AsyncImagesAPI:
     async def _get_with_etag(self, prefix: str) -> tuple[Image, str | None]:
         call = Call(method="GET", path=image_path(prefix), action=f"get image '{prefix}'")
         envelope = await self._connection.request(call)
-        image = structure(call, self._connection.server, envelope.metadata, Image)
+        server = self._connection.server
+        image = structure(call, server, envelope.metadata, Image)
+        if not image.fingerprint.startswith(prefix):
+            # Its fingerprint names files and later requests: it must be the image asked for.
+            raise unexpected(call, server, f"it describes another image, {image.fingerprint}")
         return image, envelope.etag
 
     # ----------------------------------------------------------------------------------------
@@ -438,21 +443,29 @@ class AsyncImagesAPI:
         target_path: str | os.PathLike[str],
         *,
         progress: ProgressCallback | None = None,
+        allow_unverified: bool = False,
     ) -> builtins.list[Path]:
         """Download the image to disk and return the files written.
 
         A unified image gives one file at target_path; a split image gives the metadata at
         target_path and the rootfs at target_path + ".root". When target_path is an existing
-        directory, the server's file names are used (reduced to safe base names). The body is
-        streamed to temporary files beside the targets and renamed only once the SHA-256 of
-        everything received matches the fingerprint; on any failure or interruption nothing
-        is left under the target names and no temporary file remains.
+        directory, the server's file names are used (reduced to safe base names that cannot
+        leave the directory). The body is streamed to temporary files beside the targets and
+        renamed only once the SHA-256 of everything received matches the fingerprint; on any
+        failure or interruption nothing is left under the target names and no temporary file
+        remains.
+
+        Some images cannot be checked that way: Incus marks OCI images (``X-Incus-Type:
+        oci``), whose fingerprint is not the hash of their export. They are refused with
+        TransferError before anything is written, unless you pass ``allow_unverified=True``,
+        which accepts such an image unchecked; every other image is still verified.
 
         progress(done, total) is called as the image's bytes arrive.
         """
         prefix = fingerprint_prefix(fingerprint)
         target = check_export_target(target_path)
         callback(progress, "progress")
+        boolean(allow_unverified, "allow_unverified")
         image = await self.get(prefix)
         server = self._connection.server
         action = f"export image '{image.fingerprint}' to {str(target)!r}"
@@ -465,8 +478,8 @@ class AsyncImagesAPI:
                     image.fingerprint,
                     content_type=response.headers.get("content-type"),
                     content_disposition=response.headers.get("content-disposition"),
-                    # Incus does not hash OCI images the way it hashes its own format.
-                    verify=response.headers.get("x-incus-type", "incus").lower() != "oci",
+                    unverifiable=response.headers.get("x-incus-type", "").lower() == "oci",
+                    allow_unverified=allow_unverified,
                     total=image.size,
                     progress=progress,
                     failure_context=f"Could not {action} on {server}",

@@ -1,0 +1,255 @@
+"""A hostile server, scripted with respx: nothing it sends may name a file or a request path
+unchecked (issue 10, classes 1 and 2), in both flavours.
+
+Each test gives the SDK an answer no real incusd sends and checks what the SDK did with it:
+which files exist afterwards (inside and outside the target directory) and which requests
+went out after the hostile answer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+import respx
+from tiny_image import unified_image
+
+from incus_images import (
+    AsyncClient,
+    ChecksumMismatchError,
+    IncusError,
+    InvalidInputError,
+    TransferError,
+)
+from tests.helpers import UNIX_BASE, accepted_response, image, operation, sha256, sync_response
+
+pytestmark = pytest.mark.anyio
+
+BODY = b"\x1f\x8b\x08\x00 an image body " + bytes(range(256))
+FP = sha256(BODY)
+#: Fingerprints a hostile server might send to steer a path or a file name.
+HOSTILE_FINGERPRINTS = [
+    "../outside/pwned",
+    f"../../{FP}",
+    f"{FP}/../../instances/c1",
+    f"{FP[:63]}/",
+    FP.upper(),  # incusd always sends lower case; anything else is not what it stores
+    f"{FP}\x00",
+    f"{FP}%2F..",
+    "",
+]
+
+
+@pytest.fixture
+def router() -> Iterator[respx.MockRouter]:
+    """Here some routes exist to prove they were never called."""
+    with respx.mock(base_url=UNIX_BASE, assert_all_called=False) as mock:
+        yield mock
+
+
+@pytest.fixture
+def nest(tmp_path: Path) -> Path:
+    """tmp_path/inside/out is the export target; anything else under tmp_path is an escape."""
+    target = tmp_path / "inside" / "out"
+    target.mkdir(parents=True)
+    return tmp_path
+
+
+def everything_under(root: Path) -> list[str]:
+    """Every path below root, hidden temporary files included."""
+    return sorted(str(path.relative_to(root)) for path in root.rglob("*"))
+
+
+def export_answer(body: bytes, **headers: str) -> httpx.Response:
+    return httpx.Response(200, content=body, headers=headers)
+
+
+# --------------------------------------------------------------------------------------------
+# Class 1: nothing the server says names a file outside the target.
+
+
+@pytest.mark.parametrize("hostile", HOSTILE_FINGERPRINTS)
+@pytest.mark.parametrize("oci", [False, True])
+async def test_a_hostile_fingerprint_writes_nothing_anywhere(
+    client: AsyncClient, router: respx.MockRouter, nest: Path, hostile: str, oci: bool
+) -> None:
+    """The reported attack: get() answers a path as the fingerprint, the export sends no file
+    name (and, in one variant, says oci). The answer is refused before any export request."""
+    router.get(f"/1.0/images/{FP[:12]}").mock(return_value=sync_response(image(hostile)))
+    export = router.route(path__regex=r".*/export$").mock(
+        return_value=export_answer(BODY, **({"X-Incus-Type": "oci"} if oci else {}))
+    )
+    with pytest.raises(IncusError, match="Could not get image") as info:
+        await client.images.export(FP[:12], nest / "inside" / "out", allow_unverified=oci)
+    assert not isinstance(info.value, InvalidInputError)  # the server's fault, not the caller's
+    assert not export.called
+    assert everything_under(nest) == ["inside", "inside/out"]
+
+
+async def test_an_image_other_than_the_one_asked_for_is_refused(
+    client: AsyncClient, router: respx.MockRouter, nest: Path
+) -> None:
+    other = sha256(b"another image")
+    assert not other.startswith(FP[:12])
+    router.get(f"/1.0/images/{FP[:12]}").mock(return_value=sync_response(image(other)))
+    with pytest.raises(IncusError, match=f"describes another image, {other}"):
+        await client.images.export(FP[:12], nest / "inside" / "out")
+    with pytest.raises(IncusError, match="describes another image"):
+        await client.images.get(FP[:12])
+    assert everything_under(nest) == ["inside", "inside/out"]
+
+
+@pytest.mark.parametrize(
+    "disposition",
+    [
+        "inline;filename=../../escaped",
+        "inline;filename=/etc/passwd",
+        'inline; filename="..\\\\..\\\\escaped"',
+        "inline;filename=..",
+        "inline;filename=.",
+        "inline;filename=a/../../../escaped",
+        "inline;filename=" + "x" * 300,
+    ],
+)
+async def test_hostile_file_names_stay_inside_the_target_directory(
+    client: AsyncClient, router: respx.MockRouter, nest: Path, disposition: str
+) -> None:
+    router.get(f"/1.0/images/{FP}").mock(return_value=sync_response(image(FP)))
+    router.get(f"/1.0/images/{FP}/export").mock(
+        return_value=export_answer(BODY, **{"Content-Disposition": disposition})
+    )
+    out = nest / "inside" / "out"
+    written = await client.images.export(FP, out)
+    assert len(written) == 1
+    assert written[0].parent == out
+    assert written[0].read_bytes() == BODY
+    assert everything_under(nest) == ["inside", "inside/out", f"inside/out/{written[0].name}"]
+
+
+async def test_a_longest_possible_file_name_still_gets_its_temporary_file(
+    client: AsyncClient, router: respx.MockRouter, nest: Path
+) -> None:
+    """A 255-byte name is legal; its temporary name must not pass the limit."""
+    name = "ü" * 127 + "x"  # 255 bytes in UTF-8
+    router.get(f"/1.0/images/{FP}").mock(return_value=sync_response(image(FP)))
+    router.get(f"/1.0/images/{FP}/export").mock(
+        return_value=httpx.Response(
+            200, content=BODY, headers={"Content-Disposition": f"inline;filename={name}".encode()}
+        )
+    )
+    out = nest / "inside" / "out"
+    written = await client.images.export(FP, out)
+    assert written[0].parent == out
+    assert len(written[0].name.encode("utf-8", "surrogateescape")) <= 255
+    assert everything_under(out) == [written[0].name]
+
+
+async def test_the_oci_header_does_not_turn_verification_off(
+    client: AsyncClient, router: respx.MockRouter, nest: Path
+) -> None:
+    """An image the server calls OCI is refused unless the caller accepts it unchecked."""
+    tampered = b"not the image"
+    router.get(f"/1.0/images/{FP}").mock(return_value=sync_response(image(FP)))
+    router.get(f"/1.0/images/{FP}/export").mock(
+        return_value=export_answer(tampered, **{"X-Incus-Type": "OCI"})
+    )
+    out = nest / "inside" / "out"
+    with pytest.raises(TransferError, match="allow_unverified=True") as info:
+        await client.images.export(FP, out / "image.tar")
+    assert not isinstance(info.value, ChecksumMismatchError)
+    assert everything_under(nest) == ["inside", "inside/out"]
+
+    written = await client.images.export(FP, out / "image.tar", allow_unverified=True)
+    assert written == [out / "image.tar"]
+    assert written[0].read_bytes() == tampered
+
+
+async def test_allow_unverified_still_verifies_an_incus_image(
+    client: AsyncClient, router: respx.MockRouter, nest: Path
+) -> None:
+    router.get(f"/1.0/images/{FP}").mock(return_value=sync_response(image(FP)))
+    router.get(f"/1.0/images/{FP}/export").mock(
+        return_value=export_answer(b"tampered", **{"X-Incus-Type": "incus"})
+    )
+    with pytest.raises(ChecksumMismatchError):
+        await client.images.export(FP, nest / "inside" / "out", allow_unverified=True)
+    assert everything_under(nest) == ["inside", "inside/out"]
+
+
+async def test_allow_unverified_must_be_a_bool(
+    client: AsyncClient, silent: respx.MockRouter
+) -> None:
+    with pytest.raises(InvalidInputError, match="allow_unverified"):
+        await client.images.export(FP, "/tmp", allow_unverified="yes")  # type: ignore[arg-type]
+    assert not silent.calls
+
+
+# --------------------------------------------------------------------------------------------
+# Class 2: nothing the server says goes into a request path unchecked.
+
+
+@pytest.mark.parametrize("hostile", HOSTILE_FINGERPRINTS)
+async def test_update_does_not_patch_a_path_the_server_named(
+    client: AsyncClient, router: respx.MockRouter, hostile: str
+) -> None:
+    router.get(f"/1.0/images/{FP[:12]}").mock(
+        return_value=sync_response(image(hostile), headers={"ETag": '"e"'})
+    )
+    writes = router.route(method__in=["PATCH", "PUT", "POST", "DELETE"]).respond(200)
+    with pytest.raises(IncusError, match="Could not get image"):
+        await client.images.update(FP[:12], {"os": "x"})
+    assert not writes.called
+
+
+@pytest.mark.parametrize(
+    "urls",
+    [
+        ["/1.0/images/../instances/c1"],
+        [f"/1.0/images/{FP}/../../instances"],
+        ["/1.0/images/abc"],
+        [f"/1.0/images/{FP.upper()}"],
+        [f"/1.0/images/{FP}", 5],
+    ],
+)
+async def test_listed_fingerprints_are_checked(
+    client: AsyncClient, router: respx.MockRouter, urls: list[object]
+) -> None:
+    router.get("/1.0/images").mock(return_value=sync_response(urls))
+    with pytest.raises(IncusError, match="not an image URL"):
+        await client.images.list(recursion=0)
+
+
+@pytest.mark.parametrize(
+    "hostile_id",
+    [
+        "../../instances/c1",
+        "6b9d4f3e-1111-4222-8333-444455556666/../../instances/c1",
+        "x",
+        "6B9D4F3E-1111-4222-8333-444455556666",
+        "",
+    ],
+)
+async def test_an_upload_operation_id_is_checked_before_waiting(
+    client: AsyncClient, router: respx.MockRouter, hostile_id: str
+) -> None:
+    router.get(f"/1.0/images/aliases/{'a'}").respond(404)
+    router.post("/1.0/images").mock(return_value=accepted_response(operation(hostile_id)))
+    others = router.route(method__in=["GET", "PATCH", "DELETE"], path__startswith="/1.0/o")
+    others.respond(500)
+    with pytest.raises(IncusError, match="operation id"):
+        await client.images.create(unified_image(), wait=True)
+    assert not others.called
+
+
+async def test_a_wrongly_typed_answer_is_refused_not_coerced(
+    client: AsyncClient, router: respx.MockRouter
+) -> None:
+    for hostile in ({"public": "yes"}, {"size": "290"}, {"size": True}, {"filename": 7}):
+        router.get(f"/1.0/images/{FP}").mock(return_value=sync_response(image(FP, **hostile)))
+        with pytest.raises(IncusError, match="cannot read it as Image"):
+            await client.images.get(FP)
+    router.get(f"/1.0/images/{FP}").mock(return_value=sync_response(image(int(FP[:15], 16))))
+    with pytest.raises(IncusError, match="cannot read it as Image"):
+        await client.images.get(FP)
