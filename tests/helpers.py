@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 from tiny_image import split_image, unified_image
 
-from incus_images._multipart import (
+from incus_images._transfer.multipart import (
     MultipartParser,
     PartData,
     PartEnded,

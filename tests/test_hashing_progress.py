@@ -12,8 +12,10 @@ from collections.abc import Iterator
 
 import pytest
 
-import incus_images._transfer
-from incus_images._transfer import CHUNK_SIZE, Hasher, Progress
+import incus_images._transfer.progress
+import incus_images._transfer.threads
+from incus_images._transfer.progress import Progress
+from incus_images._transfer.threads import CHUNK_SIZE, Hasher
 from incus_images.progress import TqdmProgress
 
 WORKER = "incus-images-sha256"
@@ -51,7 +53,9 @@ def gate(monkeypatch: pytest.MonkeyPatch) -> Iterator[threading.Event]:
     """Make every new Hasher hash only while the returned event is set (a slow consumer)."""
     opened = threading.Event()
     monkeypatch.setattr(
-        incus_images._transfer, "hashlib", types.SimpleNamespace(sha256=lambda: Gate(opened))
+        incus_images._transfer.threads,
+        "hashlib",
+        types.SimpleNamespace(sha256=lambda: Gate(opened)),
     )
     yield opened
     opened.set()  # never leave a worker stuck
@@ -59,10 +63,10 @@ def gate(monkeypatch: pytest.MonkeyPatch) -> Iterator[threading.Event]:
 
 @pytest.fixture
 def clock(monkeypatch: pytest.MonkeyPatch) -> list[float]:
-    """A settable time.monotonic for incus_images._transfer (only there)."""
+    """A settable time.monotonic for incus_images._transfer.progress (only there)."""
     now = [1000.0]
     monkeypatch.setattr(
-        incus_images._transfer, "time", types.SimpleNamespace(monotonic=lambda: now[0])
+        incus_images._transfer.progress, "time", types.SimpleNamespace(monotonic=lambda: now[0])
     )
     return now
 

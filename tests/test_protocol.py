@@ -31,22 +31,23 @@ from incus_images._protocol import (
     Call,
     Envelope,
     WaitResult,
-    alias_name,
     alias_path,
     api_error,
-    filename_header,
-    fingerprint_prefix,
-    full_fingerprint,
-    list_header,
-    looks_like_json,
     operation_failure,
-    operation_id,
     parse_envelope,
     parse_wait,
-    properties_map,
     replace_properties_patch,
     server_error_text,
     transport_error,
+)
+from incus_images._transfer.upload import list_header, looks_like_json
+from incus_images._validate import (
+    alias_name,
+    filename_header,
+    fingerprint_prefix,
+    full_fingerprint,
+    operation_id,
+    properties_map,
 )
 from tests.helpers import error_response, operation, sync_response
 

@@ -1,4 +1,5 @@
-"""Unit tests of export transfers (incus_images._transfer): names, multipart, atomic files."""
+"""Unit tests of export transfers (incus_images._transfer.export): names, multipart, atomic
+files."""
 
 from __future__ import annotations
 
@@ -13,13 +14,13 @@ from pathlib import Path
 import pytest
 
 from incus_images._errors import ChecksumMismatchError, InvalidInputError, TransferError
-from incus_images._export import (
+from incus_images._transfer.export import (
     ExportReceiver,
     check_export_target,
     safe_basename,
     temporary_name,
 )
-from incus_images._multipart import (
+from incus_images._transfer.multipart import (
     MultipartError,
     MultipartParser,
     PartData,

@@ -1,4 +1,4 @@
-"""Unit tests of upload planning and metering (incus_images._upload), flavour-neutral.
+"""Unit tests of upload planning and metering (incus_images._transfer.upload), flavour-neutral.
 
 The flavours' clients produce the body as :func:`body` does here: the framing of every segment
 as it is, and the chunks of every source through :class:`UploadMeter`.
@@ -16,13 +16,13 @@ from pathlib import Path
 
 import pytest
 
-import incus_images._transfer
+import incus_images._transfer.progress
 from incus_images._errors import InvalidInputError, TransferError
-from incus_images._multipart import (
+from incus_images._transfer.multipart import (
     multipart_boundary,
 )
-from incus_images._transfer import CHUNK_SIZE
-from incus_images._upload import (
+from incus_images._transfer.threads import CHUNK_SIZE
+from incus_images._transfer.upload import (
     Source,
     UploadMeter,
     UploadPlan,
@@ -679,7 +679,9 @@ def test_meter_progress_reports_every_chunk_with_a_ticking_clock(
 ) -> None:
     clock = iter(range(0, 10**6, 10))  # 10 seconds pass between any two readings
     monkeypatch.setattr(
-        incus_images._transfer, "time", types.SimpleNamespace(monotonic=lambda: next(clock))
+        incus_images._transfer.progress,
+        "time",
+        types.SimpleNamespace(monotonic=lambda: next(clock)),
     )
     data = random.Random(2).randbytes(2 * CHUNK_SIZE + 5)
     calls: list[tuple[int, int | None]] = []

@@ -1,19 +1,17 @@
 """Sans-IO core of the Incus images API: what to send, and what an answer means.
 
 Nothing here performs I/O, so both flavours share it and it is tested without a server.
-Request paths are built only from validated input: fingerprints are 1 to 64 hex digits
-(Incus matches them with SQL ``LIKE``, where ``_`` and ``%`` are wildcards) and alias names are
-percent-encoded as one path segment.
+Request paths are built only from input that passed :mod:`._validate` (or, for what the server
+sent, the converter's identifier checks); alias names are percent-encoded as one path segment.
 """
 
 from __future__ import annotations
 
 import json
-import math
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any, TypeVar
-from urllib.parse import quote, urlencode
+from urllib.parse import quote
 
 import attrs
 import cattrs
@@ -29,7 +27,6 @@ from ._errors import (
     IncusConnectionError,
     IncusError,
     IncusTimeoutError,
-    InvalidInputError,
     NotFoundError,
     OperationError,
     OperationGoneError,
@@ -50,10 +47,7 @@ ALIASES = "/1.0/images/aliases"
 OPERATIONS = "/1.0/operations"
 PROFILES = "/1.0/profiles"
 
-_FINGERPRINT_PREFIX = re.compile(r"[0-9a-fA-F]{1,64}")
 _FULL_FINGERPRINT = re.compile(r"[0-9a-f]{64}")
-# Characters that would let a value spill into another header or end the request.
-_HEADER_UNSAFE = re.compile(r"[\x00-\x1f\x7f]")
 
 #: Longest server error text quoted in a message: error bodies can be huge (a failed export
 #: can carry a whole image), so messages quote a bounded prefix, never the body.
@@ -67,150 +61,7 @@ WAIT_DEADLINE_MESSAGE = "context deadline exceeded"
 
 
 # --------------------------------------------------------------------------------------------
-# Input validation: refuse before anything is sent.
-
-
-def fingerprint_prefix(value: object, *, argument: str = "fingerprint") -> str:
-    """Return value as a lower-case fingerprint prefix (1 to 64 hex digits), or refuse it."""
-    if not isinstance(value, str):
-        raise InvalidInputError(
-            f"{argument} must be a string of 1 to 64 hex digits, got {type(value).__name__}"
-        )
-    if not _FINGERPRINT_PREFIX.fullmatch(value):
-        raise InvalidInputError(
-            f"{argument} {value!r} is not a fingerprint or a prefix of one (1 to 64 hex digits)"
-        )
-    return value.lower()
-
-
-def full_fingerprint(value: object, *, argument: str = "fingerprint") -> str:
-    """Return value as a full lower-case SHA-256 fingerprint (64 hex digits), or refuse it."""
-    prefix = fingerprint_prefix(value, argument=argument)
-    if len(prefix) != 64:
-        raise InvalidInputError(f"{argument} {value!r} must be a full SHA-256: 64 hex digits")
-    return prefix
-
-
-def alias_name(value: object, *, argument: str = "name") -> str:
-    """Refuse alias names Incus would accept but then could not manage."""
-    if not isinstance(value, str):
-        raise InvalidInputError(f"alias {argument} must be a string, got {type(value).__name__}")
-    if not value:
-        # Incus can be driven into an empty-named alias that can never be changed or deleted.
-        raise InvalidInputError(f"alias {argument} must not be empty")
-    if "\x00" in value:
-        raise InvalidInputError(f"alias {argument} {value!r} contains a NUL character")
-    return value
-
-
-def profile_name(value: object, *, argument: str = "profile") -> str:
-    if not isinstance(value, str) or not value:
-        raise InvalidInputError(f"{argument} names must be non-empty strings, got {value!r}")
-    return value
-
-
-def names_list(values: object, argument: str, check: Callable[..., str]) -> list[str]:
-    """A list of alias or profile names: a sequence of checked, distinct strings."""
-    if values is None:
-        return []
-    if isinstance(values, str | bytes) or not isinstance(values, Sequence):
-        raise InvalidInputError(f"{argument} must be a list of names, got {values!r}")
-    names = [check(value, argument=argument) for value in values]
-    if len(set(names)) != len(names):
-        raise InvalidInputError(f"{argument} names a name twice: {names!r}")
-    return names
-
-
-def callback(value: object, argument: str) -> None:
-    if value is not None and not callable(value):
-        raise InvalidInputError(f"{argument} must be a callable or None, got {value!r}")
-
-
-def alias_fields(target: object, description: object) -> dict[str, str]:
-    """An alias request's target (a checked fingerprint prefix) and, unless None, description."""
-    fields = {"target": fingerprint_prefix(target, argument="target")}
-    if description is not None:
-        if not isinstance(description, str):
-            raise InvalidInputError(
-                f"description must be a string, got {type(description).__name__}"
-            )
-        fields["description"] = description
-    return fields
-
-
-def properties_map(value: object, *, argument: str = "properties") -> dict[str, str]:
-    """Check an image properties mapping: non-empty string keys, non-empty string values.
-
-    Incus treats an empty value as "delete this key" when properties are updated, so an empty
-    value could not be stored as given; it is refused instead of being silently dropped.
-    """
-    if value is None:
-        return {}
-    if not isinstance(value, Mapping):
-        raise InvalidInputError(f"{argument} must be a mapping of str to str, got {value!r}")
-    checked: dict[str, str] = {}
-    for key, item in value.items():
-        if not isinstance(key, str) or not key:
-            raise InvalidInputError(f"{argument}: keys must be non-empty strings, got {key!r}")
-        if not isinstance(item, str):
-            raise InvalidInputError(
-                f"{argument}[{key!r}] must be a string, got {type(item).__name__}"
-            )
-        if item == "":
-            raise InvalidInputError(
-                f"{argument}[{key!r}] is empty: Incus deletes properties whose value is empty, "
-                "so leave the key out instead"
-            )
-        checked[key] = item
-    return checked
-
-
-def seconds(value: object, argument: str, *, allow_zero: bool = False) -> float | None:
-    """A duration in seconds: None (no limit) or a finite number > 0 (>= 0 with allow_zero)."""
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise InvalidInputError(f"{argument} must be None or a number of seconds, got {value!r}")
-    if not math.isfinite(value) or value < 0 or (value == 0 and not allow_zero):
-        bound = ">= 0" if allow_zero else "> 0"
-        raise InvalidInputError(
-            f"{argument} must be None (no limit) or a finite number {bound}, got {value!r}"
-        )
-    return float(value)
-
-
-def boolean(value: object, argument: str) -> bool:
-    if not isinstance(value, bool):
-        raise InvalidInputError(f"{argument} must be True or False, got {value!r}")
-    return value
-
-
-def filename_header(value: object) -> bytes:
-    """The X-Incus-filename header value: UTF-8 bytes (Incus stores the raw header bytes)."""
-    if not isinstance(value, str) or not value:
-        raise InvalidInputError(f"filename must be a non-empty string, got {value!r}")
-    if _HEADER_UNSAFE.search(value):
-        raise InvalidInputError(f"filename {value!r} contains control characters")
-    return value.encode("utf-8")
-
-
-def list_header(key: str, values: Sequence[str]) -> str:
-    """X-Incus-aliases / X-Incus-profiles: URL-encoded ``key=a&key=b``."""
-    return urlencode([(key, value) for value in values])
-
-
-JSON_WHITESPACE = b" \t\r\n"
-
-
-def looks_like_json(start: bytes) -> bool:
-    """Whether incusd would take an upload starting with these bytes for a JSON request.
-
-    The server decodes every upload body as JSON before treating it as an image; a body that
-    decodes as a JSON object (after any amount of whitespace) becomes an image *request*, and
-    some such requests crash incusd. No image tarball starts with ``{`` or ``null``. start must
-    reach past the leading whitespace (up to four more bytes), or the answer may be wrong.
-    """
-    return start.lstrip(JSON_WHITESPACE).startswith((b"{", b"null"))
+# Request paths, from validated input only.
 
 
 def named_path(collection: str, name: str) -> str:
@@ -228,23 +79,6 @@ def alias_path(name: str) -> str:
 
 def image_path(fingerprint: str, *suffix: str) -> str:
     return "/".join((IMAGES, fingerprint, *suffix))
-
-
-def operation_id(operation: object) -> str:
-    """The id of an Operation, an operation id or an operation URL, checked."""
-    if isinstance(operation, Operation):
-        value = operation.id
-    elif isinstance(operation, str):
-        value = operation.rsplit("?", 1)[0]
-        if value.startswith(OPERATIONS + "/"):
-            value = value[len(OPERATIONS) + 1 :]
-    else:
-        raise InvalidInputError(
-            f"operation must be an Operation, an id or a URL, got {type(operation).__name__}"
-        )
-    if not re.fullmatch(r"[0-9A-Za-z-]{1,128}", value):
-        raise InvalidInputError(f"{operation!r} is not an operation id")
-    return value
 
 
 def replace_properties_patch(

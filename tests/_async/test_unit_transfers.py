@@ -21,7 +21,7 @@ import httpx
 import pytest
 import respx
 
-import incus_images._transfer
+import incus_images._transfer.progress
 from incus_images import (
     APIError,
     AsyncClient,
@@ -67,15 +67,17 @@ async def loose() -> AsyncIterator[respx.MockRouter]:
 
 @pytest.fixture
 def ticking(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Ten seconds pass between any two clock readings of incus_images._transfer (only there),
-    so that progress is reported for every chunk."""
+    """Ten seconds pass between any two clock readings of incus_images._transfer.progress (only
+    there), so that progress is reported for every chunk."""
     now = [0.0]
 
     def monotonic() -> float:
         now[0] += 10.0
         return now[0]
 
-    monkeypatch.setattr(incus_images._transfer, "time", types.SimpleNamespace(monotonic=monotonic))
+    monkeypatch.setattr(
+        incus_images._transfer.progress, "time", types.SimpleNamespace(monotonic=monotonic)
+    )
 
 
 @pytest.fixture

@@ -7,7 +7,7 @@ from types import TracebackType
 
 from .._endpoint import CertificateArg, VerifyArg, parse_endpoint
 from .._errors import InvalidInputError
-from .._protocol import seconds
+from .._validate import seconds
 from ._connection import AsyncConnection
 from .images import AsyncImagesAPI
 from .operations import AsyncOperationsAPI

@@ -17,7 +17,6 @@ from .._errors import (
     PreconditionFailedError,
     TransferError,
 )
-from .._export import ExportReceiver, check_export_target
 from .._flavours import async_flavour
 from .._models import Image, ImageAlias, Operation
 from .._protocol import (
@@ -25,23 +24,18 @@ from .._protocol import (
     IMAGES,
     PROFILES,
     Call,
-    alias_fields,
-    alias_name,
     alias_path,
-    boolean,
-    callback,
-    fingerprint_prefix,
     fingerprints_from_urls,
     image_path,
     interrupted,
     named_path,
-    properties_map,
     replace_properties_patch,
     structure,
     unexpected,
 )
-from .._transfer import ProgressCallback
-from .._upload import (
+from .._transfer.export import ExportReceiver, check_export_target
+from .._transfer.progress import ProgressCallback
+from .._transfer.upload import (
     PreparedUpload,
     Rehash,
     Segment,
@@ -50,6 +44,14 @@ from .._upload import (
     chunk_bytes,
     prepare_upload,
     read_chunks,
+)
+from .._validate import (
+    alias_fields,
+    alias_name,
+    boolean,
+    callback,
+    fingerprint_prefix,
+    properties_map,
 )
 from ._connection import AsyncConnection
 from .operations import AsyncOperationsAPI

@@ -13,11 +13,10 @@ from .._protocol import (
     OPERATIONS,
     Call,
     operation_failure,
-    operation_id,
     parse_wait,
-    seconds,
     structure,
 )
+from .._validate import operation_id, seconds
 from ._connection import AsyncConnection
 
 #: Longest single long-poll when the caller set no deadline: short enough that a dead peer

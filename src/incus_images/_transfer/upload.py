@@ -18,27 +18,26 @@ import os
 import secrets
 import stat
 import threading
-from collections.abc import AsyncIterable, Iterable, Iterator
+from collections.abc import AsyncIterable, Iterable, Iterator, Sequence
 from typing import Any, Literal
+from urllib.parse import urlencode
 
 import attrs
 
-from ._errors import InvalidInputError, TransferError
-from ._multipart import closing_delimiter, part_header
-from ._protocol import (
-    JSON_WHITESPACE,
+from .._errors import InvalidInputError, TransferError
+from .._validate import (
     alias_name,
     boolean,
     callback,
     filename_header,
     full_fingerprint,
-    list_header,
-    looks_like_json,
     names_list,
     profile_name,
     properties_map,
 )
-from ._transfer import CHUNK_SIZE, Hasher, Progress, ProgressCallback
+from .multipart import closing_delimiter, part_header
+from .progress import Progress, ProgressCallback
+from .threads import CHUNK_SIZE, Hasher
 
 __all__ = [
     "PreparedUpload",
@@ -53,6 +52,25 @@ __all__ = [
 
 SourceKind = Literal["bytes", "path", "file", "iterable", "async_iterable"]
 IMAGE_TYPES = ("container", "virtual-machine")
+
+
+def list_header(key: str, values: Sequence[str]) -> str:
+    """X-Incus-aliases / X-Incus-profiles: URL-encoded ``key=a&key=b``."""
+    return urlencode([(key, value) for value in values])
+
+
+JSON_WHITESPACE = b" \t\r\n"
+
+
+def looks_like_json(start: bytes) -> bool:
+    """Whether incusd would take an upload starting with these bytes for a JSON request.
+
+    The server decodes every upload body as JSON before treating it as an image; a body that
+    decodes as a JSON object (after any amount of whitespace) becomes an image *request*, and
+    some such requests crash incusd. No image tarball starts with ``{`` or ``null``. start must
+    reach past the leading whitespace (up to four more bytes), or the answer may be wrong.
+    """
+    return start.lstrip(JSON_WHITESPACE).startswith((b"{", b"null"))
 
 
 @attrs.frozen

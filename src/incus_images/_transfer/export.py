@@ -19,8 +19,8 @@ import re
 import secrets
 from pathlib import Path
 
-from ._errors import ChecksumMismatchError, InvalidInputError, TransferError
-from ._multipart import (
+from .._errors import ChecksumMismatchError, InvalidInputError, TransferError
+from .multipart import (
     MultipartError,
     MultipartParser,
     PartData,
@@ -28,7 +28,8 @@ from ._multipart import (
     content_disposition_filename,
     multipart_boundary,
 )
-from ._transfer import ChunkWorker, Hasher, Progress, ProgressCallback
+from .progress import Progress, ProgressCallback
+from .threads import ChunkWorker, Hasher
 
 __all__ = ["ExportReceiver", "check_export_target", "rootfs_path", "safe_basename"]
 

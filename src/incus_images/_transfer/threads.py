@@ -1,4 +1,4 @@
-"""What uploads and exports share: hashing beside the I/O, and progress reports.
+"""Work beside the I/O: chunks handed, in order, to a consumer on a worker thread.
 
 SHA-256 costs about a second of CPU per GiB, as much as moving the bytes. hashlib releases the
 GIL on large updates, so :class:`Hasher` runs it on a worker thread while the transfer goes on;
@@ -10,49 +10,12 @@ from __future__ import annotations
 import hashlib
 import queue
 import threading
-import time
 from collections.abc import Callable
 
-__all__ = ["CHUNK_SIZE", "ChunkWorker", "Hasher", "Progress", "ProgressCallback"]
+__all__ = ["CHUNK_SIZE", "ChunkWorker", "Hasher"]
 
 #: Bytes read from a local source per chunk of an upload.
 CHUNK_SIZE = 1024 * 1024
-
-#: progress(bytes_done, bytes_total): bytes_total is None when the size is not known.
-ProgressCallback = Callable[[int, int | None], object]
-
-
-class Progress:
-    """Reports bytes moved to a callback: first (0, total), then at most every ``interval``
-    seconds, and always once more at the end, so a bar ends exactly at its total."""
-
-    def __init__(
-        self, callback: ProgressCallback | None, total: int | None, interval: float = 0.1
-    ) -> None:
-        self.callback = callback
-        self.total = total
-        self.done = 0
-        self._interval = interval
-        self._reported = -1
-        self._last_call = 0.0
-
-    def start(self) -> None:
-        self._report()
-
-    def advance(self, count: int) -> None:
-        self.done += count
-        if self.callback is not None and time.monotonic() - self._last_call >= self._interval:
-            self._report()
-
-    def finish(self) -> None:
-        if self._reported != self.done:
-            self._report()
-
-    def _report(self) -> None:
-        if self.callback is not None:
-            self._last_call = time.monotonic()
-            self._reported = self.done
-            self.callback(self.done, self.total)
 
 
 class ChunkWorker:
