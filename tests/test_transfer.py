@@ -14,12 +14,8 @@ from pathlib import Path
 import pytest
 
 from incus_images._errors import ChecksumMismatchError, InvalidInputError, TransferError
-from incus_images._transfer.export import (
-    ExportReceiver,
-    check_export_target,
-    safe_basename,
-    temporary_name,
-)
+from incus_images._transfer.export import ExportReceiver
+from incus_images._transfer.files import check_export_target, safe_basename, temporary_name
 from incus_images._transfer.multipart import (
     MultipartError,
     MultipartParser,
@@ -523,16 +519,36 @@ def test_split_vm_export_into_a_directory(tmp_path: Path) -> None:
     assert (tmp_path / fp).read_bytes() == ROOT
 
 
-def test_split_export_into_a_directory_without_names(tmp_path: Path) -> None:
+def test_split_export_into_a_directory_without_file_names(tmp_path: Path) -> None:
     fp = sha256(META, ROOT)
     boundary = BOUNDARY
     body = (
-        b"--" + boundary + b"\r\nContent-Type: application/octet-stream\r\n\r\n" + META
-        + b"\r\n--" + boundary + b"\r\nContent-Type: application/octet-stream\r\n\r\n" + ROOT
-        + b"\r\n--" + boundary + b"--\r\n"
+        b"--" + boundary + b'\r\nContent-Disposition: form-data; name="metadata"\r\n\r\n' + META
+        + b"\r\n--" + boundary + b'\r\nContent-Disposition: form-data; name="rootfs"\r\n\r\n'
+        + ROOT + b"\r\n--" + boundary + b"--\r\n"
     )  # fmt: skip
     written = receive(tmp_path, fp, body, **SPLIT_OPTIONS)
     assert written == [tmp_path / f"meta-{fp}", tmp_path / f"{fp}.root"]
+
+
+@pytest.mark.parametrize(
+    ("names", "message"),
+    [
+        (("rootfs", "metadata"), "first part .* is 'rootfs', not 'metadata'"),
+        (("metadata", "metadata"), "second part .* is 'metadata', not a rootfs"),
+        (("", "rootfs"), "first part .* is '', not 'metadata'"),
+        (("metadata", "../rootfs"), "second part"),
+    ],
+)
+def test_split_export_parts_must_be_what_incus_sends(
+    tmp_path: Path, names: tuple[str, str], message: str
+) -> None:
+    """Parts are metadata then rootfs (or rootfs.img): a relay must know which part is which."""
+    fp = sha256(META, ROOT)
+    body = go_multipart([(names[0], "m", META), (names[1], "r", ROOT)])
+    with pytest.raises(TransferError, match=message):
+        receive(tmp_path, fp, body, **SPLIT_OPTIONS)
+    assert listing(tmp_path) == []
 
 
 def test_split_export_with_two_parts_of_one_name_is_refused(tmp_path: Path) -> None:
@@ -687,7 +703,7 @@ def test_multipart_content_type_without_boundary(tmp_path: Path) -> None:
 
 
 def test_empty_multipart_body_is_refused(tmp_path: Path) -> None:
-    with pytest.raises(TransferError, match="held no image data"):
+    with pytest.raises(TransferError, match="has 0 part"):
         receive(tmp_path / "x", sha256(b""), go_multipart([]), **SPLIT_OPTIONS)
     assert listing(tmp_path) == []
 

@@ -106,12 +106,26 @@ def split_response(data: bytes, **headers: str) -> httpx.Response:
     return httpx.Response(200, content=chunked(data), headers=values)
 
 
+#: The image sizes the server reports (the sum of both parts for a split image).
+SIZES = {UNIFIED_FP: len(UNIFIED), SPLIT_FP: len(META) + len(ROOTFS)}
+
+
 def serve(
-    router: respx.MockRouter, fingerprint: str, export: httpx.Response, prefix: str | None = None
+    router: respx.MockRouter,
+    fingerprint: str,
+    export: httpx.Response,
+    prefix: str | None = None,
+    *,
+    size: int | None = None,
 ) -> respx.Route:
-    """GET /1.0/images/<prefix> answers the image; its /export answers export."""
+    """GET /1.0/images/<prefix> answers the image (of ``size`` bytes: by default the known
+    size of the test images, else the length of a unified body); its /export answers export."""
+    if size is None:
+        size = SIZES.get(fingerprint)
+    if size is None:
+        size = len(export.content)
     router.get(f"/1.0/images/{prefix or fingerprint}").mock(
-        return_value=sync_response(image(fingerprint))
+        return_value=sync_response(image(fingerprint, size=size))
     )
     return router.get(f"/1.0/images/{fingerprint}/export").mock(return_value=export)
 
@@ -253,11 +267,8 @@ async def test_split_export_with_the_boundary_across_two_reads(
     meta = bytes(i % 251 for i in range(READ_SIZE - len(head) + shift))
     rootfs = b"rootfs after a long metadata part" * 3
     fingerprint = sha256(meta, rootfs)
-    serve(
-        router,
-        fingerprint,
-        split_response(multipart(fingerprint, meta, rootfs)),
-    )
+    body = multipart(fingerprint, meta, rootfs)
+    serve(router, fingerprint, split_response(body), size=len(meta) + len(rootfs))
     written = await client.images.export(fingerprint, out / "img")
     assert written[0].read_bytes() == meta
     assert written[1].read_bytes() == rootfs
@@ -269,7 +280,8 @@ async def test_split_body_may_contain_boundary_like_bytes(
     """Bytes that start like the delimiter but are not one belong to the part."""
     meta = b"x\r\n--" + BOUNDARY[:-1].encode() + b"Z tail"
     fingerprint = sha256(meta, ROOTFS)
-    serve(router, fingerprint, split_response(multipart(fingerprint, meta, ROOTFS)))
+    body = multipart(fingerprint, meta, ROOTFS)
+    serve(router, fingerprint, split_response(body), size=len(meta) + len(ROOTFS))
     written = await client.images.export(fingerprint, out / "img")
     assert written[0].read_bytes() == meta
 
@@ -281,7 +293,7 @@ async def test_split_body_may_contain_boundary_like_bytes(
 async def test_checksum_mismatch_leaves_nothing(
     client: AsyncClient, router: respx.MockRouter, out: Path
 ) -> None:
-    serve(router, UNIFIED_FP, unified_response(UNIFIED + b"tampered", UNIFIED_FP))
+    serve(router, UNIFIED_FP, unified_response(UNIFIED[:-8] + b"tampered", UNIFIED_FP))
     with pytest.raises(incus_images.ChecksumMismatchError) as caught:
         await client.images.export(UNIFIED_FP, out / "image.tar.gz")
     assert isinstance(caught.value, TransferError)
@@ -294,7 +306,7 @@ async def test_checksum_mismatch_leaves_nothing(
 async def test_checksum_mismatch_into_a_directory_leaves_nothing(
     client: AsyncClient, router: respx.MockRouter, out: Path
 ) -> None:
-    serve(router, SPLIT_FP, split_response(multipart(SPLIT_FP, META, ROOTFS + b"x")))
+    serve(router, SPLIT_FP, split_response(multipart(SPLIT_FP, META, ROOTFS[:-1] + b"x")))
     with pytest.raises(incus_images.ChecksumMismatchError):
         await client.images.export(SPLIT_FP, out)
     assert listing(out) == []

@@ -8,7 +8,7 @@ went out after the hostile answer.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import httpx
@@ -116,7 +116,7 @@ async def test_an_image_other_than_the_one_asked_for_is_refused(
 async def test_hostile_file_names_stay_inside_the_target_directory(
     client: AsyncClient, router: respx.MockRouter, nest: Path, disposition: str
 ) -> None:
-    router.get(f"/1.0/images/{FP}").mock(return_value=sync_response(image(FP)))
+    router.get(f"/1.0/images/{FP}").mock(return_value=sync_response(image(FP, size=len(BODY))))
     router.get(f"/1.0/images/{FP}/export").mock(
         return_value=export_answer(BODY, **{"Content-Disposition": disposition})
     )
@@ -133,7 +133,7 @@ async def test_a_longest_possible_file_name_still_gets_its_temporary_file(
 ) -> None:
     """A 255-byte name is legal; its temporary name must not pass the limit."""
     name = "ü" * 127 + "x"  # 255 bytes in UTF-8
-    router.get(f"/1.0/images/{FP}").mock(return_value=sync_response(image(FP)))
+    router.get(f"/1.0/images/{FP}").mock(return_value=sync_response(image(FP, size=len(BODY))))
     router.get(f"/1.0/images/{FP}/export").mock(
         return_value=httpx.Response(
             200, content=BODY, headers={"Content-Disposition": f"inline;filename={name}".encode()}
@@ -151,7 +151,7 @@ async def test_the_oci_header_does_not_turn_verification_off(
 ) -> None:
     """An image the server calls OCI is refused unless the caller accepts it unchecked."""
     tampered = b"not the image"
-    router.get(f"/1.0/images/{FP}").mock(return_value=sync_response(image(FP)))
+    router.get(f"/1.0/images/{FP}").mock(return_value=sync_response(image(FP, size=13)))
     router.get(f"/1.0/images/{FP}/export").mock(
         return_value=export_answer(tampered, **{"X-Incus-Type": "OCI"})
     )
@@ -169,9 +169,9 @@ async def test_the_oci_header_does_not_turn_verification_off(
 async def test_allow_unverified_still_verifies_an_incus_image(
     client: AsyncClient, router: respx.MockRouter, nest: Path
 ) -> None:
-    router.get(f"/1.0/images/{FP}").mock(return_value=sync_response(image(FP)))
+    router.get(f"/1.0/images/{FP}").mock(return_value=sync_response(image(FP, size=len(BODY))))
     router.get(f"/1.0/images/{FP}/export").mock(
-        return_value=export_answer(b"tampered", **{"X-Incus-Type": "incus"})
+        return_value=export_answer(BODY[:-8] + b"tampered", **{"X-Incus-Type": "incus"})
     )
     with pytest.raises(ChecksumMismatchError):
         await client.images.export(FP, nest / "inside" / "out", allow_unverified=True)
@@ -253,3 +253,43 @@ async def test_a_wrongly_typed_answer_is_refused_not_coerced(
     router.get(f"/1.0/images/{FP}").mock(return_value=sync_response(image(int(FP[:15], 16))))
     with pytest.raises(IncusError, match="cannot read it as Image"):
         await client.images.get(FP)
+
+
+# --------------------------------------------------------------------------------------------
+# Class 4 (exports): a body is read no further than the image's size.
+
+
+@pytest.mark.parametrize("split", [False, True])
+async def test_an_export_that_runs_past_the_image_size_is_stopped_at_once(
+    client: AsyncClient, router: respx.MockRouter, nest: Path, split: bool
+) -> None:
+    """A server that announces 400 bytes and then sends without end is cut off at 400."""
+    sent = 0
+
+    async def endless() -> AsyncIterator[bytes]:
+        nonlocal sent
+        if split:
+            yield b'--b\r\nContent-Disposition: form-data; name="metadata"\r\n\r\n'
+        while sent < 64 * 1024 * 1024:
+            sent += 64 * 1024
+            yield b"\0" * (64 * 1024)
+
+    content_type = "multipart/form-data; boundary=b" if split else "application/octet-stream"
+    router.get(f"/1.0/images/{FP}").mock(return_value=sync_response(image(FP, size=400)))
+    router.get(f"/1.0/images/{FP}/export").mock(
+        return_value=httpx.Response(200, content=endless(), headers={"Content-Type": content_type})
+    )
+    with pytest.raises(TransferError, match="more than the image's 400 bytes"):
+        await client.images.export(FP, nest / "inside" / "out")
+    assert sent <= 2 * 64 * 1024
+    assert everything_under(nest) == ["inside", "inside/out"]
+
+
+async def test_an_export_that_ends_short_of_the_image_size_fails(
+    client: AsyncClient, router: respx.MockRouter, nest: Path
+) -> None:
+    router.get(f"/1.0/images/{FP}").mock(return_value=sync_response(image(FP, size=len(BODY))))
+    router.get(f"/1.0/images/{FP}/export").mock(return_value=export_answer(BODY[:100]))
+    with pytest.raises(TransferError, match=f"ended after 100 of the image's {len(BODY)} bytes"):
+        await client.images.export(FP, nest / "inside" / "out")
+    assert everything_under(nest) == ["inside", "inside/out"]

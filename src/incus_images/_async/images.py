@@ -33,7 +33,8 @@ from .._protocol import (
     structure,
     unexpected,
 )
-from .._transfer.export import ExportReceiver, check_export_target
+from .._transfer.export import ExportReceiver
+from .._transfer.files import check_export_target
 from .._transfer.progress import ProgressCallback
 from .._transfer.upload import (
     PreparedUpload,

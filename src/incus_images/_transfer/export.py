@@ -1,25 +1,24 @@
-"""Receiving an export: verified files, written atomically, that never escape their directory.
+"""Reading an export: the body's parts, counted, bounded and verified against the fingerprint.
 
 The server sends a unified image as one raw body, and a split image as a
-``multipart/form-data`` body (metadata part, then rootfs part) without a Content-Length.
-:class:`ExportReceiver` is fed the body's bytes as they arrive, writes each part to a temporary
-file beside its target, hashes everything (on a worker thread, beside the writes), and renames
-the files into place only once the SHA-256 matches the fingerprint. Whatever goes wrong,
-nothing is left under a target name and no temporary file survives.
-
-File writes are plain blocking calls in both flavours: the page cache takes them faster than
-the daemon sends, and a thread hop per chunk would cost more than it saves.
+``multipart/form-data`` body (the ``metadata`` part, then ``rootfs`` or ``rootfs.img``) without
+a Content-Length. :class:`ExportReader` is fed the body's bytes as they arrive and hands back
+the parts' starts and data; it hashes everything (on a worker thread), stops a body that runs
+past the image's size, and checks the SHA-256 at the end. What the parts become is the caller's
+business: files (:class:`ExportReceiver`, with :class:`.files.ExportFiles`) or the body of an
+upload to another server (:mod:`.relay`).
 """
 
 from __future__ import annotations
 
-import contextlib
-import os
-import re
-import secrets
+from collections.abc import Callable
 from pathlib import Path
+from typing import Literal
 
-from .._errors import ChecksumMismatchError, InvalidInputError, TransferError
+import attrs
+
+from .._errors import ChecksumMismatchError, TransferError
+from .files import ExportFiles
 from .multipart import (
     MultipartError,
     MultipartParser,
@@ -29,145 +28,180 @@ from .multipart import (
     multipart_boundary,
 )
 from .progress import Progress, ProgressCallback
-from .threads import ChunkWorker, Hasher
+from .threads import Hasher
 
-__all__ = ["ExportReceiver", "check_export_target", "rootfs_path", "safe_basename"]
+__all__ = ["ExportPart", "ExportReader", "ExportReceiver"]
 
+#: Builds the error for a failure from what went wrong (and the class to raise).
+FailureFactory = Callable[[str, type[TransferError]], TransferError]
 
-def safe_basename(name: str | None, fallback: str) -> str:
-    """Reduce a server-given file name to a plain base name that cannot leave its directory."""
-    if name:
-        base = re.split(r"[/\\]", name)[-1]
-        base = re.sub(r"[\x00-\x1f\x7f]", "", base).strip()
-        if base not in ("", ".", "..") and len(base.encode("utf-8", "surrogateescape")) <= 255:
-            return base
-    return fallback
+Role = Literal["unified", "metadata", "rootfs"]
+#: The multipart field names of a split export, in order, as incusd writes them.
+METADATA_FIELD = "metadata"
+ROOTFS_FIELDS = ("rootfs", "rootfs.img")
 
 
-def rootfs_path(target: Path) -> Path:
-    """Where the rootfs of a split image goes when the metadata goes to target."""
-    return target.with_name(target.name + ".root")
+@attrs.frozen
+class ExportPart:
+    """The start of one part of an export."""
+
+    role: Role
+    #: The multipart field name (``metadata``, ``rootfs`` or ``rootfs.img``); "" when unified.
+    field: str = ""
+    #: The file name the server gave, unchecked: reduce it (``safe_basename``) before use.
+    filename: str | None = None
 
 
-def check_export_target(target_path: str | os.PathLike[str]) -> Path:
-    """Refuse a target that cannot be written before anything is requested."""
-    try:
-        target = Path(os.fspath(target_path))
-    except TypeError:
-        raise InvalidInputError(
-            f"target_path must be a path, got {type(target_path).__name__}"
-        ) from None
-    if target.is_dir():
-        return target
-    # A split image also writes target + ".root"; both must be free for regular files.
-    for path in (target, rootfs_path(target)):
-        if path.exists() and not path.is_file():
-            raise InvalidInputError(f"{str(path)!r} exists and is not a regular file")
-    if not target.parent.is_dir():
-        raise InvalidInputError(
-            f"target_path {str(target)!r}: its directory {str(target.parent)!r} does not exist"
-        )
-    return target
+ExportEvent = ExportPart | bytes | memoryview
 
 
-# --------------------------------------------------------------------------------------------
-# Writing files atomically.
+class ExportReader:
+    """Turn an export body into parts whose bytes are counted, bounded and verified.
 
-#: Longest file name in bytes on Linux file systems.
-_NAME_MAX = 255
-_TEMPORARY_SUFFIX_BYTES = len(".12345678.partial")
+    ``feed()`` returns events in order: an :class:`ExportPart` at the start of each part, then
+    its data (bytes or views of the bytes fed). When ``backlogged`` is true, call
+    ``wait_for_room()`` (it blocks until the hash catches up). ``finish()`` checks that the body
+    was whole and hashes to the fingerprint; ``close()`` stops the hash in any case.
 
-
-def temporary_name(name: str) -> str:
-    """A hidden, unique name beside ``name`` that still fits the file system's name limit."""
-    room = _NAME_MAX - 1 - _TEMPORARY_SUFFIX_BYTES
-    encoded = name.encode("utf-8", "surrogateescape")
-    if len(encoded) > room:
-        # Cut on a character boundary: a partial UTF-8 sequence would become another name.
-        name = encoded[:room].decode("utf-8", "ignore")
-    return f".{name}.{secrets.token_hex(4)}.partial"
-
-
-_IOV_LIMIT = 512
-
-
-class PendingFile:
-    """A file written under a temporary name beside its target and renamed on commit.
-
-    Writes go through a :class:`ChunkWorker`: on a slow page cache (a CPU-second per GiB was
-    seen here) they would otherwise stall the thread that reads the socket. Each batch is one
-    ``writev`` call, as cheap as one large write, with no copy to join the chunks.
+    ``total`` is the image's size: a body that passes it is stopped at once, and one that ends
+    short of it fails. Some images cannot be verified: Incus marks OCI images
+    (``unverifiable``), whose fingerprint is not the hash of their export; they are refused
+    unless ``allow_unverified``.
     """
 
-    def __init__(self, target: Path) -> None:
-        self.target = target
-        # Created with O_EXCL under a random name, with the process's umask like any new file.
-        self.temporary = target.with_name(temporary_name(target.name))
-        self._fd: int | None = os.open(
-            self.temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666
-        )
-        self._writer = ChunkWorker(self._write_batch, "incus-images-write")
+    def __init__(
+        self,
+        fingerprint: str,
+        *,
+        content_type: str | None,
+        content_disposition: str | None,
+        failure: FailureFactory,
+        unverifiable: bool = False,
+        allow_unverified: bool = False,
+        total: int | None = None,
+        progress: ProgressCallback | None = None,
+    ) -> None:
+        self._fingerprint = fingerprint
+        self._failure = failure
+        if unverifiable and not allow_unverified:
+            raise self._fail(
+                "the server says it is an OCI image, whose bytes cannot be checked against "
+                "its fingerprint (pass allow_unverified=True to accept it unchecked)"
+            )
+        self._verify = not unverifiable
+        self._total = total
+        self._hasher = Hasher()
+        #: Image bytes received so far (multipart framing not counted).
+        self.progress = Progress(progress, total)
+        #: The parts started so far.
+        self.parts: list[ExportPart] = []
+        try:
+            boundary = multipart_boundary(content_type)
+        except MultipartError as exc:
+            raise self._fail(str(exc)) from None
+        self._parser = MultipartParser(boundary) if boundary is not None else None
+        self._unified_name = content_disposition_filename(content_disposition)
 
-    def _write_batch(self, batch: list[bytes | memoryview]) -> None:
-        assert self._fd is not None
-        views = [memoryview(data) for data in batch]
-        while views:
-            # writev takes at most IOV_MAX (1024 on Linux) buffers at a time.
-            written = os.writev(self._fd, views[:_IOV_LIMIT])
-            done = 0
-            while done < len(views) and written >= views[done].nbytes:
-                written -= views[done].nbytes
-                done += 1
-            del views[:done]
-            if views and written:
-                views[0] = views[0][written:]
+    def _fail(self, detail: str, cls: type[TransferError] = TransferError) -> TransferError:
+        return self._failure(detail, cls)
 
-    def write(self, data: bytes | memoryview) -> None:
-        self._writer.put(data)
+    def start(self) -> None:
+        """Report the start (a progress callback may raise: call it where failures are handled)."""
+        self.progress.start()
+
+    @property
+    def received(self) -> int:
+        return self.progress.done
+
+    @property
+    def multipart(self) -> bool:
+        return self._parser is not None
+
+    def _data(self, data: bytes | memoryview, events: list[ExportEvent]) -> None:
+        if not self.parts:
+            raise self._fail("the export sent data outside any part")
+        if self._total is not None and self.progress.done + len(data) > self._total:
+            raise self._fail(f"the server sent more than the image's {self._total} bytes")
+        self._hasher.update(data)
+        self.progress.advance(len(data))
+        events.append(data)
+
+    def _part(self, started: PartStarted, events: list[ExportEvent]) -> None:
+        field = started.name or ""
+        if not self.parts:
+            if field != METADATA_FIELD:
+                raise self._fail(f"the first part of a split export is {field!r}, not 'metadata'")
+            part = ExportPart("metadata", field, started.filename)
+        elif len(self.parts) == 1:
+            if field not in ROOTFS_FIELDS:
+                raise self._fail(f"the second part of a split export is {field!r}, not a rootfs")
+            part = ExportPart("rootfs", field, started.filename)
+        else:
+            raise self._fail("the export has more than two parts")
+        self.parts.append(part)
+        events.append(part)
+
+    def feed(self, chunk: bytes) -> list[ExportEvent]:
+        events: list[ExportEvent] = []
+        if self._parser is None:
+            if not self.parts:
+                part = ExportPart("unified", "", self._unified_name)
+                self.parts.append(part)
+                events.append(part)
+            self._data(chunk, events)
+            return events
+        try:
+            parsed = self._parser.feed(chunk)
+        except MultipartError as exc:
+            raise self._fail(str(exc)) from None
+        for event in parsed:
+            if isinstance(event, PartData):
+                self._data(event.data, events)
+            elif isinstance(event, PartStarted):
+                self._part(event, events)
+        return events
 
     @property
     def backlogged(self) -> bool:
-        return self._writer.backlogged
+        return self._hasher.backlogged
 
     def wait_for_room(self) -> None:
-        self._writer.wait_for_room()
+        self._hasher.wait_for_room()
 
-    def finish_writing(self) -> None:
-        """Wait for every write; a failed write (a full disk) is raised here."""
-        self._writer.drain()
-        self._close()
+    def finish(self) -> None:
+        """Check that the body is whole and hashes to the fingerprint."""
+        if self._parser is not None:
+            try:
+                self._parser.close()
+            except MultipartError as exc:
+                raise self._fail(str(exc)) from None
+            if len(self.parts) != 2:
+                raise self._fail(f"the split export has {len(self.parts)} part(s), not two")
+        if not self.parts:
+            raise self._fail("the export body held no image data")
+        if self._total is not None and self.received != self._total:
+            raise self._fail(
+                f"the export ended after {self.received} of the image's {self._total} bytes"
+            )
+        digest = self._hasher.hexdigest()
+        if self._verify and digest != self._fingerprint:
+            raise self._fail(
+                f"the {self.received} bytes received hash to {digest}, not to the "
+                "image's fingerprint",
+                ChecksumMismatchError,
+            )
 
-    def _close(self) -> None:
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
-
-    def commit(self) -> Path:
-        self.finish_writing()
-        os.replace(self.temporary, self.target)
-        return self.target
-
-    def discard(self) -> None:
-        self._writer.close()
-        self._close()
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(self.temporary)
-
-
-# --------------------------------------------------------------------------------------------
-# Receiving an export.
+    def close(self) -> None:
+        """Stop hashing (idempotent)."""
+        self._hasher.close()
 
 
 class ExportReceiver:
-    """Turn an export response body into verified files.
+    """An export turned into verified files: an :class:`ExportReader` feeding
+    :class:`.files.ExportFiles`.
 
-    One part (a unified image) goes to the target path, or into the target directory under the
-    server's file name. Two parts (a split image) put the metadata at the target path and the
-    rootfs at the target path + ``.root``, or both into the target directory under the server's
-    file names. SHA-256 over all parts in order must equal the fingerprint.
-
-    Feed it with ``feed()``; when ``backlogged`` is true, call ``wait_for_room()`` (it blocks
-    until the hash catches up). Then ``finish()``, and ``discard()`` in any case.
+    Feed it with ``feed()``; when ``backlogged`` is true, call ``wait_for_room()``. Then
+    ``finish()`` (verify, then move the files into place), and ``discard()`` in any case.
     """
 
     def __init__(
@@ -184,152 +218,58 @@ class ExportReceiver:
         failure_context: str = "Could not export the image",
         server: str | None = None,
     ) -> None:
-        self._target = target
-        self._fingerprint = fingerprint
-        self._failure_context = failure_context
-        self._server = server
-        # Incus does not hash OCI images the way it hashes its own format.
-        if unverifiable and not allow_unverified:
-            raise self._failure(
-                "the server says it is an OCI image, whose bytes cannot be checked against "
-                "its fingerprint (pass allow_unverified=True to accept it unchecked)"
+        def failure(detail: str, cls: type[TransferError] = TransferError) -> TransferError:
+            return cls(
+                f"{failure_context}: {detail}; nothing was written",
+                server=server,
+                fingerprint=fingerprint,
             )
-        self._verify = not unverifiable
-        self._hasher = Hasher()
-        self._files: list[PendingFile] = []
-        self._current: PendingFile | None = None
-        #: Image bytes received so far (multipart framing not counted).
-        self.progress = Progress(progress, total)
-        try:
-            boundary = multipart_boundary(content_type)
-        except MultipartError as exc:
-            raise self._failure(str(exc)) from None
-        self._parser = MultipartParser(boundary) if boundary is not None else None
-        if self._parser is None:
-            self._open(content_disposition_filename(content_disposition), part="unified")
+
+        self._reader = ExportReader(
+            fingerprint,
+            content_type=content_type,
+            content_disposition=content_disposition,
+            failure=failure,
+            unverifiable=unverifiable,
+            allow_unverified=allow_unverified,
+            total=total,
+            progress=progress,
+        )
+        self._files = ExportFiles(target, fingerprint, failure)
 
     def start(self) -> None:
-        """Report the start (a progress callback may raise: call it where failures are handled)."""
-        self.progress.start()
+        self._reader.start()
 
     @property
     def received(self) -> int:
-        return self.progress.done
-
-    def _failure(self, detail: str, cls: type[TransferError] = TransferError) -> TransferError:
-        return cls(
-            f"{self._failure_context}: {detail}; nothing was written",
-            server=self._server,
-            fingerprint=self._fingerprint,
-        )
-
-    def _path_for(self, server_name: str | None, part: str) -> Path:
-        if self._target.is_dir():
-            fallback = {
-                "metadata": f"meta-{self._fingerprint}",
-                "rootfs": f"{self._fingerprint}.root",
-            }.get(part, self._fingerprint)
-            # The fallback is reduced too: whatever the server said, the file stays inside.
-            name = safe_basename(server_name, safe_basename(fallback, "image"))
-            path = self._target / name
-            if path.parent != self._target:  # pragma: no cover - safe_basename guarantees it
-                raise self._failure(f"the server's file name {server_name!r:.100} is not safe")
-            return path
-        if part == "rootfs":
-            return rootfs_path(self._target)
-        return self._target
-
-    def _open(self, server_name: str | None, part: str) -> None:
-        path = self._path_for(server_name, part)
-        if any(pending.target == path for pending in self._files):
-            raise self._failure(f"the export names two parts {path.name!r}")
-        try:
-            self._current = PendingFile(path)
-        except OSError as exc:
-            raise self._failure(f"cannot create a file beside {str(path)!r}: {exc}") from exc
-        self._files.append(self._current)
-
-    def _write(self, data: bytes | memoryview) -> None:
-        if self._current is None:
-            raise self._failure("the export sent data outside any part")
-        try:
-            self._current.write(data)
-        except OSError as exc:
-            raise self._failure(f"cannot write {str(self._current.target)!r}: {exc}") from exc
-        self._hasher.update(data)
-        self.progress.advance(len(data))
+        return self._reader.received
 
     def feed(self, chunk: bytes) -> None:
-        if self._parser is None:
-            self._write(chunk)
-            return
-        try:
-            events = self._parser.feed(chunk)
-        except MultipartError as exc:
-            raise self._failure(str(exc)) from None
-        for event in events:
-            if isinstance(event, PartData):
-                self._write(event.data)
-            elif isinstance(event, PartStarted):
-                if len(self._files) >= 2:
-                    raise self._failure("the export has more than two parts")
-                self._open(event.filename, "metadata" if not self._files else "rootfs")
+        for event in self._reader.feed(chunk):
+            if isinstance(event, ExportPart):
+                self._files.end_part()
+                self._files.open(event.filename, event.role)
             else:
-                # The part's file is finished at commit; its writer drains there.
-                self._current = None
+                self._files.write(event)
 
     @property
     def backlogged(self) -> bool:
-        writer_behind = self._files[-1].backlogged if self._files else False
-        return self._hasher.backlogged or writer_behind
+        return self._reader.backlogged or self._files.backlogged
 
     def wait_for_room(self) -> None:
-        self._hasher.wait_for_room()
-        if self._files:
-            self._files[-1].wait_for_room()
+        self._reader.wait_for_room()
+        self._files.wait_for_room()
 
     def finish(self) -> list[Path]:
         """Check the body is whole and its hash right, then move every file into place."""
-        if self._parser is not None:
-            try:
-                self._parser.close()
-            except MultipartError as exc:
-                raise self._failure(str(exc)) from None
-        if not self._files:
-            raise self._failure("the export body held no image data")
-        try:
-            for pending in self._files:
-                pending.finish_writing()
-        except OSError as exc:
-            raise self._failure(f"cannot write {str(pending.target)!r}: {exc}") from exc
-        digest = self._hasher.hexdigest()
-        if self._verify and digest != self._fingerprint:
-            raise self._failure(
-                f"the {self.received} bytes received hash to {digest}, not to the "
-                f"image's fingerprint",
-                ChecksumMismatchError,
-            )
+        self._reader.finish()
+        self._files.finish_writing()
         # The last report comes before anything is renamed: a callback that raises (Ctrl-C in a
         # progress bar) must leave nothing behind.
-        self.progress.finish()
-        # Refuse before renaming anything, so that a split image is placed whole or not at all.
-        for pending in self._files:
-            if pending.target.exists() and not pending.target.is_file():
-                raise self._failure(f"{str(pending.target)!r} exists and is not a regular file")
-        written = []
-        try:
-            for pending in self._files:
-                written.append(pending.commit())
-        except OSError as exc:
-            for path in written:
-                path.unlink(missing_ok=True)
-            raise self._failure(f"cannot move the file into place: {exc}") from exc
-        self._files = []
-        return written
+        self._reader.progress.finish()
+        return self._files.commit()
 
     def discard(self) -> None:
         """Remove every temporary file (idempotent; nothing to do after finish())."""
-        self._hasher.close()
-        for pending in self._files:
-            pending.discard()
-        self._files = []
+        self._reader.close()
+        self._files.discard()
