@@ -44,6 +44,9 @@ RENAMES = {
     "AsyncImagesAPI": "ImagesAPI",
     "AsyncOperationsAPI": "OperationsAPI",
     "AsyncConnection": "Connection",
+    # Internal rooms of the images API.
+    "AsyncImageCalls": "ImageCalls",
+    "AsyncImporter": "Importer",
     # httpx's async spellings. (unasync's default would turn AsyncX into SyncX, a name httpx
     # does not have.)
     "AsyncHTTPTransport": "HTTPTransport",

@@ -40,6 +40,7 @@ from incus_images._protocol import (
     server_error_text,
     transport_error,
 )
+from incus_images._requests import ImagePatch
 from incus_images._transfer.upload import list_header, looks_like_json
 from incus_images._validate import (
     alias_name,
@@ -324,12 +325,12 @@ def test_looks_like_json(first: bytes, expected: bool) -> None:
 def test_replace_properties_patch_deletes_missing_keys_and_sets_wanted() -> None:
     current = {"os": "tiny", "old": "x", "keep": "1"}
     wanted = {"keep": "2", "new": "ü"}
-    assert replace_properties_patch(current, wanted) == {
-        "properties": {"os": "", "old": "", "keep": "2", "new": "ü"}
-    }
-    assert replace_properties_patch({}, {}) == {"properties": {}}
-    assert replace_properties_patch({"a": "1"}, {"a": "1"}) == {"properties": {"a": "1"}}
-    assert replace_properties_patch({"a": "1"}, {}) == {"properties": {"a": ""}}
+    assert replace_properties_patch(current, wanted) == ImagePatch(
+        properties={"os": "", "old": "", "keep": "2", "new": "ü"}
+    )
+    assert replace_properties_patch({}, {}) == ImagePatch(properties={})
+    assert replace_properties_patch({"a": "1"}, {"a": "1"}) == ImagePatch(properties={"a": "1"})
+    assert replace_properties_patch({"a": "1"}, {}) == ImagePatch(properties={"a": ""})
     # The inputs are left alone.
     assert current == {"os": "tiny", "old": "x", "keep": "1"}
 

@@ -26,11 +26,21 @@ from typing import Any, TypeVar
 
 import attrs
 import cattrs
-from cattrs.gen import make_dict_structure_fn, override
+from cattrs.gen import make_dict_structure_fn, make_dict_unstructure_fn, override
 
 from ._models import Image, ImageAlias, ImageSource, Operation
+from ._requests import (
+    AliasEntry,
+    ImageAliasesPost,
+    ImageAliasPatch,
+    ImageExportPost,
+    ImagePatch,
+    ImagePut,
+    ImagesPost,
+    ImagesPostSource,
+)
 
-__all__ = ["converter", "make_converter", "parse_timestamp"]
+__all__ = ["converter", "make_converter", "parse_timestamp", "request_body"]
 
 T = TypeVar("T")
 
@@ -38,6 +48,17 @@ T = TypeVar("T")
 # of its fields' types as they are when it is generated.
 _MODELS: tuple[type[Any], ...] = (ImageAlias, ImageSource, Image, Operation)
 _RENAMED = {Operation: {"class_": "class"}}
+#: Request bodies, inner ones first; a field left at None is not sent.
+_REQUESTS: tuple[type[Any], ...] = (
+    AliasEntry,
+    ImagesPostSource,
+    ImagesPost,
+    ImagePatch,
+    ImagePut,
+    ImageExportPost,
+    ImageAliasesPost,
+    ImageAliasPatch,
+)
 
 _FINGERPRINT = re.compile(r"[0-9a-f]{64}")
 _UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
@@ -95,6 +116,17 @@ def make_converter(*, strict: bool = False) -> cattrs.Converter:
     for kind in (str, bool, int):
         conv.register_structure_hook(kind, _exactly(kind))
     conv.register_structure_hook(datetime | None, lambda value, _: parse_timestamp(value))
+    # RFC 3339, as Go's encoding/json reads time.Time.
+    conv.register_unstructure_hook(datetime, lambda value: value.isoformat())
+    for request in _REQUESTS:
+        omit_none: dict[str, Any] = {
+            field.name: override(omit_if_default=True)
+            for field in attrs.fields(request)
+            if field.default is None
+        }
+        conv.register_unstructure_hook(
+            request, make_dict_unstructure_fn(request, conv, **omit_none)
+        )
     for model in _MODELS:
         renames: dict[str, Any] = {
             name: override(rename=json_key) for name, json_key in _RENAMED.get(model, {}).items()
@@ -134,3 +166,10 @@ def make_converter(*, strict: bool = False) -> cattrs.Converter:
 
 #: The run-time converter (lenient about unknown keys).
 converter = make_converter()
+
+
+def request_body(body: Any) -> Any:
+    """The JSON value of a request body: a request model serialized, anything else as it is."""
+    if attrs.has(type(body)):
+        return converter.unstructure(body)
+    return body

@@ -7,6 +7,7 @@ blocking twin. Everything else is written once.
 from __future__ import annotations
 
 import socket
+import time
 import weakref
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -27,6 +28,12 @@ class _AsyncFlavour:
         import anyio.to_thread
 
         return await anyio.to_thread.run_sync(function)
+
+    @staticmethod
+    async def sleep(seconds: float) -> None:
+        import anyio
+
+        await anyio.sleep(seconds)
 
     @staticmethod
     async def receive(sock: socket.socket, size: int, timeout: float | None) -> bytes:
@@ -59,6 +66,10 @@ class _SyncFlavour:
     @staticmethod
     def run_blocking(function: Callable[[], T]) -> T:
         return function()
+
+    @staticmethod
+    def sleep(seconds: float) -> None:
+        time.sleep(seconds)
 
     @staticmethod
     def receive(sock: socket.socket, size: int, timeout: float | None) -> bytes:

@@ -33,6 +33,7 @@ from ._errors import (
     PreconditionFailedError,
 )
 from ._models import Operation, OperationStatus
+from ._requests import ImagePatch
 
 __all__ = [
     "Call",
@@ -81,9 +82,7 @@ def image_path(fingerprint: str, *suffix: str) -> str:
     return "/".join((IMAGES, fingerprint, *suffix))
 
 
-def replace_properties_patch(
-    current: Mapping[str, str], wanted: Mapping[str, str]
-) -> dict[str, Any]:
+def replace_properties_patch(current: Mapping[str, str], wanted: Mapping[str, str]) -> ImagePatch:
     """A PATCH body that makes an image's properties exactly ``wanted``.
 
     PATCH merges properties and deletes keys sent with an empty value. Unlike PUT it leaves
@@ -91,7 +90,7 @@ def replace_properties_patch(
     """
     properties = {key: "" for key in current if key not in wanted}
     properties.update(wanted)
-    return {"properties": properties}
+    return ImagePatch(properties=properties)
 
 
 # --------------------------------------------------------------------------------------------
@@ -236,6 +235,16 @@ def fingerprints_from_urls(call: Call, server: str, urls: Any) -> list[str]:
             raise unexpected(call, server, f"not an image URL: {url!r:.100}")
         fingerprints.append(fingerprint)
     return sorted(fingerprints)
+
+
+def stored_fingerprint(finished: Operation) -> str | None:
+    """The fingerprint a finished image operation reports (``metadata.fingerprint``), when it
+    is a full fingerprint; anything else the server put there is not used."""
+    metadata = finished.metadata if isinstance(finished.metadata, dict) else {}
+    reported = metadata.get("fingerprint")
+    if isinstance(reported, str) and _FULL_FINGERPRINT.fullmatch(reported):
+        return reported
+    return None
 
 
 def transport_error(call: Call, server: str, exc: httpx.TransportError) -> IncusError:

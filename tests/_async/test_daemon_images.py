@@ -283,11 +283,12 @@ async def test_update_never_overwrites_a_concurrent_change_silently(
 ) -> None:
     image = await new_image()
     images_api = daemon_client.images
-    read = images_api._get_with_etag
+    calls = images_api._calls
+    read = calls.get
     statuses: list[int] = []
 
-    async def read_then_someone_else_writes(prefix: str) -> Any:
-        result = await read(prefix)
+    async def read_then_someone_else_writes(prefix: str, **options: Any) -> Any:
+        result = await read(prefix, **options)
         # Another client changes the properties between our read and our write.
         other = raw_api.patch(
             f"/1.0/images/{image.fingerprint}", json={"properties": {"other": str(len(statuses))}}
@@ -295,7 +296,7 @@ async def test_update_never_overwrites_a_concurrent_change_silently(
         statuses.append(other.status_code)
         return result
 
-    monkeypatch.setattr(images_api, "_get_with_etag", read_then_someone_else_writes)
+    monkeypatch.setattr(calls, "get", read_then_someone_else_writes)
     with pytest.raises(PreconditionFailedError) as caught:
         await images_api.update(image.fingerprint, {"mine": "1"})
     assert caught.value.fingerprint == image.fingerprint

@@ -366,7 +366,7 @@ async def test_a_taken_alias_is_refused_before_the_upload(
     with pytest.raises(ConflictError) as caught:
         await client.images.create(DATA, aliases=["taken"])
     assert "'taken'" in str(caught.value)
-    assert "nothing was uploaded" in str(caught.value)
+    assert "nothing was sent" in str(caught.value)
     assert sent(router) == ["GET /1.0/images/aliases/taken"]
 
 

@@ -9,6 +9,7 @@ from typing import Any
 
 import httpx
 
+from .._converter import request_body
 from .._endpoint import Endpoint, discover_socket
 from .._flavours import async_flavour
 from .._protocol import (
@@ -106,7 +107,7 @@ class AsyncConnection:
                 (name.encode("ascii"), value if isinstance(value, bytes) else value.encode())
                 for name, value in call.headers.items()
             ],
-            json=call.json,
+            json=request_body(call.json),
             content=content,
             timeout=timeout if timeout is not None else self._timeout,
         )

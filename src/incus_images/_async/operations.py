@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 
 import httpx
 
 from .._errors import IncusTimeoutError, NotFoundError, OperationError
+from .._flavours import async_flavour
 from .._models import Operation
 from .._protocol import (
     OPERATIONS,
@@ -22,6 +24,11 @@ from ._connection import AsyncConnection
 #: Longest single long-poll when the caller set no deadline: short enough that a dead peer
 #: is noticed, long enough that waiting costs one request per half minute.
 WAIT_SLICE_SECONDS = 30
+#: Long-poll length while a caller watches the operation's progress.
+WATCH_SLICE_SECONDS = 1
+#: Shortest time between two polls of a running operation: a server that answers a long-poll
+#: at once (ignoring its timeout) is asked at most about 20 times a second.
+MIN_POLL_INTERVAL = 0.05
 #: Extra read time beyond the server-side wait, for the answer to arrive.
 _READ_MARGIN_SECONDS = 10.0
 
@@ -65,17 +72,23 @@ class AsyncOperationsAPI:
         *,
         action: str,
         fingerprint: str | None = None,
+        watch: Callable[[Operation], object] | None = None,
     ) -> Operation:
-        """Wait for op_id; failures are reported as failures to do ``action``."""
+        """Wait for op_id; failures are reported as failures to do ``action``.
+
+        ``watch``, when given, is called with the operation's state about once a second while
+        it runs (for progress); otherwise each long-poll lasts as long as it may.
+        """
         timeout = seconds(timeout, "timeout", allow_zero=True)
         server = self._connection.server
         deadline = None if timeout is None else time.monotonic() + timeout
+        longest = WAIT_SLICE_SECONDS if watch is None else WATCH_SLICE_SECONDS
         while True:
             if deadline is None:
-                slice_seconds = WAIT_SLICE_SECONDS
+                slice_seconds = longest
             else:
                 # The server counts whole seconds; the deadline is checked here after each poll.
-                slice_seconds = max(1, math.ceil(deadline - time.monotonic()))
+                slice_seconds = min(longest, max(1, math.ceil(deadline - time.monotonic())))
             call = Call(
                 method="GET",
                 path=f"{OPERATIONS}/{op_id}/wait",
@@ -83,6 +96,7 @@ class AsyncOperationsAPI:
                 action=action,
                 project_scoped=False,
             )
+            asked = time.monotonic()
             response = await self._connection.send(
                 call,
                 timeout=httpx.Timeout(
@@ -115,6 +129,22 @@ class AsyncOperationsAPI:
                     operation=result.operation,
                     fingerprint=fingerprint,
                 )
+            if watch is not None:
+                # incusd 6.0.4 answers a timed-out wait without the operation: read it.
+                running = result.operation or await self._running_state(op_id)
+                if running is not None:
+                    watch(running)
+            # A server that answers at once although the operation runs on (it ignores the
+            # timeout) must not turn the long-poll into a busy loop.
+            early = MIN_POLL_INTERVAL - (time.monotonic() - asked)
+            if early > 0:
+                await async_flavour.sleep(early)
+
+    async def _running_state(self, op_id: str) -> Operation | None:
+        try:
+            return await self.get(op_id)
+        except NotFoundError:
+            return None
 
     async def _final_state(self, op_id: str) -> Operation | None:
         try:

@@ -25,6 +25,7 @@ from urllib.parse import urlencode
 import attrs
 
 from .._errors import InvalidInputError, TransferError
+from .._requests import AliasEntry, FollowUp, ImagePatch
 from .._validate import (
     alias_name,
     boolean,
@@ -352,17 +353,12 @@ class PreparedUpload:
 
     plan: UploadPlan
     headers: dict[str, str | bytes]
-    #: The PATCH body applied right after the upload (properties, auto_update), if any.
-    patch: dict[str, Any]
+    #: Checked beforehand: the aliases must be free, the profiles must exist.
     aliases: list[str]
     profiles: list[str]
-    #: profiles=[]: only a PUT after the upload can leave an image without profiles.
-    clear_profiles: bool
-
-    @property
-    def has_follow_up(self) -> bool:
-        """Whether something must be done to the image once stored (so the call must wait)."""
-        return bool(self.patch or self.aliases or self.clear_profiles)
+    #: What is applied once the image is stored (so the call waits for the upload).
+    follow_up: FollowUp
+    progress: ProgressCallback | None
 
 
 def prepare_upload(
@@ -392,14 +388,13 @@ def prepare_upload(
     headers = dict(plan.headers)
     if boolean(public, "public"):
         headers["X-Incus-public"] = "true"
-    patch: dict[str, Any] = {}
     # Incus ignores auto_update on uploads, and its properties header crashes incusd 6.0.4
     # when metadata.yaml has no properties map: both are applied after the upload.
-    if boolean(auto_update, "auto_update"):
-        patch["auto_update"] = True
     wanted_properties = properties_map(properties)
-    if wanted_properties:
-        patch["properties"] = wanted_properties
+    patch = ImagePatch(
+        auto_update=True if boolean(auto_update, "auto_update") else None,
+        properties=wanted_properties or None,
+    )
     boolean(wait, "wait")
     alias_names = names_list(aliases, "aliases", alias_name)
     profile_names = names_list(profiles, "profiles", profile_name)
@@ -411,11 +406,15 @@ def prepare_upload(
     return PreparedUpload(
         plan=plan,
         headers=headers,
-        patch=patch,
         aliases=alias_names,
         profiles=profile_names,
-        # The profiles header cannot say "none": empty means the default profile.
-        clear_profiles=profiles is not None and not profile_names,
+        follow_up=FollowUp(
+            patch=patch if patch != ImagePatch() else None,
+            # The profiles header cannot say "none": empty means the default profile.
+            profiles=[] if profiles is not None and not profile_names else None,
+            aliases=[AliasEntry(name=name) for name in alias_names],
+        ),
+        progress=progress,  # type: ignore[arg-type]  # checked by callback() above
     )
 
 

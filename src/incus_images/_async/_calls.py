@@ -1,0 +1,114 @@
+"""Single requests about images and aliases: the building blocks the public calls, imports and
+copies are made of.
+
+Each takes checked input (``_validate``), builds one :class:`Call` whose ``action`` names the
+object, sends it and structures the answer. Nothing here decides policy (retries, rollbacks):
+the rooms above do.
+"""
+
+from __future__ import annotations
+
+from .._errors import IncusError, NotFoundError
+from .._models import Image, ImageAlias, Operation
+from .._protocol import (
+    ALIASES,
+    PROFILES,
+    Call,
+    alias_path,
+    image_path,
+    named_path,
+    structure,
+    unexpected,
+)
+from .._requests import ImageAliasesPost, ImagePatch, ImagePut
+from ._connection import AsyncConnection
+from .operations import AsyncOperationsAPI
+
+
+class AsyncImageCalls:
+    """One request each, on one server."""
+
+    def __init__(self, connection: AsyncConnection, operations: AsyncOperationsAPI) -> None:
+        self.connection = connection
+        self.operations = operations
+
+    @property
+    def server(self) -> str:
+        return self.connection.server
+
+    async def get(self, prefix: str, *, secret: str | None = None) -> tuple[Image, str | None]:
+        """The image with this (checked) fingerprint prefix, and its ETag."""
+        call = Call(
+            method="GET",
+            path=image_path(prefix),
+            action=f"get image '{prefix}'",
+            params={"secret": secret} if secret is not None else {},
+        )
+        envelope = await self.connection.request(call)
+        image = structure(call, self.server, envelope.metadata, Image)
+        if not image.fingerprint.startswith(prefix):
+            # Its fingerprint names files and later requests: it must be the image asked for.
+            raise unexpected(call, self.server, f"it describes another image, {image.fingerprint}")
+        return image, envelope.etag
+
+    async def find(self, fingerprint: str) -> Image | None:
+        """The image with this full fingerprint, or None when the server has none."""
+        try:
+            image, _ = await self.get(fingerprint)
+        except NotFoundError:
+            return None
+        return image
+
+    async def write(
+        self, fingerprint: str, body: ImagePatch | ImagePut, action: str, etag: str | None
+    ) -> None:
+        """PATCH (changes what it carries) or PUT (replaces every writable field) the image;
+        with the ETag it was read with, a concurrent change fails it (412)."""
+        await self.connection.request(
+            Call(
+                method="PATCH" if isinstance(body, ImagePatch) else "PUT",
+                path=image_path(fingerprint),
+                action=action,
+                headers={"If-Match": etag} if etag else {},
+                json=body,
+            )
+        )
+
+    async def delete(self, prefix: str, *, wait: bool) -> Operation:
+        action = f"delete image '{prefix}'"
+        call = Call(method="DELETE", path=image_path(prefix), action=action)
+        envelope = await self.connection.request(call)
+        operation = structure(call, self.server, envelope.metadata, Operation)
+        if wait:
+            return await self.operations._wait(operation.id, None, action=action)
+        return operation
+
+    async def discard(self, fingerprint: object) -> str:
+        """Delete an image this client just brought in but must not keep; say what happened."""
+        if not isinstance(fingerprint, str) or not fingerprint:
+            return "no image could be identified to delete"
+        try:
+            await self.delete(fingerprint, wait=True)
+        except IncusError as exc:
+            return f"deleting image {fingerprint} failed too ({exc}); it is still on the server"
+        return f"image {fingerprint} was deleted again"
+
+    async def get_alias(self, name: str) -> ImageAlias:
+        call = Call(method="GET", path=alias_path(name), action=f"get alias {name!r}")
+        envelope = await self.connection.request(call)
+        return structure(call, self.server, envelope.metadata, ImageAlias)
+
+    async def alias_is_free(self, name: str) -> bool:
+        try:
+            await self.get_alias(name)
+        except NotFoundError:
+            return True
+        return False
+
+    async def create_alias(self, body: ImageAliasesPost, action: str) -> None:
+        await self.connection.request(Call(method="POST", path=ALIASES, action=action, json=body))
+
+    async def require_profile(self, name: str, action: str) -> None:
+        """Raise NotFoundError unless the profile exists (in the client's project)."""
+        call = Call(method="GET", path=named_path(PROFILES, name), action=action)
+        await self.connection.request(call)

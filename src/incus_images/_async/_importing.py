@@ -1,0 +1,241 @@
+"""Bringing a new image onto a server: the one path that create(), copy() and publish() share.
+
+    preflight    aliases still free, profiles present: refused before anything is sent
+    start        an upload this client streams, or a JSON request the daemon carries out
+    wait         long-poll the operation; its progress reported when asked
+    verify       the fingerprint the server stored is the one expected
+    follow-up    what the start could not carry: settings, profiles, aliases
+    result       the Image
+
+When anything fails once the image was stored, the image is deleted again and the error says
+so; an image the server had before is never deleted.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+
+from .._errors import ConflictError, IncusError, OperationError, TransferError
+from .._flavours import async_flavour
+from .._models import Image, Operation
+from .._protocol import IMAGES, Call, interrupted, stored_fingerprint, structure
+from .._requests import FollowUp, ImageAliasesPost, ImagePut
+from .._transfer.upload import PreparedUpload, Rehash, UploadMeter
+from ._calls import AsyncImageCalls
+from ._transfers import upload_body
+
+#: Called with each new state of a running operation (for progress reports).
+OperationWatcher = Callable[[Operation], object]
+
+
+class AsyncImporter:
+    """One new image on one server. ``action`` names it in every error: "upload image 'x'"."""
+
+    def __init__(self, calls: AsyncImageCalls, action: str) -> None:
+        self._calls = calls
+        self.action = action
+
+    @property
+    def server(self) -> str:
+        return self._calls.server
+
+    # ----------------------------------------------------------------------------------------
+    # Preflight.
+
+    async def preflight(self, aliases: Sequence[str], profiles: Sequence[str]) -> None:
+        """Refuse aliases already taken and profiles that do not exist, before anything."""
+        for name in aliases:
+            if not await self._calls.alias_is_free(name):
+                raise ConflictError(
+                    f"Could not {self.action} on {self.server}: alias {name!r} is already "
+                    "taken; nothing was sent",
+                    server=self.server,
+                )
+        for profile in profiles:
+            await self._calls.require_profile(
+                profile, f"find profile {profile!r} for: {self.action} (nothing was sent)"
+            )
+
+    # ----------------------------------------------------------------------------------------
+    # Start.
+
+    async def start(self, call: Call) -> Operation:
+        """Send a JSON request that starts an operation on the server; return it."""
+        envelope = await self._calls.connection.request(call)
+        return structure(call, self.server, envelope.metadata, Operation)
+
+    async def send_body(
+        self, headers: dict[str, str | bytes], body: AsyncIterator[bytes]
+    ) -> Operation:
+        """POST an image body this client streams; return the upload's operation."""
+        call = Call(method="POST", path=IMAGES, action=self.action, headers=headers)
+        envelope = await self._calls.connection.request(call, content=body)
+        return structure(call, self.server, envelope.metadata, Operation)
+
+    @contextlib.contextmanager
+    def interruptions(
+        self, *, complete: Callable[[], bool], describe: Callable[[], str]
+    ) -> Iterator[None]:
+        """Say what an interrupted body means for the server: ``complete()`` tells whether the
+        whole body had been handed over (then incusd may still store it), ``describe()`` how
+        far it got."""
+        try:
+            yield
+        except BaseException as exc:  # noqa: BLE001 - re-raised with what was interrupted
+            if complete():
+                outcome = (
+                    "the whole image had been sent, so incusd may still store it: look for it "
+                    "before retrying"
+                )
+            else:
+                outcome = "incusd discards an incomplete upload, so nothing was stored"
+            raise interrupted(exc, f"{describe()}; {outcome}") from None
+
+    # ----------------------------------------------------------------------------------------
+    # Wait, verify, follow up.
+
+    async def wait(
+        self,
+        operation: Operation,
+        *,
+        fingerprint: str | None = None,
+        watch: OperationWatcher | None = None,
+    ) -> Operation:
+        """Wait for the operation that brings the image; failures raise OperationError."""
+        return await self._calls.operations._wait(
+            operation.id, None, action=self.action, fingerprint=fingerprint, watch=watch
+        )
+
+    async def verified(
+        self, finished: Operation, expected: str | None, *, expected_is: str = "expected"
+    ) -> str:
+        """The fingerprint the finished operation stored, checked against ``expected`` (which
+        ``expected_is`` names: "the bytes sent hash to")."""
+        reported = stored_fingerprint(finished)
+        if reported is None or (expected is not None and reported != expected):
+            outcome = await self._calls.discard(reported)
+            said = repr(reported) if reported else f"no fingerprint ({finished.metadata!r:.200})"
+            raise TransferError(
+                f"Could not {self.action} on {self.server}: the server stored {said}"
+                + (f", but {expected_is} {expected}" if expected else "")
+                + f"; {outcome}",
+                server=self.server,
+                operation=finished,
+                fingerprint=expected,
+            )
+        return reported
+
+    async def follow_up(self, fingerprint: str, follow_up: FollowUp) -> None:
+        """Apply what the start could not carry; on failure delete the image again."""
+        if not follow_up.needed:
+            return
+        what = f"the new image '{fingerprint}'"
+        try:
+            if follow_up.patch is not None:
+                await self._calls.write(
+                    fingerprint, follow_up.patch, f"set the settings of {what}", None
+                )
+            if follow_up.properties is not None or follow_up.profiles is not None:
+                await self._put(fingerprint, follow_up, what)
+            for alias in follow_up.aliases:
+                await self._calls.create_alias(
+                    ImageAliasesPost(
+                        name=alias.name, target=fingerprint, description=alias.description
+                    ),
+                    f"create alias {alias.name!r} for {what}",
+                )
+        except IncusError as exc:
+            outcome = await self._calls.discard(fingerprint)
+            raise exc._amended(
+                f"{exc} The image was stored, but this failed, so {outcome}.",
+                fingerprint=fingerprint,
+            ) from exc
+
+    async def _put(self, fingerprint: str, follow_up: FollowUp, what: str) -> None:
+        # Only PUT sets profiles, and a PUT resets what it omits: send back what was read.
+        current, etag = await self._calls.get(fingerprint)
+        properties = current.properties if follow_up.properties is None else follow_up.properties
+        profiles = current.profiles if follow_up.profiles is None else follow_up.profiles
+        if properties == current.properties and profiles == current.profiles:
+            return
+        body = ImagePut(
+            public=current.public,
+            auto_update=current.auto_update,
+            properties=properties,
+            profiles=profiles,
+        )
+        await self._calls.write(
+            fingerprint, body, f"set the properties and profiles of {what}", etag
+        )
+
+    async def image(self, fingerprint: str) -> Image:
+        image, _ = await self._calls.get(fingerprint)
+        return image
+
+    # ----------------------------------------------------------------------------------------
+    # The whole path of an upload (create()).
+
+    async def upload(self, prepared: PreparedUpload, *, wait: bool) -> Image | Operation:
+        """Stream an upload this client reads from local sources, and finish it."""
+        await self.preflight(prepared.aliases, prepared.profiles)
+        plan = prepared.plan
+        # Sources that can be read again are hashed after sending, beside incusd's processing
+        # (see Rehash); the others as they go.
+        rereadable = all(source.rereadable for source in plan.sources)
+        meter = UploadMeter(plan, prepared.progress, hash_inline=not rereadable)
+        try:
+            with self.interruptions(
+                complete=lambda: meter.body_complete,
+                describe=lambda: (
+                    f"the upload of image {plan.description} to {self.server} was interrupted "
+                    f"after {meter.progress.done} of "
+                    f"{plan.data_size or 'an unknown number of'} bytes"
+                ),
+            ):
+                operation = await self.send_body(prepared.headers, upload_body(plan, meter))
+                sha256 = meter.finish()
+        finally:
+            meter.close()
+        if not wait and not prepared.follow_up.needed:
+            return operation
+
+        rehash = Rehash(plan.sources) if sha256 is None else None
+        finished = await self._wait_for_upload(operation, sha256, rehash)
+        if rehash is not None:
+            sha256 = await self._rehashed(rehash, finished)
+        assert sha256 is not None
+        self.action = f"upload image {sha256[:12]}"
+        await self.verified(finished, sha256, expected_is="the bytes sent hash to")
+        await self.follow_up(sha256, prepared.follow_up)
+        if wait:
+            return await self.image(sha256)
+        return finished
+
+    async def _wait_for_upload(
+        self, operation: Operation, sha256: str | None, rehash: Rehash | None
+    ) -> Operation:
+        try:
+            return await self.wait(operation, fingerprint=sha256)
+        except OperationError as exc:
+            if rehash is None or exc.fingerprint is not None:
+                raise
+            try:
+                digest = await async_flavour.run_blocking(rehash.result)
+            except TransferError:
+                raise exc from None
+            raise exc._amended(
+                f"{exc} (the data sent hashes to {digest})", fingerprint=digest
+            ) from exc
+
+    async def _rehashed(self, rehash: Rehash, finished: Operation) -> str:
+        try:
+            return await async_flavour.run_blocking(rehash.result)
+        except TransferError as exc:
+            outcome = await self._calls.discard(stored_fingerprint(finished))
+            raise exc._amended(
+                f"Could not {self.action} on {self.server}: {exc}, so what was stored cannot "
+                f"be verified; {outcome}",
+                server=self.server,
+                operation=finished,
+            ) from exc

@@ -1,0 +1,81 @@
+"""Driving the transfer room's pieces over the wire: upload bodies and export bodies.
+
+The sans-IO pieces (``_transfer/``) decide what goes out and what came in; these loops move the
+bytes, hand the slow work (hashing, writing) to worker threads when it falls behind, and are the
+only place where the two flavours wait differently (``async_flavour.run_blocking``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import httpx
+
+from .._errors import TransferError
+from .._flavours import async_flavour
+from .._protocol import Call, interrupted
+from .._transfer.export import ExportReceiver
+from .._transfer.upload import Segment, UploadMeter, UploadPlan, chunk_bytes, read_chunks
+from ._connection import AsyncConnection
+
+
+async def upload_body(plan: UploadPlan, meter: UploadMeter) -> AsyncIterator[bytes]:
+    """The request body of an upload, produced chunk by chunk as httpx sends it."""
+    for segment in plan.segments:
+        if segment.source is None:
+            yield segment.framing
+            continue
+        meter.start(segment)
+        async for chunk in _source_chunks(segment):
+            if out := meter.take(chunk):
+                yield out
+            if meter.backlogged:
+                await async_flavour.run_blocking(meter.wait_for_room)
+        if out := meter.end(segment):
+            yield out
+    meter.body_complete = True
+
+
+async def _source_chunks(segment: Segment) -> AsyncIterator[bytes]:
+    source = segment.source
+    assert source is not None
+    if source.kind == "async_iterable":
+        async for chunk in source.value:
+            yield chunk_bytes(chunk, segment.argument)
+    else:
+        for chunk in read_chunks(source, segment.argument):
+            yield chunk
+
+
+async def receive_export(
+    connection: AsyncConnection,
+    call: Call,
+    receiver_for: Callable[[httpx.Response], ExportReceiver],
+    *,
+    interruption: Callable[[int], str],
+) -> list[Path]:
+    """Send the export request and feed its body into the receiver ``receiver_for(response)``
+    makes; return the files placed.
+
+    A failure of the SDK's own checks (TransferError) is raised as it is; anything else that
+    cuts the transfer short (a lost connection, Ctrl-C, a cancelled task) gets the text of
+    ``interruption(bytes_received)`` added.
+    """
+    receiver: ExportReceiver | None = None
+    try:
+        async with connection.stream(call) as response:
+            receiver = receiver_for(response)
+            try:
+                receiver.start()
+                async for chunk in connection.body(call, response):
+                    receiver.feed(chunk)
+                    if receiver.backlogged:
+                        await async_flavour.run_blocking(receiver.wait_for_room)
+                return receiver.finish()
+            finally:
+                receiver.discard()
+    except BaseException as exc:
+        if receiver is None or isinstance(exc, TransferError):
+            raise
+        raise interrupted(exc, interruption(receiver.received)) from None

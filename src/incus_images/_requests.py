@@ -1,0 +1,153 @@
+"""Request bodies: attrs models of what the SDK sends, serialized by the one converter.
+
+Field names are the Incus JSON keys (``shared/api/image.go``). A field left at None is not
+sent at all, which matters to Incus: a PATCH changes only the keys it carries, and a PUT resets
+what it omits (see the models' notes). Values are checked before they get here (``_validate``).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import attrs
+
+__all__ = [
+    "AliasEntry",
+    "FollowUp",
+    "ImageAliasPatch",
+    "ImageAliasesPost",
+    "ImageExportPost",
+    "ImagePatch",
+    "ImagePut",
+    "ImagesPost",
+    "ImagesPostSource",
+]
+
+
+@attrs.frozen(kw_only=True)
+class AliasEntry:
+    """An alias as ``ImagesPost.aliases`` and ``ImageExportPost.aliases`` carry it."""
+
+    name: str
+    description: str = ""
+
+
+@attrs.frozen(kw_only=True)
+class ImagePatch:
+    """PATCH /1.0/images/{fp}: only the keys given change; a property sent as "" is deleted.
+
+    Incus ignores ``expires_at`` and ``profiles`` in a PATCH: those need :class:`ImagePut`.
+    """
+
+    public: bool | None = None
+    auto_update: bool | None = None
+    properties: dict[str, str] | None = None
+
+
+@attrs.frozen(kw_only=True)
+class ImagePut:
+    """PUT /1.0/images/{fp}: every writable field. What a PUT omits is reset (properties wiped,
+    profiles back to ``["default"]``), so it is always built from what was just read."""
+
+    public: bool
+    auto_update: bool
+    properties: dict[str, str]
+    profiles: list[str]
+    #: None keeps the expiry (Incus cannot clear one).
+    expires_at: datetime | None = None
+
+
+@attrs.frozen(kw_only=True)
+class ImagesPostSource:
+    """Where a JSON image request takes the image from."""
+
+    #: ``image`` (from another server), ``instance``, ``snapshot``, ... (None for push tokens).
+    type: str | None = None
+    #: ``pull`` or ``push``.
+    mode: str | None = None
+    server: str | None = None
+    #: ``incus`` or ``simplestreams``.
+    protocol: str | None = None
+    fingerprint: str | None = None
+    alias: str | None = None
+    #: The source server's certificate (PEM), pinned by the daemon that connects to it.
+    certificate: str | None = None
+    secret: str | None = None
+    #: ``container`` or ``virtual-machine``: which image an alias names.
+    image_type: str | None = None
+    #: The instance or snapshot (``c1/snap0``) to publish.
+    name: str | None = None
+    project: str | None = None
+
+
+@attrs.frozen(kw_only=True)
+class ImagesPost:
+    """POST /1.0/images as JSON: copy from another server, publish an instance, push token."""
+
+    source: ImagesPostSource
+    public: bool | None = None
+    auto_update: bool | None = None
+    properties: dict[str, str] | None = None
+    profiles: list[str] | None = None
+    aliases: list[AliasEntry] | None = None
+    compression_algorithm: str | None = None
+    expires_at: datetime | None = None
+    filename: str | None = None
+
+
+@attrs.frozen(kw_only=True)
+class ImageExportPost:
+    """POST /1.0/images/{fp}/export: the server pushes the image to another server."""
+
+    #: The receiving server's HTTPS URL.
+    target: str
+    #: The push token's secret, from the receiving server.
+    secret: str
+    #: The receiving server's certificate (PEM), pinned by the pushing daemon.
+    certificate: str | None = None
+    project: str | None = None
+    aliases: list[AliasEntry] | None = None
+    profiles: list[str] | None = None
+
+
+@attrs.frozen(kw_only=True)
+class ImageAliasesPost:
+    """POST /1.0/images/aliases."""
+
+    name: str
+    target: str
+    description: str = ""
+
+
+@attrs.frozen(kw_only=True)
+class ImageAliasPatch:
+    """PATCH /1.0/images/aliases/{name}: only the keys given change."""
+
+    target: str | None = None
+    description: str | None = None
+
+
+# --------------------------------------------------------------------------------------------
+# What follows a new image's arrival.
+
+
+@attrs.frozen(kw_only=True)
+class FollowUp:
+    """What is applied to a new image once it is stored."""
+
+    #: Fields to PATCH (public, auto_update, properties), or None.
+    patch: ImagePatch | None = None
+    #: Properties to make exactly these (keys not listed are removed), or None to keep them.
+    properties: dict[str, str] | None = None
+    #: Profiles to set (only a PUT can, so it sends back what was read), or None to keep them.
+    profiles: list[str] | None = None
+    aliases: list[AliasEntry] = attrs.field(factory=list)
+
+    @property
+    def needed(self) -> bool:
+        return bool(
+            self.patch is not None
+            or self.properties is not None
+            or self.profiles is not None
+            or self.aliases
+        )
