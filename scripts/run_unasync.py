@@ -47,6 +47,7 @@ RENAMES = {
     # Internal rooms of the images API.
     "AsyncImageCalls": "ImageCalls",
     "AsyncImporter": "Importer",
+    "AsyncCopier": "Copier",
     # httpx's async spellings. (unasync's default would turn AsyncX into SyncX, a name httpx
     # does not have.)
     "AsyncHTTPTransport": "HTTPTransport",

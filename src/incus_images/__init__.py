@@ -29,7 +29,16 @@ from ._errors import (
     PreconditionFailedError,
     TransferError,
 )
-from ._models import Image, ImageAlias, ImageSource, Operation, OperationStatus
+from ._models import (
+    Image,
+    ImageAlias,
+    ImageSource,
+    Operation,
+    OperationStatus,
+    ServerEnvironment,
+    ServerInfo,
+)
+from ._simplestreams import SimpleStreams
 from ._sync.client import Client
 from ._sync.images import ImagesAPI
 from ._sync.operations import OperationsAPI
@@ -61,6 +70,9 @@ __all__ = [
     "OperationStatus",
     "OperationsAPI",
     "PreconditionFailedError",
+    "ServerEnvironment",
+    "ServerInfo",
+    "SimpleStreams",
     "TransferError",
     "__version__",
 ]

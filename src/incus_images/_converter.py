@@ -28,7 +28,7 @@ import attrs
 import cattrs
 from cattrs.gen import make_dict_structure_fn, make_dict_unstructure_fn, override
 
-from ._models import Image, ImageAlias, ImageSource, Operation
+from ._models import Image, ImageAlias, ImageSource, Operation, ServerEnvironment, ServerInfo
 from ._requests import (
     AliasEntry,
     ImageAliasesPost,
@@ -47,6 +47,9 @@ T = TypeVar("T")
 # Models used inside other models come first: a model's structuring function takes the hooks
 # of its fields' types as they are when it is generated.
 _MODELS: tuple[type[Any], ...] = (ImageAlias, ImageSource, Image, Operation)
+#: Read leniently even by the strict converter: GET /1.0 is a large object that grows with
+#: every API extension, of which the SDK reads a few fields.
+_LENIENT_MODELS: tuple[type[Any], ...] = (ServerEnvironment, ServerInfo)
 _RENAMED = {Operation: {"class_": "class"}}
 #: Request bodies, inner ones first; a field left at None is not sent.
 _REQUESTS: tuple[type[Any], ...] = (
@@ -127,11 +130,12 @@ def make_converter(*, strict: bool = False) -> cattrs.Converter:
         conv.register_unstructure_hook(
             request, make_dict_unstructure_fn(request, conv, **omit_none)
         )
-    for model in _MODELS:
+    for model in _MODELS + _LENIENT_MODELS:
         renames: dict[str, Any] = {
             name: override(rename=json_key) for name, json_key in _RENAMED.get(model, {}).items()
         }
-        generated = make_dict_structure_fn(model, conv, _cattrs_forbid_extra_keys=strict, **renames)
+        forbid = strict and model not in _LENIENT_MODELS
+        generated = make_dict_structure_fn(model, conv, _cattrs_forbid_extra_keys=forbid, **renames)
         conv.register_structure_hook(model, _without_nulls(generated))
 
     structure_image = conv.get_structure_hook(Image)

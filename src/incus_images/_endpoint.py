@@ -54,6 +54,9 @@ class Endpoint:
     socket_path: str | None = None
     #: The TLS context for HTTPS, or None for a unix socket.
     ssl_context: ssl.SSLContext | None = None
+    #: The PEM text the server is verified against, when ``verify=`` named a file: what a
+    #: daemon that connects to this server for a copy should pin too.
+    verify_pem: str | None = None
 
     @classmethod
     def unix(cls, path: str) -> Endpoint:
@@ -163,6 +166,20 @@ def _ssl_context(verify: VerifyArg, cert: CertificateArg) -> ssl.SSLContext:
     return context
 
 
+#: Larger than any certificate bundle a server is pinned with.
+_MAX_PEM_BYTES = 1024 * 1024
+
+
+def _pem_text(verify: VerifyArg) -> str | None:
+    if not isinstance(verify, str | os.PathLike):
+        return None
+    with open(os.fspath(verify), "rb") as file:
+        data = file.read(_MAX_PEM_BYTES + 1)
+    if len(data) > _MAX_PEM_BYTES or b"-----BEGIN CERTIFICATE-----" not in data:
+        return None
+    return data.decode("ascii", errors="replace")
+
+
 def parse_endpoint(
     endpoint: str | os.PathLike[str] | None,
     *,
@@ -213,7 +230,12 @@ def parse_endpoint(
             raise InvalidInputError(f"endpoint {text!r}: port {port} is out of range")
         host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
         base_url = f"https://{host}:{port}"
-        return Endpoint(display=base_url, base_url=base_url, ssl_context=_ssl_context(verify, cert))
+        return Endpoint(
+            display=base_url,
+            base_url=base_url,
+            ssl_context=_ssl_context(verify, cert),
+            verify_pem=_pem_text(verify),
+        )
     if scheme == "http":
         raise InvalidInputError(
             f"endpoint {text!r}: Incus serves its API over HTTPS only; use https://"

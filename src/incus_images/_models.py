@@ -19,6 +19,8 @@ __all__ = [
     "ImageSource",
     "Operation",
     "OperationStatus",
+    "ServerEnvironment",
+    "ServerInfo",
 ]
 
 
@@ -114,3 +116,38 @@ class Operation:
     def succeeded(self) -> bool:
         """Whether the operation finished successfully."""
         return self.status_code == OperationStatus.SUCCESS
+
+
+@attrs.frozen(kw_only=True)
+class ServerEnvironment:
+    """What a server says about itself to a trusted client (part of ``GET /1.0``)."""
+
+    #: The addresses it serves its API on (``host:port``).
+    addresses: list[str] = attrs.field(factory=list)
+    #: Its server certificate (PEM).
+    certificate: str = ""
+    certificate_fingerprint: str = ""
+    server_name: str = ""
+    server_version: str = ""
+    server_clustered: bool = False
+    project: str = ""
+
+
+@attrs.frozen(kw_only=True)
+class ServerInfo:
+    """The server's answer to ``GET /1.0``: its API, and what it thinks of this client."""
+
+    #: ``trusted`` or ``untrusted``.
+    auth: str = ""
+    api_version: str = ""
+    api_status: str = ""
+    api_extensions: list[str] = attrs.field(factory=list)
+    auth_methods: list[str] = attrs.field(factory=list)
+    #: Only for a trusted client.
+    environment: ServerEnvironment | None = None
+
+    @property
+    def trusted(self) -> bool:
+        """Whether the server trusts this client. An untrusted client sees only public
+        images (of the default project) and cannot change anything."""
+        return self.auth == "trusted"

@@ -247,6 +247,21 @@ def stored_fingerprint(finished: Operation) -> str | None:
     return None
 
 
+_TOKEN_SECRET = re.compile(r"[0-9A-Za-z]{1,128}")
+
+
+def token_secret(call: Call, server: str, token: Operation) -> str:
+    """The secret a token operation holds (``metadata.secret``), checked: it goes into later
+    requests' query strings and bodies."""
+    metadata = token.metadata if isinstance(token.metadata, dict) else {}
+    secret = metadata.get("secret")
+    if not isinstance(secret, str) or not _TOKEN_SECRET.fullmatch(secret):
+        raise unexpected(
+            call, server, f"the token operation holds no usable secret: {secret!r:.80}"
+        )
+    return secret
+
+
 def transport_error(call: Call, server: str, exc: httpx.TransportError) -> IncusError:
     """The exception for a request that got no answer."""
     context: dict[str, Any] = {"server": server, "method": call.method, "url": call.path}

@@ -160,3 +160,24 @@ def operation_id(operation: object) -> str:
     if not re.fullmatch(r"[0-9A-Za-z-]{1,128}", value):
         raise InvalidInputError(f"{operation!r} is not an operation id")
     return value
+
+
+_SECRET = re.compile(r"[0-9A-Za-z]{1,128}")
+
+
+def secret_token(value: object, *, argument: str = "secret") -> str:
+    """An image download or push secret: 1 to 128 letters and digits (Incus makes 64 hex)."""
+    if not isinstance(value, str) or not _SECRET.fullmatch(value):
+        raise InvalidInputError(f"{argument} must be the secret Incus issued (letters and digits)")
+    return value
+
+
+def choice(value: object, argument: str, choices: Sequence[str]) -> str:
+    if not isinstance(value, str) or value not in choices:
+        options = ", ".join(repr(option) for option in choices)
+        raise InvalidInputError(f"{argument} must be one of {options}, got {value!r:.100}")
+    return value
+
+
+def optional_boolean(value: object, argument: str) -> bool | None:
+    return None if value is None else boolean(value, argument)

@@ -8,16 +8,22 @@ the rooms above do.
 
 from __future__ import annotations
 
+import contextlib
+
 from .._errors import IncusError, NotFoundError
-from .._models import Image, ImageAlias, Operation
+from .._models import Image, ImageAlias, Operation, ServerInfo
 from .._protocol import (
     ALIASES,
+    IMAGES,
+    OPERATIONS,
     PROFILES,
     Call,
     alias_path,
+    fingerprints_from_urls,
     image_path,
     named_path,
     structure,
+    token_secret,
     unexpected,
 )
 from .._requests import ImageAliasesPost, ImagePatch, ImagePut
@@ -35,6 +41,17 @@ class AsyncImageCalls:
     @property
     def server(self) -> str:
         return self.connection.server
+
+    async def server_info(self) -> ServerInfo:
+        call = Call(method="GET", path="/1.0", action="read the server's information")
+        envelope = await self.connection.request(call)
+        return structure(call, self.server, envelope.metadata, ServerInfo)
+
+    async def fingerprints(self) -> list[str]:
+        """Every image's full fingerprint, sorted."""
+        call = Call(method="GET", path=IMAGES, params={"recursion": "0"}, action="list images")
+        envelope = await self.connection.request(call)
+        return fingerprints_from_urls(call, self.server, envelope.metadata)
 
     async def get(self, prefix: str, *, secret: str | None = None) -> tuple[Image, str | None]:
         """The image with this (checked) fingerprint prefix, and its ETag."""
@@ -92,6 +109,30 @@ class AsyncImageCalls:
         except IncusError as exc:
             return f"deleting image {fingerprint} failed too ({exc}); it is still on the server"
         return f"image {fingerprint} was deleted again"
+
+    async def create_secret(self, fingerprint: str) -> tuple[str, str]:
+        """A one-time download secret for the image, and the id of the token operation that
+        holds it (the token never ends by itself: cancel it when it goes unused)."""
+        call = Call(
+            method="POST",
+            path=image_path(fingerprint, "secret"),
+            action=f"create a download secret for image '{fingerprint}'",
+            json={},
+        )
+        envelope = await self.connection.request(call)
+        token = structure(call, self.server, envelope.metadata, Operation)
+        return token_secret(call, self.server, token), token.id
+
+    async def cancel(self, operation_id: str) -> None:
+        """Cancel a token that went unused; a token already used or gone is left as it is."""
+        call = Call(
+            method="DELETE",
+            path=f"{OPERATIONS}/{operation_id}",
+            action=f"cancel operation {operation_id}",
+            project_scoped=False,
+        )
+        with contextlib.suppress(IncusError):
+            await self.connection.request(call)
 
     async def get_alias(self, name: str) -> ImageAlias:
         call = Call(method="GET", path=alias_path(name), action=f"get alias {name!r}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+import ssl
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
@@ -57,6 +58,7 @@ class AsyncConnection:
         self._timeout = httpx.Timeout(timeout)
         self._http: httpx.AsyncClient | None = None
         self._detach_finalizer: Callable[[], Any] = lambda: None
+        self._peer_certificate: str | None = None
 
     @property
     def server(self) -> str:
@@ -68,6 +70,31 @@ class AsyncConnection:
     @property
     def project(self) -> str | None:
         return self._project
+
+    @property
+    def https_url(self) -> str | None:
+        """The server's HTTPS base URL, or None for a unix socket (or before discovery)."""
+        if self._endpoint is None or self._endpoint.socket_path is not None:
+            return None
+        return self._endpoint.base_url
+
+    @property
+    def pinned_certificate(self) -> str | None:
+        """The server's certificate as another daemon should pin it: the PEM this client
+        verifies the server against (verify= a file), else the certificate the server showed
+        on this client's last connection (None before any HTTPS request)."""
+        if self._endpoint is not None and self._endpoint.verify_pem is not None:
+            return self._endpoint.verify_pem
+        return self._peer_certificate
+
+    def _remember_peer(self, response: httpx.Response) -> None:
+        if self.https_url is None:
+            return
+        stream = response.extensions.get("network_stream")
+        ssl_object = stream.get_extra_info("ssl_object") if stream is not None else None
+        der = ssl_object.getpeercert(True) if ssl_object is not None else None
+        if der:
+            self._peer_certificate = ssl.DER_cert_to_PEM_cert(der)
 
     def _client(self) -> httpx.AsyncClient:
         if self._http is None:
@@ -118,9 +145,11 @@ class AsyncConnection:
         """Send call and read the whole answer, whatever its status."""
         request = self._build(call, content, timeout)
         try:
-            return await self._client().send(request)
+            response = await self._client().send(request)
         except httpx.TransportError as exc:
             raise transport_error(call, self.server, exc) from exc
+        self._remember_peer(response)
+        return response
 
     async def request(
         self, call: Call, *, content: Any = None, timeout: httpx.Timeout | None = None

@@ -126,8 +126,11 @@ class AsyncImporter:
             )
         return reported
 
-    async def follow_up(self, fingerprint: str, follow_up: FollowUp) -> None:
-        """Apply what the start could not carry; on failure delete the image again."""
+    async def follow_up(
+        self, fingerprint: str, follow_up: FollowUp, *, discard: bool = True
+    ) -> None:
+        """Apply what the start could not carry; on failure delete the image again (unless
+        ``discard`` is false: the image was there before)."""
         if not follow_up.needed:
             return
         what = f"the new image '{fingerprint}'"
@@ -146,6 +149,8 @@ class AsyncImporter:
                     f"create alias {alias.name!r} for {what}",
                 )
         except IncusError as exc:
+            if not discard:
+                raise exc._amended(f"{exc} The image was there before and stays.") from exc
             outcome = await self._calls.discard(fingerprint)
             raise exc._amended(
                 f"{exc} The image was stored, but this failed, so {outcome}.",

@@ -15,7 +15,8 @@ import httpx
 from .._errors import TransferError
 from .._flavours import async_flavour
 from .._protocol import Call, interrupted
-from .._transfer.export import ExportReceiver
+from .._transfer.export import ExportReader, ExportReceiver
+from .._transfer.relay import RelayFraming
 from .._transfer.upload import Segment, UploadMeter, UploadPlan, chunk_bytes, read_chunks
 from ._connection import AsyncConnection
 
@@ -46,6 +47,40 @@ async def _source_chunks(segment: Segment) -> AsyncIterator[bytes]:
     else:
         for chunk in read_chunks(source, segment.argument):
             yield chunk
+
+
+class RelayState:
+    """How far a relay got: whether its whole body was handed over."""
+
+    complete = False
+
+
+async def relay_body(
+    connection: AsyncConnection,
+    call: Call,
+    response: httpx.Response,
+    reader: ExportReader,
+    framing: RelayFraming,
+    state: RelayState,
+) -> AsyncIterator[bytes]:
+    """The upload body of a relay, read from the source's export as the target takes it.
+
+    The last bytes go out only once the whole export was verified (``reader.finish()``): a
+    failed check aborts the upload before the receiving server has the complete image.
+    """
+    reader.start()
+    async for chunk in connection.body(call, response):
+        for event in reader.feed(chunk):
+            for out in framing.take(event):
+                yield out if isinstance(out, bytes) else bytes(out)
+        if reader.backlogged:
+            await async_flavour.run_blocking(reader.wait_for_room)
+    reader.finish()
+    # Reported before the last bytes: once they are sent, the target has the whole image and
+    # a callback that raises could no longer stop it.
+    reader.progress.finish()
+    yield framing.end()
+    state.complete = True
 
 
 async def receive_export(

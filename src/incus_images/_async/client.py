@@ -7,6 +7,7 @@ from types import TracebackType
 
 from .._endpoint import CertificateArg, VerifyArg, parse_endpoint
 from .._errors import InvalidInputError
+from .._models import ServerInfo
 from .._validate import seconds
 from ._connection import AsyncConnection
 from .images import AsyncImagesAPI
@@ -67,6 +68,11 @@ class AsyncClient:
     @property
     def project(self) -> str | None:
         return self._connection.project
+
+    async def server_info(self) -> ServerInfo:
+        """Return what the server says about itself, and whether it trusts this client
+        (``.trusted``): an untrusted client sees only public images and changes nothing."""
+        return await self.images._calls.server_info()
 
     async def aclose(self) -> None:
         """Close the connections. The client can be used again afterwards (it reconnects)."""

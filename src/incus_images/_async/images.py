@@ -6,7 +6,7 @@ import builtins
 import os
 from collections.abc import AsyncIterable, Iterable, Sequence
 from pathlib import Path
-from typing import IO, Literal, overload
+from typing import IO, TYPE_CHECKING, Literal, overload
 
 import httpx
 
@@ -17,12 +17,12 @@ from .._protocol import (
     IMAGES,
     Call,
     alias_path,
-    fingerprints_from_urls,
     image_path,
     replace_properties_patch,
     structure,
 )
 from .._requests import ImageAliasesPost, ImageAliasPatch
+from .._simplestreams import SimpleStreams
 from .._transfer.export import ExportReceiver
 from .._transfer.files import check_export_target
 from .._transfer.progress import ProgressCallback
@@ -34,18 +34,31 @@ from .._validate import (
     callback,
     fingerprint_prefix,
     properties_map,
+    secret_token,
 )
 from ._calls import AsyncImageCalls
 from ._connection import AsyncConnection
+from ._copying import AsyncCopier, CopyMode, copy_options
 from ._importing import AsyncImporter
 from ._transfers import receive_export
 from .operations import AsyncOperationsAPI
+
+if TYPE_CHECKING:
+    from .client import AsyncClient
 
 #: What an image (or one part of a split image) can be given as.
 ImageData = bytes | str | os.PathLike[str] | IO[bytes] | Iterable[bytes] | AsyncIterable[bytes]
 
 #: How often update() re-reads and retries when the image changed under it (HTTP 412).
 UPDATE_ATTEMPTS = 5
+
+
+def _optional_secret(secret: object) -> str | None:
+    return None if secret is None else secret_token(secret)
+
+
+def type_name(value: object) -> str:
+    return type(value).__name__
 
 
 class AsyncImagesAPI:
@@ -75,23 +88,129 @@ class AsyncImagesAPI:
         """
         if type(recursion) is not int or recursion not in (0, 1):
             raise InvalidInputError(f"recursion must be 0 or 1, got {recursion!r}")
-        call = Call(
-            method="GET",
-            path=IMAGES,
-            params={"recursion": str(recursion)},
-            action="list images",
-        )
-        envelope = await self._connection.request(call)
-        server = self._connection.server
         if recursion == 0:
-            return fingerprints_from_urls(call, server, envelope.metadata)
-        images = structure(call, server, envelope.metadata, builtins.list[Image])
+            return await self._calls.fingerprints()
+        call = Call(method="GET", path=IMAGES, params={"recursion": "1"}, action="list images")
+        envelope = await self._connection.request(call)
+        images = structure(call, self._connection.server, envelope.metadata, builtins.list[Image])
         return sorted(images, key=lambda image: image.fingerprint)
 
-    async def get(self, fingerprint: str) -> Image:
-        """Return the image with this fingerprint (or unique fingerprint prefix)."""
-        image, _ = await self._calls.get(fingerprint_prefix(fingerprint))
+    async def get(self, fingerprint: str, *, secret: str | None = None) -> Image:
+        """Return the image with this fingerprint (or unique fingerprint prefix).
+
+        secret is a download secret from the image's server (``create_secret()``), with which
+        a client the server does not trust reads a private image. Using it spends it: it
+        stays valid for only about five seconds more, enough for an export right after.
+        """
+        prefix = fingerprint_prefix(fingerprint)
+        image, _ = await self._calls.get(prefix, secret=_optional_secret(secret))
         return image
+
+    async def create_secret(self, fingerprint: str) -> str:
+        """Return a one-time secret with which a client the server does not trust may read
+        and export this (private) image, or another server may copy it.
+
+        The secret is spent by its first use (it then stays valid for about five seconds).
+        An unused one stays valid until the server restarts: hand it out only to be used.
+        """
+        image = await self.get(fingerprint)
+        secret, _ = await self._calls.create_secret(image.fingerprint)
+        return secret
+
+    async def refresh(self, fingerprint: str, wait: bool = False) -> Operation:
+        """Ask the server to look for a newer version of the image at its source.
+
+        Only images copied with ``auto_update`` (or from an image server) have a source. With
+        wait=True, return the finished Operation: ``operation.metadata["refreshed"]`` is True
+        when a newer image replaced this one (its aliases moved to the new image), False when
+        it was current. Without a source the refresh fails (OperationError).
+        """
+        image = await self.get(fingerprint)
+        action = f"refresh image '{image.fingerprint}'"
+        call = Call(method="POST", path=image_path(image.fingerprint, "refresh"), action=action)
+        envelope = await self._connection.request(call)
+        operation = structure(call, self._connection.server, envelope.metadata, Operation)
+        if boolean(wait, "wait"):
+            return await self._calls.operations._wait(operation.id, None, action=action)
+        return operation
+
+    async def copy(
+        self,
+        image: str,
+        source: AsyncClient | SimpleStreams,
+        *,
+        mode: CopyMode | None = None,
+        aliases: Sequence[str] | None = None,
+        copy_aliases: bool = False,
+        public: bool | None = None,
+        auto_update: bool | None = None,
+        profiles: Sequence[str] | None = None,
+        type: str | None = None,
+        progress: ProgressCallback | None = None,
+        wait: bool = True,
+    ) -> Image | Operation:
+        """Copy an image from another server onto this one; return the copy (wait=True).
+
+        image names the image on the source: an alias (looked up first, as the incus CLI
+        does), a fingerprint or a unique prefix. source is another client of the same kind
+        (any Incus server, over HTTPS or a unix socket, trusted or not) or a
+        :class:`SimpleStreams` image server. ``type`` ("container" or "virtual-machine")
+        picks which image an alias names when both kinds exist.
+
+        mode says who moves the bytes:
+
+        * ``"pull"``: this server downloads from the source's HTTPS address; no byte passes
+          through this client. The source's certificate is pinned (the file this client
+          verifies it with, else the certificate it showed). A private image is fetched with
+          a one-time secret, which only a source that trusts this client can issue.
+        * ``"push"``: the source uploads to this server's HTTPS address (both clients must
+          use HTTPS, and the source must trust this client).
+        * ``"relay"``: this client streams the source's export into this server's upload,
+          in constant memory; the export is verified before the upload is let complete, and
+          this server checks the fingerprint too.
+        * None: pull when the source client uses HTTPS, relay when it uses a unix socket.
+
+        aliases are created here, and copy_aliases=True adds the source's aliases of the
+        image; an alias already taken here is refused before anything is copied. public,
+        auto_update and profiles set the copy's settings (None: the server's default).
+        auto_update=True (pull only) records the source, by alias when the image was named
+        by one, so that refresh() and the server's own updater follow the alias to newer
+        images. The copy gets the source image's properties and file name.
+
+        An image this server already has is not copied again: it is returned, with the
+        aliases asked for added, whatever ``wait`` says. Otherwise wait=False returns the
+        Operation that stores the image here once the transfer runs (pull: the download;
+        relay: the upload, after every byte was sent); a push, and a copy with aliases or
+        profiles to apply, always waits.
+
+        progress(done, total) reports bytes: counted in relay mode, the server's own
+        download reports (scaled to the image's size) in pull and push mode.
+
+        Failures name the source, this server, the image and the mode, and say what was
+        left where; a copy that fails after the image arrived is deleted again.
+        """
+        options = copy_options(
+            mode=mode,
+            aliases=aliases,
+            copy_aliases=copy_aliases,
+            public=public,
+            auto_update=auto_update,
+            profiles=profiles,
+            image_type=type,
+            progress=progress,
+            wait=wait,
+        )
+        copier = AsyncCopier(self._calls)
+        if isinstance(source, SimpleStreams):
+            return await copier.from_simplestreams(image, source, options)
+        from .client import AsyncClient
+
+        if not isinstance(source, AsyncClient):
+            raise InvalidInputError(
+                "source must be an AsyncClient of the server to copy from, or a "
+                f"SimpleStreams image server, got {type_name(source)}"
+            )
+        return await copier.copy(image, source, options)
 
     # ----------------------------------------------------------------------------------------
     # Creating, changing and deleting.
@@ -208,6 +327,7 @@ class AsyncImagesAPI:
         fingerprint: str,
         target_path: str | os.PathLike[str],
         *,
+        secret: str | None = None,
         progress: ProgressCallback | None = None,
         allow_unverified: bool = False,
     ) -> builtins.list[Path]:
@@ -226,16 +346,23 @@ class AsyncImagesAPI:
         TransferError before anything is written, unless you pass ``allow_unverified=True``,
         which accepts such an image unchecked; every other image is still verified.
 
-        progress(done, total) is called as the image's bytes arrive.
+        secret is a download secret (see get()) for a private image this client is not
+        trusted to read. progress(done, total) is called as the image's bytes arrive.
         """
         prefix = fingerprint_prefix(fingerprint)
         target = check_export_target(target_path)
         callback(progress, "progress")
         boolean(allow_unverified, "allow_unverified")
-        image = await self.get(prefix)
+        secret = _optional_secret(secret)
+        image, _ = await self._calls.get(prefix, secret=secret)
         server = self._connection.server
         action = f"export image '{image.fingerprint}' to {str(target)!r}"
-        call = Call(method="GET", path=image_path(image.fingerprint, "export"), action=action)
+        call = Call(
+            method="GET",
+            path=image_path(image.fingerprint, "export"),
+            action=action,
+            params={"secret": secret} if secret is not None else {},
+        )
 
         def receiver_for(response: httpx.Response) -> ExportReceiver:
             return ExportReceiver(

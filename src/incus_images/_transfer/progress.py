@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable
 
-__all__ = ["Progress", "ProgressCallback"]
+__all__ = ["Progress", "ProgressCallback", "daemon_progress"]
 
 #: progress(bytes_done, bytes_total): bytes_total is None when the size is not known.
 ProgressCallback = Callable[[int, int | None], object]
@@ -42,3 +43,26 @@ class Progress:
             self._last_call = time.monotonic()
             self._reported = self.done
             self.callback(self.done, self.total)
+
+
+_PERCENT = re.compile(r"(\d{1,3}(?:\.\d+)?)%")
+_AMOUNT = re.compile(r"(?:^|: )(\d{1,15}(?:\.\d{1,6})?)(B|kB|MB|GB|TB)\b")
+_UNITS = {"B": 1, "kB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12}
+
+
+def daemon_progress(metadata: object, total: int | None) -> int | None:
+    """Bytes done, read from the text a daemon keeps in a running download's operation.
+
+    incusd writes ``download_progress`` as ``rootfs: 42% (1.09MB/s)`` when it knows the size,
+    and as ``163.64MB (163.63MB/s)`` (decimal units) when it does not; None when there is none.
+    """
+    text = metadata.get("download_progress") if isinstance(metadata, dict) else None
+    if not isinstance(text, str):
+        return None
+    text = text[:200]
+    if total and (match := _PERCENT.search(text)):
+        return min(total, int(total * float(match.group(1)) / 100))
+    if match := _AMOUNT.search(text):
+        done = int(float(match.group(1)) * _UNITS[match.group(2)])
+        return min(total, done) if total else done
+    return None

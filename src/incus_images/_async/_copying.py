@@ -1,0 +1,516 @@
+"""Copying an image from another server onto this one: pull, push and relay, and public
+image servers.
+
+    pull    this server downloads from the source's HTTPS address (no byte passes the client)
+    push    the source uploads to this server's HTTPS address
+    relay   this client streams the source's export into this server's upload
+
+Every mode ends on the import path (``_importing``): the fingerprint stored must be the
+source's, then settings and aliases are applied, and a copy that fails after the image arrived
+is deleted again. An image this server already had is returned as it is (with the aliases
+asked for) and never deleted.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Literal
+
+import attrs
+
+from .._errors import (
+    IncusError,
+    InvalidInputError,
+    NotFoundError,
+    TransferError,
+)
+from .._models import Image, Operation
+from .._protocol import IMAGES, Call, image_path, structure, token_secret
+from .._requests import (
+    AliasEntry,
+    FollowUp,
+    ImageExportPost,
+    ImagesPost,
+    ImagesPostSource,
+)
+from .._simplestreams import SimpleStreams
+from .._transfer.export import ExportReader
+from .._transfer.progress import Progress, ProgressCallback, daemon_progress
+from .._transfer.relay import RelayFraming
+from .._transfer.upload import list_header
+from .._validate import (
+    alias_name,
+    boolean,
+    callback,
+    choice,
+    fingerprint_prefix,
+    names_list,
+    optional_boolean,
+    profile_name,
+)
+from ._calls import AsyncImageCalls
+from ._importing import AsyncImporter
+from ._transfers import RelayState, relay_body
+
+if TYPE_CHECKING:
+    from .client import AsyncClient
+
+__all__ = ["AsyncCopier", "CopyOptions", "copy_options"]
+
+CopyMode = Literal["pull", "push", "relay"]
+MODES: tuple[CopyMode, ...] = ("pull", "push", "relay")
+IMAGE_TYPES = ("container", "virtual-machine")
+
+
+@attrs.frozen(kw_only=True)
+class CopyOptions:
+    """copy()'s arguments, checked before anything is sent."""
+
+    mode: CopyMode | None
+    aliases: list[str]
+    copy_aliases: bool
+    public: bool | None
+    auto_update: bool | None
+    profiles: list[str] | None
+    image_type: str | None
+    progress: ProgressCallback | None
+    wait: bool
+
+
+def copy_options(
+    *,
+    mode: object,
+    aliases: object,
+    copy_aliases: object,
+    public: object,
+    auto_update: object,
+    profiles: object,
+    image_type: object,
+    progress: object,
+    wait: object,
+) -> CopyOptions:
+    callback(progress, "progress")
+    return CopyOptions(
+        mode=None if mode is None else choice(mode, "mode", MODES),  # type: ignore[arg-type]
+        aliases=names_list(aliases, "aliases", alias_name),
+        copy_aliases=boolean(copy_aliases, "copy_aliases"),
+        public=optional_boolean(public, "public"),
+        auto_update=optional_boolean(auto_update, "auto_update"),
+        profiles=None if profiles is None else names_list(profiles, "profiles", profile_name),
+        image_type=None if image_type is None else choice(image_type, "type", IMAGE_TYPES),
+        progress=progress,  # type: ignore[arg-type]  # checked above
+        wait=boolean(wait, "wait"),
+    )
+
+
+class AsyncCopier:
+    """Copies onto the server of ``calls``."""
+
+    def __init__(self, calls: AsyncImageCalls) -> None:
+        self._calls = calls
+
+    @property
+    def _target(self) -> str:
+        return self._calls.server
+
+    # ----------------------------------------------------------------------------------------
+    # From another Incus server.
+
+    async def copy(
+        self, image: str, source: AsyncClient, options: CopyOptions
+    ) -> Image | Operation:
+        source_calls = source.images._calls
+        source_url = source._connection.https_url
+        mode = self._mode(options, source_url)
+        described = f"image {image!r} from {source.server} to {self._target} ({mode} mode)"
+        with _amended(f"while copying {described}; nothing was copied"):
+            found, by_alias = await self._resolve(source_calls, image, options.image_type)
+        fingerprint = found.fingerprint
+        importer = AsyncImporter(
+            self._calls, f"copy image '{fingerprint}' from {source.server} ({mode} mode)"
+        )
+        aliases = _wanted_aliases(options, found)
+        existing = await self._calls.find(fingerprint)
+        if existing is not None:
+            # Not an error: the target has the image; only the aliases asked for are added.
+            await importer.preflight([alias.name for alias in aliases], [])
+            await importer.follow_up(fingerprint, FollowUp(aliases=aliases), discard=False)
+            return await importer.image(fingerprint)
+        await importer.preflight([alias.name for alias in aliases], options.profiles or [])
+        follow_up = FollowUp(
+            # A relayed or pushed image carries its metadata.yaml's properties; the copy gets
+            # the source's (pull copies them itself).
+            properties=dict(found.properties) if mode != "pull" else None,
+            # A request cannot say "no profiles": an empty list means the default profile.
+            profiles=[] if options.profiles == [] else None,
+            aliases=aliases,
+        )
+        # Bytes in relay mode (counted by the export's reader); the daemon's own reports in
+        # pull and push mode.
+        progress = Progress(options.progress if mode != "relay" else None, found.size)
+        if mode == "pull":
+            started, token = await self._pull(source, found, by_alias, importer, options)
+            progress.start()
+            if not options.wait and not follow_up.needed:
+                return started
+            finished = await self._finish_pull(source_calls, started, token, importer, progress)
+        elif mode == "relay":
+            started = await self._relay(source, found, importer, options, progress)
+            if not options.wait and not follow_up.needed:
+                return started
+            finished = await importer.wait(started, fingerprint=fingerprint)
+        else:
+            finished = await self._push(source, found, importer, options, progress)
+        if mode != "push":
+            await importer.verified(finished, fingerprint, expected_is="the source's image is")
+        elif await self._calls.find(fingerprint) is None:
+            raise TransferError(
+                f"Could not {importer.action} on {self._target}: the source reported the push "
+                "done, but the image is not there; nothing was copied",
+                server=self._target,
+                fingerprint=fingerprint,
+            )
+        await importer.follow_up(fingerprint, follow_up)
+        progress.advance(found.size - progress.done)
+        progress.finish()
+        return await importer.image(fingerprint) if options.wait else finished
+
+    def _mode(self, options: CopyOptions, source_url: str | None) -> CopyMode:
+        mode = options.mode
+        if mode is None:
+            # As the Go client: the target pulls when the source has an HTTPS address.
+            mode = "pull" if source_url is not None else "relay"
+        if mode in ("pull", "push") and source_url is None:
+            raise InvalidInputError(
+                f"mode={mode!r} needs the source's HTTPS address, but the source client talks "
+                "to a unix socket: use mode='relay' (or None), or a source client over HTTPS"
+            )
+        if mode == "push" and self._calls.connection.https_url is None:
+            raise InvalidInputError(
+                "mode='push' needs this server's HTTPS address (the source connects to it), "
+                "but this client talks to a unix socket: use mode='pull' or 'relay'"
+            )
+        if options.auto_update and mode != "pull":
+            raise InvalidInputError(
+                f"auto_update=True needs mode='pull': a {mode} copy does not record where the "
+                "image came from, so the server could never refresh it"
+            )
+        return mode
+
+    async def _resolve(
+        self, source: AsyncImageCalls, image: object, image_type: str | None
+    ) -> tuple[Image, str | None]:
+        """The source's image named by an alias (first, as the incus CLI does) or by a
+        fingerprint prefix; and the alias when it was named by one."""
+        name = alias_name(image, argument="image")
+        try:
+            alias = await source.get_alias(name)
+        except NotFoundError:
+            alias = None
+        if alias is not None and (image_type is None or alias.type in ("", image_type)):
+            found, _ = await source.get(alias.target)
+            by_alias: str | None = name
+        else:
+            try:
+                prefix = fingerprint_prefix(name, argument="image")
+            except InvalidInputError:
+                raise await self._not_on_source(source, name, image_type) from None
+            try:
+                found, _ = await source.get(prefix)
+            except NotFoundError:
+                raise await self._not_on_source(source, name, image_type) from None
+            by_alias = None
+        if image_type is not None and found.type != image_type:
+            raise await self._not_on_source(source, name, image_type)
+        return found, by_alias
+
+    async def _not_on_source(
+        self, source: AsyncImageCalls, name: str, image_type: str | None
+    ) -> NotFoundError:
+        kind = f"{image_type} image" if image_type else "image"
+        hint = ""
+        if not (await source.server_info()).trusted:
+            hint = " (the source does not trust this client, so it shows only public images)"
+        return NotFoundError(
+            f"Could not find {kind} {name!r} on {source.server}: no alias or fingerprint "
+            f"names one{hint}",
+            server=source.server,
+        )
+
+    # ----------------------------------------------------------------------------------------
+    # Pull: the target downloads.
+
+    async def _pull(
+        self,
+        source: AsyncClient,
+        found: Image,
+        by_alias: str | None,
+        importer: AsyncImporter,
+        options: CopyOptions,
+    ) -> tuple[Operation, str | None]:
+        """Start the target's download; the operation, and the source's secret token."""
+        source_calls = source.images._calls
+        secret = token = None
+        if not found.public:
+            if not (await source_calls.server_info()).trusted:
+                raise InvalidInputError(
+                    f"Could not {importer.action} on {self._target}: the image is private and "
+                    "the source does not trust this client, so it cannot issue the secret a "
+                    "private copy needs; nothing was copied"
+                )
+            with _amended(f"while preparing to {importer.action}; nothing was copied"):
+                secret, token = await source_calls.create_secret(found.fingerprint)
+        # By alias, the server records the alias, so that refreshes follow it to new images;
+        # a private image is fetched with its secret, which names a fingerprint.
+        use_alias = by_alias is not None and options.auto_update and found.public
+        request = ImagesPost(
+            source=ImagesPostSource(
+                type="image",
+                mode="pull",
+                server=source._connection.https_url,
+                protocol="incus",
+                alias=by_alias if use_alias else None,
+                fingerprint=None if use_alias else found.fingerprint,
+                certificate=source._connection.pinned_certificate,
+                secret=secret,
+                image_type=found.type or None,
+                project=source.project,
+            ),
+            public=options.public,
+            auto_update=options.auto_update,
+            profiles=options.profiles or None,
+            filename=found.filename or None,
+        )
+        try:
+            started = await importer.start(
+                Call(method="POST", path=IMAGES, action=importer.action, json=request)
+            )
+        except BaseException:
+            if token is not None:
+                await source_calls.cancel(token)
+            raise
+        return started, token
+
+    async def _finish_pull(
+        self,
+        source_calls: AsyncImageCalls,
+        started: Operation,
+        token: str | None,
+        importer: AsyncImporter,
+        progress: Progress,
+    ) -> Operation:
+        try:
+            return await importer.wait(started, watch=_reporting(progress))
+        except BaseException:
+            # A secret the target never used would stay valid on the source for good.
+            if token is not None:
+                await source_calls.cancel(token)
+            raise
+
+    # ----------------------------------------------------------------------------------------
+    # Relay: this client streams the export into the upload.
+
+    async def _relay(
+        self,
+        source: AsyncClient,
+        found: Image,
+        importer: AsyncImporter,
+        options: CopyOptions,
+        progress: Progress,
+    ) -> Operation:
+        fingerprint = found.fingerprint
+        connection = source._connection
+
+        def failure(detail: str, cls: type[TransferError] = TransferError) -> TransferError:
+            return cls(
+                f"Could not {importer.action} on {self._target}: {detail}; the upload was "
+                "stopped, so nothing was stored",
+                server=self._target,
+                fingerprint=fingerprint,
+            )
+
+        call = Call(
+            method="GET",
+            path=image_path(fingerprint, "export"),
+            action=f"export image '{fingerprint}' to relay it to {self._target}",
+        )
+        state = RelayState()
+        reader: ExportReader | None = None
+        with importer.interruptions(
+            complete=lambda: state.complete,
+            describe=lambda: (
+                f"the relay of image {fingerprint} from {source.server} to {self._target} was "
+                f"interrupted after {reader.received if reader else 0} of {found.size} bytes"
+            ),
+        ):
+            async with connection.stream(call) as response:
+                reader = ExportReader(
+                    fingerprint,
+                    content_type=response.headers.get("content-type"),
+                    content_disposition=response.headers.get("content-disposition"),
+                    failure=failure,
+                    unverifiable=response.headers.get("x-incus-type", "").lower() == "oci",
+                    total=found.size,
+                    progress=options.progress,
+                )
+                try:
+                    framing = RelayFraming(found, split=reader.multipart, failure=failure)
+                    headers = dict(framing.headers)
+                    if options.public:
+                        headers["X-Incus-public"] = "true"
+                    if options.profiles:
+                        headers["X-Incus-profiles"] = list_header("profile", options.profiles)
+                    body = relay_body(connection, call, response, reader, framing, state)
+                    return await importer.send_body(headers, body)
+                finally:
+                    reader.close()
+
+    # ----------------------------------------------------------------------------------------
+    # Push: the source uploads to the target.
+
+    async def _push(
+        self,
+        source: AsyncClient,
+        found: Image,
+        importer: AsyncImporter,
+        options: CopyOptions,
+        progress: Progress,
+    ) -> Operation:
+        source_calls = source.images._calls
+        if not (await source_calls.server_info()).trusted:
+            raise InvalidInputError(
+                f"Could not {importer.action} on {self._target}: only a source that trusts "
+                "this client can be asked to push; nothing was copied"
+            )
+        connection = self._calls.connection
+        token_call = Call(
+            method="POST",
+            path=IMAGES,
+            action=f"prepare to receive image '{found.fingerprint}' from {source.server}",
+            json=ImagesPost(
+                source=ImagesPostSource(mode="push", fingerprint=found.fingerprint),
+                public=options.public,
+                # Without them the pushed image would have none.
+                properties=dict(found.properties) or None,
+            ),
+        )
+        token = await importer.start(token_call)
+        progress.start()
+        try:
+            secret = token_secret(token_call, self._target, token)
+            export_call = Call(
+                method="POST",
+                path=image_path(found.fingerprint, "export"),
+                action=importer.action,
+                json=ImageExportPost(
+                    target=connection.https_url or "",
+                    secret=secret,
+                    certificate=connection.pinned_certificate,
+                    project=connection.project,
+                    profiles=options.profiles or None,
+                ),
+            )
+            envelope = await source_calls.connection.request(export_call)
+            pushing = structure(export_call, source.server, envelope.metadata, Operation)
+            return await source_calls.operations._wait(
+                pushing.id, None, action=importer.action, watch=_reporting(progress)
+            )
+        except BaseException:
+            # The token never ends by itself: one the source did not use must not stay open.
+            await self._calls.cancel(token.id)
+            raise
+
+    # ----------------------------------------------------------------------------------------
+    # From a simplestreams image server: the target downloads.
+
+    async def from_simplestreams(
+        self, image: object, source: SimpleStreams, options: CopyOptions
+    ) -> Image | Operation:
+        if options.mode not in (None, "pull"):
+            raise InvalidInputError(
+                f"mode={options.mode!r}: an image server is copied from by the target itself "
+                "(mode='pull' or None)"
+            )
+        if options.copy_aliases:
+            raise InvalidInputError(
+                "copy_aliases=True: an image server's aliases name its products, not one "
+                "image; name the aliases to create with aliases="
+            )
+        name = alias_name(image, argument="image")
+        importer = AsyncImporter(
+            self._calls, f"copy image {name!r} from {source.url} (simplestreams)"
+        )
+        aliases = [AliasEntry(name=alias) for alias in options.aliases]
+        await importer.preflight([alias.name for alias in aliases], options.profiles or [])
+        # What was here before is never deleted, whatever fails.
+        before = set(await self._calls.fingerprints())
+        request = ImagesPost(
+            source=ImagesPostSource(
+                type="image",
+                mode="pull",
+                server=source.url,
+                protocol="simplestreams",
+                # The daemon takes it as an alias first, then as a fingerprint; recorded as
+                # the source, so that refreshes follow the alias.
+                alias=name,
+                certificate=source.certificate,
+                image_type=options.image_type,
+            ),
+            public=options.public,
+            auto_update=options.auto_update,
+            profiles=options.profiles or None,
+        )
+        progress = Progress(options.progress, None)
+        progress.start()
+        started = await importer.start(
+            Call(method="POST", path=IMAGES, action=importer.action, json=request)
+        )
+        follow_up = FollowUp(profiles=[] if options.profiles == [] else None, aliases=aliases)
+        if not options.wait and not follow_up.needed:
+            return started
+        finished = await importer.wait(started, watch=_reporting(progress))
+        fingerprint = await importer.verified(finished, None)
+        await importer.follow_up(fingerprint, follow_up, discard=fingerprint not in before)
+        copied = await importer.image(fingerprint)
+        progress.total = copied.size
+        progress.done = copied.size
+        progress.finish()
+        return copied if options.wait else finished
+
+
+# --------------------------------------------------------------------------------------------
+# Helpers.
+
+
+def _wanted_aliases(options: CopyOptions, found: Image) -> list[AliasEntry]:
+    wanted = [AliasEntry(name=name) for name in options.aliases]
+    if options.copy_aliases:
+        named = set(options.aliases)
+        wanted += [
+            AliasEntry(name=alias.name, description=alias.description)
+            for alias in found.aliases
+            if alias.name and alias.name not in named
+        ]
+    return wanted
+
+
+def _reporting(progress: Progress) -> Callable[[Operation], None]:
+    """An operation watcher that reports a daemon's download progress."""
+
+    def watch(operation: Operation) -> None:
+        done = daemon_progress(operation.metadata, progress.total)
+        if done is not None and done > progress.done:
+            progress.advance(done - progress.done)
+
+    return watch
+
+
+@contextlib.contextmanager
+def _amended(context: str) -> Iterator[None]:
+    """Add what was being done to an SDK error raised inside (the source's own errors name
+    only the source)."""
+    try:
+        yield
+    except IncusError as exc:
+        raise exc._amended(f"{exc} ({context})") from exc
