@@ -9,6 +9,9 @@ As a module:
         daemon.socket_path            # talk to it
         daemon.enable_https()         # also serve https://127.0.0.1:<free port>
 
+    ThrowawayIncusd(network_namespace=True)   # alone in a network namespace of its own: it
+                                              # cannot reach the host's loopback addresses
+
 A throwaway daemon needs root and the incusd binary (scripts/install-incus.sh installs it).
 It is stopped by its own PID, never by name, and its directory is removed afterwards. Only the
 Python standard library is used, so this runs before anything else is installed.
@@ -21,6 +24,7 @@ import base64
 import http.client
 import json
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -96,12 +100,21 @@ def _mounts_below(directory: Path) -> list[str]:
 class ThrowawayIncusd:
     """A private incusd in a fresh temporary directory, started and stopped by this object."""
 
-    def __init__(self, *, start_timeout: float = 60.0, parent_dir: str | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        start_timeout: float = 60.0,
+        parent_dir: str | None = None,
+        network_namespace: bool = False,
+    ) -> None:
         self.start_timeout = start_timeout
         self.parent_dir = parent_dir
         self.directory: Path | None = None
         self.process: subprocess.Popen[bytes] | None = None
         self.https_url: str | None = None
+        #: The network namespace this object made for the daemon, if asked for one.
+        self.namespace: str | None = None
+        self._wants_namespace = network_namespace
 
     @property
     def socket_path(self) -> str:
@@ -131,9 +144,12 @@ class ThrowawayIncusd:
         self.directory.chmod(0o711)
         log = open(self.directory / "out.log", "wb")  # noqa: SIM115 - handed to the child
         env = dict(os.environ, INCUS_DIR=str(self.directory))
+        command = [binary, "--group", "root", "--logfile", str(self.directory / "incusd.log")]
+        if self._wants_namespace:
+            command = [*self._make_namespace(), *command]
         try:
             self.process = subprocess.Popen(
-                [binary, "--group", "root", "--logfile", str(self.directory / "incusd.log")],
+                command,
                 env=env,
                 stdin=subprocess.DEVNULL,
                 stdout=log,
@@ -161,6 +177,21 @@ class ThrowawayIncusd:
                     f"incusd did not answer within {self.start_timeout} s:\n{output}"
                 )
             time.sleep(0.02)
+
+    def _make_namespace(self) -> list[str]:
+        """A fresh network namespace with only its own loopback; the command prefix that runs
+        a program inside it (``ip netns exec`` execs it: the daemon keeps the PID)."""
+        if shutil.which("ip") is None:
+            raise DaemonUnavailable("a network namespace needs the ip command (iproute2)")
+        name = f"incus-images-{secrets.token_hex(4)}"
+        subprocess.run(["ip", "netns", "add", name], check=True, capture_output=True)
+        self.namespace = name
+        subprocess.run(
+            ["ip", "netns", "exec", name, "ip", "link", "set", "lo", "up"],
+            check=True,
+            capture_output=True,
+        )
+        return ["ip", "netns", "exec", name]
 
     def _log_tail(self) -> str:
         assert self.directory is not None
@@ -210,6 +241,9 @@ class ThrowawayIncusd:
                 subprocess.run(["umount", "-l", mount_point], check=False)
             shutil.rmtree(self.directory, ignore_errors=True)
             self.directory = None
+        if self.namespace is not None:
+            subprocess.run(["ip", "netns", "delete", self.namespace], check=False)
+            self.namespace = None
 
     def __enter__(self) -> ThrowawayIncusd:
         return self.start()

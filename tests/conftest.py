@@ -11,12 +11,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import attrs
 import httpx
@@ -74,15 +76,32 @@ def _unavailable(reason: str) -> None:
 @pytest.fixture(scope="session")
 def incusd() -> Iterator[ThrowawayIncusd]:
     """A private incusd for this test session."""
-    daemon = ThrowawayIncusd()
-    try:
-        daemon.start()
-    except DaemonUnavailable as exc:
-        _unavailable(str(exc))
+    daemon = _daemon()
     try:
         yield daemon
     finally:
         daemon.stop()
+
+
+@attrs.frozen
+class Certificates:
+    client_cert: str
+    client_key: str
+    #: A certificate no daemon trusts or serves, for the refusal tests.
+    other_cert: str
+    other_key: str
+
+
+@pytest.fixture(scope="session")
+def certificates() -> Iterator[Certificates]:
+    """A client certificate (the daemons' tests trust it) and another one."""
+    with tempfile.TemporaryDirectory(prefix="incus-tls-") as directory:
+        try:
+            cert, key = make_client_certificate(directory, "client")
+            other, other_key = make_client_certificate(directory, "other")
+        except (DaemonUnavailable, subprocess.CalledProcessError) as exc:
+            _unavailable(f"cannot make certificates: {exc}")
+        yield Certificates(client_cert=cert, client_key=key, other_cert=other, other_key=other_key)
 
 
 @attrs.frozen
@@ -96,23 +115,50 @@ class HttpsServer:
 
 
 @pytest.fixture(scope="session")
-def https_server(incusd: ThrowawayIncusd) -> Iterator[HttpsServer]:
+def https_server(incusd: ThrowawayIncusd, certificates: Certificates) -> HttpsServer:
     """The session daemon served over HTTPS too, with a trusted client certificate."""
-    with tempfile.TemporaryDirectory(prefix="incus-tls-") as directory:
-        try:
-            cert, key = make_client_certificate(directory, "client")
-            other, _ = make_client_certificate(directory, "other")
-        except (DaemonUnavailable, subprocess.CalledProcessError) as exc:
-            _unavailable(f"cannot make certificates: {exc}")
-        url = incusd.enable_https()
-        incusd.trust(cert)
-        yield HttpsServer(
-            url=url,
-            client_cert=cert,
-            client_key=key,
-            server_cert=incusd.server_certificate,
-            other_cert=other,
-        )
+    url = incusd.enable_https()
+    incusd.trust(certificates.client_cert)
+    return HttpsServer(
+        url=url,
+        client_cert=certificates.client_cert,
+        client_key=certificates.client_key,
+        server_cert=incusd.server_certificate,
+        other_cert=certificates.other_cert,
+    )
+
+
+@attrs.frozen
+class CopyServers:
+    """Two more daemons, each over HTTPS on loopback too, trusting the client certificate; and
+    a third alone in a network namespace, which cannot reach the others (copy tests)."""
+
+    source: ThrowawayIncusd
+    target: ThrowawayIncusd
+    isolated: ThrowawayIncusd
+    certificates: Certificates
+
+
+def _daemon(**options: Any) -> ThrowawayIncusd:
+    daemon = ThrowawayIncusd(**options)
+    try:
+        daemon.start()
+    except (DaemonUnavailable, subprocess.CalledProcessError) as exc:
+        _unavailable(str(exc))
+    return daemon
+
+
+@pytest.fixture(scope="session")
+def copy_servers(certificates: Certificates) -> Iterator[CopyServers]:
+    with contextlib.ExitStack() as stack:
+        daemons = []
+        for options in ({}, {}, {"network_namespace": True}):
+            daemon = _daemon(**options)
+            stack.callback(daemon.stop)
+            daemon.enable_https()
+            daemon.trust(certificates.client_cert)
+            daemons.append(daemon)
+        yield CopyServers(*daemons, certificates=certificates)
 
 
 @pytest.fixture

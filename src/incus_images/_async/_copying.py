@@ -130,6 +130,14 @@ class AsyncCopier:
         importer = AsyncImporter(
             self._calls, f"copy image '{fingerprint}' from {source.server} ({mode} mode)"
         )
+        if mode == "push" and found.type == "virtual-machine":
+            # incusd (6.0.4, and upstream still) pushes the disk as a container's rootfs part,
+            # so the copy would arrive as a container image.
+            raise InvalidInputError(
+                f"Could not {importer.action} on {self._target}: incusd pushes a "
+                "virtual-machine image as a container image; use mode='pull' or 'relay' "
+                "(nothing was copied)"
+            )
         aliases = _wanted_aliases(options, found)
         existing = await self._calls.find(fingerprint)
         if existing is not None:
@@ -164,17 +172,29 @@ class AsyncCopier:
             finished = await self._push(source, found, importer, options, progress)
         if mode != "push":
             await importer.verified(finished, fingerprint, expected_is="the source's image is")
-        elif await self._calls.find(fingerprint) is None:
-            raise TransferError(
-                f"Could not {importer.action} on {self._target}: the source reported the push "
-                "done, but the image is not there; nothing was copied",
-                server=self._target,
-                fingerprint=fingerprint,
-            )
+        await self._check_copy(found, importer)
         await importer.follow_up(fingerprint, follow_up)
         progress.advance(found.size - progress.done)
         progress.finish()
         return await importer.image(fingerprint) if options.wait else finished
+
+    async def _check_copy(self, found: Image, importer: AsyncImporter) -> None:
+        """The copy is there, and of the source's type (a server that changed it is not
+        trusted with the rest)."""
+        copy = await self._calls.find(found.fingerprint)
+        if copy is not None and copy.type == found.type:
+            return
+        if copy is None:
+            detail, outcome = "the image is not there", "nothing was copied"
+        else:
+            detail = f"it stored a {copy.type} image, not a {found.type} one"
+            outcome = await self._calls.discard(found.fingerprint)
+        raise TransferError(
+            f"Could not {importer.action} on {self._target}: the copy was reported done, but "
+            f"{detail}; {outcome}",
+            server=self._target,
+            fingerprint=found.fingerprint,
+        )
 
     def _mode(self, options: CopyOptions, source_url: str | None) -> CopyMode:
         mode = options.mode
