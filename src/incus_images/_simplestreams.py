@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import ssl
 from urllib.parse import urlsplit
 
@@ -11,6 +12,9 @@ from ._errors import InvalidInputError
 
 __all__ = ["SimpleStreams"]
 
+_PEM_BLOCK = re.compile(
+    r"-----BEGIN CERTIFICATE-----\r?\n.*?\r?\n-----END CERTIFICATE-----", re.DOTALL
+)
 #: Longer than any certificate chain an image server presents.
 _MAX_CERTIFICATE_CHARS = 64 * 1024
 
@@ -41,14 +45,16 @@ def _server_url(url: object) -> str:
             f"url {url!r:.100}: a simplestreams server is reached over HTTPS, e.g. "
             "https://images.example"
         )
-    if parts.query or parts.fragment or "@" in parts.netloc or " " in url:
+    if "?" in url or "#" in url or "@" in parts.netloc or " " in url:
         raise InvalidInputError(
             f"url {url!r:.100}: give scheme, host, port and path only (no user, query or fragment)"
         )
     try:
-        parts.port  # noqa: B018 - raises for a port out of range
+        port = parts.port
     except ValueError as exc:
         raise InvalidInputError(f"url {url!r:.100}: {exc}") from None
+    if port == 0:
+        raise InvalidInputError(f"url {url!r:.100}: port 0 is not a port a server listens on")
     return url.rstrip("/")
 
 
@@ -57,11 +63,18 @@ def _pem(certificate: object) -> str | None:
         return None
     if not isinstance(certificate, str) or len(certificate) > _MAX_CERTIFICATE_CHARS:
         raise InvalidInputError("certificate must be the server's certificate as PEM text")
-    try:
-        ssl.PEM_cert_to_DER_cert(certificate.strip())
-    except (ValueError, UnicodeError):
+    blocks = _PEM_BLOCK.findall(certificate)
+    if not blocks:
         raise InvalidInputError(
             "certificate is not a PEM certificate (-----BEGIN CERTIFICATE----- ...); pass "
             "the certificate's text, not its path"
-        ) from None
+        )
+    # A chain is several blocks; each must be a certificate on its own.
+    for block in blocks:
+        try:
+            ssl.PEM_cert_to_DER_cert(block)
+        except (ValueError, UnicodeError):
+            raise InvalidInputError(
+                "certificate holds a PEM block that is not a certificate"
+            ) from None
     return certificate

@@ -121,7 +121,11 @@ class AsyncImageCalls:
         )
         envelope = await self.connection.request(call)
         token = structure(call, self.server, envelope.metadata, Operation)
-        return token_secret(call, self.server, token), token.id
+        try:
+            return token_secret(call, self.server, token), token.id
+        except IncusError:
+            await self.cancel(token.id)  # a token nobody can use must not stay open
+            raise
 
     async def cancel(self, operation_id: str) -> None:
         """Cancel a token that went unused; a token already used or gone is left as it is."""

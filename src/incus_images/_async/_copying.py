@@ -120,15 +120,26 @@ class AsyncCopier:
     async def copy(
         self, image: str, source: AsyncClient, options: CopyOptions
     ) -> Image | Operation:
-        source_calls = source.images._calls
-        source_url = source._connection.https_url
-        mode = self._mode(options, source_url)
+        mode = self._mode(options, source._connection.https_url)
         described = f"image {image!r} from {source.server} to {self._target} ({mode} mode)"
+        with _naming(described, source.server, self._target, f"{mode} mode"):
+            return await self._copy(image, source, mode, options, described)
+
+    async def _copy(
+        self,
+        image: str,
+        source: AsyncClient,
+        mode: CopyMode,
+        options: CopyOptions,
+        described: str,
+    ) -> Image | Operation:
+        source_calls = source.images._calls
         with _amended(f"while copying {described}; nothing was copied"):
             found, by_alias = await self._resolve(source_calls, image, options.image_type)
         fingerprint = found.fingerprint
         importer = AsyncImporter(
-            self._calls, f"copy image '{fingerprint}' from {source.server} ({mode} mode)"
+            self._calls,
+            f"copy image '{fingerprint}' from {source.server} to {self._target} ({mode} mode)",
         )
         if mode == "push" and found.type == "virtual-machine":
             # incusd (6.0.4, and upstream still) pushes the disk as a container's rootfs part,
@@ -155,21 +166,23 @@ class AsyncCopier:
             aliases=aliases,
         )
         # Bytes in relay mode (counted by the export's reader); the daemon's own reports in
-        # pull and push mode.
+        # pull and push mode, read about once a second only when someone listens.
         progress = Progress(options.progress if mode != "relay" else None, found.size)
+        watch = _reporting(progress) if options.progress is not None else None
         if mode == "pull":
             started, token = await self._pull(source, found, by_alias, importer, options)
             progress.start()
             if not options.wait and not follow_up.needed:
                 return started
-            finished = await self._finish_pull(source_calls, started, token, importer, progress)
+            finished = await self._finish_pull(source_calls, started, token, importer, watch)
         elif mode == "relay":
             started = await self._relay(source, found, importer, options, progress)
             if not options.wait and not follow_up.needed:
                 return started
             finished = await importer.wait(started, fingerprint=fingerprint)
         else:
-            finished = await self._push(source, found, importer, options, progress)
+            progress.start()
+            finished = await self._push(source, found, importer, options, watch)
         if mode != "push":
             await importer.verified(finished, fingerprint, expected_is="the source's image is")
         await self._check_copy(found, importer)
@@ -201,10 +214,11 @@ class AsyncCopier:
         if mode is None:
             # As the Go client: the target pulls when the source has an HTTPS address.
             mode = "pull" if source_url is not None else "relay"
-        if mode in ("pull", "push") and source_url is None:
+        if mode == "pull" and source_url is None:
             raise InvalidInputError(
-                f"mode={mode!r} needs the source's HTTPS address, but the source client talks "
-                "to a unix socket: use mode='relay' (or None), or a source client over HTTPS"
+                "mode='pull' needs the source's HTTPS address, but the source client talks to "
+                "a unix socket: use mode='relay' (or None), 'push', or a source client over "
+                "HTTPS"
             )
         if mode == "push" and self._calls.connection.https_url is None:
             raise InvalidInputError(
@@ -318,10 +332,10 @@ class AsyncCopier:
         started: Operation,
         token: str | None,
         importer: AsyncImporter,
-        progress: Progress,
+        watch: Callable[[Operation], None] | None,
     ) -> Operation:
         try:
-            return await importer.wait(started, watch=_reporting(progress))
+            return await importer.wait(started, watch=watch)
         except BaseException:
             # A secret the target never used would stay valid on the source for good.
             if token is not None:
@@ -365,12 +379,17 @@ class AsyncCopier:
             ),
         ):
             async with connection.stream(call) as response:
+                if response.headers.get("x-incus-type", "").lower() == "oci":
+                    raise failure(
+                        "the source says it is an OCI image, whose bytes cannot be checked "
+                        "against its fingerprint, and a relay passes on only what it verified "
+                        "(mode='pull' lets the target fetch it)"
+                    )
                 reader = ExportReader(
                     fingerprint,
                     content_type=response.headers.get("content-type"),
                     content_disposition=response.headers.get("content-disposition"),
                     failure=failure,
-                    unverifiable=response.headers.get("x-incus-type", "").lower() == "oci",
                     total=found.size,
                     progress=options.progress,
                 )
@@ -395,7 +414,7 @@ class AsyncCopier:
         found: Image,
         importer: AsyncImporter,
         options: CopyOptions,
-        progress: Progress,
+        watch: Callable[[Operation], None] | None,
     ) -> Operation:
         source_calls = source.images._calls
         if not (await source_calls.server_info()).trusted:
@@ -407,7 +426,8 @@ class AsyncCopier:
         token_call = Call(
             method="POST",
             path=IMAGES,
-            action=f"prepare to receive image '{found.fingerprint}' from {source.server}",
+            action=f"prepare to receive image '{found.fingerprint}' from {source.server} (push "
+            "mode)",
             json=ImagesPost(
                 source=ImagesPostSource(mode="push", fingerprint=found.fingerprint),
                 public=options.public,
@@ -416,13 +436,13 @@ class AsyncCopier:
             ),
         )
         token = await importer.start(token_call)
-        progress.start()
         try:
             secret = token_secret(token_call, self._target, token)
+            pushing_action = f"push image '{found.fingerprint}' to {self._target} (push mode)"
             export_call = Call(
                 method="POST",
                 path=image_path(found.fingerprint, "export"),
-                action=importer.action,
+                action=pushing_action,
                 json=ImageExportPost(
                     target=connection.https_url or "",
                     secret=secret,
@@ -434,7 +454,7 @@ class AsyncCopier:
             envelope = await source_calls.connection.request(export_call)
             pushing = structure(export_call, source.server, envelope.metadata, Operation)
             return await source_calls.operations._wait(
-                pushing.id, None, action=importer.action, watch=_reporting(progress)
+                pushing.id, None, action=pushing_action, watch=watch
             )
         except BaseException:
             # The token never ends by itself: one the source did not use must not stay open.
@@ -458,9 +478,14 @@ class AsyncCopier:
                 "image; name the aliases to create with aliases="
             )
         name = alias_name(image, argument="image")
-        importer = AsyncImporter(
-            self._calls, f"copy image {name!r} from {source.url} (simplestreams)"
-        )
+        described = f"image {name!r} from {source.url} to {self._target} (simplestreams)"
+        with _naming(described, source.url, self._target, name):
+            return await self._from_simplestreams(name, source, options, described)
+
+    async def _from_simplestreams(
+        self, name: str, source: SimpleStreams, options: CopyOptions, described: str
+    ) -> Image | Operation:
+        importer = AsyncImporter(self._calls, f"copy {described}")
         aliases = [AliasEntry(name=alias) for alias in options.aliases]
         await importer.preflight([alias.name for alias in aliases], options.profiles or [])
         # What was here before is never deleted, whatever fails.
@@ -481,6 +506,7 @@ class AsyncCopier:
             auto_update=options.auto_update,
             profiles=options.profiles or None,
         )
+        # The image's size is known only once it is here: the daemon's reports are amounts.
         progress = Progress(options.progress, None)
         progress.start()
         started = await importer.start(
@@ -489,12 +515,13 @@ class AsyncCopier:
         follow_up = FollowUp(profiles=[] if options.profiles == [] else None, aliases=aliases)
         if not options.wait and not follow_up.needed:
             return started
-        finished = await importer.wait(started, watch=_reporting(progress))
+        watch = _reporting(progress) if options.progress is not None else None
+        finished = await importer.wait(started, watch=watch)
         fingerprint = await importer.verified(finished, None)
         await importer.follow_up(fingerprint, follow_up, discard=fingerprint not in before)
         copied = await importer.image(fingerprint)
         progress.total = copied.size
-        progress.done = copied.size
+        progress.advance(copied.size - progress.done)
         progress.finish()
         return copied if options.wait else finished
 
@@ -524,6 +551,18 @@ def _reporting(progress: Progress) -> Callable[[Operation], None]:
             progress.advance(done - progress.done)
 
     return watch
+
+
+@contextlib.contextmanager
+def _naming(described: str, *names: str) -> Iterator[None]:
+    """Make every SDK error of a copy name the source, the target, the image and the mode:
+    one raised by a step that knows only part of it gets the rest added."""
+    try:
+        yield
+    except IncusError as exc:
+        if all(name in str(exc) for name in names):
+            raise
+        raise exc._amended(f"{exc} (while copying {described})") from exc
 
 
 @contextlib.contextmanager

@@ -150,10 +150,13 @@ class AsyncImporter:
                 )
         except IncusError as exc:
             if not discard:
-                raise exc._amended(f"{exc} The image was there before and stays.") from exc
+                raise exc._amended(
+                    f"{exc} (while trying to {self.action}: the image was there before and stays)"
+                ) from exc
             outcome = await self._calls.discard(fingerprint)
             raise exc._amended(
-                f"{exc} The image was stored, but this failed, so {outcome}.",
+                f"{exc} (while trying to {self.action}: the image was stored, but this "
+                f"failed, so {outcome})",
                 fingerprint=fingerprint,
             ) from exc
 

@@ -14,7 +14,7 @@ import httpx
 
 from .._errors import TransferError
 from .._flavours import async_flavour
-from .._protocol import Call, interrupted
+from .._protocol import Call, interrupted, transport_error
 from .._transfer.export import ExportReader, ExportReceiver
 from .._transfer.relay import RelayFraming
 from .._transfer.upload import Segment, UploadMeter, UploadPlan, chunk_bytes, read_chunks
@@ -69,12 +69,16 @@ async def relay_body(
     failed check aborts the upload before the receiving server has the complete image.
     """
     reader.start()
-    async for chunk in connection.body(call, response):
-        for event in reader.feed(chunk):
-            for out in framing.take(event):
-                yield out if isinstance(out, bytes) else bytes(out)
-        if reader.backlogged:
-            await async_flavour.run_blocking(reader.wait_for_room)
+    try:
+        async for chunk in connection.body(call, response):
+            for event in reader.feed(chunk):
+                for out in framing.take(event):
+                    yield out if isinstance(out, bytes) else bytes(out)
+            if reader.backlogged:
+                await async_flavour.run_blocking(reader.wait_for_room)
+    except httpx.TransportError as exc:
+        # Raised inside the target's request: mapped here, or it would blame the target.
+        raise transport_error(call, connection.server, exc) from exc
     reader.finish()
     # Reported before the last bytes: once they are sent, the target has the whole image and
     # a callback that raises could no longer stop it.

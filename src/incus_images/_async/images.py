@@ -125,12 +125,13 @@ class AsyncImagesAPI:
         when a newer image replaced this one (its aliases moved to the new image), False when
         it was current. Without a source the refresh fails (OperationError).
         """
+        wait = boolean(wait, "wait")
         image = await self.get(fingerprint)
         action = f"refresh image '{image.fingerprint}'"
         call = Call(method="POST", path=image_path(image.fingerprint, "refresh"), action=action)
         envelope = await self._connection.request(call)
         operation = structure(call, self._connection.server, envelope.metadata, Operation)
-        if boolean(wait, "wait"):
+        if wait:
             return await self._calls.operations._wait(operation.id, None, action=action)
         return operation
 
@@ -163,8 +164,9 @@ class AsyncImagesAPI:
           through this client. The source's certificate is pinned (the file this client
           verifies it with, else the certificate it showed). A private image is fetched with
           a one-time secret, which only a source that trusts this client can issue.
-        * ``"push"``: the source uploads to this server's HTTPS address (both clients must
-          use HTTPS, and the source must trust this client).
+        * ``"push"``: the source uploads to this server's HTTPS address (this client must
+          reach this server over HTTPS, and the source must trust this client). incusd pushes
+          a virtual-machine image as a container image, so those are refused.
         * ``"relay"``: this client streams the source's export into this server's upload,
           in constant memory; the export is verified before the upload is let complete, and
           this server checks the fingerprint too.
@@ -178,10 +180,11 @@ class AsyncImagesAPI:
         images. The copy gets the source image's properties and file name.
 
         An image this server already has is not copied again: it is returned, with the
-        aliases asked for added, whatever ``wait`` says. Otherwise wait=False returns the
-        Operation that stores the image here once the transfer runs (pull: the download;
-        relay: the upload, after every byte was sent); a push, and a copy with aliases or
-        profiles to apply, always waits.
+        aliases asked for added, whatever ``wait`` says. Otherwise, with wait=False, a pull
+        returns this server's download Operation while it runs; a relay or a push, and a
+        pull with aliases or ``profiles=[]`` to apply, wait for the copy to be complete (its
+        settings and the source's properties are applied to the stored image) and return the
+        finished Operation.
 
         progress(done, total) reports bytes: counted in relay mode, the server's own
         download reports (scaled to the image's size) in pull and push mode.
