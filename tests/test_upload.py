@@ -355,7 +355,8 @@ def test_read_chunks_read_lazily() -> None:
 @pytest.mark.parametrize("bad", ["text", 42, None, [b"x"]], ids=["str", "int", "None", "list"])
 @pytest.mark.parametrize("argument", ["image_data", "rootfs"])
 def test_read_chunks_refuses_non_bytes_chunks(bad: object, argument: str) -> None:
-    reader = read_chunks(source([b"good", bad], argument), argument)
+    # An iterator is checked as it goes (a list is checked before anything is sent).
+    reader = read_chunks(source(iter([b"good", bad]), argument), argument)
     assert next(reader) == b"good"
     with pytest.raises(InvalidInputError) as caught:
         next(reader)
@@ -761,8 +762,12 @@ def test_meter_refuses_a_rootfs_that_does_not_deliver_its_size() -> None:
 
 @pytest.mark.parametrize("which", ["image_data", "rootfs"])
 def test_meter_refuses_an_empty_part(which: str) -> None:
-    empty: list[bytes] = []
-    plan = plan_of(empty if which == "image_data" else META, empty if which == "rootfs" else [])
+    def empty() -> Iterator[bytes]:
+        yield from ()
+
+    plan = plan_of(
+        empty() if which == "image_data" else META, empty() if which == "rootfs" else ROOTFS
+    )
     meter = UploadMeter(plan, None)
     segments = [segment for segment in plan.segments if segment.source is not None]
     segment = segments[0] if which == "image_data" else segments[1]
@@ -880,3 +885,31 @@ def test_meter_close_without_digest_returns() -> None:
     (worker,) = workers
     worker.join(timeout=10)
     assert not worker.is_alive()
+
+
+@pytest.mark.parametrize(
+    ("data", "match"),
+    [
+        ([], "holds no bytes"),
+        ([b"", b""], "holds no bytes"),
+        (("a", "b"), "holds a str, not bytes chunks"),
+        ([b"x", 5], "holds a int, not bytes chunks"),
+    ],
+)
+def test_a_list_is_checked_before_anything_is_sent(data: object, match: str) -> None:
+    with pytest.raises(InvalidInputError, match=match):
+        source(data)
+
+
+def test_files_that_cannot_be_read_are_refused_before_sending(tmp_path: Path) -> None:
+    path = make_file(tmp_path, "image.tar.gz", DATA)
+    with open(path, "rb") as closed:
+        pass
+    with pytest.raises(InvalidInputError, match="closed file"):
+        source(closed)
+    with open(tmp_path / "out", "wb") as writing, pytest.raises(InvalidInputError, match="'rb'"):
+        source(writing)
+    with pytest.raises(InvalidInputError, match="NUL"):
+        source(str(path) + "\x00")
+    with pytest.raises(InvalidInputError, match="surrogate"):
+        source(str(tmp_path / "\udcff.tar"))

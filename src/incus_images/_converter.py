@@ -74,6 +74,9 @@ def _exactly(kind: type[T]) -> Callable[[Any, Any], T]:
         # type() and not isinstance(): bool is an int, and True is not a size.
         if type(value) is not kind:
             raise TypeError(f"expected {kind.__name__}, got {type(value).__name__} {value!r:.80}")
+        if isinstance(value, str):
+            # JSON may spell a lone surrogate; such text could never be sent back.
+            value.encode("utf-8")
         return value
 
     return hook

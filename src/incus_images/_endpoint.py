@@ -16,6 +16,7 @@ from urllib.parse import unquote, urlsplit
 import attrs
 
 from ._errors import IncusConnectionError, InvalidInputError
+from ._validate import text as checked_text
 
 __all__ = [
     "SYSTEM_SOCKETS",
@@ -105,6 +106,16 @@ def discover_socket(environ: Mapping[str, str] | None = None, *, timeout: float 
     )
 
 
+def _path(value: object, argument: str) -> str:
+    """A path argument: str or os.PathLike of str, with no NUL and no lone surrogate."""
+    if not isinstance(value, str | os.PathLike):
+        raise InvalidInputError(f"{argument} must be a path, got {type(value).__name__}")
+    path = os.fspath(value)
+    if not isinstance(path, str):
+        raise InvalidInputError(f"{argument} must be a str path, got {type(path).__name__}")
+    return checked_text(path, argument)
+
+
 def _client_cert_pair(cert: CertificateArg) -> tuple[str, str | None] | None:
     if cert is None:
         return None
@@ -113,9 +124,9 @@ def _client_cert_pair(cert: CertificateArg) -> tuple[str, str | None] | None:
             raise InvalidInputError(
                 f"cert must be a path or a (certificate, key) pair, got {cert!r}"
             )
-        certfile, keyfile = os.fspath(cert[0]), os.fspath(cert[1])
+        certfile, keyfile = _path(cert[0], "cert"), _path(cert[1], "cert")
     else:
-        certfile, keyfile = os.fspath(cert), None
+        certfile, keyfile = _path(cert, "cert"), None
     for label, path in (("certificate", certfile), ("key", keyfile)):
         if path is not None and not os.path.isfile(path):
             raise InvalidInputError(f"client {label} file {path!r} does not exist")
@@ -140,7 +151,7 @@ def _ssl_context(verify: VerifyArg, cert: CertificateArg) -> ssl.SSLContext:
         context.check_hostname = False
         context.verify_mode = ssl.CERT_NONE
     elif isinstance(verify, str | os.PathLike):
-        cafile = os.fspath(verify)
+        cafile = _path(verify, "verify")
         if not os.path.isfile(cafile):
             raise InvalidInputError(f"verify={cafile!r}: no such certificate file")
         try:
@@ -195,7 +206,7 @@ def parse_endpoint(
         if cert is not None:
             raise InvalidInputError("cert= is only used with an https:// endpoint")
         return None
-    text = os.fspath(endpoint)
+    text = _path(endpoint, "endpoint")
     if not text:
         raise InvalidInputError("endpoint must not be empty (omit it to find the local daemon)")
     if text.startswith("/"):

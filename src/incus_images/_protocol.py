@@ -137,7 +137,7 @@ def server_error_text(body: bytes) -> tuple[str, int | None]:
     if len(body) <= MAX_ERROR_BODY:
         try:
             data = json.loads(body)
-        except ValueError:
+        except (ValueError, RecursionError):
             data = None
         if isinstance(data, dict) and isinstance(data.get("error"), str):
             code = data.get("error_code")
@@ -196,7 +196,7 @@ def parse_envelope(call: Call, server: str, response: httpx.Response) -> Envelop
         raise api_error(call, server, response.status_code, body)
     try:
         data = json.loads(body)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: absurdly deep nesting
         raise unexpected(call, server, f"not JSON: {server_error_text(body)[0]}") from None
     if not isinstance(data, dict) or data.get("type") not in ("sync", "async", "error"):
         raise unexpected(call, server, "not an Incus response envelope")
@@ -217,7 +217,14 @@ def structure(call: Call, server: str, data: Any, cls: type[T]) -> T:
     """Turn response metadata into a model; a malformed answer raises an IncusError."""
     try:
         return converter.structure(data, cls)
-    except (cattrs.BaseValidationError, ValueError, TypeError, KeyError) as exc:
+    except (
+        cattrs.BaseValidationError,
+        ValueError,
+        TypeError,
+        KeyError,
+        AttributeError,
+        RecursionError,
+    ) as exc:
         raise unexpected(call, server, f"cannot read it as {cls.__name__}: {exc!r}") from None
 
 
@@ -323,7 +330,7 @@ def parse_wait(call: Call, server: str, response: httpx.Response) -> WaitResult:
         raise api_error(call, server, response.status_code, response.content)
     try:
         data = json.loads(response.content)
-    except ValueError:
+    except (ValueError, RecursionError):
         raise unexpected(call, server, "not JSON") from None
     if isinstance(data, dict) and data.get("type") == "error":
         # incusd 6.0.4: HTTP 200 with an error body for both a failure and a timed-out wait.

@@ -19,6 +19,26 @@ _FINGERPRINT_PREFIX = re.compile(r"[0-9a-fA-F]{1,64}")
 # Characters that would let a value spill into another header or end the request.
 _HEADER_UNSAFE = re.compile(r"[\x00-\x1f\x7f]")
 _OPERATIONS_PATH = "/1.0/operations/"
+#: Longest duration a timeout may name (about four months): sockets take no more.
+MAX_SECONDS = 1e7
+
+
+def text(value: object, argument: str, *, empty: bool = True) -> str:
+    """A string the server will receive exactly: no NUL (incusd cuts text at one) and no lone
+    surrogate (it has no UTF-8 encoding, so it could not be sent at all)."""
+    if not isinstance(value, str):
+        raise InvalidInputError(f"{argument} must be a string, got {type(value).__name__}")
+    if not value and not empty:
+        raise InvalidInputError(f"{argument} must not be empty")
+    if "\x00" in value:
+        raise InvalidInputError(f"{argument} {value!r:.100} contains a NUL character")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidInputError(
+            f"{argument} {value!r:.100} contains a lone surrogate, which has no UTF-8 form"
+        ) from None
+    return value
 
 
 def fingerprint_prefix(value: object, *, argument: str = "fingerprint") -> str:
@@ -44,20 +64,12 @@ def full_fingerprint(value: object, *, argument: str = "fingerprint") -> str:
 
 def alias_name(value: object, *, argument: str = "name") -> str:
     """Refuse alias names Incus would accept but then could not manage."""
-    if not isinstance(value, str):
-        raise InvalidInputError(f"alias {argument} must be a string, got {type(value).__name__}")
-    if not value:
-        # Incus can be driven into an empty-named alias that can never be changed or deleted.
-        raise InvalidInputError(f"alias {argument} must not be empty")
-    if "\x00" in value:
-        raise InvalidInputError(f"alias {argument} {value!r} contains a NUL character")
-    return value
+    # Incus can be driven into an empty-named alias that can never be changed or deleted.
+    return text(value, f"alias {argument}", empty=False)
 
 
 def profile_name(value: object, *, argument: str = "profile") -> str:
-    if not isinstance(value, str) or not value:
-        raise InvalidInputError(f"{argument} names must be non-empty strings, got {value!r}")
-    return value
+    return text(value, f"{argument} name", empty=False)
 
 
 def names_list(values: object, argument: str, check: Callable[..., str]) -> list[str]:
@@ -81,11 +93,7 @@ def alias_fields(target: object, description: object) -> dict[str, str]:
     """An alias request's target (a checked fingerprint prefix) and, unless None, description."""
     fields = {"target": fingerprint_prefix(target, argument="target")}
     if description is not None:
-        if not isinstance(description, str):
-            raise InvalidInputError(
-                f"description must be a string, got {type(description).__name__}"
-            )
-        fields["description"] = description
+        fields["description"] = text(description, "description")
     return fields
 
 
@@ -101,12 +109,8 @@ def properties_map(value: object, *, argument: str = "properties") -> dict[str, 
         raise InvalidInputError(f"{argument} must be a mapping of str to str, got {value!r}")
     checked: dict[str, str] = {}
     for key, item in value.items():
-        if not isinstance(key, str) or not key:
-            raise InvalidInputError(f"{argument}: keys must be non-empty strings, got {key!r}")
-        if not isinstance(item, str):
-            raise InvalidInputError(
-                f"{argument}[{key!r}] must be a string, got {type(item).__name__}"
-            )
+        text(key, f"{argument}: a key", empty=False)
+        text(item, f"{argument}[{key!r}]")
         if item == "":
             raise InvalidInputError(
                 f"{argument}[{key!r}] is empty: Incus deletes properties whose value is empty, "
@@ -127,6 +131,11 @@ def seconds(value: object, argument: str, *, allow_zero: bool = False) -> float 
         raise InvalidInputError(
             f"{argument} must be None (no limit) or a finite number {bound}, got {value!r}"
         )
+    if value > MAX_SECONDS:
+        # Sockets cannot wait that long (the blocking client would fail deep inside).
+        raise InvalidInputError(
+            f"{argument}={value!r} is more than {MAX_SECONDS:g} s; use None for no limit"
+        )
     return float(value)
 
 
@@ -138,8 +147,8 @@ def boolean(value: object, argument: str) -> bool:
 
 def filename_header(value: object) -> bytes:
     """The X-Incus-filename header value: UTF-8 bytes (Incus stores the raw header bytes)."""
-    if not isinstance(value, str) or not value:
-        raise InvalidInputError(f"filename must be a non-empty string, got {value!r}")
+    text(value, "filename", empty=False)
+    assert isinstance(value, str)
     if _HEADER_UNSAFE.search(value):
         raise InvalidInputError(f"filename {value!r} contains control characters")
     return value.encode("utf-8")

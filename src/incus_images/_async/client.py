@@ -6,9 +6,8 @@ import os
 from types import TracebackType
 
 from .._endpoint import CertificateArg, VerifyArg, parse_endpoint
-from .._errors import InvalidInputError
 from .._models import ServerInfo
-from .._validate import seconds
+from .._validate import seconds, text
 from ._connection import AsyncConnection
 from .images import AsyncImagesAPI
 from .operations import AsyncOperationsAPI
@@ -48,8 +47,8 @@ class AsyncClient:
         project: str | None = None,
         timeout: float | None = DEFAULT_TIMEOUT,
     ) -> None:
-        if project is not None and (not isinstance(project, str) or not project):
-            raise InvalidInputError(f"project must be a non-empty string or None, got {project!r}")
+        if project is not None:
+            text(project, "project", empty=False)
         self._connection = AsyncConnection(
             parse_endpoint(endpoint, cert=cert, verify=verify),
             project=project,

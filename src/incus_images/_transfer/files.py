@@ -16,6 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from .._errors import InvalidInputError, TransferError
+from .._validate import text
 from .threads import ChunkWorker
 
 __all__ = [
@@ -44,15 +45,34 @@ def rootfs_path(target: Path) -> Path:
 
 
 def check_export_target(target_path: str | os.PathLike[str]) -> Path:
-    """Refuse a target that cannot be written before anything is requested."""
+    """Refuse, before anything is requested, a target that could not be written."""
+    if not isinstance(target_path, str | os.PathLike):
+        raise InvalidInputError(f"target_path must be a path, got {type(target_path).__name__}")
+    raw = os.fspath(target_path)
+    if not isinstance(raw, str):
+        raise InvalidInputError(f"target_path must be a str path, got {type(raw).__name__}")
+    if not raw:
+        # Path("") is the current directory: an empty string is a mistake, not a choice.
+        raise InvalidInputError("target_path is empty; give a file or directory name")
+    text(raw, "target_path")
+    target = Path(raw)
     try:
-        target = Path(os.fspath(target_path))
-    except TypeError:
-        raise InvalidInputError(
-            f"target_path must be a path, got {type(target_path).__name__}"
-        ) from None
+        directory = _target_directory(target)
+    except OSError as exc:  # a name too long for the file system, a loop of symlinks, ...
+        raise InvalidInputError(f"target_path {raw!r}: {exc.strerror or exc}") from None
+    _probe_writable(directory)
+    return target
+
+
+def _target_directory(target: Path) -> Path:
+    """The directory the export goes into; refuse a target file that could not be written."""
     if target.is_dir():
         return target
+    if len(target.name.encode("utf-8")) > _NAME_MAX - len(".root"):
+        raise InvalidInputError(
+            f"target_path {str(target)!r}: the file name is too long (a split image also "
+            "writes it with '.root' added)"
+        )
     # A split image also writes target + ".root"; both must be free for regular files.
     for path in (target, rootfs_path(target)):
         if path.exists() and not path.is_file():
@@ -61,7 +81,22 @@ def check_export_target(target_path: str | os.PathLike[str]) -> Path:
         raise InvalidInputError(
             f"target_path {str(target)!r}: its directory {str(target.parent)!r} does not exist"
         )
-    return target
+    return target.parent
+
+
+def _probe_writable(directory: Path) -> None:
+    """Create and remove a file where the export will go: permissions, read-only file systems
+    and pseudo file systems (/proc) fail here, before the server is asked for anything."""
+    probe = directory / temporary_name("probe")
+    try:
+        fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+    except OSError as exc:
+        raise InvalidInputError(
+            f"cannot write into {str(directory)!r}: {exc.strerror or exc}"
+        ) from None
+    os.close(fd)
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(probe)
 
 
 # --------------------------------------------------------------------------------------------

@@ -35,6 +35,7 @@ from .._validate import (
     names_list,
     profile_name,
     properties_map,
+    text,
 )
 from .multipart import closing_delimiter, part_header
 from .progress import Progress, ProgressCallback
@@ -95,6 +96,13 @@ class Source:
         return self.kind == "bytes" or self.identity is not None
 
 
+def _answers_true(method: Any) -> bool:
+    try:
+        return bool(method())
+    except (OSError, ValueError):
+        return False
+
+
 def _identity(status: os.stat_result) -> tuple[int, ...]:
     # Any write changes the size or the modification and change times.
     return (status.st_dev, status.st_ino, status.st_size, status.st_mtime_ns, status.st_ctime_ns)
@@ -148,9 +156,15 @@ def open_source(data: object, argument: str, *, accept_async: bool) -> Source:
         path = os.fspath(data)
         if not isinstance(path, str) or not path:
             raise InvalidInputError(f"{argument}: {data!r} is not a usable path")
+        text(path, argument)
         if not os.path.isfile(path):
             raise InvalidInputError(f"{argument}: {path!r} is not a file")
-        status = os.stat(path)
+        try:
+            # Opened once here, so that a file that cannot be read fails before any request.
+            with open(path, "rb") as file:
+                status = os.fstat(file.fileno())
+        except OSError as exc:
+            raise InvalidInputError(f"{argument}: cannot read {path!r}: {exc.strerror}") from None
         if status.st_size == 0:
             raise InvalidInputError(f"{argument}: {path!r} is empty")
         return Source(
@@ -159,6 +173,11 @@ def open_source(data: object, argument: str, *, accept_async: bool) -> Source:
     if isinstance(data, io.TextIOBase):
         raise InvalidInputError(f"{argument} is a text file; open it in binary mode ('rb')")
     if callable(getattr(data, "read", None)):
+        if getattr(data, "closed", False):
+            raise InvalidInputError(f"{argument} is a closed file")
+        readable = getattr(data, "readable", None)
+        if callable(readable) and not _answers_true(readable):
+            raise InvalidInputError(f"{argument} is a file not opened for reading ('rb')")
         name = getattr(data, "name", None)
         size = _file_size(data)
         if size == 0:
@@ -180,6 +199,15 @@ def open_source(data: object, argument: str, *, accept_async: bool) -> Source:
             )
         return Source("async_iterable", data, None)
     if isinstance(data, Iterable) and not isinstance(data, str | dict):
+        if isinstance(data, list | tuple):
+            # A list can be checked before anything is sent; an iterator only as it goes.
+            for chunk in data:
+                if not isinstance(chunk, bytes | bytearray | memoryview):
+                    raise InvalidInputError(
+                        f"{argument} holds a {type(chunk).__name__}, not bytes chunks"
+                    )
+            if not any(len(chunk) for chunk in data):
+                raise InvalidInputError(f"{argument} holds no bytes: there is no image in it")
         return Source("iterable", data, None)
     raise InvalidInputError(
         f"{argument} must be bytes, a path, a binary file object or an iterable of bytes, "
