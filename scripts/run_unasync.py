@@ -51,6 +51,13 @@ RENAMES = {
     # httpx's async spellings. (unasync's default would turn AsyncX into SyncX, a name httpx
     # does not have.)
     "AsyncHTTPTransport": "HTTPTransport",
+    # httpcore's, for the deadline-keeping network backend.
+    "AsyncConnectionPool": "ConnectionPool",
+    "AsyncNetworkBackend": "NetworkBackend",
+    "AsyncNetworkStream": "NetworkStream",
+    "AnyIOBackend": "SyncBackend",
+    "AsyncDeadlineBackend": "DeadlineBackend",
+    "AsyncDeadlineStream": "DeadlineStream",
     "aclose": "close",
     "aiter_raw": "iter_raw",
     "anext": "next",
@@ -60,8 +67,8 @@ RENAMES = {
     "async_https_client": "https_client",
 }
 
-#: Names that may appear in generated code although they look asynchronous (none so far).
-ALLOWED_ASYNC_NAMES: frozenset[str] = frozenset()
+#: Names that may appear in generated code although they look asynchronous.
+ALLOWED_ASYNC_NAMES: frozenset[str] = frozenset({"SyncBackend"})  # httpcore's blocking backend
 
 #: Names that must not survive into generated code: the keywords, every Async... class, the
 #: Sync... names unasync invents for AsyncX it does not know, and httpx's async spellings.

@@ -55,6 +55,12 @@ _FULL_FINGERPRINT = re.compile(r"[0-9a-f]{64}")
 MAX_QUOTED_ERROR = 500
 #: Error bodies longer than this are not parsed as JSON at all.
 MAX_ERROR_BODY = 64 * 1024
+#: Most JSON values (objects, arrays, strings, numbers) an answer may hold: a listing of ten
+#: thousand images holds under a million. Parsed, each costs Python up to about 70 bytes, so
+#: the bound keeps the client's memory in check whatever a server sends ("[[],[],...]").
+MAX_JSON_VALUES = 2_000_000
+#: Answers smaller than this cannot hold too many values to matter.
+_DENSITY_CHECKED_FROM = 1024 * 1024
 
 AMBIGUOUS_MESSAGE = "More than one image matches"
 DUPLICATE_IMAGE_MESSAGE = "Image with same fingerprint already exists"
@@ -132,12 +138,29 @@ def _bounded(text: str) -> str:
     return text
 
 
+class ImplausibleJSON(ValueError):
+    """JSON no Incus sends, refused before (or instead of) parsing it."""
+
+
+def loads(body: bytes) -> Any:
+    """Parse a JSON answer; ValueError for anything that is not plausible Incus JSON."""
+    if len(body) >= _DENSITY_CHECKED_FROM:
+        # Counting costs a few ms for the largest answer; a parse of a hostile one, GiBs.
+        values = body.count(b"{") + body.count(b"[") + body.count(b",") + body.count(b'"') // 2
+        if values > MAX_JSON_VALUES:
+            raise ImplausibleJSON(f"it holds about {values} JSON values, more than Incus sends")
+    try:
+        return json.loads(body)
+    except RecursionError:
+        raise ImplausibleJSON("its JSON nests deeper than Python can read") from None
+
+
 def server_error_text(body: bytes) -> tuple[str, int | None]:
     """The ``error`` text and ``error_code`` of an error body, bounded; raw text otherwise."""
     if len(body) <= MAX_ERROR_BODY:
         try:
-            data = json.loads(body)
-        except (ValueError, RecursionError):
+            data = loads(body)
+        except ValueError:
             data = None
         if isinstance(data, dict) and isinstance(data.get("error"), str):
             code = data.get("error_code")
@@ -195,8 +218,10 @@ def parse_envelope(call: Call, server: str, response: httpx.Response) -> Envelop
     if response.status_code >= 400:
         raise api_error(call, server, response.status_code, body)
     try:
-        data = json.loads(body)
-    except (ValueError, RecursionError):  # RecursionError: absurdly deep nesting
+        data = loads(body)
+    except ImplausibleJSON as exc:
+        raise unexpected(call, server, str(exc)) from None
+    except ValueError:
         raise unexpected(call, server, f"not JSON: {server_error_text(body)[0]}") from None
     if not isinstance(data, dict) or data.get("type") not in ("sync", "async", "error"):
         raise unexpected(call, server, "not an Incus response envelope")
@@ -329,8 +354,8 @@ def parse_wait(call: Call, server: str, response: httpx.Response) -> WaitResult:
     if response.status_code >= 400:
         raise api_error(call, server, response.status_code, response.content)
     try:
-        data = json.loads(response.content)
-    except (ValueError, RecursionError):
+        data = loads(response.content)
+    except ValueError:
         raise unexpected(call, server, "not JSON") from None
     if isinstance(data, dict) and data.get("type") == "error":
         # incusd 6.0.4: HTTP 200 with an error body for both a failure and a timed-out wait.

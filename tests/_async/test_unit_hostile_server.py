@@ -8,7 +8,8 @@ went out after the hostile answer.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+import time
+from collections.abc import AsyncIterator, Iterable, Iterator
 from pathlib import Path
 
 import httpx
@@ -20,10 +21,12 @@ from incus_images import (
     AsyncClient,
     ChecksumMismatchError,
     IncusError,
+    IncusTimeoutError,
     InvalidInputError,
     TransferError,
 )
 from tests.helpers import UNIX_BASE, accepted_response, image, operation, sha256, sync_response
+from tests.hostile_server import HostileServer, dripping, head, sync_answer
 
 pytestmark = pytest.mark.anyio
 
@@ -293,3 +296,125 @@ async def test_an_export_that_ends_short_of_the_image_size_fails(
     with pytest.raises(TransferError, match=f"ended after 100 of the image's {len(BODY)} bytes"):
         await client.images.export(FP, nest / "inside" / "out")
     assert everything_under(nest) == ["inside", "inside/out"]
+
+
+# --------------------------------------------------------------------------------------------
+# Class 4 (time and memory): a scripted server on a real socket, since the deadlines live in
+# the network layer that respx replaces.
+
+MIB = 1024 * 1024
+OP_ID = "6b9d4f3e-1111-4222-8333-444455556666"
+
+
+@pytest.mark.parametrize("where", ["head", "body"])
+async def test_a_call_ends_at_its_deadline_however_the_server_drips(
+    tmp_path: Path, where: str
+) -> None:
+    """One byte a second never trips a per-read timeout; the call's deadline still ends it."""
+    answer = sync_answer([])
+
+    def drip(method: str, target: str) -> Iterable[bytes | float]:
+        if where == "head":
+            return dripping(answer)
+        split = answer.index(b"\r\n\r\n") + 4
+        return [answer[:split], *dripping(answer[split:])]
+
+    with HostileServer(tmp_path, drip) as server:
+        async with AsyncClient(server.endpoint, timeout=2) as incus:
+            started = time.monotonic()
+            with pytest.raises(IncusTimeoutError):
+                await incus.images.list()
+            took = time.monotonic() - started
+    assert 1.5 < took < 10, took
+
+
+async def test_an_export_that_stops_moving_ends_in_bounded_time(tmp_path: Path) -> None:
+    size = 10 * MIB
+
+    def answer(method: str, target: str) -> Iterable[bytes | float]:
+        if target.endswith("/export"):
+            return [head(Content_Length=str(size)), b"\0" * 1000, *dripping(b"\0" * 100)]
+        return [sync_answer(image(FP, size=size))]
+
+    out = tmp_path / "out"
+    out.mkdir()
+    with HostileServer(tmp_path, answer) as server:
+        async with AsyncClient(server.endpoint, timeout=2) as incus:
+            started = time.monotonic()
+            with pytest.raises(IncusTimeoutError, match="stalled"):
+                await incus.images.export(FP, out)
+            took = time.monotonic() - started
+    assert took < 10, took
+    assert list(out.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "match"),
+    [
+        (200, b'{"type":"sync","metadata":[' + b'"x",' * (40 * MIB // 4), "larger than 16 MiB"),
+        (500, b'{"error":"' + b"e" * (300 * MIB) + b'"}', "HTTP 500"),
+    ],
+    ids=["100 MB answer", "300 MB error"],
+)
+async def test_a_huge_answer_is_not_read_whole(
+    tmp_path: Path, status: int, body: bytes, match: str
+) -> None:
+    def answer(method: str, target: str) -> Iterable[bytes | float]:
+        yield head(status, Content_Length=str(len(body)), Content_Type="application/json")
+        for start in range(0, len(body), MIB):
+            yield body[start : start + MIB]
+
+    with HostileServer(tmp_path, answer) as server:
+        async with AsyncClient(server.endpoint, timeout=10) as incus:
+            with pytest.raises(IncusError, match=match) as caught:
+                await incus.images.list()
+        sent = server.sent
+    # Read no further than the limit (plus what the socket buffers held).
+    assert sent < 32 * MIB, sent
+    assert len(str(caught.value)) < 2000
+
+
+async def test_an_endless_chunked_answer_is_cut_off(tmp_path: Path) -> None:
+    def answer(method: str, target: str) -> Iterable[bytes | float]:
+        yield head(Transfer_Encoding="chunked", Content_Type="application/json")
+        yield b"1\r\n[\r\n"
+        chunk = b'"x",' * (MIB // 4)
+        while True:
+            yield f"{len(chunk):x}\r\n".encode() + chunk + b"\r\n"
+
+    with HostileServer(tmp_path, answer) as server:
+        async with AsyncClient(server.endpoint, timeout=10) as incus:
+            with pytest.raises(IncusError, match="larger than 16 MiB"):
+                await incus.images.list()
+        assert server.sent < 32 * MIB
+
+
+async def test_json_too_dense_to_parse_safely_is_refused(tmp_path: Path) -> None:
+    """15 MiB of "[[],[],...]" would take several hundred MiB once parsed."""
+    body = b'{"type":"sync","metadata":[' + b"[]," * (5 * MIB) + b"[]]}"
+
+    def answer(method: str, target: str) -> Iterable[bytes | float]:
+        return [head(Content_Length=str(len(body))), body]
+
+    with HostileServer(tmp_path, answer) as server:
+        async with AsyncClient(server.endpoint) as incus:
+            with pytest.raises(IncusError, match="JSON values"):
+                await incus.images.list()
+
+
+# --------------------------------------------------------------------------------------------
+# Class 6: a server that ignores /wait?timeout= cannot make the waiter spin.
+
+
+async def test_a_wait_that_returns_at_once_is_paced(tmp_path: Path) -> None:
+    running = operation(OP_ID, status_code=103)
+
+    def answer(method: str, target: str) -> Iterable[bytes | float]:
+        return [sync_answer(running)]  # at once, whatever timeout it was asked to wait
+
+    with HostileServer(tmp_path, answer) as server:
+        async with AsyncClient(server.endpoint) as incus:
+            with pytest.raises(IncusTimeoutError):
+                await incus.operations.wait(OP_ID, timeout=1)
+        polls = [request for request in server.requests if "/wait" in request]
+    assert 5 <= len(polls) <= 25, len(polls)

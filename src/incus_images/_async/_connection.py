@@ -8,23 +8,33 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
+import httpcore
 import httpx
 
 from .._converter import request_body
 from .._endpoint import Endpoint, discover_socket
 from .._flavours import async_flavour
 from .._protocol import (
+    MAX_ERROR_BODY,
     Call,
     Envelope,
     api_error,
     parse_envelope,
     socket_error,
     transport_error,
+    unexpected,
 )
 from .._version import __version__
+from ._deadlines import (
+    AsyncDeadlineBackend,
+    TransferPace,
+    call_deadline,
+    start_deadline,
+)
 
-#: Bytes of an error body read, at most, to quote it in the error.
-_ERROR_BODY_LIMIT = 64 * 1024
+#: The largest answer read (a listing of about ten thousand images). With the JSON density
+#: check in _protocol, reading any answer keeps the client well under 200 MiB.
+MAX_ANSWER_BYTES = 16 * 1024 * 1024
 
 #: Bytes asked of the socket per read on the fast body path.
 _LARGE_READ = 1024 * 1024
@@ -36,6 +46,39 @@ UNIX_SOCKET_OPTIONS = [
     (socket.SOL_SOCKET, socket.SO_SNDBUF, 4 * 1024 * 1024),
     (socket.SOL_SOCKET, socket.SO_RCVBUF, 4 * 1024 * 1024),
 ]
+
+
+def _transport(endpoint: Endpoint) -> httpx.AsyncHTTPTransport:
+    if endpoint.socket_path is not None:
+        # A unix socket carries no TLS: verify=False only spares httpx from loading a CA
+        # bundle it would never use (about 50 ms at start-up).
+        transport = httpx.AsyncHTTPTransport(
+            uds=endpoint.socket_path, verify=False, socket_options=UNIX_SOCKET_OPTIONS
+        )
+    else:
+        assert endpoint.ssl_context is not None, "an https endpoint has a TLS context"
+        transport = httpx.AsyncHTTPTransport(verify=endpoint.ssl_context)
+    # httpx has no way to give its pool a network backend: the pool is made again, as httpx
+    # makes it (its default limits), on the backend that keeps the SDK's deadlines.
+    transport._pool = httpcore.AsyncConnectionPool(
+        ssl_context=endpoint.ssl_context,
+        max_connections=100,
+        max_keepalive_connections=20,
+        keepalive_expiry=5.0,
+        uds=endpoint.socket_path,
+        socket_options=UNIX_SOCKET_OPTIONS if endpoint.socket_path is not None else None,
+        network_backend=AsyncDeadlineBackend(httpcore.AnyIOBackend()),
+    )
+    return transport
+
+
+async def _then_deadline(
+    content: AsyncIterator[bytes], seconds: float | None
+) -> AsyncIterator[bytes]:
+    """An upload body that, once sent, gives the rest of the exchange its deadline."""
+    async for chunk in content:
+        yield chunk
+    start_deadline(seconds)
 
 
 class AsyncConnection:
@@ -101,17 +144,8 @@ class AsyncConnection:
             if self._endpoint is None:
                 self._endpoint = discover_socket()
             endpoint = self._endpoint
-            if endpoint.socket_path is not None:
-                # A unix socket carries no TLS: verify=False only spares httpx from loading a CA
-                # bundle it would never use (about 50 ms at start-up).
-                transport = httpx.AsyncHTTPTransport(
-                    uds=endpoint.socket_path, verify=False, socket_options=UNIX_SOCKET_OPTIONS
-                )
-            else:
-                assert endpoint.ssl_context is not None, "an https endpoint has a TLS context"
-                transport = httpx.AsyncHTTPTransport(verify=endpoint.ssl_context)
             self._http = httpx.AsyncClient(
-                transport=transport,
+                transport=_transport(endpoint),
                 base_url=endpoint.base_url,
                 timeout=self._timeout,
                 headers={"User-Agent": f"incus_images/{__version__}"},
@@ -140,19 +174,66 @@ class AsyncConnection:
         )
 
     async def send(
-        self, call: Call, *, content: Any = None, timeout: httpx.Timeout | None = None
+        self,
+        call: Call,
+        *,
+        content: AsyncIterator[bytes] | None = None,
+        timeout: httpx.Timeout | None = None,
+        deadline: float | None = None,
     ) -> httpx.Response:
-        """Send call and read the whole answer, whatever its status."""
+        """Send call and read the whole answer, whatever its status, within limits.
+
+        The exchange ends within ``deadline`` seconds (default: the client's timeout). An
+        image body (``content``) is not hurried, only kept moving (see ``_deadlines``); the
+        answer to it then has the deadline. Answers are read up to sizes no Incus reaches:
+        a larger success answer is refused, an error answer is quoted from its beginning.
+        """
+        seconds = self.timeout if deadline is None else deadline
+        if content is not None:
+            content = _then_deadline(content, seconds)
         request = self._build(call, content, timeout)
-        try:
-            response = await self._client().send(request)
-        except httpx.TransportError as exc:
-            raise transport_error(call, self.server, exc) from exc
+        with call_deadline(None if content is not None else seconds):
+            try:
+                response = await self._client().send(request, stream=True)
+                try:
+                    body = await self._read_bounded(call, response)
+                finally:
+                    await response.aclose()
+            except httpx.TransportError as exc:
+                raise transport_error(call, self.server, exc) from exc
         self._remember_peer(response)
-        return response
+        return httpx.Response(
+            response.status_code,
+            headers=response.headers,
+            content=body,
+            request=request,
+            extensions=response.extensions,
+        )
+
+    async def _read_bounded(self, call: Call, response: httpx.Response) -> bytes:
+        limit = MAX_ERROR_BODY if response.status_code >= 400 else MAX_ANSWER_BYTES
+        parts: list[bytes] = []
+        size = 0
+        async for chunk in response.aiter_raw():
+            parts.append(chunk)
+            size += len(chunk)
+            if size > limit:
+                if response.status_code >= 400:
+                    break  # an error is quoted from its beginning
+                raise unexpected(
+                    call,
+                    self.server,
+                    f"the answer is larger than {limit // (1024 * 1024)} MiB, more than any "
+                    "Incus sends",
+                )
+        return b"".join(parts)
 
     async def request(
-        self, call: Call, *, content: Any = None, timeout: httpx.Timeout | None = None
+        self,
+        call: Call,
+        *,
+        content: AsyncIterator[bytes] | None = None,
+        timeout: httpx.Timeout | None = None,
     ) -> Envelope:
         """Send call; return the success envelope or raise the mapped error."""
         response = await self.send(call, content=content, timeout=timeout)
@@ -166,17 +247,18 @@ class AsyncConnection:
         """
         request = self._build(call, None, None)
         try:
-            response = await self._client().send(request, stream=True)
+            # The answer's head arrives within the call's deadline; the body then only has
+            # to keep moving (see body()).
+            with call_deadline(self.timeout):
+                response = await self._client().send(request, stream=True)
         except httpx.TransportError as exc:
             raise transport_error(call, self.server, exc) from exc
         try:
             if response.status_code >= 400:
-                body = b""
-                async for chunk in response.aiter_raw():
-                    body += chunk
-                    if len(body) >= _ERROR_BODY_LIMIT:
-                        break
+                with call_deadline(self.timeout):
+                    body = await self._read_bounded(call, response)
                 raise api_error(call, self.server, response.status_code, body)
+            self._remember_peer(response)
             yield response
         except httpx.TransportError as exc:
             raise transport_error(call, self.server, exc) from exc
@@ -191,10 +273,15 @@ class AsyncConnection:
         parses each 64 KiB read in Python and copies it three times, which cost about a third
         of an export's time.
         """
+        pace = TransferPace(self.timeout)
         sock = self._raw_socket(response)
         length = response.headers.get("content-length", "")
         if sock is None or not length.isdigit():
             async for chunk in response.aiter_raw():
+                try:
+                    pace.moved(len(chunk))
+                except TimeoutError as exc:
+                    raise socket_error(call, self.server, exc) from exc
                 yield chunk
             return
         # After its first body chunk, h11 holds nothing back (a Content-Length body event takes
@@ -216,6 +303,10 @@ class AsyncConnection:
                     self.server,
                     ConnectionError(f"the server closed the connection {left} bytes early"),
                 )
+            try:
+                pace.moved(len(data))
+            except TimeoutError as exc:
+                raise socket_error(call, self.server, exc) from exc
             left -= len(data)
             yield data
 

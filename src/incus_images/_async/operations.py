@@ -97,11 +97,11 @@ class AsyncOperationsAPI:
                 project_scoped=False,
             )
             asked = time.monotonic()
+            longest_read = slice_seconds + _READ_MARGIN_SECONDS
             response = await self._connection.send(
                 call,
-                timeout=httpx.Timeout(
-                    self._connection.timeout, read=slice_seconds + _READ_MARGIN_SECONDS
-                ),
+                timeout=httpx.Timeout(self._connection.timeout, read=longest_read),
+                deadline=longest_read + (self._connection.timeout or 0),
             )
             result = parse_wait(call, server, response)
             if result.failure is not None:
