@@ -578,3 +578,22 @@ async def test_server_info_says_whether_the_client_is_trusted(
         copy_servers.source, copy_servers.certificates, trusted=False
     ) as stranger:
         assert not (await stranger.server_info()).trusted
+
+
+async def test_a_private_image_looks_missing_and_the_error_says_why(
+    copy_servers: Any, source: AsyncClient, tmp_path: Path
+) -> None:
+    original = await publish_on(source, public=False)
+    async with https_client(
+        copy_servers.source, copy_servers.certificates, trusted=False
+    ) as stranger:
+        for call in (
+            lambda: stranger.images.get(original.fingerprint),
+            lambda: stranger.images.export(original.fingerprint, tmp_path),
+        ):
+            with pytest.raises(NotFoundError, match="does not trust this client"):
+                await call()
+    # A trusted client's 404 says nothing of the kind.
+    with pytest.raises(NotFoundError) as caught:
+        await source.images.get("0" * 64)
+    assert "trust" not in str(caught.value)

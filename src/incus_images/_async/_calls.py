@@ -53,25 +53,50 @@ class AsyncImageCalls:
         envelope = await self.connection.request(call)
         return fingerprints_from_urls(call, self.server, envelope.metadata)
 
-    async def get(self, prefix: str, *, secret: str | None = None) -> tuple[Image, str | None]:
-        """The image with this (checked) fingerprint prefix, and its ETag."""
+    async def get(
+        self, prefix: str, *, secret: str | None = None, explain_missing: bool = True
+    ) -> tuple[Image, str | None]:
+        """The image with this (checked) fingerprint prefix, and its ETag.
+
+        A missing image over HTTPS says so when the server does not trust this client
+        (``explain_missing``; it costs a request)."""
         call = Call(
             method="GET",
             path=image_path(prefix),
             action=f"get image '{prefix}'",
             params={"secret": secret} if secret is not None else {},
         )
-        envelope = await self.connection.request(call)
+        try:
+            envelope = await self.connection.request(call)
+        except NotFoundError as exc:
+            if not explain_missing:
+                raise
+            raise await self._why_not_found(exc) from None
         image = structure(call, self.server, envelope.metadata, Image)
         if not image.fingerprint.startswith(prefix):
             # Its fingerprint names files and later requests: it must be the image asked for.
             raise unexpected(call, self.server, f"it describes another image, {image.fingerprint}")
         return image, envelope.etag
 
+    async def _why_not_found(self, exc: NotFoundError) -> NotFoundError:
+        """Incus answers a private image to an untrusted client as missing: say so."""
+        if self.connection.https_url is None:
+            return exc  # the unix socket is always trusted
+        try:
+            trusted = (await self.server_info()).trusted
+        except IncusError:
+            return exc
+        if trusted:
+            return exc
+        return exc._amended(
+            f"{exc} The server does not trust this client, so it shows only public images: a "
+            "private image looks missing (use a trusted client certificate, or a secret)."
+        )
+
     async def find(self, fingerprint: str) -> Image | None:
         """The image with this full fingerprint, or None when the server has none."""
         try:
-            image, _ = await self.get(fingerprint)
+            image, _ = await self.get(fingerprint, explain_missing=False)
         except NotFoundError:
             return None
         return image

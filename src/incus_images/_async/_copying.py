@@ -174,19 +174,22 @@ class AsyncCopier:
             progress.start()
             if not options.wait and not follow_up.needed:
                 return started
-            finished = await self._finish_pull(source_calls, started, token, importer, watch)
+            with importer.accepted(lambda: f"image {fingerprint}"):
+                finished = await self._finish_pull(source_calls, started, token, importer, watch)
         elif mode == "relay":
             started = await self._relay(source, found, importer, options, progress)
             if not options.wait and not follow_up.needed:
                 return started
-            finished = await importer.wait(started, fingerprint=fingerprint)
+            with importer.accepted(lambda: f"image {fingerprint}"):
+                finished = await importer.wait(started, fingerprint=fingerprint)
         else:
             progress.start()
             finished = await self._push(source, found, importer, options, watch)
-        if mode != "push":
-            await importer.verified(finished, fingerprint, expected_is="the source's image is")
-        await self._check_copy(found, importer)
-        await importer.follow_up(fingerprint, follow_up)
+        with importer.accepted(lambda: f"image {fingerprint}"):
+            if mode != "push":
+                await importer.verified(finished, fingerprint, expected_is="the source's image is")
+            await self._check_copy(found, importer)
+            await importer.follow_up(fingerprint, follow_up)
         progress.advance(found.size - progress.done)
         progress.finish()
         return await importer.image(fingerprint) if options.wait else finished
@@ -372,7 +375,7 @@ class AsyncCopier:
         state = RelayState()
         reader: ExportReader | None = None
         with importer.interruptions(
-            complete=lambda: state.complete,
+            complete=lambda: state.handed,
             describe=lambda: (
                 f"the relay of image {fingerprint} from {source.server} to {self._target} was "
                 f"interrupted after {reader.received if reader else 0} of {found.size} bytes"

@@ -77,20 +77,33 @@ class AsyncImporter:
     def interruptions(
         self, *, complete: Callable[[], bool], describe: Callable[[], str]
     ) -> Iterator[None]:
-        """Say what an interrupted body means for the server: ``complete()`` tells whether the
-        whole body had been handed over (then incusd may still store it), ``describe()`` how
-        far it got."""
+        """Say what an interrupted body means for the server: ``complete()`` tells whether its
+        last bytes had been handed over (then incusd may have them all and store the image),
+        ``describe()`` how far it got."""
         try:
             yield
         except BaseException as exc:  # noqa: BLE001 - re-raised with what was interrupted
             if complete():
                 outcome = (
-                    "the whole image had been sent, so incusd may still store it: look for it "
-                    "before retrying"
+                    "the image's last bytes had been sent, so incusd may still store it: look "
+                    "for it before retrying"
                 )
             else:
                 outcome = "incusd discards an incomplete upload, so nothing was stored"
             raise interrupted(exc, f"{describe()}; {outcome}") from None
+
+    @contextlib.contextmanager
+    def accepted(self, what: Callable[[], str]) -> Iterator[None]:
+        """Once the server accepted the image, a lost connection, a timeout or an interruption
+        no longer means that nothing was stored: say so. ``what()`` names the image."""
+        try:
+            yield
+        except BaseException as exc:  # noqa: BLE001 - re-raised with what it means
+            raise interrupted(
+                exc,
+                f"the server had accepted {what()} ({self.action}), so it may be stored: "
+                "look for it before retrying",
+            ) from None
 
     # ----------------------------------------------------------------------------------------
     # Wait, verify, follow up.
@@ -178,7 +191,15 @@ class AsyncImporter:
         )
 
     async def image(self, fingerprint: str) -> Image:
-        image, _ = await self._calls.get(fingerprint)
+        """The new image, read back once everything about it succeeded."""
+        try:
+            image, _ = await self._calls.get(fingerprint)
+        except BaseException as exc:  # noqa: BLE001 - re-raised with what it means
+            raise interrupted(
+                exc,
+                f"image {fingerprint} is stored and complete ({self.action} succeeded); only "
+                "reading it back failed",
+            ) from None
         return image
 
     # ----------------------------------------------------------------------------------------
@@ -194,7 +215,7 @@ class AsyncImporter:
         meter = UploadMeter(plan, prepared.progress, hash_inline=not rereadable)
         try:
             with self.interruptions(
-                complete=lambda: meter.body_complete,
+                complete=lambda: meter.body_handed,
                 describe=lambda: (
                     f"the upload of image {plan.description} to {self.server} was interrupted "
                     f"after {meter.progress.done} of "
@@ -209,13 +230,14 @@ class AsyncImporter:
             return operation
 
         rehash = Rehash(plan.sources) if sha256 is None else None
-        finished = await self._wait_for_upload(operation, sha256, rehash)
-        if rehash is not None:
-            sha256 = await self._rehashed(rehash, finished)
-        assert sha256 is not None
-        self.action = f"upload image {sha256[:12]}"
-        await self.verified(finished, sha256, expected_is="the bytes sent hash to")
-        await self.follow_up(sha256, prepared.follow_up)
+        with self.accepted(lambda: f"image {sha256 or plan.description}"):
+            finished = await self._wait_for_upload(operation, sha256, rehash)
+            if rehash is not None:
+                sha256 = await self._rehashed(rehash, finished)
+            assert sha256 is not None
+            self.action = f"upload image {sha256[:12]}"
+            await self.verified(finished, sha256, expected_is="the bytes sent hash to")
+            await self.follow_up(sha256, prepared.follow_up)
         if wait:
             return await self.image(sha256)
         return finished

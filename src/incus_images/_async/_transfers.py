@@ -22,7 +22,22 @@ from ._connection import AsyncConnection
 
 
 async def upload_body(plan: UploadPlan, meter: UploadMeter) -> AsyncIterator[bytes]:
-    """The request body of an upload, produced chunk by chunk as httpx sends it."""
+    """The request body of an upload, produced chunk by chunk as httpx sends it.
+
+    The last chunk is known before it goes: once it is handed over, an interruption can no
+    longer tell whether the server got the whole image (``meter.body_handed``).
+    """
+    held: bytes | None = None
+    async for out in _metered(plan, meter):
+        if held is not None:
+            yield held
+        held = out
+    meter.body_handed = True
+    if held is not None:
+        yield held
+
+
+async def _metered(plan: UploadPlan, meter: UploadMeter) -> AsyncIterator[bytes]:
     for segment in plan.segments:
         if segment.source is None:
             yield segment.framing
@@ -35,7 +50,6 @@ async def upload_body(plan: UploadPlan, meter: UploadMeter) -> AsyncIterator[byt
                 await async_flavour.run_blocking(meter.wait_for_room)
         if out := meter.end(segment):
             yield out
-    meter.body_complete = True
 
 
 async def _source_chunks(segment: Segment) -> AsyncIterator[bytes]:
@@ -50,9 +64,10 @@ async def _source_chunks(segment: Segment) -> AsyncIterator[bytes]:
 
 
 class RelayState:
-    """How far a relay got: whether its whole body was handed over."""
+    """How far a relay got: whether its last bytes were handed to the HTTP client (then the
+    target may have the whole image)."""
 
-    complete = False
+    handed = False
 
 
 async def relay_body(
@@ -83,8 +98,8 @@ async def relay_body(
     # Reported before the last bytes: once they are sent, the target has the whole image and
     # a callback that raises could no longer stop it.
     reader.progress.finish()
+    state.handed = True
     yield framing.end()
-    state.complete = True
 
 
 async def receive_export(
@@ -105,16 +120,19 @@ async def receive_export(
     try:
         async with connection.stream(call) as response:
             receiver = receiver_for(response)
-            try:
-                receiver.start()
-                async for chunk in connection.body(call, response):
-                    receiver.feed(chunk)
-                    if receiver.backlogged:
-                        await async_flavour.run_blocking(receiver.wait_for_room)
-                return receiver.finish()
-            finally:
-                receiver.discard()
+            receiver.start()
+            async for chunk in connection.body(call, response):
+                receiver.feed(chunk)
+                if receiver.backlogged:
+                    await async_flavour.run_blocking(receiver.wait_for_room)
+            receiver.verify()
+        # Placed only once the response is closed: closing may still deliver an interruption
+        # (an async cancellation is raised at the next await), which must leave nothing.
+        return receiver.place()
     except BaseException as exc:
         if receiver is None or isinstance(exc, TransferError):
             raise
         raise interrupted(exc, interruption(receiver.received)) from None
+    finally:
+        if receiver is not None:
+            receiver.discard()

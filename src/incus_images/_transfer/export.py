@@ -262,11 +262,19 @@ class ExportReceiver:
 
     def finish(self) -> list[Path]:
         """Check the body is whole and its hash right, then move every file into place."""
+        self.verify()
+        return self.place()
+
+    def verify(self) -> None:
+        """Check the body is whole and its hash right; every byte is on disk afterwards."""
         self._reader.finish()
         self._files.finish_writing()
         # The last report comes before anything is renamed: a callback that raises (Ctrl-C in a
         # progress bar) must leave nothing behind.
         self._reader.progress.finish()
+
+    def place(self) -> list[Path]:
+        """Move every file into place (after verify())."""
         return self._files.commit()
 
     def discard(self) -> None:

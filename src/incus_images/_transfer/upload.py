@@ -462,8 +462,9 @@ class UploadMeter:
         self.progress = Progress(progress, plan.data_size)
         self._segment = Segment()
         self._last_argument = "rootfs" if plan.multipart else "image_data"
-        #: Whether the whole body was handed to the HTTP client (then incusd may store it).
-        self.body_complete = False
+        #: Whether the last bytes were handed to the HTTP client: from then on, incusd may
+        #: have the whole image, whatever happens to the request.
+        self.body_handed = False
         self._part_bytes = 0
         self._head: bytes | None = None if plan.multipart else b""
 
