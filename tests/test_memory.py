@@ -181,3 +181,107 @@ def test_upload_and_export_of_a_256_mib_image_stay_under_64_mib(
         delete_image(raw_api, expected)
         target.unlink(missing_ok=True)
     assert raw_api.get(f"/1.0/images/{expected}").status_code == 404
+
+
+# --------------------------------------------------------------------------------------------
+# Whatever a server sends, the client's memory stays bounded (issue 10, class 4).
+
+HOSTILE_LIMIT = 200 * MiB
+
+HOSTILE_CHILD = r"""
+import asyncio, json, sys
+
+from incus_images import AsyncClient, Client, IncusError
+
+
+def peak():
+    with open("/proc/self/status") as file:
+        for line in file:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+
+
+flavour, endpoint = sys.argv[1:]
+outcomes = []
+
+
+def listing_sync():
+    with Client(endpoint, timeout=20) as client:
+        for _ in range(4):  # one answer of each kind, in the order the server sends them
+            try:
+                client.images.list()
+                outcomes.append("ok")
+            except IncusError as exc:
+                outcomes.append(type(exc).__name__)
+
+
+async def listing_async():
+    async with AsyncClient(endpoint, timeout=20) as client:
+        for _ in range(4):
+            try:
+                await client.images.list()
+                outcomes.append("ok")
+            except IncusError as exc:
+                outcomes.append(type(exc).__name__)
+
+
+listing_sync() if flavour == "sync" else asyncio.run(listing_async())
+print(json.dumps({"outcomes": outcomes, "peak": peak()}))
+"""
+
+
+def _hostile_answers() -> Iterator[Iterator[bytes]]:
+    """A 100 MB answer, a 300 MB error, an endless chunked answer, and 16 MiB of JSON as dense
+    as the SDK still parses."""
+    from tests.hostile_server import head
+
+    def sized(status: int, first: bytes, filler: bytes, size: int) -> Iterator[bytes]:
+        yield head(status, Content_Length=str(size), Content_Type="application/json") + first
+        sent = len(first)
+        while sent < size:
+            piece = filler[: size - sent]
+            sent += len(piece)
+            yield piece
+
+    yield sized(200, b'{"type":"sync","metadata":[', b'"x",' * (MiB // 4), 100 * 10**6)
+    yield sized(500, b'{"error":"', b"e" * MiB, 300 * 10**6)
+
+    def endless() -> Iterator[bytes]:
+        yield head(Transfer_Encoding="chunked") + b"1\r\n[\r\n"
+        chunk = b'"x",' * (MiB // 4)
+        while True:
+            yield f"{len(chunk):x}\r\n".encode() + chunk + b"\r\n"
+
+    yield endless()
+    # Just under the density limit, in the shape that costs Python most once parsed: one-key
+    # objects, three counted values each.
+    body = b'{"type":"sync","metadata":[' + b'{"a":1},' * 330_000 + b"{}]}"
+    yield iter([head(Content_Length=str(len(body))), body])
+
+
+@pytest.mark.parametrize("flavour", ["sync", "async"])
+def test_hostile_answers_keep_the_client_under_200_mib(tmp_path: Path, flavour: str) -> None:
+    from tests.hostile_server import HostileServer
+
+    answers = _hostile_answers()
+
+    def answer(method: str, target: str) -> Iterator[bytes]:
+        return next(answers)
+
+    script = tmp_path / "child.py"
+    script.write_text(HOSTILE_CHILD)
+    with HostileServer(tmp_path, answer) as server:
+        result = subprocess.run(
+            [sys.executable, str(script), flavour, server.endpoint],
+            capture_output=True,
+            text=True,
+            timeout=180,
+            check=False,
+        )
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    # Refused (too large), mapped (the error), refused (endless), parsed (dense, but just
+    # within the limit) and then refused as no list of images.
+    assert report["outcomes"] == ["IncusError", "APIError", "IncusError", "IncusError"], report
+    print(f"{flavour}: peak RSS {report['peak'] / MiB:.1f} MiB")
+    assert report["peak"] < HOSTILE_LIMIT, f"peak RSS {report['peak'] / MiB:.1f} MiB"

@@ -56,9 +56,10 @@ MAX_QUOTED_ERROR = 500
 #: Error bodies longer than this are not parsed as JSON at all.
 MAX_ERROR_BODY = 64 * 1024
 #: Most JSON values (objects, arrays, strings, numbers) an answer may hold: a listing of ten
-#: thousand images holds under a million. Parsed, each costs Python up to about 70 bytes, so
-#: the bound keeps the client's memory in check whatever a server sends ("[[],[],...]").
-MAX_JSON_VALUES = 2_000_000
+#: thousand images holds about 600,000. Parsed, a value costs Python 64 bytes at worst
+#: ('{"a":1},' repeated), so the bound keeps the client's memory in check whatever a server
+#: sends.
+MAX_JSON_VALUES = 1_000_000
 #: Answers smaller than this cannot hold too many values to matter.
 _DENSITY_CHECKED_FROM = 1024 * 1024
 
@@ -238,19 +239,38 @@ def parse_envelope(call: Call, server: str, response: httpx.Response) -> Envelop
     )
 
 
+_STRUCTURE_ERRORS = (
+    cattrs.BaseValidationError,
+    ValueError,
+    TypeError,
+    KeyError,
+    AttributeError,
+    RecursionError,
+)
+
+
 def structure(call: Call, server: str, data: Any, cls: type[T]) -> T:
     """Turn response metadata into a model; a malformed answer raises an IncusError."""
     try:
         return converter.structure(data, cls)
-    except (
-        cattrs.BaseValidationError,
-        ValueError,
-        TypeError,
-        KeyError,
-        AttributeError,
-        RecursionError,
-    ) as exc:
-        raise unexpected(call, server, f"cannot read it as {cls.__name__}: {exc!r}") from None
+    except _STRUCTURE_ERRORS as exc:
+        raise unexpected(call, server, f"cannot read it as {cls.__name__}: {exc!r:.500}") from None
+
+
+def structure_list(call: Call, server: str, data: Any, cls: type[T]) -> list[T]:
+    """A list of models, read one by one: the first bad item ends it (cattrs would collect an
+    error for every item of a long hostile list first, at great cost)."""
+    if not isinstance(data, list):
+        raise unexpected(call, server, f"expected a list, got {type(data).__name__}")
+    items = []
+    for index, item in enumerate(data):
+        try:
+            items.append(converter.structure(item, cls))
+        except _STRUCTURE_ERRORS as exc:
+            raise unexpected(
+                call, server, f"item {index} cannot be read as {cls.__name__}: {exc!r:.500}"
+            ) from None
+    return items
 
 
 def fingerprints_from_urls(call: Call, server: str, urls: Any) -> list[str]:

@@ -12,7 +12,7 @@ from ._connection import AsyncConnection
 from .images import AsyncImagesAPI
 from .operations import AsyncOperationsAPI
 
-#: Seconds to wait for any one network step of a request (connect, a read, a write).
+#: Seconds a call may take (and a transfer may go without moving 64 KiB).
 DEFAULT_TIMEOUT = 30.0
 
 
@@ -29,9 +29,15 @@ class AsyncClient:
     system's CA bundle, a path trusts that certificate (e.g. the server's own ``server.crt``),
     an ``ssl.SSLContext`` is used as given, and False disables the check (never the default).
 
-    ``project`` selects the Incus project (None: the server's default project). ``timeout``
-    bounds each network step of a request in seconds (None: no limit); transfers may take as
-    long as they need as long as bytes keep moving.
+    ``project`` selects the Incus project (None: the server's default project).
+
+    ``timeout`` (seconds; None: no limit) is what a call may take: connecting, sending the
+    request and reading the whole answer end within it, however slowly a server answers.
+    Image transfers (uploads, exports, relays) are not hurried: they may take as long as
+    they need while they move, and fail once fewer than 64 KiB move within ``timeout``
+    seconds (a stalled or trickling server). Waiting for an operation is bounded only by
+    ``operations.wait(timeout=)``. Answers larger than any Incus sends (16 MiB of JSON, 64 KiB
+    of error text) are refused, so a hostile server cannot fill the client's memory.
 
     Use it as a context manager, or close it when done. A blocking Client used without either
     (a plain script, a notebook cell) is also closed when it is garbage-collected; an

@@ -20,6 +20,7 @@ from .._protocol import (
     image_path,
     replace_properties_patch,
     structure,
+    structure_list,
 )
 from .._requests import ImageAliasesPost, ImageAliasPatch
 from .._simplestreams import SimpleStreams
@@ -92,7 +93,7 @@ class AsyncImagesAPI:
             return await self._calls.fingerprints()
         call = Call(method="GET", path=IMAGES, params={"recursion": "1"}, action="list images")
         envelope = await self._connection.request(call)
-        images = structure(call, self._connection.server, envelope.metadata, builtins.list[Image])
+        images = structure_list(call, self._connection.server, envelope.metadata, Image)
         return sorted(images, key=lambda image: image.fingerprint)
 
     async def get(self, fingerprint: str, *, secret: str | None = None) -> Image:
