@@ -48,6 +48,7 @@ RENAMES = {
     "AsyncImageCalls": "ImageCalls",
     "AsyncImporter": "Importer",
     "AsyncCopier": "Copier",
+    "AsyncPublisher": "Publisher",
     # httpx's async spellings. (unasync's default would turn AsyncX into SyncX, a name httpx
     # does not have.)
     "AsyncHTTPTransport": "HTTPTransport",

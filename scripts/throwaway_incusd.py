@@ -227,8 +227,13 @@ class ThrowawayIncusd:
             {"name": name, "type": "client", "certificate": base64.b64encode(der).decode()},
         )
 
-    def stop(self, timeout: float = 20.0) -> None:
-        """Stop this daemon (by PID) and remove its directory."""
+    def stop(self, timeout: float = 20.0, *, stop_instances: bool = False) -> None:
+        """Stop this daemon (by PID) and remove its directory.
+
+        A daemon stopped by a signal leaves its running containers running: with
+        ``stop_instances`` every instance is stopped and deleted first."""
+        if stop_instances and self.process is not None and self.process.poll() is None:
+            self._delete_instances()
         if self.process is not None and self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
             try:
@@ -244,6 +249,24 @@ class ThrowawayIncusd:
         if self.namespace is not None:
             subprocess.run(["ip", "netns", "delete", self.namespace], check=False)
             self.namespace = None
+
+    def _delete_instances(self) -> None:
+        try:
+            names = self.request("GET", "/1.0/instances").get("metadata") or []
+            for url in names:
+                name = url.rsplit("/", 1)[-1]
+                for method, path, body in (
+                    ("PUT", f"/1.0/instances/{name}/state", {"action": "stop", "force": True}),
+                    ("DELETE", f"/1.0/instances/{name}", None),
+                ):
+                    status, answer = unix_request(self.socket_path, method, path, body)
+                    operation = answer.get("operation") if status == 202 else None
+                    if operation:
+                        unix_request(
+                            self.socket_path, "GET", f"{operation}/wait?timeout=30", None, 40
+                        )
+        except (OSError, RuntimeError, ValueError) as exc:
+            print(f"throwaway incusd: could not stop its instances: {exc}", file=sys.stderr)
 
     def __enter__(self) -> ThrowawayIncusd:
         return self.start()

@@ -51,7 +51,7 @@ from throwaway_incusd import (  # noqa: E402 - scripts/ is on pythonpath (pyproj
 
 import incus_images._protocol  # noqa: E402
 from incus_images._converter import make_converter  # noqa: E402
-from tests.helpers import UNIX_BASE  # noqa: E402
+from tests.helpers import UNIX_BASE, wait_raw  # noqa: E402
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -159,6 +159,45 @@ def copy_servers(certificates: Certificates) -> Iterator[CopyServers]:
             daemon.trust(certificates.client_cert)
             daemons.append(daemon)
         yield CopyServers(*daemons, certificates=certificates)
+
+
+@attrs.frozen
+class ContainerHost:
+    """A daemon that can run containers: a dir storage pool, the default profile's root disk,
+    and a busybox image (alias ``bb``) that starts."""
+
+    daemon: ThrowawayIncusd
+    image: str
+
+
+@pytest.fixture(scope="session")
+def container_host() -> Iterator[ContainerHost]:
+    from tiny_image import busybox_image
+
+    try:
+        image = busybox_image()
+    except FileNotFoundError as exc:
+        _unavailable(str(exc))
+    daemon = _daemon()
+    try:
+        daemon.request("POST", "/1.0/storage-pools", {"name": "default", "driver": "dir"})
+        daemon.request(
+            "PATCH",
+            "/1.0/profiles/default",
+            {"devices": {"root": {"type": "disk", "path": "/", "pool": "default"}}},
+        )
+        with httpx.Client(
+            transport=httpx.HTTPTransport(uds=daemon.socket_path), base_url=UNIX_BASE, timeout=60
+        ) as raw:
+            response = raw.post(
+                "/1.0/images",
+                content=image,
+                headers={"Content-Type": "application/octet-stream", "X-Incus-aliases": "alias=bb"},
+            )
+            fingerprint = wait_raw(raw, response)["metadata"]["fingerprint"]
+        yield ContainerHost(daemon=daemon, image=fingerprint)
+    finally:
+        daemon.stop(stop_instances=True)
 
 
 @pytest.fixture

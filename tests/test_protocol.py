@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 from urllib.parse import unquote
 
 import httpx
@@ -23,7 +24,7 @@ from incus_images._errors import (
     OperationGoneError,
     PreconditionFailedError,
 )
-from incus_images._models import Operation, OperationStatus
+from incus_images._models import Image, Operation, OperationStatus
 from incus_images._protocol import (
     ALIASES,
     MAX_ERROR_BODY,
@@ -36,11 +37,10 @@ from incus_images._protocol import (
     operation_failure,
     parse_envelope,
     parse_wait,
-    replace_properties_patch,
     server_error_text,
     transport_error,
 )
-from incus_images._requests import ImagePatch
+from incus_images._requests import ImageChanges, ImagePatch, ImagePut
 from incus_images._transfer.upload import list_header, looks_like_json
 from incus_images._validate import (
     alias_name,
@@ -56,6 +56,7 @@ FP = "6bcb9190f8bea56cb09463728faddd8b72e996506d3575f0e027cdbbe0440c05"
 OTHER_FP = "0" * 63 + "1"
 SERVER = "unix:///run/incus/unix.socket"
 OP_ID = "41b69ae9-44bf-4b27-a0e5-23d3b8614fbf"
+LATER = datetime(2031, 5, 6, 7, 8, 9, tzinfo=UTC)
 
 GET_CALL = Call(method="GET", path=f"/1.0/images/{FP[:12]}", action=f"get image '{FP[:12]}'")
 WAIT_CALL = Call(
@@ -326,17 +327,53 @@ def test_looks_like_json(first: bytes, expected: bool) -> None:
     assert looks_like_json(first) is expected
 
 
-def test_replace_properties_patch_deletes_missing_keys_and_sets_wanted() -> None:
-    current = {"os": "tiny", "old": "x", "keep": "1"}
-    wanted = {"keep": "2", "new": "ü"}
-    assert replace_properties_patch(current, wanted) == ImagePatch(
-        properties={"os": "", "old": "", "keep": "2", "new": "ü"}
+@pytest.mark.parametrize(
+    ("changes", "expected"),
+    [
+        # Properties alone: a PATCH that deletes what is not wanted (sent empty).
+        (
+            ImageChanges(properties={"keep": "2", "new": "ü"}),
+            ImagePatch(properties={"os": "", "old": "", "keep": "2", "new": "ü"}),
+        ),
+        (ImageChanges(properties={}), ImagePatch(properties={"os": "", "old": "", "keep": ""})),
+        (ImageChanges(public=True), ImagePatch(public=True)),
+        (
+            ImageChanges(auto_update=True, properties={"os": "x"}),
+            ImagePatch(auto_update=True, properties={"os": "x", "old": "", "keep": ""}),
+        ),
+        # Profiles or an expiry only a PUT sets: everything else goes back as it was read.
+        (
+            ImageChanges(profiles=[]),
+            ImagePut(
+                public=False,
+                auto_update=True,
+                properties={"os": "tiny", "old": "x", "keep": "1"},
+                profiles=[],
+            ),
+        ),
+        (
+            ImageChanges(public=True, properties={"a": "b"}, expires_at=LATER),
+            ImagePut(
+                public=True,
+                auto_update=True,
+                properties={"a": "b"},
+                profiles=["default", "gpu"],
+                expires_at=LATER,
+            ),
+        ),
+    ],
+)
+def test_image_changes_keep_everything_not_given(changes: ImageChanges, expected: object) -> None:
+    current = Image(
+        fingerprint=FP,
+        public=False,
+        auto_update=True,
+        properties={"os": "tiny", "old": "x", "keep": "1"},
+        profiles=["default", "gpu"],
     )
-    assert replace_properties_patch({}, {}) == ImagePatch(properties={})
-    assert replace_properties_patch({"a": "1"}, {"a": "1"}) == ImagePatch(properties={"a": "1"})
-    assert replace_properties_patch({"a": "1"}, {}) == ImagePatch(properties={"a": ""})
-    # The inputs are left alone.
-    assert current == {"os": "tiny", "old": "x", "keep": "1"}
+    assert changes.body_for(current) == expected
+    assert not changes.empty
+    assert ImageChanges().empty
 
 
 # --------------------------------------------------------------------------------------------

@@ -31,6 +31,7 @@ from cattrs.gen import make_dict_structure_fn, make_dict_unstructure_fn, overrid
 from ._models import Image, ImageAlias, ImageSource, Operation, ServerEnvironment, ServerInfo
 from ._requests import (
     AliasEntry,
+    ImageAliasesEntryPost,
     ImageAliasesPost,
     ImageAliasPatch,
     ImageExportPost,
@@ -59,6 +60,7 @@ _REQUESTS: tuple[type[Any], ...] = (
     ImagePatch,
     ImagePut,
     ImageExportPost,
+    ImageAliasesEntryPost,
     ImageAliasesPost,
     ImageAliasPatch,
 )

@@ -33,7 +33,6 @@ from ._errors import (
     PreconditionFailedError,
 )
 from ._models import Operation, OperationStatus
-from ._requests import ImagePatch
 
 __all__ = [
     "Call",
@@ -87,17 +86,6 @@ def alias_path(name: str) -> str:
 
 def image_path(fingerprint: str, *suffix: str) -> str:
     return "/".join((IMAGES, fingerprint, *suffix))
-
-
-def replace_properties_patch(current: Mapping[str, str], wanted: Mapping[str, str]) -> ImagePatch:
-    """A PATCH body that makes an image's properties exactly ``wanted``.
-
-    PATCH merges properties and deletes keys sent with an empty value. Unlike PUT it leaves
-    every other field alone (a PUT resets profiles and anything it does not send).
-    """
-    properties = {key: "" for key in current if key not in wanted}
-    properties.update(wanted)
-    return ImagePatch(properties=properties)
 
 
 # --------------------------------------------------------------------------------------------

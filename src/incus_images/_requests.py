@@ -11,11 +11,15 @@ from datetime import datetime
 
 import attrs
 
+from ._models import Image
+
 __all__ = [
     "AliasEntry",
     "FollowUp",
     "ImageAliasPatch",
+    "ImageAliasesEntryPost",
     "ImageAliasesPost",
+    "ImageChanges",
     "ImageExportPost",
     "ImagePatch",
     "ImagePut",
@@ -120,6 +124,13 @@ class ImageAliasesPost:
 
 
 @attrs.frozen(kw_only=True)
+class ImageAliasesEntryPost:
+    """POST /1.0/images/aliases/{name}: rename."""
+
+    name: str
+
+
+@attrs.frozen(kw_only=True)
 class ImageAliasPatch:
     """PATCH /1.0/images/aliases/{name}: only the keys given change."""
 
@@ -150,4 +161,58 @@ class FollowUp:
             or self.properties is not None
             or self.profiles is not None
             or self.aliases
+        )
+
+
+# --------------------------------------------------------------------------------------------
+# What update() changes.
+
+
+@attrs.frozen(kw_only=True)
+class ImageChanges:
+    """The writable fields update() was given (None: leave the field as it is)."""
+
+    properties: dict[str, str] | None = None
+    public: bool | None = None
+    auto_update: bool | None = None
+    profiles: list[str] | None = None
+    expires_at: datetime | None = None
+
+    @property
+    def empty(self) -> bool:
+        return self == ImageChanges()
+
+    def seen_in(self, image: Image) -> bool:
+        """Whether the image carries these changes."""
+        wanted = {
+            "properties": self.properties,
+            "public": self.public,
+            "auto_update": self.auto_update,
+            "profiles": self.profiles,
+            "expires_at": self.expires_at,
+        }
+        return all(
+            value is None or getattr(image, field) == value for field, value in wanted.items()
+        )
+
+    def body_for(self, current: Image) -> ImagePatch | ImagePut:
+        """The request that makes ``current`` carry these changes and keeps everything else.
+
+        PATCH changes only what it carries, but Incus ignores profiles and expires_at in it;
+        those need a PUT, which resets what it omits, so it carries everything as read."""
+        properties = self.properties
+        if self.profiles is None and self.expires_at is None:
+            if properties is not None:
+                # PATCH merges properties: a key sent empty is deleted.
+                properties = {key: "" for key in current.properties if key not in properties}
+                properties.update(self.properties or {})
+            return ImagePatch(
+                public=self.public, auto_update=self.auto_update, properties=properties
+            )
+        return ImagePut(
+            public=current.public if self.public is None else self.public,
+            auto_update=current.auto_update if self.auto_update is None else self.auto_update,
+            properties=current.properties if properties is None else properties,
+            profiles=current.profiles if self.profiles is None else self.profiles,
+            expires_at=self.expires_at,
         )

@@ -64,7 +64,11 @@ async def test_project_is_sent_on_image_and_alias_calls_not_on_operations(
 ) -> None:
     router.get("/1.0/images").mock(return_value=sync_response([image(FP, project="dev")]))
     router.get(f"/1.0/images/{FP}").mock(
-        return_value=sync_response(image(FP, project="dev", size=13), headers={"ETag": '"e"'})
+        return_value=sync_response(
+            # What update() below makes of it.
+            image(FP, project="dev", size=13, properties={"a": "b"}),
+            headers={"ETag": '"e"'},
+        )
     )
     router.patch(f"/1.0/images/{FP}").mock(return_value=sync_response({}))
     router.delete(f"/1.0/images/{FP}").mock(return_value=accepted_response(operation(OP_ID)))

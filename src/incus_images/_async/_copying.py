@@ -40,6 +40,7 @@ from .._transfer.progress import Progress, ProgressCallback, daemon_progress
 from .._transfer.relay import RelayFraming
 from .._transfer.upload import list_header
 from .._validate import (
+    IMAGE_TYPES,
     alias_name,
     boolean,
     callback,
@@ -60,7 +61,6 @@ __all__ = ["AsyncCopier", "CopyOptions", "copy_options"]
 
 CopyMode = Literal["pull", "push", "relay"]
 MODES: tuple[CopyMode, ...] = ("pull", "push", "relay")
-IMAGE_TYPES = ("container", "virtual-machine")
 
 
 @attrs.frozen(kw_only=True)

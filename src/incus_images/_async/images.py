@@ -5,35 +5,44 @@ from __future__ import annotations
 import builtins
 import os
 from collections.abc import AsyncIterable, Iterable, Sequence
+from datetime import datetime
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Literal, overload
 
 import httpx
 
-from .._errors import InvalidInputError, PreconditionFailedError
+from .._errors import APIError, InvalidInputError, NotFoundError, PreconditionFailedError
 from .._flavours import async_flavour
 from .._models import Image, ImageAlias, Operation
 from .._protocol import (
+    ALIASES,
     IMAGES,
     Call,
     alias_path,
+    fingerprints_from_urls,
     image_path,
-    replace_properties_patch,
     structure,
     structure_list,
 )
-from .._requests import ImageAliasesPost, ImageAliasPatch
+from .._requests import ImageAliasesEntryPost, ImageAliasesPost, ImageAliasPatch, ImageChanges
 from .._simplestreams import SimpleStreams
 from .._transfer.export import ExportReceiver
 from .._transfer.files import check_export_target
 from .._transfer.progress import ProgressCallback
 from .._transfer.upload import prepare_upload
 from .._validate import (
+    IMAGE_TYPES,
     alias_fields,
     alias_name,
+    aware_datetime,
     boolean,
     callback,
+    choice,
     fingerprint_prefix,
+    image_filter,
+    names_list,
+    optional_boolean,
+    profile_name,
     properties_map,
     secret_token,
 )
@@ -41,6 +50,7 @@ from ._calls import AsyncImageCalls
 from ._connection import AsyncConnection
 from ._copying import AsyncCopier, CopyMode, copy_options
 from ._importing import AsyncImporter
+from ._publishing import AsyncPublisher, publish_options
 from ._transfers import receive_export
 from .operations import AsyncOperationsAPI
 
@@ -77,24 +87,62 @@ class AsyncImagesAPI:
     # Reading.
 
     @overload
-    async def list(self, recursion: Literal[0]) -> builtins.list[str]: ...
+    async def list(
+        self, recursion: Literal[0], *, filter: str | None = None, all_projects: bool = False
+    ) -> builtins.list[str]: ...
 
     @overload
-    async def list(self, recursion: Literal[1] = 1) -> builtins.list[Image]: ...
+    async def list(
+        self,
+        recursion: Literal[1] = 1,
+        *,
+        filter: str | None = None,
+        all_projects: bool = False,
+    ) -> builtins.list[Image]: ...
 
-    async def list(self, recursion: int = 1) -> builtins.list[Image] | builtins.list[str]:
-        """Return the images, sorted by fingerprint.
+    async def list(
+        self, recursion: int = 1, *, filter: str | None = None, all_projects: bool = False
+    ) -> builtins.list[Image] | builtins.list[str]:
+        """Return the images, sorted by project and fingerprint.
 
         recursion=1 (the default) returns Image objects; recursion=0 returns full fingerprints.
+
+        filter is Incus's own filter, applied by the server: ``properties.os eq debian and
+        public eq true``. Fields are the JSON names (``architecture``, ``type``, ``public``,
+        ``fingerprint``, ``properties.<key>``, ...); only ``eq`` and ``ne`` exist, evaluated left
+        to right without precedence, and a string value is a case-insensitive regular
+        expression matched whole (``fingerprint eq ab12.*``). A filter the server refuses
+        raises APIError naming it.
+
+        all_projects=True lists the images of every project; each Image says its ``project``.
         """
         if type(recursion) is not int or recursion not in (0, 1):
             raise InvalidInputError(f"recursion must be 0 or 1, got {recursion!r}")
+        params = {"recursion": str(recursion)}
+        if filter is not None:
+            params["filter"] = image_filter(filter)
+        if boolean(all_projects, "all_projects"):
+            params["all-projects"] = "true"
+        call = Call(
+            method="GET",
+            path=IMAGES,
+            params=params,
+            action="list images" + (f" matching {filter!r}" if filter is not None else ""),
+            # With all-projects, a project parameter other than the default is refused.
+            project_scoped=not all_projects,
+        )
+        try:
+            envelope = await self._connection.request(call)
+        except APIError as exc:
+            if filter is None or exc.status_code not in (400, 500):
+                raise
+            raise exc._amended(f"{exc} The server refused the filter {filter!r}.") from exc
+        server = self._connection.server
         if recursion == 0:
-            return await self._calls.fingerprints()
-        call = Call(method="GET", path=IMAGES, params={"recursion": "1"}, action="list images")
-        envelope = await self._connection.request(call)
-        images = structure_list(call, self._connection.server, envelope.metadata, Image)
-        return sorted(images, key=lambda image: image.fingerprint)
+            # All projects list an image once per project it is in.
+            return sorted(set(fingerprints_from_urls(call, server, envelope.metadata)))
+        images = structure_list(call, server, envelope.metadata, Image)
+        return sorted(images, key=lambda image: (image.project, image.fingerprint))
 
     async def get(self, fingerprint: str, *, secret: str | None = None) -> Image:
         """Return the image with this fingerprint (or unique fingerprint prefix).
@@ -288,29 +336,47 @@ class AsyncImagesAPI:
         return await self._calls.delete(prefix, wait=boolean(wait, "wait"))
 
     async def update(
-        self, fingerprint: str, properties: dict[str, str], wait: bool = False
+        self,
+        fingerprint: str,
+        properties: dict[str, str] | None = None,
+        wait: bool = False,
+        *,
+        public: bool | None = None,
+        auto_update: bool | None = None,
+        profiles: Sequence[str] | None = None,
+        expires_at: datetime | None = None,
     ) -> Image:
-        """Replace the image's properties and return the updated Image.
+        """Change the image's writable fields and return the updated Image.
 
-        Everything else (public, auto_update, profiles, expires_at, aliases) is kept. The change
-        is sent with If-Match, so a concurrent change to the image is never overwritten: the
-        image is re-read and the change retried, a few times at most, then
-        PreconditionFailedError is raised. Incus applies updates at once, so ``wait`` changes
-        nothing; it is accepted for symmetry with the other writing calls.
+        properties, when given, replace the image's properties (``{}`` removes them all);
+        public, auto_update, profiles (``[]``: none) and expires_at (an aware datetime; Incus
+        cannot remove an expiry once set) change only when given. Everything not given is
+        kept: when a field only a full replacement (PUT) can set is given, everything else is
+        sent back as it was read. ``update(fp)`` changes nothing and returns the Image.
+
+        Changes are sent with If-Match, so a concurrent change to public, auto_update or the
+        properties is never overwritten: the image is re-read and the change retried, a few
+        times at most, then PreconditionFailedError is raised. (Incus's ETag does not cover
+        profiles and expires_at.) Incus applies updates at once, so ``wait`` changes nothing;
+        it is accepted for symmetry with the other writing calls.
         """
         prefix = fingerprint_prefix(fingerprint)
-        if properties is None:
-            raise InvalidInputError("properties must be a mapping (use {} to remove them all)")
-        wanted = properties_map(properties)
+        changes = ImageChanges(
+            properties=None if properties is None else properties_map(properties),
+            public=optional_boolean(public, "public"),
+            auto_update=optional_boolean(auto_update, "auto_update"),
+            profiles=None if profiles is None else names_list(profiles, "profiles", profile_name),
+            expires_at=aware_datetime(expires_at, "expires_at"),
+        )
         boolean(wait, "wait")
+        if changes.empty:
+            return await self.get(prefix)
         for attempt in range(1, UPDATE_ATTEMPTS + 1):
             current, etag = await self._calls.get(prefix)
+            action = f"update image '{current.fingerprint}'"
             try:
                 await self._calls.write(
-                    current.fingerprint,
-                    replace_properties_patch(current.properties, wanted),
-                    f"update the properties of image '{current.fingerprint}'",
-                    etag,
+                    current.fingerprint, changes.body_for(current), action, etag
                 )
             except PreconditionFailedError as exc:
                 if attempt == UPDATE_ATTEMPTS:
@@ -320,8 +386,55 @@ class AsyncImagesAPI:
                         fingerprint=current.fingerprint,
                     ) from exc
                 continue
-            return await self.get(current.fingerprint)
-        raise AssertionError("unreachable")  # pragma: no cover
+            updated = await self.get(current.fingerprint)
+            # incusd checks If-Match, then reads and writes the image without a lock: a writer
+            # racing with ours can still put its stale copy back. Ours is then done again.
+            if changes.seen_in(updated):
+                return updated
+        raise PreconditionFailedError(
+            f"Could not update image '{prefix}' on {self._connection.server}: another writer "
+            f"undid the change each of {UPDATE_ATTEMPTS} times",
+            server=self._connection.server,
+        )
+
+    async def publish(
+        self,
+        source: str,
+        *,
+        aliases: Sequence[str] | None = None,
+        properties: dict[str, str] | None = None,
+        public: bool = False,
+        compression: str | None = None,
+        expires_at: datetime | None = None,
+        force: bool = False,
+        progress: ProgressCallback | None = None,
+        wait: bool = True,
+    ) -> Image | Operation:
+        """Make an image of an instance (``"c1"``) or a snapshot (``"c1/snap0"``); return the
+        new Image (wait=True) or the Operation that makes it.
+
+        properties are merged over the instance's image properties; aliases are created once
+        the image exists (taken ones are refused before anything is done); public and
+        expires_at (an aware datetime) set the image's. compression names the algorithm
+        Incus packs with (``"none"``, ``"gzip"``, ``"zstd"``, ...; None: the server's
+        default, gzip, which takes many times longer than ``"none"`` on big instances).
+
+        A running instance is refused with ConflictError, unless force=True: then it is
+        stopped, published, and started again (also when publishing fails), and the call waits
+        for all of it. progress(done, None) reports the bytes packed so far, and the image's
+        size at the end.
+        """
+        options = publish_options(
+            aliases=aliases,
+            properties=properties,
+            public=public,
+            compression=compression,
+            expires_at=expires_at,
+            force=force,
+            progress=progress,
+            wait=wait,
+        )
+        return await AsyncPublisher(self._calls).publish(source, options)
 
     # ----------------------------------------------------------------------------------------
     # Exporting.
@@ -410,6 +523,45 @@ class AsyncImagesAPI:
     async def get_alias(self, name: str) -> ImageAlias:
         """Return the alias with this name."""
         return await self._calls.get_alias(alias_name(name))
+
+    async def get_by_alias(self, name: str, *, type: str | None = None) -> Image:
+        """Return the image an alias points at (two requests at most).
+
+        type ("container" or "virtual-machine") refuses an alias of the other kind with
+        NotFoundError.
+        """
+        name = alias_name(name)
+        if type is not None:
+            choice(type, "type", IMAGE_TYPES)
+        alias = await self._calls.get_alias(name)
+        if type is not None and alias.type and alias.type != type:
+            raise NotFoundError(
+                f"Could not get the {type} image of alias {name!r} on {self._connection.server}: "
+                f"the alias points at a {alias.type} image",
+                server=self._connection.server,
+            )
+        image, _ = await self._calls.get(alias.target)
+        return image
+
+    async def list_aliases(self) -> builtins.list[ImageAlias]:
+        """Return every alias (of the client's project), sorted by name (code point order)."""
+        call = Call(method="GET", path=ALIASES, params={"recursion": "1"}, action="list aliases")
+        envelope = await self._connection.request(call)
+        aliases = structure_list(call, self._connection.server, envelope.metadata, ImageAlias)
+        return sorted(aliases, key=lambda alias: alias.name)
+
+    async def rename_alias(self, name: str, new_name: str) -> ImageAlias:
+        """Rename an alias; return it under its new name."""
+        name = alias_name(name)
+        new_name = alias_name(new_name, argument="new_name")
+        call = Call(
+            method="POST",
+            path=alias_path(name),
+            action=f"rename alias {name!r} to {new_name!r}",
+            json=ImageAliasesEntryPost(name=new_name),
+        )
+        await self._connection.request(call)
+        return await self.get_alias(new_name)
 
     async def update_alias(
         self, name: str, target: str, description: str | None = None

@@ -51,12 +51,24 @@ _UNITS = {"B": 1, "kB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12}
 
 
 def daemon_progress(metadata: object, total: int | None) -> int | None:
-    """Bytes done, read from the text a daemon keeps in a running download's operation.
+    """Bytes done, read from what a daemon keeps in a running operation's metadata.
 
-    incusd writes ``download_progress`` as ``rootfs: 42% (1.09MB/s)`` when it knows the size,
-    and as ``163.64MB (163.63MB/s)`` (decimal units) when it does not; None when there is none.
+    incusd writes a ``progress`` map (``processed`` bytes, ``percent``) for most work, such as
+    packing a published image; a download writes ``download_progress`` text instead, as
+    ``rootfs: 42% (1.09MB/s)`` when it knows the size and ``163.64MB (163.63MB/s)`` (decimal
+    units) when it does not. None when there is nothing to read.
     """
-    text = metadata.get("download_progress") if isinstance(metadata, dict) else None
+    if not isinstance(metadata, dict):
+        return None
+    structured = metadata.get("progress")
+    if isinstance(structured, dict):
+        processed = structured.get("processed")
+        if isinstance(processed, str) and processed.isdigit() and len(processed) < 20:
+            return min(total, int(processed)) if total else int(processed)
+        percent = structured.get("percent")
+        if total and isinstance(percent, str) and percent.isdigit() and len(percent) < 4:
+            return min(total, total * int(percent) // 100)
+    text = metadata.get("download_progress")
     if not isinstance(text, str):
         return None
     text = text[:200]

@@ -27,6 +27,7 @@ import attrs
 from .._errors import InvalidInputError, TransferError
 from .._requests import AliasEntry, FollowUp, ImagePatch
 from .._validate import (
+    IMAGE_TYPES,
     alias_name,
     boolean,
     callback,
@@ -53,7 +54,6 @@ __all__ = [
 ]
 
 SourceKind = Literal["bytes", "path", "file", "iterable", "async_iterable"]
-IMAGE_TYPES = ("container", "virtual-machine")
 
 
 def list_header(key: str, values: Sequence[str]) -> str:
