@@ -418,3 +418,18 @@ async def test_a_wait_that_returns_at_once_is_paced(tmp_path: Path) -> None:
                 await incus.operations.wait(OP_ID, timeout=1)
         polls = [request for request in server.requests if "/wait" in request]
     assert 5 <= len(polls) <= 25, len(polls)
+
+
+# --------------------------------------------------------------------------------------------
+# Class 3 (answers): JSON no parser should be asked to build.
+
+
+@pytest.mark.parametrize("depth", [10_000, 200_000])
+async def test_absurdly_deep_json_is_an_unexpected_answer(
+    client: AsyncClient, router: respx.MockRouter, depth: int
+) -> None:
+    body = b'{"type":"sync","metadata":' + b"[" * depth + b"]" * depth + b"}"
+    router.get("/1.0/images").mock(return_value=httpx.Response(200, content=body))
+    with pytest.raises(IncusError, match="unexpected answer") as caught:
+        await client.images.list()
+    assert not isinstance(caught.value, InvalidInputError)
