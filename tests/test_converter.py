@@ -36,7 +36,7 @@ def test_the_run_time_converter_is_lenient_and_tests_run_strict() -> None:
     [
         (Image, image(FP, api_extension_field="x")),
         (Operation, {**operation(), "unknown": 1}),
-        (ImageAlias, {"name": "a", "description": "", "extra": True}),
+        (ImageAlias, {"name": "a", "target": FP, "description": "", "extra": True}),
         (ImageSource, {"alias": "a", "server": "https://x", "mystery": "y"}),
     ],
 )
@@ -276,7 +276,8 @@ def test_image_aliases_in_lenient_mode_too() -> None:
 
 
 def test_null_inside_a_standalone_alias_and_an_update_source() -> None:
-    assert STRICT.structure({"name": "a", "description": None}, ImageAlias) == ImageAlias(name="a")
+    alias = STRICT.structure({"name": "a", "target": FP, "description": None}, ImageAlias)
+    assert alias == ImageAlias(name="a", target=FP)
     result = STRICT.structure(image(FP, update_source={"alias": None, "server": "x"}), Image)
     assert result.update_source == ImageSource(server="x")
 

@@ -20,8 +20,9 @@ from __future__ import annotations
 
 import functools
 import re
+import typing
 from collections.abc import Callable
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import attrs
@@ -111,11 +112,52 @@ def parse_timestamp(value: Any) -> datetime | None:
 def _without_nulls(structure: Callable[[Any, Any], T]) -> Callable[[Any, Any], T]:
     @functools.wraps(structure)
     def hook(data: Any, cls: Any) -> T:
-        if isinstance(data, dict):
-            data = {key: value for key, value in data.items() if value is not None}
-        return structure(data, cls)
+        if not isinstance(data, dict):
+            # cattrs would read any container as an object of defaults ("[]" as a model).
+            raise TypeError(f"expected a JSON object, got {type(data).__name__}")
+        return structure({key: value for key, value in data.items() if value is not None}, cls)
 
     return hook
+
+
+def _containers(conv: cattrs.Converter) -> None:
+    """Lists must be JSON arrays and maps JSON objects: cattrs would turn a string into a list
+    of its characters, and an object into the list of its keys."""
+
+    def is_list(kind: Any) -> bool:
+        return typing.get_origin(kind) is list
+
+    def is_map(kind: Any) -> bool:
+        return typing.get_origin(kind) is dict
+
+    def list_hook(kind: Any) -> Callable[[Any, Any], Any]:
+        (item,) = typing.get_args(kind)
+        structure_item = conv.get_structure_hook(item)
+
+        def hook(data: Any, _: Any) -> list[Any]:
+            if type(data) is not list:
+                raise TypeError(f"expected a JSON array, got {type(data).__name__}")
+            return [structure_item(value, item) for value in data]
+
+        return hook
+
+    def map_hook(kind: Any) -> Callable[[Any, Any], Any]:
+        key_type, value_type = typing.get_args(kind)
+        structure_key = conv.get_structure_hook(key_type)
+        structure_value = conv.get_structure_hook(value_type)
+
+        def hook(data: Any, _: Any) -> dict[Any, Any]:
+            if type(data) is not dict:
+                raise TypeError(f"expected a JSON object, got {type(data).__name__}")
+            return {
+                structure_key(key, key_type): structure_value(value, value_type)
+                for key, value in data.items()
+            }
+
+        return hook
+
+    conv.register_structure_hook_factory(is_list, list_hook)
+    conv.register_structure_hook_factory(is_map, map_hook)
 
 
 def make_converter(*, strict: bool = False) -> cattrs.Converter:
@@ -123,9 +165,11 @@ def make_converter(*, strict: bool = False) -> cattrs.Converter:
     conv = cattrs.Converter(forbid_extra_keys=strict)
     for kind in (str, bool, int):
         conv.register_structure_hook(kind, _exactly(kind))
+    _containers(conv)
     conv.register_structure_hook(datetime | None, lambda value, _: parse_timestamp(value))
     # RFC 3339, as Go's encoding/json reads time.Time.
-    conv.register_unstructure_hook(datetime, lambda value: value.isoformat())
+    # In UTC: RFC 3339 offsets have no seconds, which isoformat() may write.
+    conv.register_unstructure_hook(datetime, lambda value: value.astimezone(UTC).isoformat())
     for request in _REQUESTS:
         omit_none: dict[str, Any] = {
             field.name: override(omit_if_default=True)
@@ -157,9 +201,9 @@ def make_converter(*, strict: bool = False) -> cattrs.Converter:
         return attrs.evolve(image, aliases=aliases)
 
     def checked_alias(data: Any, cls: Any) -> ImageAlias:
+        # An alias on its own names its image (inside an Image it gets the image's).
         alias: ImageAlias = structure_alias(data, cls)
-        if alias.target:
-            _identifier(alias.target, _FINGERPRINT, "alias target")
+        _identifier(alias.target, _FINGERPRINT, "alias target")
         return alias
 
     def checked_operation(data: Any, cls: Any) -> Operation:

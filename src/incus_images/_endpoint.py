@@ -14,6 +14,7 @@ from typing import TypeAlias
 from urllib.parse import unquote, urlsplit
 
 import attrs
+import httpx
 
 from ._errors import IncusConnectionError, InvalidInputError
 from ._validate import text as checked_text
@@ -214,10 +215,14 @@ def parse_endpoint(
         if cert is not None:
             raise InvalidInputError("cert= is only used with an https:// endpoint")
         return Endpoint.unix(text)
-    parts = urlsplit(text)
+    try:
+        parts = urlsplit(text)
+        parts.port  # noqa: B018 - raises for a bad port
+    except ValueError as exc:
+        raise InvalidInputError(f"endpoint {text!r}: {exc}") from None
     scheme = parts.scheme.lower()
     if scheme == "unix":
-        path = unquote(parts.path)
+        path = checked_text(unquote(parts.path), "endpoint path")
         if parts.netloc or not path.startswith("/") or parts.query or parts.fragment:
             raise InvalidInputError(
                 f"endpoint {text!r}: a unix endpoint is an absolute path, e.g. "
@@ -241,6 +246,12 @@ def parse_endpoint(
             raise InvalidInputError(f"endpoint {text!r}: port {port} is out of range")
         host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
         base_url = f"https://{host}:{port}"
+        try:
+            # What httpx will not take later must not get this far (its host is decoded from
+            # IDNA only when connecting).
+            httpx.URL(base_url).host  # noqa: B018
+        except (httpx.InvalidURL, ValueError) as exc:
+            raise InvalidInputError(f"endpoint {text!r}: {exc}") from None
         return Endpoint(
             display=base_url,
             base_url=base_url,

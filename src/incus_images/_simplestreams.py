@@ -7,6 +7,7 @@ import ssl
 from urllib.parse import urlsplit
 
 import attrs
+import httpx
 
 from ._errors import InvalidInputError
 
@@ -39,7 +40,11 @@ class SimpleStreams:
 def _server_url(url: object) -> str:
     if not isinstance(url, str) or not url.isprintable():
         raise InvalidInputError(f"url must be a printable string, got {url!r:.100}")
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+        httpx.URL(url).host  # noqa: B018 - what httpx refuses is no URL to hand a daemon either
+    except (ValueError, httpx.InvalidURL) as exc:
+        raise InvalidInputError(f"url {url!r:.100}: {exc}") from None
     if parts.scheme.lower() != "https" or not parts.hostname:
         raise InvalidInputError(
             f"url {url!r:.100}: a simplestreams server is reached over HTTPS, e.g. "

@@ -127,7 +127,11 @@ def seconds(value: object, argument: str, *, allow_zero: bool = False) -> float 
         return None
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise InvalidInputError(f"{argument} must be None or a number of seconds, got {value!r}")
-    if not math.isfinite(value) or value < 0 or (value == 0 and not allow_zero):
+    try:
+        finite = math.isfinite(value)
+    except OverflowError:  # an int too large for a float
+        finite = False
+    if not finite or value < 0 or (value == 0 and not allow_zero):
         bound = ">= 0" if allow_zero else "> 0"
         raise InvalidInputError(
             f"{argument} must be None (no limit) or a finite number {bound}, got {value!r}"
@@ -150,6 +154,9 @@ def filename_header(value: object) -> bytes:
     """The X-Incus-filename header value: UTF-8 bytes (Incus stores the raw header bytes)."""
     text(value, "filename", empty=False)
     assert isinstance(value, str)
+    if value != value.strip(" \t"):
+        # HTTP drops a header value's outer blanks (h11 refuses to send them at all).
+        raise InvalidInputError(f"filename {value!r} starts or ends with a space")
     if _HEADER_UNSAFE.search(value):
         raise InvalidInputError(f"filename {value!r} contains control characters")
     return value.encode("utf-8")
@@ -159,6 +166,8 @@ def operation_id(operation: object) -> str:
     """The id of an Operation, an operation id or an operation URL, checked."""
     if isinstance(operation, Operation):
         value = operation.id
+        if not isinstance(value, str):
+            raise InvalidInputError(f"{operation!r} has no operation id")
     elif isinstance(operation, str):
         value = operation.rsplit("?", 1)[0]
         if value.startswith(_OPERATIONS_PATH):
@@ -209,6 +218,9 @@ def aware_datetime(value: object, argument: str) -> datetime | None:
     return value
 
 
+#: A clause on an update_source field: a field name is followed by its operator.
+_UPDATE_SOURCE_FIELD = re.compile(r"(?:^|\s)update_source\.\S*\s+(?:eq|ne)\b", re.IGNORECASE)
+
 #: The two kinds of image.
 IMAGE_TYPES = ("container", "virtual-machine")
 
@@ -216,7 +228,7 @@ IMAGE_TYPES = ("container", "virtual-machine")
 def image_filter(value: object) -> str:
     """An Incus filter expression for the images list."""
     expression = text(value, "filter", empty=False)
-    if "update_source" in expression:
+    if _UPDATE_SOURCE_FIELD.search(expression):
         # incusd 6.0.4 panics in the request handler on such a filter for an image without a
         # source (the connection closes with no answer).
         raise InvalidInputError(

@@ -98,7 +98,9 @@ class AsyncConnection:
         self._endpoint = endpoint
         self._project = project
         self.timeout = timeout
-        self._timeout = httpx.Timeout(timeout)
+        # No limit on waiting for a pooled connection: every call ahead holds one only for as
+        # long as its own deadline allows.
+        self._timeout = httpx.Timeout(timeout, pool=None)
         self._http: httpx.AsyncClient | None = None
         self._detach_finalizer: Callable[[], Any] = lambda: None
         self._peer_certificate: str | None = None

@@ -3,10 +3,11 @@
 httpx's timeouts bound each network step: a server that sends one byte a second never trips
 them. Two rules close that gap (``AsyncClient`` documents them as what ``timeout=`` means):
 
-* A call's exchange (connect, request, whole answer) ends within its deadline. The deadline
-  lives in a context variable that the network streams below consult: every connect, read and
-  write waits at most until the deadline, and one that starts after it fails at once. Both
-  flavours share it, since httpx runs a request in the caller's thread or task.
+* A call's exchange (connect, request, whole answer) ends within its deadline, counted from
+  its first network step (waiting for a pooled connection behind other calls does not count).
+  The deadline lives in a context variable that the network streams below consult: every
+  connect, read and write waits at most until the deadline, and one that starts after it fails
+  at once. Both flavours share it, since httpx runs a request in the caller's thread or task.
 * An image body (upload, export, relay) may take as long as it needs while it moves: it fails
   when less than ``MIN_TRANSFER_BYTES`` move within a window of ``timeout`` seconds
   (:class:`TransferPace`).
@@ -23,8 +24,24 @@ from collections.abc import Iterator
 
 import httpcore
 
-#: The monotonic time by which the current call must be done (None: no deadline).
-CALL_DEADLINE: contextvars.ContextVar[float | None] = contextvars.ContextVar(
+
+class Deadline:
+    """``seconds`` for the current call, counted from its first network step: waiting for a
+    connection from the pool (behind the client's other calls) does not count."""
+
+    def __init__(self, seconds: float, *, started: bool = False) -> None:
+        self.seconds = seconds
+        self.ends: float | None = time.monotonic() + seconds if started else None
+
+    def left(self) -> float:
+        now = time.monotonic()
+        if self.ends is None:
+            self.ends = now + self.seconds
+        return self.ends - now
+
+
+#: The current call's deadline (None: no deadline).
+CALL_DEADLINE: contextvars.ContextVar[Deadline | None] = contextvars.ContextVar(
     "incus_images_call_deadline", default=None
 )
 
@@ -40,7 +57,7 @@ SocketOption = typing.Union[  # noqa: UP007 - httpcore's own alias
 @contextlib.contextmanager
 def call_deadline(seconds: float | None) -> Iterator[None]:
     """Within the block, network steps end by ``seconds`` from now (None: no deadline)."""
-    token = CALL_DEADLINE.set(None if seconds is None else time.monotonic() + seconds)
+    token = CALL_DEADLINE.set(None if seconds is None else Deadline(seconds))
     try:
         yield
     finally:
@@ -50,16 +67,19 @@ def call_deadline(seconds: float | None) -> Iterator[None]:
 def start_deadline(seconds: float | None) -> None:
     """From now on, the current call ends within ``seconds`` (for the answer to an upload,
     once its body is sent; the enclosing ``call_deadline`` block restores the outer value)."""
-    CALL_DEADLINE.set(None if seconds is None else time.monotonic() + seconds)
+    CALL_DEADLINE.set(None if seconds is None else Deadline(seconds, started=True))
 
 
 def _bounded(timeout: float | None, error: type[Exception]) -> float | None:
     deadline = CALL_DEADLINE.get()
     if deadline is None:
         return timeout
-    left = deadline - time.monotonic()
+    left = deadline.left()
     if left <= 0:
-        raise error("the call ran out of time (timeout=): the server answers too slowly")
+        raise error(
+            f"the call did not end within timeout={deadline.seconds:g} s: the server answers "
+            "too slowly"
+        )
     return left if timeout is None else min(timeout, left)
 
 

@@ -100,7 +100,7 @@ class AsyncOperationsAPI:
             longest_read = slice_seconds + _READ_MARGIN_SECONDS
             response = await self._connection.send(
                 call,
-                timeout=httpx.Timeout(self._connection.timeout, read=longest_read),
+                timeout=httpx.Timeout(self._connection.timeout, read=longest_read, pool=None),
                 deadline=longest_read + (self._connection.timeout or 0),
             )
             result = parse_wait(call, server, response)
