@@ -8,6 +8,7 @@ and incusd first on a fresh machine.
     build      sdist + wheel, and proof that the wheel holds the generated _sync package
     demo       the SDK's main job against the local daemon (a throwaway one if none runs)
     bench      big transfers against the incus CLI, curl and httpx (root; minutes; GBs of disk)
+    reliability  the long runs behind RELIABILITY.md: fault injection, fuzzing, load (root)
 """
 
 from __future__ import annotations
@@ -85,3 +86,12 @@ def bench(session: nox.Session) -> None:
     """Arguments go to scripts/bench.py, e.g. nox -s bench -- --sizes 1 --rounds 5."""
     session.install(".")
     session.run("python", "scripts/bench.py", *session.posargs)
+
+
+@nox.session(python=PYTHON)
+def reliability(session: nox.Session) -> None:
+    """The long versions of the suites CI runs short (RELIABILITY.md has their figures)."""
+    _install_with(session, "test")
+    session.run("python", "scripts/faults.py", "--trials", "300", "--kills", "16")
+    session.run("python", "-m", "pytest", "tests/test_fuzz.py", "-q", env={"FUZZ_EXAMPLES": "2000"})
+    session.run("python", "scripts/load.py", "--calls", "2000")

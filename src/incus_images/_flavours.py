@@ -7,6 +7,7 @@ blocking twin. Everything else is written once.
 from __future__ import annotations
 
 import socket
+import threading
 import time
 import weakref
 from collections.abc import Callable
@@ -34,6 +35,13 @@ class _AsyncFlavour:
         import anyio
 
         await anyio.sleep(seconds)
+
+    @staticmethod
+    def slots(count: int) -> Any:
+        """At most ``count`` holders at once (``async with``); the others queue, in order."""
+        import anyio
+
+        return anyio.Semaphore(count)
 
     @staticmethod
     async def receive(sock: socket.socket, size: int, timeout: float | None) -> bytes:
@@ -70,6 +78,10 @@ class _SyncFlavour:
     @staticmethod
     def sleep(seconds: float) -> None:
         time.sleep(seconds)
+
+    @staticmethod
+    def slots(count: int) -> Any:
+        return threading.BoundedSemaphore(count)
 
     @staticmethod
     def receive(sock: socket.socket, size: int, timeout: float | None) -> bytes:

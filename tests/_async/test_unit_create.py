@@ -18,6 +18,7 @@ from incus_images import (
     InvalidInputError,
     Operation,
     OperationError,
+    OperationGoneError,
     TransferError,
 )
 from tests.helpers import (
@@ -481,3 +482,31 @@ async def test_create_transport_failure_is_a_connection_error(
     assert isinstance(caught.value, ConnectionError)
     assert OFFLINE_SERVER in str(caught.value)
     assert "Connection refused" in str(caught.value)
+
+
+# ------------------------------------------------------------------------------------------
+# An operation the server forgot before it was read.
+
+
+@pytest.mark.parametrize("source", ["bytes", "iterator"])
+async def test_a_forgotten_upload_operation_is_judged_by_its_image(
+    client: AsyncClient, router: respx.MockRouter, source: str
+) -> None:
+    """Incus forgets a finished operation after about 5 s; a client with many calls queued
+    may ask later. The image the bytes hash to is there: the upload succeeded."""
+    mock_upload(router)
+    mock_wait(router, error_response(404, "Operation not found"))
+    router.get(f"/1.0/images/{FP}").mock(return_value=sync_response(image(FP)))
+    data: object = DATA if source == "bytes" else iter([DATA[:100], DATA[100:]])
+    result = await client.images.create(data, wait=True)  # type: ignore[arg-type]
+    assert isinstance(result, Image) and result.fingerprint == FP
+
+
+async def test_a_forgotten_upload_operation_without_its_image_stays_unknown(
+    client: AsyncClient, router: respx.MockRouter
+) -> None:
+    mock_upload(router)
+    mock_wait(router, error_response(404, "Operation not found"))
+    router.get(f"/1.0/images/{FP}").mock(return_value=error_response(404, "not found"))
+    with pytest.raises(OperationGoneError, match="outcome is unknown"):
+        await client.images.create(DATA, wait=True)

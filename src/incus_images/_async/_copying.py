@@ -175,7 +175,9 @@ class AsyncCopier:
             if not options.wait and not follow_up.needed:
                 return started
             with importer.accepted(lambda: f"image {fingerprint}"):
-                finished = await self._finish_pull(source_calls, started, token, importer, watch)
+                finished = await self._finish_pull(
+                    source_calls, started, token, importer, watch, fingerprint
+                )
         elif mode == "relay":
             started = await self._relay(source, found, importer, options, progress)
             if not options.wait and not follow_up.needed:
@@ -336,9 +338,10 @@ class AsyncCopier:
         token: str | None,
         importer: AsyncImporter,
         watch: Callable[[Operation], None] | None,
+        fingerprint: str,
     ) -> Operation:
         try:
-            return await importer.wait(started, watch=watch)
+            return await importer.wait(started, fingerprint=fingerprint, watch=watch)
         except BaseException:
             # A secret the target never used would stay valid on the source for good.
             if token is not None:

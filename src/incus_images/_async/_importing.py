@@ -16,9 +16,17 @@ from __future__ import annotations
 import contextlib
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 
-from .._errors import ConflictError, IncusError, OperationError, TransferError
+import attrs
+
+from .._errors import (
+    ConflictError,
+    IncusError,
+    OperationError,
+    OperationGoneError,
+    TransferError,
+)
 from .._flavours import async_flavour
-from .._models import Image, Operation
+from .._models import Image, Operation, OperationStatus
 from .._protocol import IMAGES, Call, interrupted, stored_fingerprint, structure
 from .._requests import FollowUp, ImageAliasesPost, ImagePut
 from .._transfer.upload import PreparedUpload, Rehash, UploadMeter
@@ -27,6 +35,18 @@ from ._transfers import upload_body
 
 #: Called with each new state of a running operation (for progress reports).
 OperationWatcher = Callable[[Operation], object]
+
+
+def succeeded_with(operation: Operation, fingerprint: str) -> Operation:
+    """The operation as it ended: it stored the image (which is there), though the server
+    forgot it before it could be read."""
+    return attrs.evolve(
+        operation,
+        status="Success",
+        status_code=OperationStatus.SUCCESS,
+        metadata={"fingerprint": fingerprint},
+        err="",
+    )
 
 
 class AsyncImporter:
@@ -115,10 +135,20 @@ class AsyncImporter:
         fingerprint: str | None = None,
         watch: OperationWatcher | None = None,
     ) -> Operation:
-        """Wait for the operation that brings the image; failures raise OperationError."""
-        return await self._calls.operations._wait(
-            operation.id, None, action=self.action, fingerprint=fingerprint, watch=watch
-        )
+        """Wait for the operation that brings the image; failures raise OperationError.
+
+        Incus forgets a finished operation about five seconds after it ends; a wait that comes
+        later (a client with many calls queued) learns nothing from it. When the image it was
+        to bring (``fingerprint``) is there, the operation succeeded: it is returned as such.
+        """
+        try:
+            return await self._calls.operations._wait(
+                operation.id, None, action=self.action, fingerprint=fingerprint, watch=watch
+            )
+        except OperationGoneError:
+            if fingerprint is None or await self._calls.find(fingerprint) is None:
+                raise
+            return succeeded_with(operation, fingerprint)
 
     async def verified(
         self, finished: Operation, expected: str | None, *, expected_is: str = "expected"
@@ -250,6 +280,10 @@ class AsyncImporter:
         except OperationError as exc:
             if rehash is None or exc.fingerprint is not None:
                 raise
+            if isinstance(exc, OperationGoneError):
+                digest = await async_flavour.run_blocking(rehash.result)
+                if await self._calls.find(digest) is not None:
+                    return succeeded_with(operation, digest)
             try:
                 digest = await async_flavour.run_blocking(rehash.result)
             except TransferError:
