@@ -1,15 +1,22 @@
 """Benchmark big transfers: the SDK (sync and async) against the incus CLI, curl and httpx.
 
-    python scripts/bench.py [--sizes 1,4] [--rounds 3] [--workdir DIR] [--only upload|export]
+    python scripts/bench.py [--sizes 1,4] [--rounds 3] [--workdir DIR]
+                            [--only upload|export|copy] [--variants A,B,...]
 
 Starts a throwaway incusd, writes incompressible unified images (a plain tar holding random
-bytes) of the given sizes in GiB, and times each variant in a process of its own, interleaved
-(A B C D, A B C D, ... with the order rotated every round). Peak RSS comes from GNU time for
-each child. Prints medians and the median of per-round ratios, and checks the targets:
+bytes) of the given sizes (GiB, fractions allowed, or MiB with an M suffix: --sizes 64M for a
+smoke run), and times each variant in a process of its own, interleaved (A B C D, A B C D, ...
+with the order rotated every round). Peak RSS comes from GNU time for each child. Prints
+medians and the median of per-round ratios, and checks the targets:
 
 * upload and export: the SDK at most 1.0x the incus CLI's time;
 * upload at most 1.10x and export at most 1.25x the curl floor;
 * the SDK's peak RSS under 64 MiB, and within 8 MiB between the smallest and largest image.
+
+The copy part (scripts/bench_copy.py; two more throwaway daemons on loopback HTTPS) times
+images.copy() in pull, push and relay mode against `incus image copy`, and checks issue 6's
+targets: pull at most 1.05x and relay at most 1.30x the CLI's pull, the relay's peak RSS as
+above, and a finished pull seen by the SDK within 50 ms of the daemon finishing it.
 
 Needs root, incusd, the incus CLI and curl (scripts/install-incus.sh installs the first two),
 and the SDK importable by the Python running this script.
@@ -18,6 +25,7 @@ and the SDK importable by the Python running this script.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -47,6 +55,23 @@ TARGETS = {  # (reference, highest allowed ratio of the SDK's time to the refere
 GNU_TIME = "/usr/bin/time"
 RSS_LIMIT_MIB = 64
 RSS_SPREAD_MIB = 8
+
+
+def parse_size(text: str) -> int:
+    """A size from the command line: GiB ("1", "0.5"), or MiB with a suffix ("64M", "64MiB")."""
+    value = text.strip().lower()
+    for suffix, unit in (("mib", MIB), ("m", MIB), ("gib", GIB), ("g", GIB)):
+        if value.endswith(suffix):
+            return int(float(value.removesuffix(suffix)) * unit)
+    return int(float(value) * GIB)
+
+
+def size_text(size: int) -> str:
+    if size % GIB == 0:
+        return f"{size // GIB} GiB"
+    if size >= GIB:
+        return f"{size / GIB:.2f} GiB"
+    return f"{size / MIB:.0f} MiB" if size % MIB == 0 else f"{size / MIB:.1f} MiB"
 
 
 @attrs.frozen
@@ -206,8 +231,8 @@ def interleave(
 def report(
     operation: str, size: int, runs: dict[str, list[Run]], verdicts: list[tuple[str, bool]]
 ) -> None:
-    gib = size / GIB
-    print(f"\n{operation} of a {gib:.0f} GiB image (medians of {len(next(iter(runs.values())))}):")
+    shown_size = size_text(size)
+    print(f"\n{operation} of a {shown_size} image (medians of {len(next(iter(runs.values())))}):")
     print(f"  {'variant':10} {'time s':>8} {'MiB/s':>8} {'peak RSS MiB':>13}")
     for variant, variant_runs in runs.items():
         seconds = statistics.median(r.seconds for r in variant_runs)
@@ -226,7 +251,7 @@ def report(
                 print(f"  {sdk} / {reference}: {ratio:.2f}x (per round: {shown})")
                 continue
             ok = ratio <= limit
-            verdicts.append((f"{operation} {gib:.0f} GiB {sdk}/{reference} <= {limit}", ok))
+            verdicts.append((f"{operation} {shown_size} {sdk}/{reference} <= {limit}", ok))
             print(
                 f"  {sdk} / {reference}: {ratio:.2f}x (per round: {shown}; "
                 f"target <= {limit:.2f}x: {'met' if ok else 'MISSED'})"
@@ -235,19 +260,36 @@ def report(
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--sizes", default="1,4", help="image sizes in GiB (default 1,4)")
+    parser.add_argument(
+        "--sizes",
+        default="1,4",
+        help="image sizes in GiB (default 1,4); fractions, or MiB with an M suffix (64M)",
+    )
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--workdir", default=None, help="where images go (default: a temp dir)")
-    parser.add_argument("--only", choices=["upload", "export"], default=None)
+    parser.add_argument(
+        "--only",
+        choices=["upload", "export", "copy"],
+        default=None,
+        help="run one part only (default: all three; copy starts two more daemons)",
+    )
     parser.add_argument(
         "--variants", default=None, help="comma-separated subset of the variants to run"
     )
     args = parser.parse_args(argv)
+    want_copy = args.only in (None, "copy")
+    if want_copy:
+        import bench_copy  # only when copies are asked for
     if args.variants:
         chosen = args.variants.split(",")
         UPLOAD_VARIANTS[:] = [v for v in UPLOAD_VARIANTS if v in chosen]
         EXPORT_VARIANTS[:] = [v for v in EXPORT_VARIANTS if v in chosen]
-    sizes = [int(float(s) * GIB) for s in args.sizes.split(",")]
+        if want_copy:
+            bench_copy.COPY_VARIANTS[:] = [v for v in bench_copy.COPY_VARIANTS if v in chosen]
+            want_copy = bool(bench_copy.COPY_VARIANTS)
+    sizes = [parse_size(s) for s in args.sizes.split(",")]
+    if min(sizes) < MIB:
+        sys.exit("bench: sizes below 1 MiB make no sense here")
     for tool in ("incus", "curl", GNU_TIME):
         if shutil.which(tool) is None:
             sys.exit(f"bench needs {tool} (Debian packages incus-client, curl, time)")
@@ -259,23 +301,37 @@ def main(argv: list[str] | None = None) -> int:
     verdicts: list[tuple[str, bool]] = []
     peak_rss: dict[str, dict[int, float]] = {}
     try:
-        with ThrowawayIncusd(parent_dir=args.workdir) as daemon:
+        with contextlib.ExitStack() as daemons:
             incusd_version = subprocess.run(
                 [incusd_binary(), "--version"],
                 capture_output=True,
                 text=True,
                 check=False,
             ).stdout.strip()
-            print(f"incusd {incusd_version} (throwaway, pid {daemon.pid})")
-            bench = Bench(daemon, workdir)
+            bench: Bench | None = None
+            if args.only in (None, "upload", "export"):
+                daemon = daemons.enter_context(ThrowawayIncusd(parent_dir=args.workdir))
+                print(f"incusd {incusd_version} (throwaway, pid {daemon.pid})")
+                bench = Bench(daemon, workdir)
+            copier = None
+            if want_copy:
+                known = () if bench is None else (bench.daemon.pid,)
+                copier = daemons.enter_context(
+                    bench_copy.CopyBench(workdir, args.workdir, known_pids=known)
+                )
+                print(
+                    f"incusd {incusd_version} (throwaway copy source, pid {copier.source.pid}, "
+                    f"and target, pid {copier.target.pid}; HTTPS on loopback)"
+                )
             for size in sizes:
                 image = workdir / f"image-{size // MIB}MiB.tar"
-                print(f"\nwriting a {size / GIB:.0f} GiB incompressible image ...", flush=True)
+                print(f"\nwriting a {size_text(size)} incompressible image ...", flush=True)
                 make_image(image, size)
-                for fingerprint in bench.fingerprints():
-                    bench.delete_image(fingerprint)
-                if args.only in (None, "upload"):
-                    print(f"\nupload, {size / GIB:.0f} GiB:")
+                if bench is not None:
+                    for fingerprint in bench.fingerprints():
+                        bench.delete_image(fingerprint)
+                if bench is not None and args.only in (None, "upload"):
+                    print(f"\nupload, {size_text(size)}:")
 
                     def measure_upload(variant: str, image: Path = image) -> Run:
                         run = bench.upload(variant, image)
@@ -289,10 +345,10 @@ def main(argv: list[str] | None = None) -> int:
                         if v in runs:
                             rss = max(r.peak_rss_mib for r in runs[v])
                             peak_rss.setdefault(f"upload {v}", {})[size] = rss
-                if args.only in (None, "export"):
+                if bench is not None and args.only in (None, "export"):
                     run_child(["incus", "image", "import", str(image), "--quiet"], bench.env)
                     (fingerprint,) = bench.fingerprints()
-                    print(f"\nexport, {size / GIB:.0f} GiB:")
+                    print(f"\nexport, {size_text(size)}:")
                     runs = interleave(
                         EXPORT_VARIANTS,
                         args.rounds,
@@ -304,13 +360,15 @@ def main(argv: list[str] | None = None) -> int:
                             rss = max(r.peak_rss_mib for r in runs[v])
                             peak_rss.setdefault(f"export {v}", {})[size] = rss
                     bench.delete_image(fingerprint)
+                if copier is not None:
+                    copier.run(image, size, args.rounds, verdicts, peak_rss)
                 image.unlink()
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 
     print("\nclient peak RSS (max over rounds), MiB:")
     for name, by_size in peak_rss.items():
-        shown = ", ".join(f"{s / GIB:.0f} GiB: {m:.1f}" for s, m in sorted(by_size.items()))
+        shown = ", ".join(f"{size_text(s)}: {m:.1f}" for s, m in sorted(by_size.items()))
         spread = max(by_size.values()) - min(by_size.values())
         ok = max(by_size.values()) < RSS_LIMIT_MIB and spread <= RSS_SPREAD_MIB
         verdicts.append((f"{name} peak RSS < {RSS_LIMIT_MIB} MiB, spread <= {RSS_SPREAD_MIB}", ok))

@@ -2,10 +2,19 @@
 
     python scripts/bench_child.py upload sync|async|httpx ENDPOINT PATH
     python scripts/bench_child.py export sync|async|httpx ENDPOINT FINGERPRINT TARGET
+    python scripts/bench_child.py copy sync|async SPEC
+
 
 ``httpx`` is the reference: plain httpx with no SDK around it (a file body with its
 Content-Length for uploads; ``iter_raw`` to a file, no verification, for exports).
 Prints one JSON line: {"fingerprint": ...} or {"files": [...]}.
+
+SPEC (for copies, see scripts/bench_copy.py) is JSON: {"fingerprint": FP, "mode": "pull" |
+"push" | "relay" | null, "target": CLIENT, "source": CLIENT}, where CLIENT is {"endpoint":
+"unix://..." | "https://...", "cert": [CRT, KEY], "verify": SERVER_CRT} (cert and verify only
+over HTTPS). A copy also reports wall-clock times (time.time()), to be set against the
+daemons' own operation events: "main_at" (this script's code starts), "imported_at" (the SDK is
+imported and the clients made) and "returned_at" (images.copy() returned).
 """
 
 from __future__ import annotations
@@ -87,11 +96,68 @@ def export_httpx(endpoint: str, fingerprint: str, target: str) -> dict[str, obje
     return {"files": [target]}
 
 
+def _client_args(spec: dict[str, object]) -> tuple[str, dict[str, object]]:
+    endpoint = str(spec["endpoint"])
+    if endpoint.startswith("unix://"):
+        return endpoint, {}
+    crt, key = spec["cert"]  # type: ignore[misc]
+    return endpoint, {"cert": (crt, key), "verify": spec["verify"]}
+
+
+def copy_sync(spec_json: str) -> dict[str, object]:
+    from incus_images import Client, Image
+
+    imported_at = time.time()
+    spec = json.loads(spec_json)
+    target_endpoint, target_args = _client_args(spec["target"])
+    source_endpoint, source_args = _client_args(spec["source"])
+    with (
+        Client(target_endpoint, **target_args) as target,  # type: ignore[arg-type]
+        Client(source_endpoint, **source_args) as source,  # type: ignore[arg-type]
+    ):
+        image = target.images.copy(spec["fingerprint"], source, mode=spec["mode"])
+        returned_at = time.time()
+    assert isinstance(image, Image)
+    return {
+        "fingerprint": image.fingerprint,
+        "imported_at": imported_at,
+        "returned_at": returned_at,
+    }
+
+
+def copy_async(spec_json: str) -> dict[str, object]:
+    from incus_images import AsyncClient, Image
+
+    imported_at = time.time()
+    spec = json.loads(spec_json)
+    target_endpoint, target_args = _client_args(spec["target"])
+    source_endpoint, source_args = _client_args(spec["source"])
+
+    async def run() -> dict[str, object]:
+        async with (
+            AsyncClient(target_endpoint, **target_args) as target,  # type: ignore[arg-type]
+            AsyncClient(source_endpoint, **source_args) as source,  # type: ignore[arg-type]
+        ):
+            image = await target.images.copy(spec["fingerprint"], source, mode=spec["mode"])
+            returned_at = time.time()
+        assert isinstance(image, Image)
+        return {
+            "fingerprint": image.fingerprint,
+            "imported_at": imported_at,
+            "returned_at": returned_at,
+        }
+
+    return asyncio.run(run())
+
+
 def main(argv: list[str]) -> int:
+    main_at = time.time()
     operation, flavour, *args = argv
     runner = globals()[f"{operation}_{flavour}"]
     started = time.perf_counter()
     result = runner(*args)
+    if operation == "copy":
+        result["main_at"] = main_at
     result["seconds_inside"] = round(time.perf_counter() - started, 3)
     print(json.dumps(result))
     return 0
