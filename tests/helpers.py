@@ -7,6 +7,7 @@ import json
 import os
 import time
 import uuid
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import httpx
@@ -224,3 +225,55 @@ def store_image_to_export(raw: httpx.Client, data: bytes, *, split: bool) -> str
         return upload_raw(raw, data)
     metadata, _ = split_image()
     return upload_split_raw(raw, metadata, os.urandom(8 * 1024 * 1024))
+
+
+#: An answer in a ScriptedWire's table: a response, or a function of the request.
+Answer = httpx.Response | Callable[[httpx.Request], httpx.Response]
+
+
+class ScriptedWire:
+    """Mocked servers (respx) that answer from a table keyed by (server, method, path): the
+    answers in turn, the last one from then on; any request not in the table gets a 599.
+
+    ``servers`` names each host ("source.test": "S"); requests are recorded as
+    "<server> <METHOD> <raw path>" (the server and its space left out when it is "")."""
+
+    def __init__(self, mock: Any, servers: Mapping[str, str]) -> None:
+        self.mock = mock
+        self._servers = servers
+        self._table: dict[tuple[str, str, str], list[Answer]] = {}
+        mock.route().mock(side_effect=self._answer)
+
+    def script(self, who: str, method: str, path: str, answers: Sequence[Answer]) -> None:
+        self._table[(who, method, path)] = list(answers)
+
+    def _answer(self, request: httpx.Request) -> httpx.Response:
+        path = request.url.raw_path.decode().split("?", 1)[0]
+        answers = self._table.get((self._servers[request.url.host], request.method, path))
+        if not answers:
+            return error_response(599, f"unexpected request {request.method} {path}")
+        answer = answers.pop(0) if len(answers) > 1 else answers[0]
+        if isinstance(answer, httpx.Response):
+            # A fresh copy each time: a response object can be sent only once.
+            return httpx.Response(
+                answer.status_code, headers=answer.headers, content=answer.content
+            )
+        return answer(request)
+
+    def lines(self) -> list[str]:
+        """Every request, in order."""
+        lines = []
+        for call in self.mock.calls:
+            who = self._servers[call.request.url.host]
+            line = f"{call.request.method} {call.request.url.raw_path.decode()}"
+            lines.append(f"{who} {line}" if who else line)
+        return lines
+
+    def matching(self, who: str, method: str, path: str) -> list[httpx.Request]:
+        return [
+            call.request
+            for call in self.mock.calls
+            if self._servers[call.request.url.host] == who
+            and call.request.method == method
+            and call.request.url.raw_path.decode().split("?", 1)[0] == path
+        ]

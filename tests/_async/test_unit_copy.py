@@ -40,6 +40,8 @@ from incus_images import (
 )
 from tests.helpers import (
     OFFLINE_SERVER,
+    Answer,
+    ScriptedWire,
     accepted_response,
     error_response,
     image,
@@ -71,58 +73,31 @@ REFRESH_ID = "f6666666-6666-4666-8666-666666666666"
 SECRET = "5e" * 32
 PUSH_SECRET = "a7" * 32
 
-Answer = httpx.Response | Callable[[httpx.Request], httpx.Response]
-
 
 # --------------------------------------------------------------------------------------------
 # The two mocked servers.
 
 
-class Wire:
-    """Every request to any server, answered from a table; unknown requests get a 599."""
+class Wire(ScriptedWire):
+    """The source, the target and a unix socket, answered from one table."""
 
     def __init__(self, mock: respx.MockRouter) -> None:
-        self.mock = mock
-        self._table: dict[tuple[str, str, str], list[Answer]] = {}
-        mock.route().mock(side_effect=self._answer)
+        super().__init__(mock, WHO)
 
     def on(self, who: str, method: str, path: str, *answers: Answer) -> None:
         """Answer (who, method, path) with answers in turn, the last one from then on."""
-        self._table[(who, method, path)] = list(answers)
-
-    def _answer(self, request: httpx.Request) -> httpx.Response:
-        path = request.url.raw_path.decode().split("?", 1)[0]
-        answers = self._table.get((WHO[request.url.host], request.method, path))
-        if not answers:
-            return error_response(599, f"unexpected request {request.method} {path}")
-        answer = answers.pop(0) if len(answers) > 1 else answers[0]
-        if isinstance(answer, httpx.Response):
-            # A fresh copy each time: a response object can be sent only once.
-            return httpx.Response(
-                answer.status_code, headers=answer.headers, content=answer.content
-            )
-        return answer(request)
+        self.script(who, method, path, answers)
 
     def sent(self, *, raw: bool = False) -> list[str]:
         """Every request as "<server> <method> <path>": S source, T target, U unix socket.
 
         Unless ``raw``, the wait slice is left out (``/wait``): how long each long-poll lasts
         is asserted by the tests about it, not by every sequence."""
-        lines = [
-            f"{WHO[call.request.url.host]} {call.request.method} "
-            f"{call.request.url.raw_path.decode()}"
-            for call in self.mock.calls
-        ]
+        lines = self.lines()
         return lines if raw else [re.sub(r"/wait\?timeout=\d+$", "/wait", line) for line in lines]
 
     def requests(self, who: str, method: str, path: str) -> list[httpx.Request]:
-        return [
-            call.request
-            for call in self.mock.calls
-            if WHO[call.request.url.host] == who
-            and call.request.method == method
-            and call.request.url.raw_path.decode().split("?", 1)[0] == path
-        ]
+        return self.matching(who, method, path)
 
     def body(self, who: str, method: str, path: str) -> Any:
         (request,) = self.requests(who, method, path)

@@ -37,6 +37,8 @@ from incus_images import (
 from tests.helpers import (
     OFFLINE_SERVER,
     UNIX_BASE,
+    Answer,
+    ScriptedWire,
     accepted_response,
     error_response,
     image,
@@ -58,52 +60,26 @@ INSTANCE = "/1.0/instances/c1"
 #: Go's time.Time reads RFC 3339: a numeric offset is hours and minutes only.
 RFC3339 = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{1,9})?(Z|[+-]\d\d:\d\d)")
 
-Answer = httpx.Response | Callable[[httpx.Request], httpx.Response]
-
 
 # --------------------------------------------------------------------------------------------
 # The mock daemon.
 
 
-class Wire:
-    """Answers (method, path) from a table, the answers in turn and the last one from then
-    on; anything else gets a 599 error answer."""
+class Wire(ScriptedWire):
+    """The mocked daemon, answered from a table."""
 
     def __init__(self, mock: respx.MockRouter) -> None:
-        self.mock = mock
-        self._table: dict[tuple[str, str], list[Answer]] = {}
-        mock.route().mock(side_effect=self._answer)
+        super().__init__(mock, {"incus": ""})
 
     def on(self, method: str, path: str, *answers: Answer) -> None:
-        self._table[(method, path)] = list(answers)
-
-    def _answer(self, request: httpx.Request) -> httpx.Response:
-        path = request.url.raw_path.decode().split("?", 1)[0]
-        answers = self._table.get((request.method, path))
-        if not answers:
-            return error_response(599, f"unexpected request {request.method} {path}")
-        answer = answers.pop(0) if len(answers) > 1 else answers[0]
-        if isinstance(answer, httpx.Response):
-            # A fresh copy each time: a response object can be sent only once.
-            return httpx.Response(
-                answer.status_code, headers=answer.headers, content=answer.content
-            )
-        return answer(request)
+        self.script("", method, path, answers)
 
     def sent(self) -> list[str]:
         """Every request as 'METHOD /raw/path?query', in order."""
-        return [
-            f"{call.request.method} {call.request.url.raw_path.decode()}"
-            for call in self.mock.calls
-        ]
+        return self.lines()
 
     def requests(self, method: str, path: str) -> list[httpx.Request]:
-        return [
-            call.request
-            for call in self.mock.calls
-            if call.request.method == method
-            and call.request.url.raw_path.decode().split("?", 1)[0] == path
-        ]
+        return self.matching("", method, path)
 
     def bodies(self, method: str, path: str) -> list[Any]:
         return [json.loads(request.content) for request in self.requests(method, path)]
