@@ -38,6 +38,7 @@ from ._models import (
     ServerEnvironment,
     ServerInfo,
 )
+from ._remotes import Remote, RemoteConfig, add_remote, load_remotes
 from ._simplestreams import SimpleStreams
 from ._sync.client import Client
 from ._sync.images import ImagesAPI
@@ -70,9 +71,13 @@ __all__ = [
     "OperationStatus",
     "OperationsAPI",
     "PreconditionFailedError",
+    "Remote",
+    "RemoteConfig",
     "ServerEnvironment",
     "ServerInfo",
     "SimpleStreams",
     "TransferError",
     "__version__",
+    "add_remote",
+    "load_remotes",
 ]

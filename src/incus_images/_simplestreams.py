@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import os
 import re
 import ssl
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 import attrs
 import httpx
 
 from ._errors import InvalidInputError
+
+if TYPE_CHECKING:
+    from ._remotes import Remote
 
 __all__ = ["SimpleStreams"]
 
@@ -35,6 +40,19 @@ class SimpleStreams:
 
     def __init__(self, url: str, *, certificate: str | None = None) -> None:
         self.__attrs_init__(url=_server_url(url), certificate=_pem(certificate))
+
+    @classmethod
+    def from_remote(
+        cls, remote: str | Remote, *, config_dir: str | os.PathLike[str] | None = None
+    ) -> SimpleStreams:
+        """The simplestreams remote of this name in the incus CLI's configuration (the
+        built-in ``images`` too; see ``load_remotes()``), with the certificate the CLI
+        pinned for it, if any."""
+        from ._remotes import Remote, load_remotes, simplestreams_remote
+
+        found = remote if isinstance(remote, Remote) else load_remotes(config_dir).remote(remote)
+        url, certificate = simplestreams_remote(found)
+        return cls(url, certificate=certificate)
 
 
 def _server_url(url: object) -> str:

@@ -6,7 +6,9 @@ import os
 from types import TracebackType
 
 from .._endpoint import CertificateArg, VerifyArg, parse_endpoint
+from .._errors import InvalidInputError
 from .._models import ServerInfo
+from .._remotes import Remote, remote_endpoint
 from .._validate import seconds, text
 from ._connection import AsyncConnection
 from .images import AsyncImagesAPI
@@ -29,6 +31,12 @@ class AsyncClient:
     system's CA bundle, a path trusts that certificate (e.g. the server's own ``server.crt``),
     an ``ssl.SSLContext`` is used as given, and False disables the check (never the default).
 
+    ``remote`` names a remote of the incus CLI's configuration (``$INCUS_CONF``, else
+    ``~/.config/incus``; see ``load_remotes()``), or is a ``Remote``: the client connects as
+    the CLI does, with the CLI's client certificate and the server certificate it pinned
+    (else the system's CA bundle), to the remote's project unless ``project`` names another.
+    ``local`` is the local daemon. Give it instead of ``endpoint``, ``cert`` and ``verify``.
+
     ``project`` selects the Incus project (None: the server's default project).
 
     ``timeout`` (seconds; None: no limit) is what a call may take: connecting, sending the
@@ -48,6 +56,7 @@ class AsyncClient:
         self,
         endpoint: str | os.PathLike[str] | None = None,
         *,
+        remote: str | Remote | None = None,
         cert: CertificateArg = None,
         verify: VerifyArg = True,
         project: str | None = None,
@@ -55,8 +64,19 @@ class AsyncClient:
     ) -> None:
         if project is not None:
             text(project, "project", empty=False)
+        if remote is None:
+            target = parse_endpoint(endpoint, cert=cert, verify=verify)
+        elif endpoint is not None or cert is not None or verify is not True:
+            raise InvalidInputError(
+                "remote= brings the address and certificates from the incus CLI's "
+                "configuration: give it without endpoint=, cert= or verify="
+            )
+        else:
+            resolved = remote_endpoint(remote)
+            target = resolved.endpoint
+            project = resolved.project if project is None else project
         self._connection = AsyncConnection(
-            parse_endpoint(endpoint, cert=cert, verify=verify),
+            target,
             project=project,
             timeout=seconds(timeout, "timeout"),
         )
