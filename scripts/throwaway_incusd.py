@@ -138,15 +138,29 @@ class ThrowawayIncusd:
     def start(self) -> ThrowawayIncusd:
         if os.geteuid() != 0:
             raise DaemonUnavailable("a throwaway incusd must be started as root")
-        binary = incusd_binary()
         # A short path under /tmp: unix socket paths below it must stay under 108 bytes.
         self.directory = Path(tempfile.mkdtemp(prefix="incusd-", dir=self.parent_dir))
         self.directory.chmod(0o711)
-        log = open(self.directory / "out.log", "wb")  # noqa: SIM115 - handed to the child
+        if self._wants_namespace:
+            self._make_namespace()
+        return self._launch()
+
+    def restart(self) -> None:
+        """Stop this daemon (SIGTERM, by PID) and start it again on the same directory, as a
+        package upgrade or a reboot would: clients' pooled connections die."""
+        assert self.process is not None, "the daemon is not started"
+        self.process.send_signal(signal.SIGTERM)
+        self.process.wait(30)
+        self._launch()
+
+    def _launch(self) -> ThrowawayIncusd:
+        assert self.directory is not None
+        binary = incusd_binary()
+        log = open(self.directory / "out.log", "ab")  # noqa: SIM115 - handed to the child
         env = dict(os.environ, INCUS_DIR=str(self.directory))
         command = [binary, "--group", "root", "--logfile", str(self.directory / "incusd.log")]
-        if self._wants_namespace:
-            command = [*self._make_namespace(), *command]
+        if self.namespace is not None:
+            command = ["ip", "netns", "exec", self.namespace, *command]
         try:
             self.process = subprocess.Popen(
                 command,
@@ -178,9 +192,9 @@ class ThrowawayIncusd:
                 )
             time.sleep(0.02)
 
-    def _make_namespace(self) -> list[str]:
-        """A fresh network namespace with only its own loopback; the command prefix that runs
-        a program inside it (``ip netns exec`` execs it: the daemon keeps the PID)."""
+    def _make_namespace(self) -> None:
+        """A fresh network namespace with only its own loopback, in which the daemon runs
+        (``ip netns exec`` execs it: the daemon keeps the PID)."""
         if shutil.which("ip") is None:
             raise DaemonUnavailable("a network namespace needs the ip command (iproute2)")
         name = f"incus-images-{secrets.token_hex(4)}"
@@ -191,7 +205,6 @@ class ThrowawayIncusd:
             check=True,
             capture_output=True,
         )
-        return ["ip", "netns", "exec", name]
 
     def _log_tail(self) -> str:
         assert self.directory is not None

@@ -32,6 +32,7 @@ from faults import (
     KILL_OPS,
     KILL_PAYLOAD,
     NO_FAULT,
+    STALL_TIMEOUT,
     UP,
     FaultDaemon,
     FaultProxy,
@@ -295,20 +296,28 @@ def _upload_turns(harness: Harness, site: Site) -> tuple[list[int], list[int], i
     return requests, answers, traffic.down
 
 
-def _run_one(harness: Harness, site: Site, spec: TrialSpec) -> None:
-    """One call under one fault that must strike and make it fail; then the promises."""
+def _run_one(harness: Harness, site: Site, spec: TrialSpec, *, succeeds: bool = False) -> None:
+    """One call under one fault that must strike and make it fail (or, where the SDK repeats
+    the request, succeed); then the promises."""
     started = time.monotonic()
     record = harness.run_spec(site, spec)
     harness.sweep()
     assert record.fired
-    assert record.outcome != "success"
+    assert (record.outcome == "success") is succeeds, record.outcome
     keep_promises(harness, started)
 
 
 def _run_after_acceptance(
-    harness: Harness, site: Site, flavour: str, fault: ProxyFault, where: str
+    harness: Harness,
+    site: Site,
+    flavour: str,
+    fault: ProxyFault,
+    where: str,
+    *,
+    succeeds: bool = False,
 ) -> None:
-    _run_one(harness, site, TrialSpec(where, "create-bytes", flavour, "unix", fault))
+    spec = TrialSpec(where, "create-bytes", flavour, "unix", fault)
+    _run_one(harness, site, spec, succeeds=succeeds)
 
 
 def _wait_fault(harness: Harness, site: Site, where: str) -> ProxyFault:
@@ -323,12 +332,13 @@ def _wait_fault(harness: Harness, site: Site, where: str) -> ProxyFault:
 @pytest.mark.incusd
 @pytest.mark.parametrize("flavour", FLAVOURS)
 @pytest.mark.parametrize("where", ["request", "answer"])
-def test_a_connection_lost_while_create_waits_for_the_upload_says_the_image_may_be_stored(
+def test_a_connection_lost_while_create_waits_is_repeated_and_the_upload_succeeds(
     site: Site, tmp_path: Path, flavour: str, where: str
 ) -> None:
+    """The wait is safe to repeat: a connection that dies under it is replaced at once."""
     harness = harness_for(site, tmp_path)
     fault = _wait_fault(harness, site, where)
-    _run_after_acceptance(harness, site, flavour, fault, f"wait's {where}")
+    _run_after_acceptance(harness, site, flavour, fault, f"wait's {where}", succeeds=True)
 
 
 @pytest.mark.incusd
@@ -342,13 +352,27 @@ def test_a_task_cancelled_while_create_waits_for_the_upload_says_the_image_may_b
 
 @pytest.mark.incusd
 @pytest.mark.parametrize("flavour", FLAVOURS)
-def test_a_connection_lost_while_create_reads_the_new_image_says_the_image_is_stored(
+def test_a_connection_lost_while_create_reads_the_new_image_is_repeated(
     site: Site, tmp_path: Path, flavour: str
 ) -> None:
     harness = harness_for(site, tmp_path)
     _, answers, down = _upload_turns(harness, site)
     fault = ProxyFault("reset", DOWN, (answers[2] + down) // 2)
-    _run_after_acceptance(harness, site, flavour, fault, "the image's answer")
+    _run_after_acceptance(harness, site, flavour, fault, "the image's answer", succeeds=True)
+
+
+@pytest.mark.incusd
+@pytest.mark.parametrize("flavour", FLAVOURS)
+def test_a_stall_while_create_reads_the_new_image_says_the_image_is_stored(
+    site: Site, tmp_path: Path, flavour: str
+) -> None:
+    """A timeout is not repeated (the server may just be slow): the error says what is there."""
+    harness = harness_for(site, tmp_path)
+    _, answers, down = _upload_turns(harness, site)
+    # Longer than the trial's timeout.
+    fault = ProxyFault("stall", DOWN, (answers[2] + down) // 2, STALL_TIMEOUT * 2.5)
+    spec = TrialSpec("the image's answer stalled", "create-bytes", flavour, "unix", fault)
+    _run_one(harness, site, dataclasses.replace(spec, timeout=STALL_TIMEOUT))
 
 
 @pytest.mark.incusd

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import socket
 import ssl
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import TypeAlias
 from urllib.parse import unquote, urlsplit
 
@@ -265,3 +265,52 @@ def parse_endpoint(
     raise InvalidInputError(
         f"endpoint {text!r}: expected unix:///path/to/unix.socket or https://host[:port]"
     )
+
+
+def member_endpoint(url: str, like: Endpoint) -> Endpoint:
+    """Another member of the cluster ``like`` belongs to, reached the same way (every member
+    serves the cluster's certificate). ``url`` comes from the server: checked as strictly as
+    a caller's endpoint."""
+    endpoint = parse_endpoint(url, verify=False)
+    if endpoint is None or endpoint.socket_path is not None:
+        raise InvalidInputError(f"cluster member {url!r} is not an https:// address")
+    return attrs.evolve(
+        like, display=endpoint.display, base_url=endpoint.base_url, socket_path=None
+    )
+
+
+def member_urls(metadata: object) -> list[str]:
+    """The HTTPS URLs in a ``GET /1.0/cluster/members?recursion=1`` answer that are usable."""
+    urls = []
+    for member in metadata if isinstance(metadata, list) else []:
+        url = member.get("url") if isinstance(member, dict) else None
+        if isinstance(url, str) and url.startswith("https://") and len(url) < 300:
+            try:
+                parse_endpoint(url, verify=False)
+            except InvalidInputError:
+                continue
+            urls.append(url)
+    return urls
+
+
+def parse_members(
+    urls: Sequence[object], *, cert: CertificateArg = None, verify: VerifyArg = True
+) -> list[Endpoint]:
+    """The members of a cluster, each ``https://host[:port]``, reached with one TLS setting
+    (every member serves the cluster's certificate)."""
+    if isinstance(urls, str | bytes) or not urls:
+        raise InvalidInputError("give a cluster's members as a non-empty list of https:// URLs")
+    members: list[Endpoint] = []
+    for url in urls:
+        if not isinstance(url, str) or not url.lower().startswith("https://"):
+            raise InvalidInputError(f"cluster member {url!r:.100} is not an https:// URL")
+        member = (
+            parse_endpoint(url, cert=cert, verify=verify)
+            if not members
+            else member_endpoint(url, members[0])
+        )
+        assert member is not None
+        if any(known.base_url == member.base_url for known in members):
+            raise InvalidInputError(f"cluster member {url!r} is given twice")
+        members.append(member)
+    return members

@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import logging
 import socket
 import ssl
-from collections.abc import AsyncIterator, Callable
+import time
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import asynccontextmanager
+from types import TracebackType
 from typing import Any
 
 import httpcore
 import httpx
 
 from .._converter import request_body
-from .._endpoint import Endpoint, discover_socket
+from .._endpoint import Endpoint, discover_socket, member_endpoint, member_urls
+from .._errors import IncusError
 from .._flavours import async_flavour
 from .._protocol import (
     MAX_ERROR_BODY,
@@ -31,6 +35,8 @@ from ._deadlines import (
     call_deadline,
     start_deadline,
 )
+
+logger = logging.getLogger("incus_images")
 
 #: Connections to one server at most (httpx's default), and so calls in flight at once.
 MAX_CONNECTIONS = 100
@@ -84,6 +90,143 @@ async def _then_deadline(
     start_deadline(seconds)
 
 
+#: Seconds a cluster member that failed is tried only after the others.
+SKIP_FAILED_MEMBER_SECONDS = 30.0
+
+#: What a member answers while it shuts down, for a while (incusd 6.0.4).
+_SHUTTING_DOWN = ("database is closed", "Failed to begin transaction", "shutting down")
+
+
+class _MemberGoing(Exception):
+    """A member answered as one that is going down."""
+
+    def __init__(self, status: int, body: bytes) -> None:
+        super().__init__(status)
+        self.status = status
+        self.body = body
+
+
+class Attempt:
+    """One try of a request; as a context manager, it judges how the try ended.
+
+    ``outcome`` is None when the request succeeded or its failure is final (raised), "again"
+    when it may be repeated at once on the same member (a safe request whose pooled connection
+    turned out dead: the server restarted since it was opened), "elsewhere" when another
+    member may take it (nothing was sent, or a safe request found its member going down).
+    A request whose body may have reached the server is never repeated; its error says so.
+    """
+
+    def __init__(
+        self,
+        connection: AsyncConnection,
+        call: Call,
+        *,
+        safe: bool,
+        replayable: bool,
+        tried: Sequence[str],
+    ) -> None:
+        self._connection = connection
+        self._call = call
+        self._safe = safe
+        self._replayable = replayable
+        self._first_here = connection.server not in tried
+        self.outcome: str | None = None
+        self._error: BaseException | None = None
+        self._cause: BaseException | None = None
+
+    def answered(self, status: int, body: bytes) -> None:
+        """Judge an answer: a safe request answered by a member going down goes elsewhere."""
+        if (
+            self._safe
+            and status in (500, 503)
+            and any(text.encode() in body[:MAX_ERROR_BODY] for text in _SHUTTING_DOWN)
+        ):
+            raise _MemberGoing(status, body)
+
+    def __enter__(self) -> Attempt:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> bool:
+        if exc is None:
+            return False
+        server = self._connection.server
+        call = self._call
+        self._cause = exc
+        if isinstance(exc, _MemberGoing):
+            self._error = api_error(call, server, exc.status, exc.body)
+            return self._retry("elsewhere", f"{server} is shutting down")
+        if not isinstance(exc, httpx.TransportError):
+            return False
+        mapped = transport_error(call, server, exc)
+        self._error = mapped
+        nothing_sent = isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout)
+        if nothing_sent and self._replayable:
+            return self._retry("elsewhere", f"{server} cannot be reached ({exc})")
+        dead = isinstance(exc, httpx.RemoteProtocolError | httpx.ReadError | httpx.WriteError)
+        if dead and self._safe and self._first_here:
+            return self._retry("again", f"the connection to {server} was dead ({exc})")
+        if not self._safe and not nothing_sent:
+            mapped = mapped._amended(
+                f"{mapped} The request may have reached the server and been applied: check "
+                "before repeating it."
+            )
+        raise mapped from exc
+
+    def _retry(self, outcome: str, why: str) -> bool:
+        self.outcome = outcome
+        where = "again" if outcome == "again" else "on another member, if any"
+        logger.warning(
+            "incus_images: %s %s: %s; trying %s", self._call.method, self._call.path, why, where
+        )
+        return True
+
+    def give_up(self) -> None:
+        """No member is left to try: raise the last failure."""
+        assert self._error is not None
+        raise self._error from self._cause
+
+
+class Members:
+    """The members of a cluster, and which of them failed lately."""
+
+    def __init__(self, endpoints: Sequence[Endpoint]) -> None:
+        self._endpoints = list(endpoints)
+        self._failed_at: dict[str, float] = {}
+        #: Whether the cluster was asked for its members yet.
+        self.learnt = False
+
+    def add(self, endpoint: Endpoint) -> None:
+        if all(known.base_url != endpoint.base_url for known in self._endpoints):
+            self._endpoints.append(endpoint)
+
+    def failed(self, endpoint: Endpoint) -> None:
+        self._failed_at[endpoint.base_url] = time.monotonic()
+
+    def next_after(self, current: Endpoint, *, exclude: Sequence[str]) -> Endpoint | None:
+        """The member to try next: those that did not fail lately first, in order after the
+        current one; then those that did, the longest-failed first."""
+        names = [endpoint.base_url for endpoint in self._endpoints]
+        start = names.index(current.base_url) + 1 if current.base_url in names else 0
+        ordered = self._endpoints[start:] + self._endpoints[:start]
+        left = [endpoint for endpoint in ordered if endpoint.display not in exclude]
+        now = time.monotonic()
+
+        def recently_failed(endpoint: Endpoint) -> bool:
+            failed = self._failed_at.get(endpoint.base_url)
+            return failed is not None and now - failed < SKIP_FAILED_MEMBER_SECONDS
+
+        fresh = [endpoint for endpoint in left if not recently_failed(endpoint)]
+        if fresh:
+            return fresh[0]
+        left.sort(key=lambda endpoint: self._failed_at.get(endpoint.base_url, 0.0))
+        return left[0] if left else None
+
+
 class AsyncConnection:
     """Sends Calls to one server and maps every failure to an IncusError.
 
@@ -97,8 +240,12 @@ class AsyncConnection:
         *,
         project: str | None,
         timeout: float | None,
+        members: Sequence[Endpoint] = (),
     ) -> None:
         self._endpoint = endpoint
+        #: The members of a cluster this client may use, in the order it tries them (the
+        #: endpoint first); learnt from the cluster itself on first use.
+        self._members = Members(members) if members else None
         self._project = project
         self.timeout = timeout
         # No limit on waiting for a pooled connection: every call ahead holds one only for as
@@ -113,7 +260,8 @@ class AsyncConnection:
 
     @property
     def server(self) -> str:
-        """The server as messages name it (``unix:///…`` or ``https://…``)."""
+        """The server as messages name it (``unix:///…`` or ``https://…``; for a cluster, the
+        member in use)."""
         if self._endpoint is None:
             return "the local Incus daemon"
         return self._endpoint.display
@@ -167,9 +315,12 @@ class AsyncConnection:
         params = dict(call.params)
         if self._project is not None and call.project_scoped:
             params["project"] = self._project
-        return self._client().build_request(
+        client = self._client()
+        assert self._endpoint is not None
+        return client.build_request(
             call.method,
-            call.path,
+            # Absolute: a cluster's members share the client (and its TLS settings).
+            self._endpoint.base_url + call.path,
             params=params,
             # As bytes: header values such as a UTF-8 file name are sent exactly as given.
             headers=[
@@ -195,29 +346,35 @@ class AsyncConnection:
         image body (``content``) is not hurried, only kept moving (see ``_deadlines``); the
         answer to it then has the deadline. Answers are read up to sizes no Incus reaches:
         a larger success answer is refused, an error answer is quoted from its beginning.
+
+        A request that is safe to repeat is repeated once, at once, when its connection turns
+        out dead (the server restarted since it was opened); in a cluster, a request goes to
+        another member when its member cannot be reached, or is shutting down (see retries()).
         """
+        await self._learn_members()
         seconds = self.timeout if deadline is None else deadline
-        if content is not None:
-            content = _then_deadline(content, seconds)
-        request = self._build(call, content, timeout)
-        async with self._slots:
-            with call_deadline(None if content is not None else seconds):
-                try:
-                    response = await self._client().send(request, stream=True)
-                    try:
-                        body = await self._read_bounded(call, response)
-                    finally:
-                        await response.aclose()
-                except httpx.TransportError as exc:
-                    raise transport_error(call, self.server, exc) from exc
-        self._remember_peer(response)
-        return httpx.Response(
-            response.status_code,
-            headers=response.headers,
-            content=body,
-            request=request,
-            extensions=response.extensions,
-        )
+        for attempt in self._retries(call, replayable=content is None):
+            with attempt:
+                if content is not None:
+                    content = _then_deadline(content, seconds)
+                request = self._build(call, content, timeout)
+                async with self._slots:
+                    with call_deadline(None if content is not None else seconds):
+                        response = await self._client().send(request, stream=True)
+                        try:
+                            body = await self._read_bounded(call, response)
+                        finally:
+                            await response.aclose()
+                attempt.answered(response.status_code, body)
+                self._remember_peer(response)
+                return httpx.Response(
+                    response.status_code,
+                    headers=response.headers,
+                    content=body,
+                    request=request,
+                    extensions=response.extensions,
+                )
+        raise AssertionError("unreachable")  # pragma: no cover - the last attempt raises
 
     async def _read_bounded(self, call: Call, response: httpx.Response) -> bytes:
         limit = MAX_ERROR_BODY if response.status_code >= 400 else MAX_ANSWER_BYTES
@@ -253,27 +410,85 @@ class AsyncConnection:
         """Send call and yield the response with its body unread; errors are raised first.
 
         Transport failures while the body is read inside the ``with`` block are mapped too.
+        Until the answer's head arrives, the request is repeated or sent to another member as
+        send() does; once the body flows, it is not.
         """
-        request = self._build(call, None, None)
+        await self._learn_members()
         async with self._slots:
-            try:
-                # The answer's head arrives within the call's deadline; the body then only has
-                # to keep moving (see body()).
-                with call_deadline(self.timeout):
-                    response = await self._client().send(request, stream=True)
-            except httpx.TransportError as exc:
-                raise transport_error(call, self.server, exc) from exc
-            try:
-                if response.status_code >= 400:
+            response: httpx.Response | None = None
+            for attempt in self._retries(call, replayable=True):
+                with attempt:
+                    request = self._build(call, None, None)
+                    # The answer's head arrives within the call's deadline; the body then only
+                    # has to keep moving (see body()).
                     with call_deadline(self.timeout):
-                        body = await self._read_bounded(call, response)
-                    raise api_error(call, self.server, response.status_code, body)
+                        response = await self._client().send(request, stream=True)
+                        if response.status_code >= 400:
+                            try:
+                                body = await self._read_bounded(call, response)
+                            finally:
+                                await response.aclose()
+                            attempt.answered(response.status_code, body)
+                            raise api_error(call, self.server, response.status_code, body)
+                    break
+            assert response is not None
+            try:
                 self._remember_peer(response)
                 yield response
             except httpx.TransportError as exc:
                 raise transport_error(call, self.server, exc) from exc
             finally:
                 await response.aclose()
+
+    def _retries(self, call: Call, *, replayable: bool) -> Iterator[Attempt]:
+        """The attempts one request may make (see Attempt), switching members between them."""
+        safe = call.method == "GET"
+        tried: list[str] = []
+        while True:
+            attempt = Attempt(self, call, safe=safe, replayable=replayable, tried=tried)
+            yield attempt
+            if attempt.outcome is None:
+                return
+            tried.append(self.server)
+            if attempt.outcome == "again":
+                continue
+            # "elsewhere": this member failed; the next one, if any is left to try.
+            if not self._next_member(failed=True, tried=tried):
+                attempt.give_up()
+
+    def _next_member(self, *, failed: bool, tried: Sequence[str]) -> bool:
+        """Switch to the next member not tried yet; False when there is none."""
+        if self._members is None or self._endpoint is None:
+            return False
+        if failed:
+            self._members.failed(self._endpoint)
+        following = self._members.next_after(self._endpoint, exclude=tried)
+        if following is None:
+            return False
+        self._endpoint = following
+        return True
+
+    async def _learn_members(self) -> None:
+        """A cluster client asks, once, which members the cluster has: naming one member is
+        then enough to outlive its loss."""
+        if self._members is None or self._members.learnt:
+            return
+        self._members.learnt = True
+        call = Call(
+            method="GET",
+            path="/1.0/cluster/members",
+            params={"recursion": "1"},
+            action="list the cluster's members",
+            project_scoped=False,
+        )
+        try:
+            envelope = await self.request(call)
+        except IncusError as exc:
+            logger.debug("incus_images: cannot list cluster members: %s", exc)
+            return
+        assert self._endpoint is not None
+        for url in member_urls(envelope.metadata):
+            self._members.add(member_endpoint(url, self._endpoint))
 
     async def body(self, call: Call, response: httpx.Response) -> AsyncIterator[bytes]:
         """The body of a streamed response, as it arrives.

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from types import TracebackType
 
-from .._endpoint import CertificateArg, VerifyArg, parse_endpoint
+from .._endpoint import CertificateArg, Endpoint, VerifyArg, parse_endpoint, parse_members
 from .._errors import InvalidInputError
 from .._models import ServerInfo
 from .._remotes import Remote, remote_endpoint
@@ -21,7 +21,11 @@ DEFAULT_TIMEOUT = 30.0
 class AsyncClient:
     """A client for one Incus server.
 
-    ``endpoint`` is where the server listens. Omitted, the local daemon is found as the incus
+    ``endpoint`` is where the server listens, or, for a cluster, a list of its members'
+    ``https://`` URLs: a call that cannot reach its member, or whose member is shutting down,
+    goes to the next one when that is safe (reads; nothing is sent twice that may have
+    arrived), and the client learns the cluster's other members on first use, so one member
+    is enough to outlive its loss. Omitted, the local daemon is found as the incus
     CLI finds it: $INCUS_SOCKET, then $INCUS_DIR/unix.socket, then /run/incus/unix.socket, then
     /var/lib/incus/unix.socket (looked for at the first request). Otherwise give
     ``unix:///path/to/unix.socket`` or ``https://host[:port]``.
@@ -54,7 +58,7 @@ class AsyncClient:
 
     def __init__(
         self,
-        endpoint: str | os.PathLike[str] | None = None,
+        endpoint: str | os.PathLike[str] | list[str] | tuple[str, ...] | None = None,
         *,
         remote: str | Remote | None = None,
         cert: CertificateArg = None,
@@ -64,7 +68,13 @@ class AsyncClient:
     ) -> None:
         if project is not None:
             text(project, "project", empty=False)
-        if remote is None:
+        members: list[Endpoint] = []
+        if isinstance(endpoint, list | tuple):
+            if remote is not None:
+                raise InvalidInputError("give a cluster's members or a remote=, not both")
+            members = parse_members(endpoint, cert=cert, verify=verify)
+            target: Endpoint | None = members[0]
+        elif remote is None:
             target = parse_endpoint(endpoint, cert=cert, verify=verify)
         elif endpoint is not None or cert is not None or verify is not True:
             raise InvalidInputError(
@@ -79,6 +89,7 @@ class AsyncClient:
             target,
             project=project,
             timeout=seconds(timeout, "timeout"),
+            members=members,
         )
         #: Background operations: read them and wait for them.
         self.operations = AsyncOperationsAPI(self._connection)

@@ -1,0 +1,140 @@
+"""Cluster failover with respx (issue 8), in both flavours: which calls go to another member,
+which members are learnt, and which are skipped for a while."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import httpx
+import pytest
+import respx
+
+from incus_images import APIError, AsyncClient, IncusConnectionError, InvalidInputError
+from tests.helpers import error_response, image, sha256, sync_response
+
+pytestmark = pytest.mark.anyio
+
+A, B, C = (f"https://node{n}.test:8443" for n in (1, 2, 3))
+FP = sha256(b"cluster")
+REFUSED = httpx.ConnectError("Connection refused")
+GOING = error_response(500, "Failed to begin transaction: sql: database is closed")
+
+
+def members(*urls: str) -> httpx.Response:
+    return sync_response(
+        [{"server_name": url.split("//")[1].split(".")[0], "url": url} for url in urls]
+    )
+
+
+@pytest.fixture
+def mock() -> Iterator[respx.MockRouter]:
+    with respx.mock(assert_all_called=False) as router:
+        yield router
+
+
+def hosts(router: respx.MockRouter) -> list[str]:
+    return [f"{call.request.url.host} {call.request.url.path}" for call in router.calls]
+
+
+async def test_a_member_that_cannot_be_reached_is_left_for_the_next(
+    mock: respx.MockRouter,
+) -> None:
+    mock.route(host="node1.test").mock(side_effect=REFUSED)
+    mock.get(f"{B}/1.0/cluster/members").mock(return_value=members(A, B))
+    mock.get(f"{B}/1.0/images/{FP}").mock(return_value=sync_response(image(FP)))
+    async with AsyncClient([A, B], verify=False) as client:
+        assert (await client.images.get(FP)).fingerprint == FP
+        assert client.server == B
+        # The member that works is used first from then on.
+        await client.images.get(FP)
+    assert hosts(mock) == [
+        "node1.test /1.0/cluster/members",
+        "node2.test /1.0/cluster/members",
+        "node2.test /1.0/images/" + FP,
+        "node2.test /1.0/images/" + FP,
+    ]
+
+
+async def test_one_member_named_is_enough_once_the_others_are_learnt(
+    mock: respx.MockRouter,
+) -> None:
+    node1 = mock.route(host="node1.test")
+    node1.side_effect = [members(A, B, C), REFUSED]
+    mock.get(f"{B}/1.0/images/{FP}").mock(return_value=sync_response(image(FP)))
+    async with AsyncClient([A], verify=False) as client:
+        assert (await client.images.get(FP)).fingerprint == FP
+    assert hosts(mock)[-1] == f"node2.test /1.0/images/{FP}"
+
+
+async def test_a_member_going_down_sends_reads_elsewhere_but_not_writes(
+    mock: respx.MockRouter,
+) -> None:
+    mock.get(f"{A}/1.0/cluster/members").mock(return_value=members(A, B))
+    mock.get(f"{A}/1.0/images/{FP}").mock(return_value=GOING)
+    mock.get(f"{B}/1.0/images/{FP}").mock(return_value=sync_response(image(FP)))
+    mock.post(f"{B}/1.0/images/aliases").mock(return_value=GOING)
+    async with AsyncClient([A, B], verify=False) as client:
+        assert (await client.images.get(FP)).fingerprint == FP
+        # A write is not repeated: its member may have applied it before answering.
+        with pytest.raises(APIError, match="database is closed"):
+            await client.images.create_alias("x", FP)
+    assert [line for line in hosts(mock) if "aliases" in line] == ["node2.test /1.0/images/aliases"]
+
+
+async def test_a_write_that_never_left_goes_to_the_next_member(mock: respx.MockRouter) -> None:
+    mock.get(f"{A}/1.0/cluster/members").mock(return_value=members(A, B))
+    mock.post(f"{A}/1.0/images/aliases").mock(side_effect=REFUSED)
+    mock.post(f"{B}/1.0/images/aliases").mock(return_value=sync_response(None, status=201))
+    mock.get(f"{B}/1.0/images/aliases/x").mock(
+        return_value=sync_response({"name": "x", "target": FP, "description": "", "type": ""})
+    )
+    async with AsyncClient([A, B], verify=False) as client:
+        assert (await client.images.create_alias("x", FP)).name == "x"
+
+
+async def test_a_failed_member_is_skipped_for_a_while(mock: respx.MockRouter) -> None:
+    mock.get(f"{A}/1.0/cluster/members").mock(return_value=members(A, B, C))
+    node1 = mock.get(f"{A}/1.0/images/{FP}").mock(side_effect=REFUSED)
+    mock.get(f"{B}/1.0/images/{FP}").mock(side_effect=[sync_response(image(FP)), REFUSED, REFUSED])
+    mock.get(f"{C}/1.0/images/{FP}").mock(return_value=sync_response(image(FP)))
+    async with AsyncClient([A], verify=False) as client:
+        await client.images.get(FP)  # A fails, B answers
+        await client.images.get(FP)  # B fails: C next, not A, which failed just now
+        assert client.server == C
+    assert node1.call_count == 1
+
+
+async def test_when_every_member_fails_the_last_error_is_raised(mock: respx.MockRouter) -> None:
+    mock.route().mock(side_effect=REFUSED)
+    async with AsyncClient([A, B, C], verify=False) as client:
+        with pytest.raises(IncusConnectionError, match="refused"):
+            await client.images.get(FP)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://node4.test:8443",
+        "https://node4.test:8443/path",
+        "unix:///run/incus/unix.socket",
+        "https://user@node4.test",
+        "https://[bad",
+        5,
+        None,
+    ],
+)
+async def test_hostile_member_urls_are_not_used(mock: respx.MockRouter, url: object) -> None:
+    mock.get(f"{A}/1.0/cluster/members").mock(
+        return_value=sync_response([{"url": url}, {"url": B}])
+    )
+    mock.get(f"{A}/1.0/images/{FP}").mock(side_effect=REFUSED)
+    mock.get(f"{B}/1.0/images/{FP}").mock(return_value=sync_response(image(FP)))
+    async with AsyncClient([A], verify=False) as client:
+        await client.images.get(FP)
+    assert {call.request.url.host for call in mock.calls} == {"node1.test", "node2.test"}
+
+
+@pytest.mark.parametrize("given", [[], ["http://a"], ["unix:///x"], [A, A], [A, 5], ()])
+def test_bad_member_lists_are_refused(given: list[object]) -> None:
+    with pytest.raises(InvalidInputError):
+        AsyncClient(given, verify=False)  # type: ignore[arg-type]
