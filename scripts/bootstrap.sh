@@ -5,7 +5,7 @@
 #   sh scripts/bootstrap.sh tests    the whole test suite
 #
 # As root it installs what is missing: incusd from Debian's packages (scripts/install-incus.sh),
-# openssl, iproute2, busybox-static and Python's venv module. nox itself goes into .tools/ inside the checkout.
+# openssl, iproute2, busybox-static, dnsmasq-base and Python's venv module. nox itself goes into .tools/ inside the checkout.
 # Arguments after "--" go to the sessions (e.g. pytest options).
 set -eu
 cd "$(dirname "$0")/.."
@@ -18,6 +18,8 @@ if [ "$(id -u)" = 0 ]; then
     command -v ip >/dev/null 2>&1 || missing="$missing iproute2"
     # The publish tests start containers whose whole userland is busybox.
     [ -x /bin/busybox ] || missing="$missing busybox-static"
+    # The incus-user test: incus-user gives each user a bridge, which incusd runs dnsmasq for.
+    [ -x /usr/sbin/dnsmasq ] || missing="$missing dnsmasq-base"
     # The benchmark's references and its RSS probe (nox -s bench).
     command -v curl >/dev/null 2>&1 || missing="$missing curl"
     [ -x /usr/bin/time ] || missing="$missing time"

@@ -412,3 +412,155 @@ def test_discovery_reads_os_environ_when_not_given(
     monkeypatch.setenv("INCUS_SOCKET", listening)
     monkeypatch.delenv("INCUS_DIR", raising=False)
     assert discover_socket(timeout=1.0).socket_path == listening
+
+
+# --------------------------------------------------------------------------------------------
+# incus-user: a user who may not use the daemon's socket
+
+
+@pytest.fixture
+def incus_dir_with_user_socket(tmp_path: Path) -> Iterator[Path]:
+    """An INCUS_DIR with both sockets listening, as incusd and incus-user leave it."""
+    directory = tmp_path / "incus"
+    directory.mkdir()
+    servers = []
+    for name in ("unix.socket", "unix.socket.user"):
+        server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        server.bind(str(directory / name))
+        server.listen(1)
+        servers.append(server)
+    try:
+        yield directory
+    finally:
+        for server in servers:
+            server.close()
+
+
+def _writable_except(monkeypatch: pytest.MonkeyPatch, *unwritable: Path) -> None:
+    """Act as a user who may not write the given sockets (tests run as root, who may)."""
+    refused = {str(path) for path in unwritable}
+    monkeypatch.setattr(endpoint_module, "_writable", lambda path: path not in refused)
+
+
+USER = f"user-{os.geteuid()}"
+
+
+@pytest.mark.parametrize(
+    ("environ_names", "unwritable", "connected", "project"),
+    [
+        # incus-user confines each user to a project of their own, named after their uid.
+        ("INCUS_DIR", ["unix.socket"], "unix.socket.user", USER),
+        # Whoever may use the daemon's socket uses it.
+        ("INCUS_DIR", [], "unix.socket", None),
+        # $INCUS_SOCKET names one socket; the CLI does not second-guess it.
+        ("INCUS_SOCKET=unix.socket.user", [], "unix.socket.user", None),
+    ],
+)
+def test_incus_user_socket_is_used_by_whoever_may_not_use_the_daemons(
+    incus_dir_with_user_socket: Path,
+    system_sockets: tuple[str, str],
+    monkeypatch: pytest.MonkeyPatch,
+    environ_names: str,
+    unwritable: list[str],
+    connected: str,
+    project: str | None,
+) -> None:
+    directory = incus_dir_with_user_socket
+    _writable_except(monkeypatch, *(directory / name for name in unwritable))
+    name, _, socket_name = environ_names.partition("=")
+    environ = {name: str(directory / socket_name) if socket_name else str(directory)}
+    result = discover_socket(environ, timeout=1.0)
+    assert result.socket_path == str(directory / connected)
+    assert result.default_project == project
+
+
+def test_discovery_error_names_an_unusable_user_socket(
+    incus_dir_with_user_socket: Path,
+    system_sockets: tuple[str, str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    directory = incus_dir_with_user_socket
+    daemon_socket, user_socket = directory / "unix.socket", directory / "unix.socket.user"
+    _writable_except(monkeypatch, daemon_socket, user_socket)
+    # The daemon socket still accepts the probe (root runs this test), so discovery ends
+    # there; as a user it would be refused. What matters: the user socket is named as tried.
+    monkeypatch.setattr(endpoint_module, "_answers", lambda path, timeout: "Permission denied")
+    with pytest.raises(IncusConnectionError) as info:
+        discover_socket({"INCUS_DIR": str(directory)}, timeout=1.0)
+    message = str(info.value)
+    assert f"{user_socket} (incus-user: permission denied)" in message
+    assert f"{daemon_socket} (Permission denied)" in message
+
+
+# --------------------------------------------------------------------------------------------
+# verify= the server's own certificate: pinned
+
+
+def test_verify_with_a_servers_own_certificate_pins_it_without_the_name(
+    tmp_path: Path,
+) -> None:
+    # As Incus makes them: self-signed, not a CA, named after the host rather than the
+    # address it is reached at. Such a certificate verifies nothing but itself.
+    import subprocess
+
+    cert, key = tmp_path / "server.crt", tmp_path / "server.key"
+    subprocess.run(
+        [
+            "openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+            "ec_paramgen_curve:prime256v1", "-nodes", "-days", "30", "-subj", "/CN=root@node1",
+            "-addext", "basicConstraints=critical,CA:FALSE",
+            "-keyout", str(key), "-out", str(cert),
+        ],
+        check=True,
+        capture_output=True,
+    )  # fmt: skip
+    result = parse_endpoint("https://127.0.0.1:8443", verify=cert)
+    assert result is not None and result.ssl_context is not None
+    assert result.ssl_context.verify_mode == ssl.CERT_REQUIRED
+    assert result.ssl_context.check_hostname is False
+    # A handshake with a server showing that certificate succeeds; showing another fails.
+    assert _handshake(result.ssl_context, cert, key) is None
+    other_cert, other_key = make_client_certificate(tmp_path, "other")
+    assert "certificate verify failed" in str(_handshake(result.ssl_context, other_cert, other_key))
+
+
+def _handshake(
+    context: ssl.SSLContext, server_cert: str | Path, server_key: str | Path
+) -> Exception | None:
+    """A TLS handshake on loopback with a server showing server_cert; the client's error."""
+    import threading
+
+    server_context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server_context.load_cert_chain(server_cert, server_key)
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def serve() -> None:
+        connection, _ = listener.accept()
+        try:
+            with server_context.wrap_socket(connection, server_side=True):
+                pass
+        except (ssl.SSLError, OSError):
+            connection.close()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        with socket.create_connection(listener.getsockname(), timeout=10) as raw:
+            try:
+                with context.wrap_socket(raw, server_hostname="127.0.0.1"):
+                    return None
+            except ssl.SSLError as exc:
+                return exc
+    finally:
+        thread.join(10)
+        listener.close()
+
+
+def test_verify_with_a_bundle_of_certificates_checks_names(
+    tmp_path: Path, pki: dict[str, str]
+) -> None:
+    bundle = tmp_path / "bundle.pem"
+    bundle.write_text(Path(pki["cert"]).read_text() + Path(pki["other_cert"]).read_text())
+    result = parse_endpoint("https://host", verify=bundle)
+    assert result is not None and result.ssl_context is not None
+    assert result.ssl_context.check_hostname is True

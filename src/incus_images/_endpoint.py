@@ -60,9 +60,18 @@ class Endpoint:
     #: daemon that connects to this server for a copy should pin too.
     verify_pem: str | None = None
 
+    #: The project a client uses unless told otherwise (incus-user confines each user to
+    #: their own).
+    default_project: str | None = None
+
     @classmethod
-    def unix(cls, path: str) -> Endpoint:
-        return cls(display=f"unix://{path}", base_url=_UNIX_BASE_URL, socket_path=path)
+    def unix(cls, path: str, *, project: str | None = None) -> Endpoint:
+        return cls(
+            display=f"unix://{path}",
+            base_url=_UNIX_BASE_URL,
+            socket_path=path,
+            default_project=project,
+        )
 
 
 def candidate_sockets(environ: Mapping[str, str]) -> list[str]:
@@ -92,10 +101,31 @@ def _answers(path: str, timeout: float) -> str | None:
     return None
 
 
+def _writable(path: str) -> bool:
+    """Whether this process's user may connect to the socket at path (root always may)."""
+    return os.access(path, os.W_OK)
+
+
 def discover_socket(environ: Mapping[str, str] | None = None, *, timeout: float = 2.0) -> Endpoint:
     """Find the local daemon as the incus CLI does; raise naming every path tried."""
+    environ = os.environ if environ is None else environ
     tried = []
-    for path in candidate_sockets(os.environ if environ is None else environ):
+    for path in candidate_sockets(environ):
+        # A user who is not an Incus administrator cannot write to the daemon's socket; the
+        # incus CLI then uses incus-user's beside it, as this does.
+        user_path = path + ".user"
+        if (
+            path != environ.get("INCUS_SOCKET")
+            and os.path.basename(path) == "unix.socket"
+            and not _writable(path)
+            and os.path.exists(user_path)
+        ):
+            if _writable(user_path):
+                # Not probed: incus-user sets a user up on each new connection, and a probe's
+                # set-up races the first request's (seen: a duplicate project, then a reset).
+                # It gives each user a project of their own.
+                return Endpoint.unix(user_path, project=f"user-{os.geteuid()}")
+            tried.append(f"{user_path} (incus-user: permission denied)")
         reason = _answers(path, timeout)
         if reason is None:
             return Endpoint.unix(path)
@@ -161,6 +191,12 @@ def _ssl_context(verify: VerifyArg, cert: CertificateArg) -> ssl.SSLContext:
             raise InvalidInputError(
                 f"verify={cafile!r} holds no usable PEM certificate: {exc}"
             ) from exc
+        if _is_server_certificate(cafile):
+            # The server's own certificate, pinned: nothing else can chain to a certificate
+            # that is no CA, so the name is not checked. Incus names its certificate after
+            # the host (a cluster's after the first member), not the address it is reached
+            # at; the incus CLI does the same.
+            context.check_hostname = False
     else:
         raise InvalidInputError(
             "verify must be True, False, a certificate file path or an ssl.SSLContext, "
@@ -180,6 +216,26 @@ def _ssl_context(verify: VerifyArg, cert: CertificateArg) -> ssl.SSLContext:
 
 #: Larger than any certificate bundle a server is pinned with.
 _MAX_PEM_BYTES = 1024 * 1024
+
+
+def _is_server_certificate(path: str) -> bool:
+    """Whether the file holds one self-signed certificate that is not a CA (a server's own,
+    as Incus makes them), rather than CAs to verify a server's chain and name against."""
+    with open(path, "rb") as file:
+        data = file.read(_MAX_PEM_BYTES + 1)
+    if len(data) > _MAX_PEM_BYTES or data.count(b"-----BEGIN CERTIFICATE-----") != 1:
+        return False
+    from cryptography import x509  # only here: a large import most clients never need
+
+    try:
+        certificate = x509.load_pem_x509_certificate(data)
+    except ValueError:
+        return False
+    try:
+        is_ca = certificate.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
+    except x509.ExtensionNotFound:
+        is_ca = False
+    return certificate.issuer == certificate.subject and not is_ca
 
 
 def _pem_text(verify: VerifyArg) -> str | None:

@@ -266,6 +266,26 @@ async def test_discovery_uses_incus_socket_first(
     assert f"unix://{listening_socket}" in str(caught.value)
 
 
+async def test_incus_users_project_is_on_the_very_first_request(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, router: respx.MockRouter
+) -> None:
+    """Discovery that lands on incus-user's socket settles the project before the first
+    request is built: without it, incusd answers from the default project (an empty list,
+    or 403 on a write)."""
+    monkeypatch.setattr(incus_images._endpoint, "_writable", lambda path: path.endswith(".user"))
+    (tmp_path / "unix.socket").write_text("")
+    (tmp_path / "unix.socket.user").write_text("")
+    monkeypatch.delenv("INCUS_SOCKET", raising=False)
+    monkeypatch.setenv("INCUS_DIR", str(tmp_path))
+    route = router.post("/1.0/images/aliases").mock(return_value=sync_response({}, status=201))
+    router.get("/1.0/images/aliases/a").mock(return_value=sync_response(alias_entry("a")))
+    async with AsyncClient() as incus:
+        assert incus.project is None
+        await incus.images.create_alias("a", FP)
+        assert incus.project == f"user-{os.geteuid()}"
+    assert route.calls[0].request.url.params["project"] == f"user-{os.geteuid()}"
+
+
 async def test_discovery_failure_names_every_path_tried(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:

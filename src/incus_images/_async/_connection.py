@@ -299,6 +299,8 @@ class AsyncConnection:
         if self._http is None:
             if self._endpoint is None:
                 self._endpoint = discover_socket()
+                if self._project is None:
+                    self._project = self._endpoint.default_project
             endpoint = self._endpoint
             self._http = httpx.AsyncClient(
                 transport=_transport(endpoint),
@@ -312,11 +314,12 @@ class AsyncConnection:
         return self._http
 
     def _build(self, call: Call, content: Any, timeout: httpx.Timeout | None) -> httpx.Request:
+        # First: finding the local socket may settle the project (incus-user's).
+        client = self._client()
+        assert self._endpoint is not None
         params = dict(call.params)
         if self._project is not None and call.project_scoped:
             params["project"] = self._project
-        client = self._client()
-        assert self._endpoint is not None
         return client.build_request(
             call.method,
             # Absolute: a cluster's members share the client (and its TLS settings).
