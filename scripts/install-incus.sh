@@ -1,14 +1,15 @@
 #!/bin/sh
-# Install incusd 6.0.x from Debian's own packages (package incus-base).
+# Install incusd 6.0.x and the incus CLI from Debian's own packages (incus-base, incus-client:
+# the tests check remotes against the real CLI, and the benchmarks measure against it).
 #
 # Debian 13 (trixie) carries it in its main suite; Debian 12 (bookworm) only in
 # bookworm-backports, which this script adds by reusing the Debian mirror the machine
 # is already configured with, so no mirror host name is written here.
-# Needs root. Idempotent: does nothing when incusd is already installed.
+# Needs root. Idempotent: does nothing when both are already installed.
 set -eu
 
 INCUSD=/usr/libexec/incus/incusd
-if [ -x "$INCUSD" ]; then
+if [ -x "$INCUSD" ] && command -v incus >/dev/null 2>&1; then
     echo "incusd already installed: $("$INCUSD" --version 2>/dev/null || echo unknown version)"
     exit 0
 fi
@@ -64,11 +65,11 @@ Components: main
 Signed-By: $keyring
 SOURCES
         apt-get update -q
-        apt-get install -y -q -t bookworm-backports --no-install-recommends incus-base
+        apt-get install -y -q -t bookworm-backports --no-install-recommends incus-base incus-client
         ;;
     *)
         apt-get update -q
-        apt-get install -y -q --no-install-recommends incus-base
+        apt-get install -y -q --no-install-recommends incus-base incus-client
         ;;
 esac
 

@@ -15,6 +15,7 @@ from incus_images._transfer.export import ExportPart
 from incus_images._transfer.progress import daemon_progress
 from incus_images._transfer.relay import RelayFraming
 from incus_images._validate import secret_token
+from tests.conftest import _unavailable
 from tests.helpers import multipart_parts, sha256
 
 DATA = b"\x1f\x8b\x08\x00 unified " + bytes(range(256)) * 3
@@ -246,7 +247,7 @@ def pem(tmp_path_factory: pytest.TempPathFactory) -> Path:
     try:
         cert, _ = make_client_certificate(directory, "streams")
     except (DaemonUnavailable, subprocess.CalledProcessError) as exc:
-        pytest.skip(f"cannot make a certificate: {exc}")
+        _unavailable(f"cannot make a certificate: {exc}")
     return Path(cert)
 
 

@@ -38,7 +38,7 @@ from incus_images import (
     add_remote,
 )
 from incus_images._remotes import decode_token
-from tests.conftest import Certificates, _daemon
+from tests.conftest import Certificates, _daemon, _unavailable
 from tests.helpers import unique
 
 pytestmark = [pytest.mark.anyio, pytest.mark.incusd]
@@ -56,7 +56,7 @@ class Server:
 @pytest.fixture(scope="module")
 def server(certificates: Certificates) -> Iterator[Server]:
     if shutil.which("incus") is None:
-        pytest.skip("the incus CLI is not installed (scripts/install-incus.sh installs it)")
+        _unavailable("the incus CLI is not installed (scripts/install-incus.sh installs it)")
     daemon = _daemon()
     try:
         url = daemon.enable_https()

@@ -38,6 +38,7 @@ from incus_images import (
     SimpleStreams,
     TransferError,
 )
+from tests.conftest import _unavailable
 from tests.helpers import (
     OFFLINE_SERVER,
     Answer,
@@ -132,7 +133,7 @@ def pem_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     try:
         cert, _ = make_client_certificate(directory, "server")
     except (DaemonUnavailable, subprocess.CalledProcessError) as exc:
-        pytest.skip(f"cannot make a certificate: {exc}")
+        _unavailable(f"cannot make a certificate: {exc}")
     return Path(cert)
 
 
