@@ -3,7 +3,8 @@ and incusd first on a fresh machine.
 
     gen        regenerate the blocking twin (src/incus_images/_sync, tests/_sync) from _async/
     tests      the whole test suite, both flavours, against the installed wheel and a real incusd
-    lint       ruff (generated code included)
+    lint       ruff check on all code, the generated _sync trees included (the formatter checks
+               the hand-written code: it would move the generated lines off their source's)
     typecheck  mypy --strict (generated code included)
     build      sdist + wheel, and proof that the wheel holds the generated _sync package
     demo       the SDK's main job against the local daemon (a throwaway one if none runs)
@@ -26,6 +27,7 @@ nox.options.error_on_missing_interpreters = True
 PYTHON = None
 PYPROJECT = nox.project.load_toml("pyproject.toml")
 GENERATOR = ["unasync==0.6.0", "setuptools"]
+LINTED = ["src", "tests", "scripts", "noxfile.py", "hatch_build.py"]
 
 
 def _groups(*names: str) -> list[str]:
@@ -55,8 +57,9 @@ def lint(session: nox.Session) -> None:
     session.install(*GENERATOR)
     session.install(*_groups("lint"))
     session.run("python", "scripts/run_unasync.py")
-    session.run("ruff", "check", "src", "tests", "scripts", "noxfile.py", "hatch_build.py")
-    session.run("ruff", "format", "--check", "src", "tests", "scripts", "noxfile.py")
+    # pyproject.toml's respect-gitignore = false makes ruff read the git-ignored _sync trees.
+    session.run("ruff", "check", *LINTED)
+    session.run("ruff", "format", "--check", *LINTED)
 
 
 @nox.session(python=PYTHON)

@@ -3,7 +3,9 @@
     python scripts/check_wheel.py DIST_DIR
 
 ``_sync/`` is not in git; only the build hook puts it into distributions. A wheel without it
-would install a package whose ``import incus_images`` fails.
+would install a package whose ``import incus_images`` fails. Each generated module in the wheel
+must also be the one the build generated in this checkout (byte for byte), which is the code
+``nox -s lint`` and ``nox -s typecheck`` check: what ships is what was checked.
 """
 
 from __future__ import annotations
@@ -31,12 +33,20 @@ def main(argv: list[str]) -> int:
         return 1
     with zipfile.ZipFile(wheels[0]) as wheel:
         wheel_names = set(wheel.namelist())
+        shipped = {
+            name: wheel.read(name)
+            for name in wheel_names
+            if name.startswith("incus_images/_sync/") and name.endswith(".py")
+        }
     with tarfile.open(sdists[0]) as sdist:
         sdist_names = {name.split("/", 1)[1] for name in sdist.getnames() if "/" in name}
     problems = []
     for module in REQUIRED:
-        if f"incus_images/_sync/{module}" not in wheel_names:
-            problems.append(f"wheel {wheels[0].name} lacks incus_images/_sync/{module}")
+        name = f"incus_images/_sync/{module}"
+        if name not in wheel_names:
+            problems.append(f"wheel {wheels[0].name} lacks {name}")
+        elif shipped[name] != (ROOT / "src" / name).read_bytes():
+            problems.append(f"wheel {wheels[0].name}: {name} is not the checkout's generated one")
         if f"src/incus_images/_sync/{module}" not in sdist_names:
             problems.append(f"sdist {sdists[0].name} lacks src/incus_images/_sync/{module}")
     if "incus_images/py.typed" not in wheel_names:

@@ -9,12 +9,20 @@ the ``_sync/`` directory whole, so a module deleted from ``_async/`` never survi
 Line numbers stay those of the async source (nothing is reformatted and no banner is added), so
 a traceback through generated code points at the line to edit.
 
+Renaming can leave an import that lint would refuse: ``AsyncIterator, Iterator`` becomes
+``Iterator, Iterator``, ``AsyncClient, ChecksumMismatchError`` becomes ``Client,
+ChecksumMismatchError``. Each ``from ... import`` that renaming changed gets its names
+deduplicated and put back in the order ruff's isort rule wants, in the same lines, so the shipped
+code passes the same lint as the source. This needs only the standard library: the build hook runs
+it where ruff is not installed.
+
 The build hook (hatch_build.py) and the test suite's conftest call ``generate()``.
 """
 
 from __future__ import annotations
 
 import argparse
+import ast
 import filecmp
 import re
 import shutil
@@ -110,12 +118,90 @@ def _generate_into(out_root: Path) -> None:
             # unasync writes to fromdir -> todir by string replacement of the file path.
             rule._unasync_file(str(path))
             generated = staging / relative
-            problems.extend(_leftovers(generated, f"{target_rel}/{relative}"))
+            shown = f"{target_rel}/{relative}"
+            try:
+                _tidy_renamed_imports(path, generated, shown)
+            except GenerationError as exc:
+                problems.append(str(exc))
+            problems.extend(_leftovers(generated, shown))
     unused = sorted(set(RENAMES) - set(used))
     if unused:
         problems.append(f"rename table entries never used (remove them): {', '.join(unused)}")
     if problems:
         raise GenerationError("unasync generation failed:\n  " + "\n  ".join(problems))
+
+
+def _tidy_renamed_imports(source: Path, generated: Path, shown: str) -> None:
+    """Deduplicate and re-sort the names of every ``from ... import`` that renaming changed,
+    keeping each statement on the lines it had (see the module docstring)."""
+    before = source.read_text().splitlines(keepends=True)
+    lines = generated.read_text().splitlines(keepends=True)
+    changed = False
+    for node in ast.walk(ast.parse("".join(lines), str(generated))):
+        if not isinstance(node, ast.ImportFrom) or node.end_lineno is None:
+            continue
+        first, last = node.lineno - 1, node.end_lineno
+        if lines[first:last] == before[first:last]:
+            continue  # untouched by renaming: as ruff already accepted it in the source
+        members = [(alias.name, alias.asname) for alias in node.names]
+        tidy = sorted(dict.fromkeys(members), key=_isort_member_order)
+        if tidy == members:
+            continue
+        lines[first:last] = _import_lines(lines[first:last], node, tidy, f"{shown}:{node.lineno}")
+        changed = True
+    if changed:
+        generated.write_text("".join(lines))
+
+
+def _isort_member_order(member: tuple[str, str | None]) -> tuple[object, ...]:
+    """The order of ruff's isort rule (I001) with its defaults (order-by-type, not case
+    sensitive): CONSTANTS, then Classes, then other names; digits compared as numbers."""
+    name, asname = member
+    if len(name) > 1 and name.isupper():
+        kind = 0
+    elif name[:1].isupper():
+        kind = 1
+    else:
+        kind = 2
+    return (
+        kind,
+        _natural(name.lower()),
+        _natural(name),
+        asname is not None,
+        _natural(asname or ""),
+    )
+
+
+def _natural(text: str) -> list[int | str]:
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", text)]
+
+
+def _import_lines(
+    old: list[str], node: ast.ImportFrom, members: list[tuple[str, str | None]], where: str
+) -> list[str]:
+    """The statement written again with ``members``, on as many lines as before: one line, or
+    one member a line between parentheses (the two shapes ruff gives an import)."""
+    names = [name if asname is None else f"{name} as {asname}" for name, asname in members]
+    indent = old[0][: node.col_offset]
+    head = f"{indent}from {'.' * node.level}{node.module or ''} import "
+    # A comment or a continuation on the statement's lines would be lost in rewriting.
+    plain = not any("#" in line or "\\" in line for line in old)
+    if plain and len(old) == 1 and old[0].startswith(head) and "(" not in old[0]:
+        return [head + ", ".join(names) + "\n"]
+    one_a_line = (
+        plain
+        and len(old) == len(node.names) + 2
+        and old[0].rstrip() == head + "("
+        and old[-1].strip() == ")"
+    )
+    if one_a_line and len(members) == len(node.names):
+        inner = old[1][: len(old[1]) - len(old[1].lstrip())]
+        return [old[0], *(f"{inner}{name},\n" for name in names), old[-1]]
+    raise GenerationError(
+        f"{where}: renaming made this import need tidying that would move lines ("
+        f"{''.join(old).strip()!r}); write it in the async source so that its twin keeps "
+        "its lines (one line, or one name a line without names that rename to the same)"
+    )
 
 
 def _leftovers(path: Path, shown: str) -> list[str]:

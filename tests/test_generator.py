@@ -243,3 +243,52 @@ def test_a_hash_in_a_string_does_not_hide_leftovers(own_tree: Path) -> None:
     (own_tree / "mod.py").write_text(GOOD_SOURCE + 'pair = ("#", AsyncWidget)\n')
     with pytest.raises(GenerationError):
         generate(check=True)
+
+
+TIDY_SOURCE = textwrap.dedent(
+    """\
+    from collections.abc import AsyncIterator, Callable, Iterator
+    from pkg.names import (
+        AsyncThing,
+        Bolt,
+        thing_maker,
+    )
+    from pkg.left import zeta, Alpha
+
+
+    async def make(maker: Callable[[], AsyncThing]) -> AsyncIterator[Bolt]:
+        await maker().aclose()
+        raise NotImplementedError(thing_maker, zeta, Alpha, Iterator)
+    """
+)
+
+
+def test_imports_that_renaming_changed_are_deduplicated_and_sorted_in_place(
+    own_tree: Path, tmp_path: Path
+) -> None:
+    (own_tree / "mod.py").write_text(TIDY_SOURCE)
+    generate()
+    twin = (tmp_path / "pkg" / "_sync" / "mod.py").read_text().splitlines()
+    assert twin[0] == "from collections.abc import Callable, Iterator"
+    assert twin[1:6] == [
+        "from pkg.names import (",
+        "    Bolt,",
+        "    Thing,",
+        "    thing_maker,",
+        ")",
+    ]
+    # An import renaming did not touch is left as its author (and ruff, on the source) had it.
+    assert twin[6] == "from pkg.left import zeta, Alpha"
+    assert len(twin) == len(TIDY_SOURCE.splitlines())
+    assert "def make(maker: Callable[[], Thing]) -> Iterator[Bolt]:" in twin
+    assert "    maker().close()" in twin
+
+
+def test_an_import_whose_tidying_would_move_lines_fails(own_tree: Path) -> None:
+    (own_tree / "mod.py").write_text(
+        "from collections.abc import (\n    AsyncIterator,\n    Iterator,\n)\n"
+        "thing: AsyncThing | None = None\n"
+        "close = AsyncThing.aclose\n"
+    )
+    with pytest.raises(GenerationError, match=r"pkg/_sync/mod.py:1: renaming made this import"):
+        generate(check=True)
