@@ -13,6 +13,7 @@ Answers are shaped like incusd 6.0.4's (spec 6.2(c,d), 6.7-6.10, 7).
 from __future__ import annotations
 
 import json
+import logging
 import re
 import subprocess
 import time
@@ -865,6 +866,26 @@ async def test_relay_of_a_unified_image_uploads_the_export_with_its_headers(
     assert raw_header(request, b"x-incus-filename") == ["my image ü.tar.gz".encode()]
     assert request.headers["X-Incus-public"] == "true"
     assert request.headers["X-Incus-profiles"] == "profile=default&profile=gpu"
+
+
+async def test_a_relay_logs_its_start_its_verified_bytes_and_its_end(
+    wire: Wire, source: AsyncClient, target: AsyncClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="incus_images")
+    relay_scenario(wire, public_image(), unified_export())
+    await target.images.copy(FP, source, mode="relay")
+    described = f"image '{FP}' from {source.server} to {target.server} (relay mode)"
+    lines = [(r.levelno, r.getMessage()) for r in caplog.records if r.name == "incus_images"]
+    messages = [message for _, message in lines]
+    assert messages.index(f"copy of {described} started") < messages.index(
+        f"relay of image {FP} from {source.server} to {target.server} started ({len(DATA)} bytes)"
+    )
+    assert (
+        f"export image '{FP}' to relay it to {target.server} on {source.server}: "
+        f"{len(DATA)} bytes verified"
+    ) in messages
+    assert lines[-1][0] == logging.INFO
+    assert lines[-1][1].startswith(f"copied {described} in ")
 
 
 async def test_relay_sends_no_file_name_when_the_source_has_none(

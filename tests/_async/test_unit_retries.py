@@ -9,6 +9,8 @@ repeated on a lone server either: the server is not there.
 
 from __future__ import annotations
 
+import logging
+
 import httpx
 import pytest
 import respx
@@ -24,11 +26,21 @@ DEAD = httpx.RemoteProtocolError("Server disconnected without sending a response
 
 
 async def test_a_get_on_a_dead_connection_is_repeated_once(
-    client: AsyncClient, router: respx.MockRouter
+    client: AsyncClient, router: respx.MockRouter, caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.DEBUG, logger="incus_images")
     route = router.get(f"/1.0/images/{FP}").mock(side_effect=[DEAD, sync_response(image(FP))])
     assert (await client.images.get(FP)).fingerprint == FP
     assert route.call_count == 2
+    # The repeat is a warning, with the request and why; then the answer, at DEBUG.
+    logged = [(r.levelname, r.getMessage()) for r in caplog.records if r.name == "incus_images"]
+    assert logged[0] == (
+        "WARNING",
+        f"incus_images: GET /1.0/images/{FP}: the connection to {client.server} was dead "
+        f"({DEAD}); trying again",
+    )
+    assert logged[1][0] == "DEBUG"
+    assert logged[1][1].startswith(f"GET /1.0/images/{FP} on {client.server}: 200, ")
 
 
 async def test_a_get_is_repeated_only_once(client: AsyncClient, router: respx.MockRouter) -> None:

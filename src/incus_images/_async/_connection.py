@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import socket
 import ssl
 import time
@@ -18,6 +17,7 @@ from .._converter import request_body
 from .._endpoint import Endpoint, discover_socket, member_endpoint, member_urls
 from .._errors import IncusError
 from .._flavours import async_flavour
+from .._logging import log_answer, logger, redact_httpx_secrets
 from .._protocol import (
     MAX_ERROR_BODY,
     Call,
@@ -35,8 +35,6 @@ from ._deadlines import (
     call_deadline,
     start_deadline,
 )
-
-logger = logging.getLogger("incus_images")
 
 #: Connections to one server at most (httpx's default), and so calls in flight at once.
 MAX_CONNECTIONS = 100
@@ -318,6 +316,8 @@ class AsyncConnection:
         client = self._client()
         assert self._endpoint is not None
         params = dict(call.params)
+        if "secret" in params:
+            redact_httpx_secrets()
         if self._project is not None and call.project_scoped:
             params["project"] = self._project
         return client.build_request(
@@ -361,6 +361,7 @@ class AsyncConnection:
                 if content is not None:
                     content = _then_deadline(content, seconds)
                 request = self._build(call, content, timeout)
+                started = time.monotonic()
                 async with self._slots:
                     with call_deadline(None if content is not None else seconds):
                         response = await self._client().send(request, stream=True)
@@ -368,6 +369,7 @@ class AsyncConnection:
                             body = await self._read_bounded(call, response)
                         finally:
                             await response.aclose()
+                log_answer(call, self.server, response.status_code, len(body), started)
                 attempt.answered(response.status_code, body)
                 self._remember_peer(response)
                 return httpx.Response(
@@ -422,10 +424,12 @@ class AsyncConnection:
             for attempt in self._retries(call, replayable=True):
                 with attempt:
                     request = self._build(call, None, None)
+                    started = time.monotonic()
                     # The answer's head arrives within the call's deadline; the body then only
                     # has to keep moving (see body()).
                     with call_deadline(self.timeout):
                         response = await self._client().send(request, stream=True)
+                        log_answer(call, self.server, response.status_code, None, started)
                         if response.status_code >= 400:
                             try:
                                 body = await self._read_bounded(call, response)

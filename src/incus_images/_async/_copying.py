@@ -14,6 +14,7 @@ asked for) and never deleted.
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Literal
 
@@ -25,6 +26,7 @@ from .._errors import (
     NotFoundError,
     TransferError,
 )
+from .._logging import logger
 from .._models import Image, Operation
 from .._protocol import IMAGES, Call, image_path, structure, token_secret
 from .._requests import (
@@ -122,8 +124,12 @@ class AsyncCopier:
     ) -> Image | Operation:
         mode = self._mode(options, source._connection.https_url)
         described = f"image {image!r} from {source.server} to {self._target} ({mode} mode)"
+        logger.debug("copy of %s started", described)
+        started = time.monotonic()
         with _naming(described, source.server, self._target, f"{mode} mode"):
-            return await self._copy(image, source, mode, options, described)
+            copied = await self._copy(image, source, mode, options, described)
+        _log_copied(described, copied, started)
+        return copied
 
     async def _copy(
         self,
@@ -377,6 +383,13 @@ class AsyncCopier:
         )
         state = RelayState()
         reader: ExportReader | None = None
+        logger.debug(
+            "relay of image %s from %s to %s started (%d bytes)",
+            fingerprint,
+            source.server,
+            self._target,
+            found.size,
+        )
         with importer.interruptions(
             complete=lambda: state.handed,
             describe=lambda: (
@@ -485,8 +498,12 @@ class AsyncCopier:
             )
         name = alias_name(image, argument="image")
         described = f"image {name!r} from {source.url} to {self._target} (simplestreams)"
+        logger.debug("copy of %s started", described)
+        started = time.monotonic()
         with _naming(described, source.url, self._target, name):
-            return await self._from_simplestreams(name, source, options, described)
+            copied = await self._from_simplestreams(name, source, options, described)
+        _log_copied(described, copied, started)
+        return copied
 
     async def _from_simplestreams(
         self, name: str, source: SimpleStreams, options: CopyOptions, described: str
@@ -546,6 +563,14 @@ def _wanted_aliases(options: CopyOptions, found: Image) -> list[AliasEntry]:
             if alias.name and alias.name not in named
         ]
     return wanted
+
+
+def _log_copied(described: str, copied: Image | Operation, started: float) -> None:
+    if isinstance(copied, Operation):
+        # wait=False: the target may still be working on it.
+        logger.debug("copy of %s: operation %s is %s", described, copied.id, copied.status)
+    else:
+        logger.info("copied %s in %.1f s", described, time.monotonic() - started)
 
 
 def _reporting(progress: Progress) -> Callable[[Operation], None]:

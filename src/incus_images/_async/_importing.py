@@ -14,6 +14,7 @@ so; an image the server had before is never deleted.
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 
 import attrs
@@ -26,6 +27,7 @@ from .._errors import (
     TransferError,
 )
 from .._flavours import async_flavour
+from .._logging import logger
 from .._models import Image, Operation, OperationStatus
 from .._protocol import IMAGES, Call, interrupted, stored_fingerprint, structure
 from .._requests import FollowUp, ImageAliasesPost, ImagePut
@@ -243,6 +245,13 @@ class AsyncImporter:
         # (see Rehash); the others as they go.
         rereadable = all(source.rereadable for source in plan.sources)
         meter = UploadMeter(plan, prepared.progress, hash_inline=not rereadable)
+        started = time.monotonic()
+        logger.debug(
+            "upload of image %s to %s started (%s bytes)",
+            plan.description,
+            self.server,
+            "an unknown number of" if plan.data_size is None else plan.data_size,
+        )
         try:
             with self.interruptions(
                 complete=lambda: meter.body_handed,
@@ -256,6 +265,13 @@ class AsyncImporter:
                 sha256 = meter.finish()
         finally:
             meter.close()
+        logger.debug(
+            "upload of image %s to %s: %d bytes sent in %.1f s",
+            plan.description,
+            self.server,
+            meter.progress.done,
+            time.monotonic() - started,
+        )
         if not wait and not prepared.follow_up.needed:
             return operation
 
@@ -268,6 +284,13 @@ class AsyncImporter:
             self.action = f"upload image {sha256[:12]}"
             await self.verified(finished, sha256, expected_is="the bytes sent hash to")
             await self.follow_up(sha256, prepared.follow_up)
+        logger.info(
+            "uploaded image %s to %s: %d bytes, stored and verified in %.1f s",
+            sha256,
+            self.server,
+            meter.progress.done,
+            time.monotonic() - started,
+        )
         if wait:
             return await self.image(sha256)
         return finished

@@ -7,6 +7,7 @@ only place where the two flavours wait differently (``async_flavour.run_blocking
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
@@ -14,6 +15,7 @@ import httpx
 
 from .._errors import TransferError
 from .._flavours import async_flavour
+from .._logging import logger
 from .._protocol import Call, interrupted, transport_error
 from .._transfer.export import ExportReader, ExportReceiver
 from .._transfer.relay import RelayFraming
@@ -95,6 +97,7 @@ async def relay_body(
         # Raised inside the target's request: mapped here, or it would blame the target.
         raise transport_error(call, connection.server, exc) from exc
     reader.finish()
+    logger.debug("%s on %s: %d bytes verified", call.action, connection.server, reader.received)
     # Reported before the last bytes: once they are sent, the target has the whole image and
     # a callback that raises could no longer stop it.
     reader.progress.finish()
@@ -117,6 +120,7 @@ async def receive_export(
     ``interruption(bytes_received)`` added.
     """
     receiver: ExportReceiver | None = None
+    started = time.monotonic()
     try:
         async with connection.stream(call) as response:
             receiver = receiver_for(response)
@@ -128,7 +132,7 @@ async def receive_export(
             receiver.verify()
         # Placed only once the response is closed: closing may still deliver an interruption
         # (an async cancellation is raised at the next await), which must leave nothing.
-        return receiver.place()
+        placed = receiver.place()
     except BaseException as exc:
         if receiver is None or isinstance(exc, TransferError):
             raise
@@ -136,3 +140,11 @@ async def receive_export(
     finally:
         if receiver is not None:
             receiver.discard()
+    logger.info(
+        "%s on %s: %d bytes verified and renamed into place in %.1f s",
+        call.action,
+        connection.server,
+        receiver.received,
+        time.monotonic() - started,
+    )
+    return placed

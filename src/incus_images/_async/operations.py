@@ -10,6 +10,7 @@ import httpx
 
 from .._errors import IncusTimeoutError, NotFoundError, OperationError
 from .._flavours import async_flavour
+from .._logging import logger
 from .._models import Operation
 from .._protocol import (
     OPERATIONS,
@@ -81,7 +82,8 @@ class AsyncOperationsAPI:
         """
         timeout = seconds(timeout, "timeout", allow_zero=True)
         server = self._connection.server
-        deadline = None if timeout is None else time.monotonic() + timeout
+        started = time.monotonic()
+        deadline = None if timeout is None else started + timeout
         longest = WAIT_SLICE_SECONDS if watch is None else WATCH_SLICE_SECONDS
         while True:
             if deadline is None:
@@ -104,6 +106,15 @@ class AsyncOperationsAPI:
                 deadline=longest_read + (self._connection.timeout or 0),
             )
             result = parse_wait(call, server, response)
+            if result.finished:
+                logger.debug(
+                    "waited %.1f s for operation %s on %s (%s): %s",
+                    time.monotonic() - started,
+                    op_id,
+                    server,
+                    action,
+                    "Failure" if result.operation is None else result.operation.status,
+                )
             if result.failure is not None:
                 # incusd 6.0.4 sends only the error text; the operation itself (with its
                 # metadata) is still readable for a few seconds.

@@ -23,6 +23,7 @@ import httpx
 
 from .._endpoint import parse_endpoint
 from .._errors import ForbiddenError, IncusConnectionError, InvalidInputError
+from .._logging import log_answer
 from .._protocol import Call, Envelope, named_path, parse_envelope, transport_error, unexpected
 from .._validate import boolean, seconds, text
 from .config import _MAX_ANSWER_BYTES, Remote, load_remotes, remote_name
@@ -159,7 +160,8 @@ class _Server:
 
     def send(self, call: Call) -> Envelope:
         # httpx bounds each step by timeout; a server trickling its answer is bounded here.
-        deadline = None if self._timeout is None else time.monotonic() + 2 * self._timeout
+        started = time.monotonic()
+        deadline = None if self._timeout is None else started + 2 * self._timeout
         try:
             with self._http.stream(
                 call.method, call.path, params=call.params, json=call.json
@@ -174,6 +176,7 @@ class _Server:
                 answer = httpx.Response(
                     response.status_code, headers=response.headers, content=bytes(body)
                 )
+            log_answer(call, self.url, answer.status_code, len(body), started)
         except httpx.TransportError as exc:
             raise transport_error(call, self.url, exc) from None
         return parse_envelope(call, self.url, answer)
