@@ -480,9 +480,9 @@ class ThrowawayCluster:
         """Start the daemons and form the cluster. A formation that fails after the daemons
         started (a join that hangs, seen once in ~30 formations) is retried from scratch, on
         new addresses, ``attempts`` times in all; nothing is left running when it raises."""
+        incusd_binary()  # refused, or missing: before anything is made
         if os.geteuid() != 0:
             raise DaemonUnavailable("a throwaway cluster must be started as root")
-        incusd_binary()
         for attempt in range(1, self.attempts + 1):
             try:
                 self._form()

@@ -39,12 +39,25 @@ from typing import Any
 
 DEFAULT_INCUSD = "/usr/libexec/incus/incusd"
 
+#: When this environment variable is set, no throwaway daemon starts, and its value says why.
+#: The test suite sets it while a test not marked ``incusd`` runs (tests/conftest.py).
+REFUSE_TO_START = "THROWAWAY_INCUSD_REFUSED"
+
 
 class DaemonUnavailable(RuntimeError):
     """A throwaway daemon cannot be had on this machine; the message says why."""
 
 
+class DaemonRefused(RuntimeError):
+    """This process was told not to start a daemon (REFUSE_TO_START). Not a DaemonUnavailable:
+    a test that meets it fails, it is never skipped."""
+
+
 def incusd_binary() -> str:
+    """The incusd to start; refuses when REFUSE_TO_START is set."""
+    reason = os.environ.get(REFUSE_TO_START)
+    if reason:
+        raise DaemonRefused(f"not starting a throwaway incusd: {reason}")
     path = os.environ.get("INCUSD", DEFAULT_INCUSD)
     if not os.access(path, os.X_OK):
         raise DaemonUnavailable(
@@ -136,6 +149,7 @@ class ThrowawayIncusd:
         return self.process.pid
 
     def start(self) -> ThrowawayIncusd:
+        incusd_binary()  # refused, or missing: before anything is made
         if os.geteuid() != 0:
             raise DaemonUnavailable("a throwaway incusd must be started as root")
         # A short path under /tmp: unix socket paths below it must stay under 108 bytes.

@@ -5,6 +5,11 @@
 * ``incusd`` is one throwaway daemon for the whole session, started and stopped here by PID.
   Where none can be had, the tests that need it are skipped with the reason, except under
   ``CI=true``, where they fail.
+* Every test that needs a real daemon carries the ``incusd`` mark: given here to each test
+  that uses a daemon fixture (DAEMON_FIXTURES), by hand to a module that starts daemons of its
+  own. ``pytest -m "not incusd"`` runs the rest, the unit tests. A test without the mark cannot
+  start a daemon: it fails if it tries (see ``pytest_runtest_protocol``), so the mark is never
+  missing where it is needed.
 * Every response is read with the strict converter, so a model that misses a field the
   daemon sends, or a fixture that drifts from the models, fails the test.
 """
@@ -44,6 +49,7 @@ def _generated_code_is_current() -> None:
 _generated_code_is_current()
 
 from throwaway_incusd import (  # noqa: E402 - scripts/ is on pythonpath (pyproject.toml)
+    REFUSE_TO_START,
     DaemonUnavailable,
     ThrowawayIncusd,
     make_client_certificate,
@@ -52,6 +58,39 @@ from throwaway_incusd import (  # noqa: E402 - scripts/ is on pythonpath (pyproj
 import incus_images._protocol  # noqa: E402
 from incus_images._converter import make_converter  # noqa: E402
 from tests.helpers import UNIX_BASE, wait_raw  # noqa: E402
+
+#: The fixtures that are, or stand on, a real daemon.
+DAEMON_FIXTURES = frozenset({"incusd", "https_server", "raw_api", "copy_servers", "container_host"})
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark incusd every test whose fixtures, directly or through others, include a daemon
+    (before ``-m`` selects by marks)."""
+    for item in items:
+        if DAEMON_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.incusd)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> Iterator[None]:
+    """While a test without the incusd mark runs (its fixtures' set-up and tear-down too),
+    every throwaway daemon refuses to start, in this process and in the processes it starts:
+    a unit run (``-m "not incusd"``) provably starts none, and a daemon test that lacks the
+    mark fails instead of slipping into it."""
+    if item.get_closest_marker("incusd") is not None:
+        return (yield)
+    before = os.environ.get(REFUSE_TO_START)
+    os.environ[REFUSE_TO_START] = (
+        f"{item.nodeid} is not marked incusd: mark it (pytest.mark.incusd) or use a daemon fixture"
+    )
+    try:
+        return (yield)
+    finally:
+        if before is None:
+            del os.environ[REFUSE_TO_START]
+        else:
+            os.environ[REFUSE_TO_START] = before
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -27,6 +27,8 @@ from tiny_image import unified_image
 from tests.conftest import _daemon, _unavailable
 from tests.helpers import UNIX_BASE, upload_raw
 
+pytestmark = pytest.mark.incusd  # starts a daemon of its own
+
 INCUS_USER = "/usr/libexec/incus/incus-user"
 
 #: Runs as root until it has imported everything, then as nobody: from there on, an import

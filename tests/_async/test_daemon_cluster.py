@@ -19,7 +19,7 @@ from incus_images import AsyncClient, IncusError
 from tests.conftest import Certificates, _unavailable
 from tests.helpers import UNIX_BASE, unique, wait_raw
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.incusd]  # starts daemons of its own
 
 #: Calls made after the stop has finished, to show the client settled on another member.
 CALLS_AFTER_THE_STOP = 40

@@ -11,7 +11,7 @@ from tiny_image import unified_image
 
 from incus_images import AsyncClient, Image, IncusConnectionError
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.incusd]  # starts daemons of its own
 
 
 @pytest.fixture

@@ -1,5 +1,5 @@
-"""Unit tests of export transfers (incus_images._transfer.export): names, multipart, atomic
-files."""
+"""Unit tests of receiving an export (incus_images._transfer.export and .multipart): names,
+the multipart parser, atomic files, the target check."""
 
 from __future__ import annotations
 
