@@ -32,6 +32,8 @@ from ._errors import (
 from ._models import (
     Image,
     ImageAlias,
+    ImageAliasList,
+    ImageList,
     ImageSource,
     Operation,
     OperationStatus,
@@ -57,7 +59,9 @@ __all__ = [
     "ForbiddenError",
     "Image",
     "ImageAlias",
+    "ImageAliasList",
     "ImageExistsError",
+    "ImageList",
     "ImageSource",
     "ImagesAPI",
     "IncusConnectionError",
