@@ -23,7 +23,7 @@ import json
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 from itertools import islice
-from typing import TYPE_CHECKING, NamedTuple, Protocol, TypeVar
+from typing import TYPE_CHECKING, Protocol, TypeVar
 
 if TYPE_CHECKING:
     from ._models import Image, ImageAlias, Operation
@@ -148,36 +148,52 @@ def clean(text: str) -> str:
 # What is drawn: cells, cards (one object) and tables (a list), independent of the format.
 
 
-class Cell(NamedTuple):
+# Plain classes, not NamedTuple or attrs: building those costs a good part of a millisecond at
+# import, for programs that may never draw anything.
+
+
+class Cell:
     """One value. ``title`` is shown on hover in HTML (the full fingerprint)."""
 
-    text: str
-    title: str = ""
-    code: bool = False
+    __slots__ = ("code", "text", "title")
+
+    def __init__(self, text: str, title: str = "", code: bool = False) -> None:
+        self.text = text
+        self.title = title
+        self.code = code
 
 
-class Pairs(NamedTuple):
+class Pairs:
     """A small key/value table inside a card, cut to MAX_ENTRIES."""
 
-    rows: list[tuple[str, str]]
-    more: int
+    __slots__ = ("more", "rows")
+
+    def __init__(self, rows: list[tuple[str, str]], more: int) -> None:
+        self.rows = rows
+        self.more = more
 
 
-class Card(NamedTuple):
+class Card:
     """One object: a heading and labelled fields."""
 
-    kind: str
-    heading: Cell
-    fields: list[tuple[str, Cell | Pairs]]
+    __slots__ = ("fields", "heading", "kind")
+
+    def __init__(self, kind: str, heading: Cell, fields: list[tuple[str, Cell | Pairs]]) -> None:
+        self.kind = kind
+        self.heading = heading
+        self.fields = fields
 
 
-class Table(NamedTuple):
+class Table:
     """A list: one row per item, cut to MAX_ROWS."""
 
-    caption: str
-    columns: list[str]
-    rows: list[list[Cell]]
-    more: int
+    __slots__ = ("caption", "columns", "more", "rows")
+
+    def __init__(self, caption: str, columns: list[str], rows: list[list[Cell]], more: int) -> None:
+        self.caption = caption
+        self.columns = columns
+        self.rows = rows
+        self.more = more
 
 
 def _fingerprint_cell(fingerprint: str) -> Cell:
