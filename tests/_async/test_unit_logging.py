@@ -11,7 +11,7 @@ import httpx
 import pytest
 import respx
 
-from incus_images import AsyncClient, Image, NotFoundError
+from incus_images import AsyncClient, Image, IncusConnectionError, NotFoundError
 from tests.helpers import (
     accepted_response,
     error_response,
@@ -158,3 +158,52 @@ async def test_nothing_is_logged_below_the_level_set(
     router.get(f"/1.0/images/{FP}").mock(return_value=sync_response(image(FP)))
     await client.images.get(FP)
     assert [record for record in caplog.records if record.name == "incus_images"] == []
+
+
+#: Two cluster members, mocked by host (tests/_async/test_unit_cluster.py does the same).
+MEMBER_A, MEMBER_B = "https://node1.test:8443", "https://node2.test:8443"
+
+
+def cluster_of_two(router: respx.MockRouter) -> None:
+    """The cluster's answer to ``GET /1.0/cluster/members``, from whichever member is asked."""
+    router.get(path="/1.0/cluster/members").mock(
+        return_value=sync_response(
+            [{"server_name": f"node{n}", "url": url} for n, url in ((1, MEMBER_A), (2, MEMBER_B))]
+        )
+    )
+
+
+@pytest.mark.parametrize("how", ["refused", "shutting down"])
+async def test_a_failover_to_another_member_is_a_warning_naming_both(
+    debug_log: pytest.LogCaptureFixture, how: str
+) -> None:
+    with respx.mock(assert_all_called=False) as router:
+        cluster_of_two(router)
+        first = router.get(f"{MEMBER_A}/1.0/images/{FP}")
+        if how == "refused":
+            first.mock(side_effect=httpx.ConnectError("Connection refused"))
+        else:
+            first.mock(return_value=error_response(503, "Daemon is shutting down"))
+        router.get(f"{MEMBER_B}/1.0/images/{FP}").mock(return_value=sync_response(image(FP)))
+        async with AsyncClient([MEMBER_A, MEMBER_B], verify=False) as client:
+            assert (await client.images.get(FP)).fingerprint == FP
+            assert client.server == MEMBER_B
+    warnings = sdk_lines(debug_log, logging.WARNING)
+    why = "cannot be reached (Connection refused)" if how == "refused" else "is shutting down"
+    assert warnings == [
+        f"incus_images: GET /1.0/images/{FP}: {MEMBER_A} {why}; trying cluster member {MEMBER_B}"
+    ]
+
+
+async def test_no_warning_when_there_is_no_other_member_to_try(
+    debug_log: pytest.LogCaptureFixture,
+) -> None:
+    # Nothing is repeated: the error raised says all, and a warning would promise a retry.
+    with respx.mock() as router:
+        route = router.get(f"{MEMBER_A}/1.0/images/{FP}")
+        route.mock(side_effect=httpx.ConnectError("Connection refused"))
+        async with AsyncClient(MEMBER_A, verify=False) as client:
+            with pytest.raises(IncusConnectionError):
+                await client.images.get(FP)
+    assert route.call_count == 1
+    assert sdk_lines(debug_log, logging.WARNING) == []

@@ -8,7 +8,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import asynccontextmanager
 from types import TracebackType
-from typing import Any
+from typing import Any, NoReturn
 
 import httpcore
 import httpx
@@ -129,6 +129,8 @@ class Attempt:
         self._replayable = replayable
         self._first_here = connection.server not in tried
         self.outcome: str | None = None
+        #: Why the request is to be repeated (with ``outcome``), for the log.
+        self.why = ""
         self._error: BaseException | None = None
         self._cause: BaseException | None = None
 
@@ -177,13 +179,22 @@ class Attempt:
 
     def _retry(self, outcome: str, why: str) -> bool:
         self.outcome = outcome
-        where = "again" if outcome == "again" else "on another member, if any"
-        logger.warning(
-            "incus_images: %s %s: %s; trying %s", self._call.method, self._call.path, why, where
-        )
+        self.why = why
         return True
 
-    def give_up(self) -> None:
+    def log_retry(self, where: str) -> None:
+        """A repeat, or a failover, is a WARNING: a service should see its servers falter even
+        when every call still succeeds. Logged once the repeat is certain (a client without
+        another member to try raises instead), and naming where it goes."""
+        logger.warning(
+            "incus_images: %s %s: %s; trying %s",
+            self._call.method,
+            self._call.path,
+            self.why,
+            where,
+        )
+
+    def give_up(self) -> NoReturn:
         """No member is left to try: raise the last failure."""
         assert self._error is not None
         raise self._error from self._cause
@@ -458,10 +469,12 @@ class AsyncConnection:
                 return
             tried.append(self.server)
             if attempt.outcome == "again":
+                attempt.log_retry("again")
                 continue
             # "elsewhere": this member failed; the next one, if any is left to try.
             if not self._next_member(failed=True, tried=tried):
                 attempt.give_up()
+            attempt.log_retry(f"cluster member {self.server}")
 
     def _next_member(self, *, failed: bool, tried: Sequence[str]) -> bool:
         """Switch to the next member not tried yet; False when there is none."""
