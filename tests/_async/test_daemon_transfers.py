@@ -5,7 +5,7 @@ Every source kind create() accepts, split container and VM images, the upload op
 transfers that must leave nothing behind. Outcomes are checked on the daemon itself (raw_api)
 and on disk, never only through the SDK's own answers.
 
-Async-only behaviour (async iterables, task cancellation) is in tests/test_async_only_transfers.py.
+Async-only behaviour (async iterables, cancellation): tests/test_daemon_async_only_transfers.py.
 """
 
 from __future__ import annotations
