@@ -56,7 +56,6 @@ ends processes only by their own PID.
 
 from __future__ import annotations
 
-import argparse
 import base64
 import concurrent.futures
 import hashlib
@@ -77,9 +76,12 @@ from types import TracebackType
 from typing import Any
 
 from throwaway_incusd import (
+    REFUSE_TO_START,
     DaemonUnavailable,
     ThrowawayIncusd,
+    command_to_run,
     incusd_binary,
+    run_parser,
     unix_request,
 )
 
@@ -686,17 +688,35 @@ class ThrowawayCluster:
         self.stop()
 
 
+HELP = """\
+Form a throwaway Incus cluster of incusd daemons on loopback addresses (127.0.X.Y, one per
+member, each in a fresh directory under /tmp), run one command against it, then stop the
+members (by their own PIDs, never by name) and remove their directories. The command gets the
+first member's INCUS_SOCKET and INCUS_DIR, every member's URL in INCUS_CLUSTER_URLS, the
+cluster certificate's path in INCUS_CLUSTER_CERT, and INCUS_CONF (unless set) in a temporary
+directory; its exit status is this script's.
+"""
+
+HELP_EPILOG = f"""\
+needs root and incusd, as throwaway_incusd.py does. When {REFUSE_TO_START} is set,
+no cluster forms.
+
+examples:
+  python3 scripts/throwaway_cluster.py run -- sh -c 'echo $INCUS_CLUSTER_URLS'
+  python3 scripts/throwaway_cluster.py run --members 5 --address-certificate -- pytest -k cluster
+"""
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Run a command against a throwaway cluster.")
-    sub = parser.add_subparsers(dest="verb", required=True)
-    run = sub.add_parser("run", help="form a cluster, run a command against it, stop it")
-    run.add_argument("--members", type=int, default=3)
-    run.add_argument("--address-certificate", action="store_true")
-    run.add_argument("command", nargs=argparse.REMAINDER)
+    parser, run = run_parser(HELP, HELP_EPILOG)
+    run.add_argument("--members", type=int, default=3, help="how many daemons (default: 3)")
+    run.add_argument(
+        "--address-certificate",
+        action="store_true",
+        help="serve a certificate naming the members' addresses (passes a hostname check)",
+    )
     args = parser.parse_args(argv)
-    command = args.command[1:] if args.command[:1] == ["--"] else args.command
-    if not command:
-        parser.error("run needs a command")
+    command = command_to_run(parser, args)
     with ThrowawayCluster(args.members, address_certificate=args.address_certificate) as cluster:
         for member in cluster.members:
             print(

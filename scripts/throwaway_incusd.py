@@ -339,15 +339,58 @@ def make_client_certificate(directory: str | Path, name: str = "client") -> tupl
     return cert, key
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Run a command against a throwaway incusd.")
-    sub = parser.add_subparsers(dest="verb", required=True)
-    run = sub.add_parser("run", help="start a daemon, run a command against it, stop it")
-    run.add_argument("command", nargs=argparse.REMAINDER)
-    args = parser.parse_args(argv)
-    command = args.command[1:] if args.command[:1] == ["--"] else args.command
+HELP = """\
+Start a private incusd in a fresh directory under /tmp, run one command against it, then stop
+the daemon (SIGTERM to its own PID, never by name) and remove the directory. The command finds
+the daemon through INCUS_SOCKET and INCUS_DIR, as the SDK and the incus CLI do; its exit status
+is this script's. Nothing listens beyond the daemon's unix socket.
+"""
+
+HELP_EPILOG = f"""\
+needs root and incusd ({DEFAULT_INCUSD}; another one with INCUSD=PATH;
+scripts/install-incus.sh installs it). When {REFUSE_TO_START} is set, no daemon starts.
+
+examples:
+  python3 scripts/throwaway_incusd.py run -- incus image list
+  python3 scripts/throwaway_incusd.py run -- python3 scripts/demo.py
+"""
+
+
+def run_parser(
+    description: str, epilog: str
+) -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
+    """The command line of a throwaway script (this one, throwaway_cluster.py): one verb,
+    ``run [OPTIONS] -- COMMAND``, explained by description and epilog. Returns the parser and
+    the ``run`` subparser, for options of its own."""
+    parser = argparse.ArgumentParser(
+        description=description,
+        epilog=epilog,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = parser.add_subparsers(dest="verb", required=True, title="verbs")
+    run = sub.add_parser(
+        "run",
+        help="start, run COMMAND against it, stop",
+        description=description,
+        epilog=epilog,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    run.add_argument("command", nargs=argparse.REMAINDER, help="-- COMMAND [ARGS...]")
+    return parser, run
+
+
+def command_to_run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> list[str]:
+    """The COMMAND after ``run`` (and an optional ``--``); an error if there is none."""
+    command: list[str] = args.command[1:] if args.command[:1] == ["--"] else args.command
     if not command:
-        parser.error("run needs a command")
+        parser.error("run needs a command, e.g. run -- incus image list")
+    return command
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser, _ = run_parser(HELP, HELP_EPILOG)
+    args = parser.parse_args(argv)
+    command = command_to_run(parser, args)
     with ThrowawayIncusd() as daemon:
         print(f"throwaway incusd (pid {daemon.pid}) at {daemon.socket_path}", file=sys.stderr)
         env = dict(os.environ, INCUS_SOCKET=daemon.socket_path, INCUS_DIR=str(daemon.directory))

@@ -48,3 +48,46 @@ def test_the_refusal_reaches_child_processes() -> None:
     assert result.returncode != 0
     assert "DaemonRefused" in result.stderr
     assert "is not marked incusd" in result.stderr
+
+
+def script(name: str, *arguments: str) -> subprocess.CompletedProcess[str]:
+    """Run scripts/NAME as a user would, with the refusal of this test run lifted: --help must
+    not depend on it, and nothing here may get as far as starting a daemon."""
+    env = {key: value for key, value in os.environ.items() if key != REFUSE_TO_START}
+    return subprocess.run(
+        [sys.executable, str(SCRIPTS / name), *arguments],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+    )
+
+
+@pytest.mark.parametrize(
+    ("name", "says"),
+    [
+        (
+            "throwaway_incusd.py",
+            ["private incusd", "INCUS_SOCKET", "stop", "root", REFUSE_TO_START, "run -- incus"],
+        ),
+        (
+            "throwaway_cluster.py",
+            ["cluster", "loopback", "INCUS_CLUSTER_URLS", "root", "--members 5", "run --"],
+        ),
+    ],
+)
+@pytest.mark.parametrize("where", [(), ("run",)])
+def test_help_explains_the_script(name: str, says: list[str], where: tuple[str, ...]) -> None:
+    result = script(name, *where, "--help")
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == ""
+    assert result.stdout.startswith(f"usage: {name} ")
+    for text in says:
+        assert text in result.stdout, (text, result.stdout)
+
+
+@pytest.mark.parametrize("name", ["throwaway_incusd.py", "throwaway_cluster.py"])
+def test_run_without_a_command_is_a_usage_error(name: str) -> None:
+    result = script(name, "run", "--")
+    assert result.returncode == 2
+    assert "run needs a command" in result.stderr
