@@ -473,3 +473,20 @@ def test_no_server_text_becomes_markup(subject: Image | Operation | list[Image])
     assert all(char.isprintable() or char == "\n" for char in text)
     if isinstance(subject, list):
         assert len(text.splitlines()) == 2 + len(subject)
+
+
+@pytest.mark.parametrize(
+    "model",
+    [
+        Operation(id=0, description=["not", "text"]),  # type: ignore[arg-type]
+        ImageList([Image(fingerprint=None, aliases=7)]),  # type: ignore[arg-type]
+        ImageAlias(name={"a": 1}, target=3.5),  # type: ignore[arg-type]
+    ],
+    ids=["operation", "image list", "alias"],
+)
+def test_a_model_built_with_wrong_types_shows_as_its_plain_repr(model: object) -> None:
+    # attrs does not check types; the converter does, for everything the server sends. A model
+    # built by hand may hold anything, and showing it (Hypothesis reports examples this way)
+    # must not raise.
+    assert pretty(model) == repr(model)
+    assert model._repr_html_() is None  # type: ignore[attr-defined]

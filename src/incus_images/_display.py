@@ -70,12 +70,29 @@ class PrettyPrinter(Protocol):
     def text(self, obj: str) -> None: ...
 
 
+#: What drawing a model built by hand with values of the wrong types raises (attrs does not
+#: check types; the converter, which builds every model the server's answers make, does).
+#: Such a model is shown as its plain repr instead: showing a value must never raise, and
+#: Hypothesis, pytest and debuggers show models through these hooks too.
+NOT_DRAWABLE = (TypeError, AttributeError, ValueError)
+
+
 def _repr_html_(self: object) -> str | None:
-    return to_html(self)
+    try:
+        return to_html(self)
+    except NOT_DRAWABLE:
+        return None  # Jupyter then shows the text form
 
 
 def _repr_pretty_(self: object, printer: PrettyPrinter, cycle: bool) -> None:
-    printer.text(to_text(self) if not cycle else "[...]")
+    if cycle:
+        printer.text("[...]")
+        return
+    try:
+        text = to_text(self)
+    except NOT_DRAWABLE:
+        text = repr(self)
+    printer.text(text)
 
 
 def displayed(cls: C) -> C:
