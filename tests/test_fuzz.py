@@ -538,16 +538,11 @@ def test_choice(value: object, choices: tuple[str, ...]) -> None:
         assert validate.choice(value, "mode", choices) is value
 
 
-_text_check = getattr(validate, "text", None)
-
-
-@pytest.mark.skipif(_text_check is None, reason="_validate.text does not exist (yet)")
 @FUZZ
 @given(value=st.one_of(anything, texts), empty=st.booleans())
 def test_text(value: object, empty: bool) -> None:
-    assert _text_check is not None
     try:
-        result = _text_check(value, "description", empty=empty)
+        result = validate.text(value, "description", empty=empty)
     except InvalidInputError:
         return
     assert result is value
