@@ -3,6 +3,8 @@ and incusd first on a fresh machine.
 
     gen        regenerate the blocking twin (src/incus_images/_sync, tests/_sync) from _async/
     tests      the whole test suite, both flavours, against the installed wheel and a real incusd
+    interpreters  on every other CPython 3.11-3.13 on the machine: the unit tests and a daemon
+               smoke subset (scripts/every_python.py; it says which versions ran)
     lint       ruff check on all code, the generated _sync trees included (the formatter checks
                the hand-written code: it would move the generated lines off their source's)
     typecheck  mypy --strict (generated code included)
@@ -51,6 +53,19 @@ def tests(session: nox.Session) -> None:
     session.install(*GENERATOR)
     _install_with(session, "test")
     session.run("python", "-m", "pytest", *session.posargs)
+
+
+@nox.session(python=PYTHON)
+def interpreters(session: nox.Session) -> None:
+    """Unit tests and a daemon smoke subset on every other CPython 3.11-3.13 found.
+
+    The tests session covers the interpreter nox runs on; this, the others. One that is found
+    but cannot run fails the session. Arguments go to scripts/every_python.py
+    (``nox -s interpreters -- --all-builds``: every build, not one per version).
+    """
+    # The generator too: tests/conftest.py checks the generated code is current.
+    requirements = [*GENERATOR, *_groups("test")]
+    session.run("python", "scripts/every_python.py", *session.posargs, "--", *requirements)
 
 
 @nox.session(python=PYTHON)
