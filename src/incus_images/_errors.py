@@ -68,22 +68,24 @@ class IncusError(Exception):
         fingerprint: str | None = None,
     ) -> None:
         super().__init__(message)
-        self.message = message
+        #: What happened, to what, on which server (also ``str(error)``).
+        self.message: str = message
         #: The server, as the client names it: ``unix:///run/incus/unix.socket``, ``https://…``.
-        self.server = server
-        #: The HTTP method and URL of the request that failed, when one did.
-        self.method = method
-        self.url = url
+        self.server: str | None = server
+        #: The HTTP method of the request that failed, when one did.
+        self.method: str | None = method
+        #: The path of the request that failed (``/1.0/images/…``), when one did.
+        self.url: str | None = url
         #: The HTTP status of the failed response.
-        self.status_code = status_code
+        self.status_code: int | None = status_code
         #: Incus's own ``error_code`` from the error body (usually equal to the HTTP status).
-        self.error_code = error_code
+        self.error_code: int | None = error_code
         #: The server's error text, bounded in length.
-        self.server_message = server_message
+        self.server_message: str | None = server_message
         #: The operation concerned, in its last known state.
-        self.operation = operation
+        self.operation: Operation | None = operation
         #: The full fingerprint of the image concerned, when it is known.
-        self.fingerprint = fingerprint
+        self.fingerprint: str | None = fingerprint
 
     def __str__(self) -> str:
         return self.message

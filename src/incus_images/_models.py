@@ -3,19 +3,26 @@
 ``class`` is a Python keyword, so :attr:`Operation.class_` stands for the JSON key ``class``.
 Timestamps are timezone-aware datetimes; Incus's zero time (``0001-01-01T00:00:00Z``, meaning
 never or unset) becomes None.
+
+Jupyter and IPython show Image, ImageAlias, Operation and the lists of images and aliases as
+small tables (see ``_display``, which draws them).
 """
 
 from __future__ import annotations
 
 import enum
 from datetime import datetime
-from typing import Any
+from typing import Any, Self, SupportsIndex, TypeVar, overload
 
 import attrs
+
+from ._display import displayed
 
 __all__ = [
     "Image",
     "ImageAlias",
+    "ImageAliasList",
+    "ImageList",
     "ImageSource",
     "Operation",
     "OperationStatus",
@@ -35,6 +42,7 @@ class OperationStatus(enum.IntEnum):
     CANCELLED = 401
 
 
+@displayed
 @attrs.frozen(kw_only=True)
 class ImageAlias:
     """An image alias: a name that points at an image.
@@ -61,9 +69,10 @@ class ImageSource:
     image_type: str = ""
 
 
+@displayed
 @attrs.frozen(kw_only=True)
 class Image:
-    """An image stored on the server."""
+    """An image stored on the server. Shown as a small table in Jupyter and IPython."""
 
     #: The SHA-256 of the image's bytes (metadata followed by rootfs for split images), 64 hex.
     fingerprint: str
@@ -87,6 +96,7 @@ class Image:
     project: str = ""
 
 
+@displayed
 @attrs.frozen(kw_only=True)
 class Operation:
     """A background task on the server (an upload, a deletion, ...), in the state last read."""
@@ -116,6 +126,41 @@ class Operation:
     def succeeded(self) -> bool:
         """Whether the operation finished successfully."""
         return self.status_code == OperationStatus.SUCCESS
+
+
+T = TypeVar("T")
+
+
+@displayed
+class _ModelList(list[T]):
+    """A list of models that Jupyter and IPython show as one table, a row per item. It is a
+    plain list otherwise (equal to a list with the same items, JSON-encodable and picklable as
+    one); a slice is of the same type, so ``images[:5]`` is a table too."""
+
+    __slots__ = ()
+
+    @overload
+    def __getitem__(self, index: SupportsIndex) -> T: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> Self: ...
+
+    def __getitem__(self, index: SupportsIndex | slice) -> T | Self:
+        if isinstance(index, slice):
+            return type(self)(super().__getitem__(index))
+        return super().__getitem__(index)
+
+
+class ImageList(_ModelList[Image]):
+    """What ``images.list()`` returns: a ``list`` of Image shown as a table of images."""
+
+    __slots__ = ()
+
+
+class ImageAliasList(_ModelList[ImageAlias]):
+    """What ``images.list_aliases()`` returns: a ``list`` of ImageAlias shown as a table."""
+
+    __slots__ = ()
 
 
 @attrs.frozen(kw_only=True)

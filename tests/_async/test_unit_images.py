@@ -15,6 +15,7 @@ from incus_images import (
     AsyncClient,
     ForbiddenError,
     Image,
+    ImageList,
     IncusError,
     InvalidInputError,
     NotFoundError,
@@ -66,6 +67,8 @@ async def test_list_returns_images_sorted_by_fingerprint(
     images = await client.images.list()
     assert [item.fingerprint for item in images] == sorted([FP_A, FP_B, FP_C])
     assert all(isinstance(item, Image) for item in images)
+    # The list type notebooks draw as one table.
+    assert type(images) is ImageList
     assert sent(router) == ["GET /1.0/images?recursion=1"]
     first = images[0]
     assert first.fingerprint == min(FP_A, FP_B, FP_C)
@@ -95,6 +98,7 @@ async def test_list_recursion_0_returns_full_fingerprints_from_urls(
     )
     fingerprints = await client.images.list(recursion=0)
     assert fingerprints == sorted([FP_A, FP_B, FP_C])
+    assert type(fingerprints) is list
     assert sent(router) == ["GET /1.0/images?recursion=0"]
 
 

@@ -27,6 +27,7 @@ from incus_images import (
     ConflictError,
     Image,
     ImageAlias,
+    ImageAliasList,
     IncusError,
     InvalidInputError,
     NotFoundError,
@@ -381,6 +382,7 @@ async def test_list_aliases_sorted_by_code_point(dev_client: AsyncClient, wire: 
     names = ["zeta", "Ωmega", "alpha/1", "9", "ä-umlaut", "Zeta", "alpha", "10"]
     wire.on("GET", ALIASES, sync_response([alias_entry(name, FP_B, name) for name in names]))
     aliases = await dev_client.images.list_aliases()
+    assert type(aliases) is ImageAliasList
     assert [alias.name for alias in aliases] == [
         "10",
         "9",

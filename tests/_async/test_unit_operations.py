@@ -50,7 +50,8 @@ class FakeClock:
 @pytest.fixture
 def clock(client: AsyncClient, monkeypatch: pytest.MonkeyPatch) -> FakeClock:
     fake = FakeClock()
-    module = sys.modules[type(client.operations).__module__]
+    # The module the waiter's code is in: its class reports the package as its module.
+    module = sys.modules[type(client.operations).wait.__module__]
     monkeypatch.setattr(module, "time", fake)
     return fake
 

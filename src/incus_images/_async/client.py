@@ -98,10 +98,31 @@ class AsyncClient:
             timeout=seconds(timeout, "timeout"),
             members=members,
         )
-        #: Background operations: read them and wait for them.
-        self.operations = AsyncOperationsAPI(self._connection)
-        #: Images and aliases.
-        self.images = AsyncImagesAPI(self._connection, self.operations)
+        self._operations = AsyncOperationsAPI(self._connection)
+        self._images = AsyncImagesAPI(self._connection, self._operations)
+
+    # Read-only properties rather than plain attributes: help() and the API reference show
+    # them with what they do, and nobody can swap the client's API objects by mistake.
+    @property
+    def images(self) -> AsyncImagesAPI:
+        """The images and image aliases of this server, in the client's project.
+
+        ``client.images.list()``, ``get()``, ``create()``, ``copy()``, ``publish()``,
+        ``update()``, ``export()``, ``refresh()`` and ``delete()`` work on images;
+        ``create_alias()``, ``get_alias()``, ``get_by_alias()``, ``list_aliases()``,
+        ``rename_alias()``, ``update_alias()`` and ``delete_alias()`` on aliases.
+        """
+        return self._images
+
+    @property
+    def operations(self) -> AsyncOperationsAPI:
+        """The server's background operations (an upload, a copy, a deletion, ...).
+
+        ``client.operations.get(op)`` reads one's current state; ``client.operations.wait(op,
+        timeout=None)`` waits until it ends and returns it, raising OperationError if it
+        failed. Calls given ``wait=False`` return the Operation to wait for.
+        """
+        return self._operations
 
     @property
     def server(self) -> str:
@@ -110,12 +131,13 @@ class AsyncClient:
 
     @property
     def project(self) -> str | None:
+        """The Incus project this client works in (None: the server's default project)."""
         return self._connection.project
 
     async def server_info(self) -> ServerInfo:
         """Return what the server says about itself, and whether it trusts this client
         (``.trusted``): an untrusted client sees only public images and changes nothing."""
-        return await self.images._calls.server_info()
+        return await self._images._calls.server_info()
 
     async def aclose(self) -> None:
         """Close the connections. The client can be used again afterwards (it reconnects)."""

@@ -13,7 +13,7 @@ import httpx
 
 from .._errors import APIError, InvalidInputError, NotFoundError, PreconditionFailedError
 from .._flavours import async_flavour
-from .._models import Image, ImageAlias, Operation
+from .._models import Image, ImageAlias, ImageAliasList, ImageList, Operation
 from .._protocol import (
     ALIASES,
     IMAGES,
@@ -93,14 +93,15 @@ class AsyncImagesAPI:
         *,
         filter: str | None = None,
         all_projects: bool = False,
-    ) -> builtins.list[Image]: ...
+    ) -> ImageList: ...
 
     async def list(
         self, recursion: int = 1, *, filter: str | None = None, all_projects: bool = False
-    ) -> builtins.list[Image] | builtins.list[str]:
+    ) -> ImageList | builtins.list[str]:
         """Return the images, sorted by project and fingerprint.
 
-        recursion=1 (the default) returns Image objects; recursion=0 returns full fingerprints.
+        recursion=1 (the default) returns an ImageList of Image objects (a list that notebooks
+        show as a table); recursion=0 returns a list of full fingerprints.
 
         filter is Incus's own filter, applied by the server: ``properties.os eq debian and
         public eq true``. Fields are the JSON names (``architecture``, ``type``, ``public``,
@@ -137,7 +138,7 @@ class AsyncImagesAPI:
             # All projects list an image once per project it is in.
             return sorted(set(fingerprints_from_urls(call, server, envelope.metadata)))
         images = structure_list(call, server, envelope.metadata, Image)
-        return sorted(images, key=lambda image: (image.project, image.fingerprint))
+        return ImageList(sorted(images, key=lambda image: (image.project, image.fingerprint)))
 
     async def get(self, fingerprint: str, *, secret: str | None = None) -> Image:
         """Return the image with this fingerprint (or unique fingerprint prefix).
@@ -554,12 +555,13 @@ class AsyncImagesAPI:
         image, _ = await self._calls.get(alias.target)
         return image
 
-    async def list_aliases(self) -> builtins.list[ImageAlias]:
-        """Return every alias (of the client's project), sorted by name (code point order)."""
+    async def list_aliases(self) -> ImageAliasList:
+        """Return every alias (of the client's project), sorted by name (code point order), as
+        an ImageAliasList (a list that notebooks show as a table)."""
         call = Call(method="GET", path=ALIASES, params={"recursion": "1"}, action="list aliases")
         envelope = await self._connection.request(call)
         aliases = structure_list(call, self._connection.server, envelope.metadata, ImageAlias)
-        return sorted(aliases, key=lambda alias: alias.name)
+        return ImageAliasList(sorted(aliases, key=lambda alias: alias.name))
 
     async def rename_alias(self, name: str, new_name: str) -> ImageAlias:
         """Rename an alias; return it under its new name."""

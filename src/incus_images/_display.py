@@ -1,0 +1,451 @@
+"""How images, aliases, operations and their lists look in Jupyter and in IPython.
+
+Jupyter calls ``_repr_html_``; IPython's pretty printer (the terminal, ``%pprint``, and the
+``text/plain`` part of a notebook output) calls ``_repr_pretty_``. Both hooks come from
+:func:`displayed`, the decorator of the models and of the list types; everything else lives here,
+so the models stay plain data. Each model is first turned into a :class:`Card` (one object) or
+a :class:`Table` (a list); one renderer per format draws those.
+
+Everything shown comes from the server and is user data (property keys and values above all),
+so every piece of text is cut to :data:`MAX_TEXT` characters, has its non-printable characters
+escaped (a terminal never receives an escape sequence, a row never breaks), and is HTML-escaped
+on its way into HTML. Output is bounded: at most :data:`MAX_ENTRIES` entries of a property map
+and :data:`MAX_ROWS` rows of a list are drawn, then "… and N more". The lists themselves keep
+every item: only the view is cut.
+
+Nothing here is imported at import time beyond the standard library: IPython is never imported
+(the pretty printer is passed in), and the models are imported when something is drawn.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+from itertools import islice
+from typing import TYPE_CHECKING, Protocol, TypeVar
+
+if TYPE_CHECKING:
+    from ._models import Image, ImageAlias, Operation
+
+__all__ = [
+    "MAX_ENTRIES",
+    "MAX_ROWS",
+    "MAX_TEXT",
+    "displayed",
+    "human_size",
+    "local_time",
+    "short_fingerprint",
+]
+
+#: Characters of one value drawn; a longer one ends in "…". Property values are free text
+#: (a description may be a page), and a cell wider than this stops being a table.
+MAX_TEXT = 80
+#: Entries of a property map (or an operation's metadata and resources) drawn per object.
+#: Images carry a handful; a map of thousands would bury the rest of the card.
+MAX_ENTRIES = 30
+#: Rows of a list's table. With the caps above, the HTML of any list stays under 300 KiB even
+#: when every value is as long as allowed and every character needs escaping (about 25 KiB
+#: for 100 ordinary images; tests/test_display.py checks the worst case).
+MAX_ROWS = 100
+#: The fingerprint digits shown, as the incus CLI shows them.
+SHORT_FINGERPRINT = 12
+#: What a missing value (a date Incus sends as its zero time, an empty field) is drawn as.
+MISSING = "—"
+
+#: Left-aligned, top-aligned cells: notebooks right-align table cells by default, which
+#: scatters text columns. Scoped to our class so it touches no other output.
+_STYLE = (
+    "<style>.incus-images th,.incus-images td{text-align:left;vertical-align:top}"
+    ".incus-images caption{text-align:left}</style>"
+)
+
+
+C = TypeVar("C", bound=type)
+
+
+class PrettyPrinter(Protocol):
+    """The part of ``IPython.lib.pretty.RepresentationPrinter`` used here."""
+
+    def text(self, obj: str) -> None: ...
+
+
+def _repr_html_(self: object) -> str | None:
+    return to_html(self)
+
+
+def _repr_pretty_(self: object, printer: PrettyPrinter, cycle: bool) -> None:
+    printer.text(to_text(self) if not cycle else "[...]")
+
+
+def displayed(cls: C) -> C:
+    """Give a model or list type the Jupyter (``_repr_html_``) and IPython (``_repr_pretty_``)
+    hooks. They go into the class itself, not a base class: IPython takes the first
+    ``__repr__`` it finds in the MRO, and attrs defines one in every model."""
+    cls._repr_html_ = _repr_html_  # type: ignore[attr-defined]
+    cls._repr_pretty_ = _repr_pretty_  # type: ignore[attr-defined]
+    return cls
+
+
+# --------------------------------------------------------------------------------------------
+# Values.
+
+
+def short_fingerprint(fingerprint: str) -> str:
+    """The first 12 characters of a fingerprint, as the incus CLI shows it."""
+    return fingerprint[:SHORT_FINGERPRINT]
+
+
+_UNITS = ("KiB", "MiB", "GiB", "TiB", "PiB", "EiB")
+
+
+def human_size(size: int) -> str:
+    """A byte count in binary units: ``512 B``, ``3.2 MiB``."""
+    if size < 1024:
+        return f"{size} B"
+    value = float(size)
+    for unit in _UNITS:
+        value /= 1024
+        if value < 1024 or unit == _UNITS[-1]:
+            break
+    return f"{value:.1f} {unit}"
+
+
+def local_time(moment: datetime | None) -> str:
+    """A timestamp in the local time zone (to the minute), or the missing mark for None."""
+    if moment is None:
+        return MISSING
+    return moment.astimezone().strftime("%Y-%m-%d %H:%M %Z").rstrip()
+
+
+def _yes_no(flag: bool) -> str:
+    return "yes" if flag else "no"
+
+
+def _scalar(value: object) -> str:
+    """Operation metadata values are any JSON; strings are shown without quotes."""
+    if isinstance(value, str):
+        return value
+    return json.dumps(value, default=str, ensure_ascii=False)
+
+
+def clean(text: str) -> str:
+    """Text with its non-printable characters escaped (``\\n``, ``\\x1b``), so that no value
+    can break a row or drive a terminal, then cut to MAX_TEXT characters. Not yet HTML-escaped."""
+    # One more character than fits tells whether anything was cut.
+    head = text[: MAX_TEXT + 1]
+    if not head.isprintable():
+        head = "".join(
+            char if char.isprintable() else char.encode("unicode_escape").decode("ascii")
+            for char in head
+        )
+    if len(head) > MAX_TEXT:
+        return head[: MAX_TEXT - 1] + "…"
+    return head
+
+
+# --------------------------------------------------------------------------------------------
+# What is drawn: cells, cards (one object) and tables (a list), independent of the format.
+
+
+# Plain classes, not NamedTuple or attrs: building those costs a good part of a millisecond at
+# import, for programs that may never draw anything.
+
+
+class Cell:
+    """One value. ``title`` is shown on hover in HTML (the full fingerprint)."""
+
+    __slots__ = ("code", "text", "title")
+
+    def __init__(self, text: str, title: str = "", code: bool = False) -> None:
+        self.text = text
+        self.title = title
+        self.code = code
+
+
+class Pairs:
+    """A small key/value table inside a card, cut to MAX_ENTRIES."""
+
+    __slots__ = ("more", "rows")
+
+    def __init__(self, rows: list[tuple[str, str]], more: int) -> None:
+        self.rows = rows
+        self.more = more
+
+
+class Card:
+    """One object: a heading and labelled fields."""
+
+    __slots__ = ("fields", "heading", "kind")
+
+    def __init__(self, kind: str, heading: Cell, fields: list[tuple[str, Cell | Pairs]]) -> None:
+        self.kind = kind
+        self.heading = heading
+        self.fields = fields
+
+
+class Table:
+    """A list: one row per item, cut to MAX_ROWS."""
+
+    __slots__ = ("caption", "columns", "more", "rows")
+
+    def __init__(self, caption: str, columns: list[str], rows: list[list[Cell]], more: int) -> None:
+        self.caption = caption
+        self.columns = columns
+        self.rows = rows
+        self.more = more
+
+
+def _fingerprint_cell(fingerprint: str) -> Cell:
+    return Cell(short_fingerprint(fingerprint), title=fingerprint, code=True)
+
+
+def _pairs(entries: Iterable[tuple[str, str]], count: int) -> Pairs:
+    rows = list(islice(entries, MAX_ENTRIES))
+    return Pairs(rows, count - len(rows))
+
+
+def _count(count: int, noun: str, nouns: str) -> str:
+    return f"{count} {noun if count == 1 else nouns}"
+
+
+def image_card(image: Image) -> Card:
+    fields: list[tuple[str, Cell | Pairs]] = [
+        ("aliases", Cell(", ".join(alias.name for alias in image.aliases) or MISSING)),
+        ("type", Cell(image.type or MISSING)),
+        ("architecture", Cell(image.architecture or MISSING)),
+        ("size", Cell(human_size(image.size))),
+        ("public", Cell(_yes_no(image.public))),
+        ("auto update", Cell(_yes_no(image.auto_update))),
+    ]
+    if image.project:
+        fields.append(("project", Cell(image.project)))
+    if image.profiles:
+        fields.append(("profiles", Cell(", ".join(image.profiles))))
+    if image.update_source is not None:
+        source = image.update_source
+        fields.append(("source", Cell(" ".join(filter(None, (source.server, source.alias))))))
+    fields += [
+        ("created", Cell(local_time(image.created_at))),
+        ("uploaded", Cell(local_time(image.uploaded_at))),
+        ("last used", Cell(local_time(image.last_used_at))),
+        ("expires", Cell(local_time(image.expires_at))),
+        ("properties", _pairs(image.properties.items(), len(image.properties))),
+    ]
+    return Card("Image", _fingerprint_cell(image.fingerprint), fields)
+
+
+def alias_card(alias: ImageAlias) -> Card:
+    return Card(
+        "ImageAlias",
+        Cell(alias.name),
+        [
+            ("target", _fingerprint_cell(alias.target) if alias.target else Cell(MISSING)),
+            ("type", Cell(alias.type or MISSING)),
+            ("description", Cell(alias.description or MISSING)),
+        ],
+    )
+
+
+def operation_card(operation: Operation) -> Card:
+    fields: list[tuple[str, Cell | Pairs]] = [
+        ("description", Cell(operation.description or MISSING)),
+        ("status", Cell(f"{operation.status or MISSING} ({operation.status_code})")),
+    ]
+    if operation.err:
+        fields.append(("error", Cell(operation.err)))
+    fields += [
+        ("class", Cell(operation.class_ or MISSING)),
+        ("may cancel", Cell(_yes_no(operation.may_cancel))),
+        ("created", Cell(local_time(operation.created_at))),
+        ("updated", Cell(local_time(operation.updated_at))),
+    ]
+    if operation.location:
+        fields.append(("location", Cell(operation.location)))
+    resources = operation.resources
+    fields.append(
+        (
+            "resources",
+            _pairs(((kind, ", ".join(urls)) for kind, urls in resources.items()), len(resources)),
+        )
+    )
+    metadata = operation.metadata or {}
+    fields.append(
+        (
+            "metadata",
+            _pairs(((key, _scalar(value)) for key, value in metadata.items()), len(metadata)),
+        )
+    )
+    return Card("Operation", Cell(operation.id, code=True), fields)
+
+
+def images_table(images: Sequence[Image]) -> Table:
+    # The project column only matters when the list spans projects (all_projects=True).
+    by_project = len({image.project for image in images}) > 1
+    columns = ["alias", "fingerprint", "public", "description", "architecture", "type", "size"]
+    columns += ["uploaded", *(["project"] if by_project else [])]
+    rows = [
+        [
+            Cell(", ".join(alias.name for alias in image.aliases)),
+            _fingerprint_cell(image.fingerprint),
+            Cell(_yes_no(image.public)),
+            Cell(image.properties.get("description", "")),
+            Cell(image.architecture),
+            Cell(image.type),
+            Cell(human_size(image.size)),
+            Cell(local_time(image.uploaded_at)),
+            *([Cell(image.project)] if by_project else []),
+        ]
+        for image in images[:MAX_ROWS]
+    ]
+    return Table(_count(len(images), "image", "images"), columns, rows, len(images) - len(rows))
+
+
+def aliases_table(aliases: Sequence[ImageAlias]) -> Table:
+    rows = [
+        [
+            Cell(alias.name),
+            _fingerprint_cell(alias.target),
+            Cell(alias.type),
+            Cell(alias.description),
+        ]
+        for alias in aliases[:MAX_ROWS]
+    ]
+    columns = ["alias", "fingerprint", "type", "description"]
+    return Table(_count(len(aliases), "alias", "aliases"), columns, rows, len(aliases) - len(rows))
+
+
+def _view(obj: object) -> Card | Table | None:
+    """What to draw for obj; None for a list holding something else than its items' type
+    (it is a list: anything can be appended), which then shows as a plain list."""
+    from ._models import Image, ImageAlias, ImageAliasList, ImageList, Operation
+
+    if isinstance(obj, Image):
+        return image_card(obj)
+    if isinstance(obj, ImageAlias):
+        return alias_card(obj)
+    if isinstance(obj, Operation):
+        return operation_card(obj)
+    if isinstance(obj, ImageList) and all(isinstance(item, Image) for item in obj):
+        return images_table(obj)
+    if isinstance(obj, ImageAliasList) and all(isinstance(item, ImageAlias) for item in obj):
+        return aliases_table(obj)
+    return None
+
+
+# --------------------------------------------------------------------------------------------
+# HTML.
+
+
+def _html_text(text: str) -> str:
+    """Server text, cleaned and HTML-escaped (quotes too: it also goes into attributes)."""
+    # Imported here: the html module costs a millisecond at import, and most programs never
+    # draw anything.
+    from html import escape
+
+    return escape(clean(text), quote=True)
+
+
+def _more_text(count: int) -> str:
+    return f"… and {count} more"
+
+
+def _cell_html(cell: Cell) -> str:
+    text = _html_text(cell.text)
+    if cell.code:
+        title = f' title="{_html_text(cell.title)}"' if cell.title else ""
+        return f"<code{title}>{text}</code>"
+    return text
+
+
+def _pairs_html(pairs: Pairs) -> str:
+    if not pairs.rows:
+        return MISSING
+    rows = "".join(
+        f"<tr><th>{_html_text(key)}</th><td>{_html_text(value)}</td></tr>"
+        for key, value in pairs.rows
+    )
+    if pairs.more:
+        rows += f'<tr><td colspan="2">{_more_text(pairs.more)}</td></tr>'
+    return f"<table>{rows}</table>"
+
+
+def card_html(card: Card) -> str:
+    rows = "".join(
+        f"<tr><th>{label}</th>"
+        f"<td>{_pairs_html(value) if isinstance(value, Pairs) else _cell_html(value)}</td></tr>"
+        for label, value in card.fields
+    )
+    caption = f"<caption><b>{card.kind}</b> {_cell_html(card.heading)}</caption>"
+    return f'{_STYLE}<table class="incus-images">{caption}{rows}</table>'
+
+
+def table_html(table: Table) -> str:
+    head = "".join(f"<th>{column}</th>" for column in table.columns)
+    body = "".join(
+        "<tr>" + "".join(f"<td>{_cell_html(cell)}</td>" for cell in row) + "</tr>"
+        for row in table.rows
+    )
+    foot = ""
+    if table.more:
+        more = f'<td colspan="{len(table.columns)}">{_more_text(table.more)}</td>'
+        foot = f"<tfoot><tr>{more}</tr></tfoot>"
+    return (
+        f'{_STYLE}<table class="incus-images"><caption>{table.caption}</caption>'
+        f"<thead><tr>{head}</tr></thead><tbody>{body}</tbody>{foot}</table>"
+    )
+
+
+def to_html(obj: object) -> str | None:
+    """The HTML of a model or list; None when there is no view of obj (see _view)."""
+    view = _view(obj)
+    if view is None:
+        return None
+    return card_html(view) if isinstance(view, Card) else table_html(view)
+
+
+# --------------------------------------------------------------------------------------------
+# Text, for IPython's pretty printer.
+
+
+def _columns_text(rows: Sequence[Sequence[str]]) -> list[str]:
+    """Rows of already clean text as aligned columns."""
+    widths = [max(len(row[index]) for row in rows) for index in range(len(rows[0]))]
+    return [
+        "  ".join(text.ljust(width) for text, width in zip(row, widths, strict=True)).rstrip()
+        for row in rows
+    ]
+
+
+def card_text(card: Card) -> str:
+    width = max(len(label) for label, _ in card.fields)
+    lines = [f"{card.kind} {clean(card.heading.text)}"]
+    for label, value in card.fields:
+        prefix = f"  {label.ljust(width)}  "
+        if not isinstance(value, Pairs):
+            lines.append(prefix + clean(value.text))
+        elif not value.rows:
+            lines.append(prefix + MISSING)
+        else:
+            entries = _columns_text([(clean(key), clean(text)) for key, text in value.rows])
+            if value.more:
+                entries.append(_more_text(value.more))
+            lines.append(prefix + entries[0])
+            lines += [" " * len(prefix) + entry for entry in entries[1:]]
+    return "\n".join(lines)
+
+
+def table_text(table: Table) -> str:
+    header = [column.upper() for column in table.columns]
+    lines = _columns_text([header, *([clean(cell.text) for cell in row] for row in table.rows)])
+    if table.more:
+        lines.append(_more_text(table.more))
+    return "\n".join([table.caption, *lines])
+
+
+def to_text(obj: object) -> str:
+    """The text of a model or list; a plain repr when there is no view of obj (see _view)."""
+    view = _view(obj)
+    if view is None:
+        return repr(list(obj)) if isinstance(obj, list) else repr(obj)
+    return card_text(view) if isinstance(view, Card) else table_text(view)

@@ -1,0 +1,60 @@
+"""The documentation's own checks that do not need mkdocs (nox -s docs builds the site).
+
+The API reference documents every public name and nothing else, the examples are Python, and
+the README's links into docs/ lead somewhere.
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+from pathlib import Path
+
+import pytest
+
+import incus_images
+
+ROOT = Path(__file__).resolve().parent.parent
+DOCS = ROOT / "docs"
+PAGES = sorted(DOCS.rglob("*.md"))
+#: Public names that live in a public module of their own rather than in incus_images.
+OTHER_PUBLIC = {"progress.TqdmProgress"}
+
+
+def test_the_reference_documents_exactly_the_public_names() -> None:
+    directives = [
+        match[1]
+        for page in sorted((DOCS / "reference").glob("*.md"))
+        for match in re.finditer(r"^::: incus_images\.(\S+)$", page.read_text(), re.MULTILINE)
+    ]
+    assert len(directives) == len(set(directives)), "a name is documented twice"
+    public = set(incus_images.__all__) - {"__version__"}
+    assert set(directives) == public | OTHER_PUBLIC
+
+
+def _python_blocks(page: Path) -> list[tuple[int, str]]:
+    text = page.read_text()
+    blocks = []
+    for match in re.finditer(r"^( *)```python\n(.*?)^\1```", text, re.MULTILINE | re.DOTALL):
+        indent = len(match[1])
+        code = "\n".join(line[indent:] for line in match[2].splitlines())
+        blocks.append((text.count("\n", 0, match.start()) + 1, code))
+    return blocks
+
+
+@pytest.mark.parametrize("page", PAGES, ids=lambda page: str(page.relative_to(DOCS)))
+def test_every_python_example_compiles(page: Path) -> None:
+    for line, code in _python_blocks(page):
+        # Notebook cells may await at the top level (docs/async.md).
+        compile(code, f"{page.name}:{line}", "exec", flags=ast.PyCF_ALLOW_TOP_LEVEL_AWAIT)
+
+
+def test_the_examples_were_found() -> None:
+    assert sum(len(_python_blocks(page)) for page in PAGES) >= 20
+
+
+def test_the_readme_links_pages_that_exist() -> None:
+    links = re.findall(r"\]\((docs/[^)#]+)", (ROOT / "README.md").read_text())
+    assert {"docs/getting-started.md", "docs/errors.md"} <= set(links)
+    missing = [link for link in links if not (ROOT / link).is_file()]
+    assert missing == []
