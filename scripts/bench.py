@@ -22,8 +22,9 @@ above, and a finished pull seen by the SDK within 50 ms of the daemon finishing 
 The start-up part (scripts/bench_startup.py; a throwaway daemon holding 200 tiny images) times
 fresh processes that import the SDK or list the images, against httpx and the incus CLI, and
 the client CPU of images.get(), and checks issue 9's targets: ``import incus_images`` and
-``from incus_images import Client`` at most 1.15x ``import httpx``; start + list of 200 images at most 1.05x plain httpx and 1.35x
-``incus image list``; get() at most 1.2x (sync) and 1.5x (async) plain httpx's CPU per call.
+``from incus_images import Client`` at most 1.15x ``import httpx``; start + list of 200 images
+at most 1.05x plain httpx and 1.35x ``incus image list``; get() at most 1.2x (sync) and 1.5x
+(async) plain httpx's CPU per call.
 
 Needs root, incusd, the incus CLI and curl (scripts/install-incus.sh installs the first two),
 and the SDK importable by the Python running this script.
