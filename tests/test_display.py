@@ -473,3 +473,19 @@ def test_no_server_text_becomes_markup(subject: Image | Operation | list[Image])
     assert all(char.isprintable() or char == "\n" for char in text)
     if isinstance(subject, list):
         assert len(text.splitlines()) == 2 + len(subject)
+
+
+@pytest.mark.parametrize(
+    "obj",
+    [
+        Operation(id=0, status_code=200),  # type: ignore[arg-type]
+        an_image(size="big"),
+        ImageList([an_image(uploaded_at="yesterday")]),
+    ],
+    ids=["operation-id", "image-size", "list-date"],
+)
+def test_a_hand_built_model_with_wrong_types_shows_its_plain_repr(obj: Any) -> None:
+    # Nothing checks types when a model is built by hand; showing it must still not raise.
+    plain = repr(list(obj)) if isinstance(obj, list) else repr(obj)
+    assert pretty(obj) == plain
+    assert obj._repr_html_() is None

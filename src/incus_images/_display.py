@@ -70,12 +70,27 @@ class PrettyPrinter(Protocol):
     def text(self, obj: str) -> None: ...
 
 
+# A display hook must never raise: the models are attrs classes anyone can build by hand with
+# values of the wrong type (hypothesis does, to print its examples). Such an object shows as
+# its plain repr instead of a traceback in place of the cell's output.
+
+
 def _repr_html_(self: object) -> str | None:
-    return to_html(self)
+    try:
+        return to_html(self)
+    except Exception:  # noqa: BLE001 - see above; None makes Jupyter show the text form
+        return None
 
 
 def _repr_pretty_(self: object, printer: PrettyPrinter, cycle: bool) -> None:
-    printer.text(to_text(self) if not cycle else "[...]")
+    if cycle:
+        printer.text("[...]")
+        return
+    try:
+        text = to_text(self)
+    except Exception:  # noqa: BLE001 - see above
+        text = repr(list(self)) if isinstance(self, list) else repr(self)
+    printer.text(text)
 
 
 def displayed(cls: C) -> C:
