@@ -29,12 +29,18 @@ from tests.helpers import UNIX_BASE, upload_raw
 
 INCUS_USER = "/usr/libexec/incus/incus-user"
 
-#: Runs as root until it has imported everything, then as nobody: from there on, an import
-#: would read files nobody may not read (CI's checkout), so any is refused and fails loudly.
+#: Runs as root until it has imported everything (the SDK's deferred modules too), then as
+#: nobody: from there on, an import would read files nobody may not read (CI's checkout), so
+#: any is refused and fails loudly.
 CHILD = r"""
-import asyncio, grp, json, os, pwd, sys
+import asyncio, grp, importlib, json, os, pkgutil, pwd, sys
 import anyio, httpx
+import incus_images
 from incus_images import AsyncClient, Client, IncusConnectionError
+
+# The SDK imports what a call needs when it is first made (start-up time): all of it now.
+for module in pkgutil.walk_packages(incus_images.__path__, "incus_images."):
+    importlib.import_module(module.name)
 
 anyio.run(anyio.sleep, 0)
 httpx.URL("http://incus/1.0")
