@@ -195,3 +195,27 @@ def test_a_user_without_the_daemon_socket_uses_incus_user_in_both_flavours(
     assert f"/1.0/images/{created}" not in in_default
     in_project = daemon.request("GET", f"/1.0/images?project={project}")["metadata"]
     assert in_project == [f"/1.0/images/{created}"]
+
+
+def test_stopping_a_daemon_stops_the_dnsmasq_it_left_in_its_namespace() -> None:
+    # incusd leaves a bridge's dnsmasq running when it stops; every incus-user test run used
+    # to leave one behind for good. ThrowawayIncusd.stop() now stops its namespace's processes.
+    if shutil.which("dnsmasq") is None:
+        _unavailable("a bridge needs dnsmasq (package dnsmasq-base)")
+    daemon = _daemon(network_namespace=True)
+    try:
+        assert daemon.namespace is not None
+        daemon.request(
+            "POST",
+            "/1.0/networks",
+            {"name": "incusbr9", "type": "bridge", "config": {"ipv4.address": "none"}},
+        )
+        listed = subprocess.run(
+            ["ip", "netns", "pids", daemon.namespace], capture_output=True, text=True, check=True
+        )
+        left = [int(pid) for pid in listed.stdout.split() if pid != str(daemon.pid)]
+        names = [Path(f"/proc/{pid}/comm").read_text().strip() for pid in left]
+        assert "dnsmasq" in names
+    finally:
+        daemon.stop()
+    assert [pid for pid in left if Path(f"/proc/{pid}").exists()] == []
