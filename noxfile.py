@@ -11,7 +11,8 @@ and incusd first on a fresh machine.
     build      sdist + wheel, and proof that the wheel holds the generated _sync package
     demo       the SDK's main job against the local daemon (a throwaway one if none runs)
     docs       the documentation site (mkdocs.yml, docs/), built with --strict into site/
-    bench      big transfers against the incus CLI, curl and httpx (root; minutes; GBs of disk)
+    bench      start-up, then big transfers, against the incus CLI, curl and httpx (root;
+               minutes; GBs of disk; --only startup for the start-up part alone)
     reliability  the long runs behind RELIABILITY.md: fault injection, fuzzing, load (root)
 """
 

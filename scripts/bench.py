@@ -1,7 +1,8 @@
 """Benchmark big transfers: the SDK (sync and async) against the incus CLI, curl and httpx.
 
     python scripts/bench.py [--sizes 1,4] [--rounds 3] [--workdir DIR]
-                            [--only upload|export|copy] [--variants A,B,...]
+                            [--only upload|export|copy|startup] [--variants A,B,...]
+                            [--startup-rounds 30]
 
 Starts a throwaway incusd, writes incompressible unified images (a plain tar holding random
 bytes) of the given sizes (GiB, fractions allowed, or MiB with an M suffix: --sizes 64M for a
@@ -17,6 +18,13 @@ The copy part (scripts/bench_copy.py; two more throwaway daemons on loopback HTT
 images.copy() in pull, push and relay mode against `incus image copy`, and checks issue 6's
 targets: pull at most 1.05x and relay at most 1.30x the CLI's pull, the relay's peak RSS as
 above, and a finished pull seen by the SDK within 50 ms of the daemon finishing it.
+
+The start-up part (scripts/bench_startup.py; a throwaway daemon holding 200 tiny images) times
+fresh processes that import the SDK or list the images, against httpx and the incus CLI, and
+the client CPU of images.get(), and checks issue 9's targets: ``import incus_images`` and
+``from incus_images import Client`` at most 1.15x ``import httpx``; start + list of 200 images
+at most 1.05x plain httpx and 1.35x ``incus image list``; get() at most 1.2x (sync) and 1.5x
+(async) plain httpx's CPU per call.
 
 Needs root, incusd, the incus CLI and curl (scripts/install-incus.sh installs the first two),
 and the SDK importable by the Python running this script.
@@ -269,9 +277,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workdir", default=None, help="where images go (default: a temp dir)")
     parser.add_argument(
         "--only",
-        choices=["upload", "export", "copy"],
+        choices=["upload", "export", "copy", "startup"],
         default=None,
-        help="run one part only (default: all three; copy starts two more daemons)",
+        help="run one part only (default: all four; copy starts two more daemons)",
+    )
+    parser.add_argument(
+        "--startup-rounds",
+        type=int,
+        default=30,
+        help="rounds of the start-up part's short processes (default 30)",
     )
     parser.add_argument(
         "--variants", default=None, help="comma-separated subset of the variants to run"
@@ -300,14 +314,19 @@ def main(argv: list[str] | None = None) -> int:
     workdir = Path(tempfile.mkdtemp(prefix="incus-bench-", dir=args.workdir))
     verdicts: list[tuple[str, bool]] = []
     peak_rss: dict[str, dict[int, float]] = {}
+    incusd_version = subprocess.run(
+        [incusd_binary(), "--version"], capture_output=True, text=True, check=False
+    ).stdout.strip()
     try:
+        if args.only in (None, "startup"):
+            import bench_startup  # only when start-up is asked for
+
+            # First, and on a daemon of its own: short processes suffer most from the disk
+            # writeback that big transfers leave behind.
+            with bench_startup.StartupBench(workdir, args.workdir) as startup:
+                print(f"incusd {incusd_version} (throwaway for start-up, pid {startup.pid})")
+                startup.run(args.startup_rounds, verdicts)
         with contextlib.ExitStack() as daemons:
-            incusd_version = subprocess.run(
-                [incusd_binary(), "--version"],
-                capture_output=True,
-                text=True,
-                check=False,
-            ).stdout.strip()
             bench: Bench | None = None
             if args.only in (None, "upload", "export"):
                 daemon = daemons.enter_context(ThrowawayIncusd(parent_dir=args.workdir))
@@ -323,7 +342,7 @@ def main(argv: list[str] | None = None) -> int:
                     f"incusd {incusd_version} (throwaway copy source, pid {copier.source.pid}, "
                     f"and target, pid {copier.target.pid}; HTTPS on loopback)"
                 )
-            for size in sizes:
+            for size in sizes if bench is not None or copier is not None else ():
                 image = workdir / f"image-{size // MIB}MiB.tar"
                 print(f"\nwriting a {size_text(size)} incompressible image ...", flush=True)
                 make_image(image, size)

@@ -3,7 +3,7 @@
     python scripts/bench_child.py upload sync|async|httpx ENDPOINT PATH
     python scripts/bench_child.py export sync|async|httpx ENDPOINT FINGERPRINT TARGET
     python scripts/bench_child.py copy sync|async SPEC
-
+    python scripts/bench_child.py calls sync|async|httpx|httpx_async ENDPOINT FINGERPRINT COUNT
 
 ``httpx`` is the reference: plain httpx with no SDK around it (a file body with its
 Content-Length for uploads; ``iter_raw`` to a file, no verification, for exports).
@@ -15,6 +15,10 @@ SPEC (for copies, see scripts/bench_copy.py) is JSON: {"fingerprint": FP, "mode"
 over HTTPS). A copy also reports wall-clock times (time.time()), to be set against the
 daemons' own operation events: "main_at" (this script's code starts), "imported_at" (the SDK is
 imported and the clients made) and "returned_at" (images.copy() returned).
+
+``calls`` reads one image COUNT times in a loop to warm up, then COUNT times more, and reports
+the client's CPU time per call of the second loop (``time.process_time``) and its wall time;
+its ``httpx`` references send the same GET and ``json.loads`` the body.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ import asyncio
 import json
 import sys
 import time
+from collections.abc import Awaitable, Callable
 
 
 def upload_sync(endpoint: str, path: str) -> dict[str, object]:
@@ -146,6 +151,65 @@ def copy_async(spec_json: str) -> dict[str, object]:
             "imported_at": imported_at,
             "returned_at": returned_at,
         }
+
+    return asyncio.run(run())
+
+
+def _loop(call: Callable[[], object], count: int) -> dict[str, object]:
+    """Warm up with count calls, then time count more: client CPU and wall time per call."""
+    for _ in range(count):
+        call()
+    started_cpu, started_wall = time.process_time(), time.perf_counter()
+    for _ in range(count):
+        call()
+    cpu, wall = time.process_time() - started_cpu, time.perf_counter() - started_wall
+    return {"cpu_us": cpu / count * 1e6, "wall_us": wall / count * 1e6}
+
+
+async def _async_loop(call: Callable[[], Awaitable[object]], count: int) -> dict[str, object]:
+    for _ in range(count):
+        await call()
+    started_cpu, started_wall = time.process_time(), time.perf_counter()
+    for _ in range(count):
+        await call()
+    cpu, wall = time.process_time() - started_cpu, time.perf_counter() - started_wall
+    return {"cpu_us": cpu / count * 1e6, "wall_us": wall / count * 1e6}
+
+
+def calls_sync(endpoint: str, fingerprint: str, count: str) -> dict[str, object]:
+    from incus_images import Client
+
+    with Client(endpoint) as client:
+        return _loop(lambda: client.images.get(fingerprint), int(count))
+
+
+def calls_async(endpoint: str, fingerprint: str, count: str) -> dict[str, object]:
+    from incus_images import AsyncClient
+
+    async def run() -> dict[str, object]:
+        async with AsyncClient(endpoint) as client:
+            return await _async_loop(lambda: client.images.get(fingerprint), int(count))
+
+    return asyncio.run(run())
+
+
+def calls_httpx(endpoint: str, fingerprint: str, count: str) -> dict[str, object]:
+    with _raw_client(endpoint) as client:
+        path = f"/1.0/images/{fingerprint}"
+        return _loop(lambda: json.loads(client.get(path).content), int(count))
+
+
+def calls_httpx_async(endpoint: str, fingerprint: str, count: str) -> dict[str, object]:
+    import httpx
+
+    async def get_and_parse(client: httpx.AsyncClient, path: str) -> object:
+        return json.loads((await client.get(path)).content)
+
+    async def run() -> dict[str, object]:
+        transport = httpx.AsyncHTTPTransport(uds=endpoint.removeprefix("unix://"))
+        async with httpx.AsyncClient(transport=transport, base_url="http://incus") as client:
+            path = f"/1.0/images/{fingerprint}"
+            return await _async_loop(lambda: get_and_parse(client, path), int(count))
 
     return asyncio.run(run())
 

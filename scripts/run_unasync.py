@@ -64,7 +64,7 @@ RENAMES = {
     "AsyncConnectionPool": "ConnectionPool",
     "AsyncNetworkBackend": "NetworkBackend",
     "AsyncNetworkStream": "NetworkStream",
-    "AnyIOBackend": "SyncBackend",
+    "AsyncSocketBackend": "SocketBackend",
     "AsyncDeadlineBackend": "DeadlineBackend",
     "AsyncDeadlineStream": "DeadlineStream",
     "aclose": "close",

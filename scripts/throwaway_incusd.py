@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import contextlib
 import http.client
 import json
 import os
@@ -274,8 +275,32 @@ class ThrowawayIncusd:
             shutil.rmtree(self.directory, ignore_errors=True)
             self.directory = None
         if self.namespace is not None:
+            self._stop_namespace_processes()
             subprocess.run(["ip", "netns", "delete", self.namespace], check=False)
             self.namespace = None
+
+    def _stop_namespace_processes(self, timeout: float = 5.0) -> None:
+        """Stop, by PID, what the daemon left running in its network namespace.
+
+        incusd does not stop a network's dnsmasq when it stops (a daemon restarting keeps
+        its networks up), so a daemon that made a bridge (incus-user does) would leave one
+        behind for good. Everything in this namespace was started in it, by this object.
+        """
+        assert self.namespace is not None
+        listed = subprocess.run(
+            ["ip", "netns", "pids", self.namespace], capture_output=True, text=True, check=False
+        )
+        pids = [int(pid) for pid in listed.stdout.split()]
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            for pid in pids:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, sig)
+            deadline = time.monotonic() + timeout
+            while pids and time.monotonic() < deadline:
+                pids = [pid for pid in pids if Path(f"/proc/{pid}").exists()]
+                time.sleep(0.02)
+            if not pids:
+                return
 
     def _delete_instances(self) -> None:
         try:

@@ -31,12 +31,18 @@ pytestmark = pytest.mark.incusd  # starts a daemon of its own
 
 INCUS_USER = "/usr/libexec/incus/incus-user"
 
-#: Runs as root until it has imported everything, then as nobody: from there on, an import
-#: would read files nobody may not read (CI's checkout), so any is refused and fails loudly.
+#: Runs as root until it has imported everything (the SDK's deferred modules too), then as
+#: nobody: from there on, an import would read files nobody may not read (CI's checkout), so
+#: any is refused and fails loudly.
 CHILD = r"""
-import asyncio, grp, json, os, pwd, sys
+import asyncio, grp, importlib, json, os, pkgutil, pwd, sys
 import anyio, httpx
+import incus_images
 from incus_images import AsyncClient, Client, IncusConnectionError
+
+# The SDK imports what a call needs when it is first made (start-up time): all of it now.
+for module in pkgutil.walk_packages(incus_images.__path__, "incus_images."):
+    importlib.import_module(module.name)
 
 anyio.run(anyio.sleep, 0)
 httpx.URL("http://incus/1.0")
@@ -191,3 +197,27 @@ def test_a_user_without_the_daemon_socket_uses_incus_user_in_both_flavours(
     assert f"/1.0/images/{created}" not in in_default
     in_project = daemon.request("GET", f"/1.0/images?project={project}")["metadata"]
     assert in_project == [f"/1.0/images/{created}"]
+
+
+def test_stopping_a_daemon_stops_the_dnsmasq_it_left_in_its_namespace() -> None:
+    # incusd leaves a bridge's dnsmasq running when it stops; every incus-user test run used
+    # to leave one behind for good. ThrowawayIncusd.stop() now stops its namespace's processes.
+    if shutil.which("dnsmasq") is None:
+        _unavailable("a bridge needs dnsmasq (package dnsmasq-base)")
+    daemon = _daemon(network_namespace=True)
+    try:
+        assert daemon.namespace is not None
+        daemon.request(
+            "POST",
+            "/1.0/networks",
+            {"name": "incusbr9", "type": "bridge", "config": {"ipv4.address": "none"}},
+        )
+        listed = subprocess.run(
+            ["ip", "netns", "pids", daemon.namespace], capture_output=True, text=True, check=True
+        )
+        left = [int(pid) for pid in listed.stdout.split() if pid != str(daemon.pid)]
+        names = [Path(f"/proc/{pid}/comm").read_text().strip() for pid in left]
+        assert "dnsmasq" in names
+    finally:
+        daemon.stop()
+    assert [pid for pid in left if Path(f"/proc/{pid}").exists()] == []

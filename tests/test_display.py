@@ -476,17 +476,16 @@ def test_no_server_text_becomes_markup(subject: Image | Operation | list[Image])
 
 
 @pytest.mark.parametrize(
-    "model",
+    "obj",
     [
-        Operation(id=0, description=["not", "text"]),  # type: ignore[arg-type]
-        ImageList([Image(fingerprint=None, aliases=7)]),  # type: ignore[arg-type]
-        ImageAlias(name={"a": 1}, target=3.5),  # type: ignore[arg-type]
+        Operation(id=0, status_code=200),  # type: ignore[arg-type]
+        an_image(size="big"),
+        ImageList([an_image(uploaded_at="yesterday")]),
     ],
-    ids=["operation", "image list", "alias"],
+    ids=["operation-id", "image-size", "list-date"],
 )
-def test_a_model_built_with_wrong_types_shows_as_its_plain_repr(model: object) -> None:
-    # attrs does not check types; the converter does, for everything the server sends. A model
-    # built by hand may hold anything, and showing it (Hypothesis reports examples this way)
-    # must not raise.
-    assert pretty(model) == repr(model)
-    assert model._repr_html_() is None  # type: ignore[attr-defined]
+def test_a_hand_built_model_with_wrong_types_shows_its_plain_repr(obj: Any) -> None:
+    # Nothing checks types when a model is built by hand; showing it must still not raise.
+    plain = repr(list(obj)) if isinstance(obj, list) else repr(obj)
+    assert pretty(obj) == plain
+    assert obj._repr_html_() is None

@@ -30,41 +30,36 @@ import cattrs
 from cattrs.gen import make_dict_structure_fn, make_dict_unstructure_fn, override
 
 from ._models import Image, ImageAlias, ImageSource, Operation, ServerEnvironment, ServerInfo
-from ._requests import (
-    AliasEntry,
-    ImageAliasesEntryPost,
-    ImageAliasesPost,
-    ImageAliasPatch,
-    ImageExportPost,
-    ImagePatch,
-    ImagePut,
-    ImagesPost,
-    ImagesPostSource,
-)
 
 __all__ = ["converter", "make_converter", "parse_timestamp", "request_body"]
 
 T = TypeVar("T")
 
-# Models used inside other models come first: a model's structuring function takes the hooks
-# of its fields' types as they are when it is generated.
 _MODELS: tuple[type[Any], ...] = (ImageAlias, ImageSource, Image, Operation)
 #: Read leniently even by the strict converter: GET /1.0 is a large object that grows with
 #: every API extension, of which the SDK reads a few fields.
 _LENIENT_MODELS: tuple[type[Any], ...] = (ServerEnvironment, ServerInfo)
 _RENAMED = {Operation: {"class_": "class"}}
-#: Request bodies, inner ones first; a field left at None is not sent.
-_REQUESTS: tuple[type[Any], ...] = (
-    AliasEntry,
-    ImagesPostSource,
-    ImagesPost,
-    ImagePatch,
-    ImagePut,
-    ImageExportPost,
-    ImageAliasesEntryPost,
-    ImageAliasesPost,
-    ImageAliasPatch,
-)
+
+
+@functools.cache
+def _request_bodies() -> tuple[type[Any], ...]:
+    """The request bodies; a field left at None is not sent. Imported when a body is first
+    serialized: a script that only reads images sends none."""
+    from . import _requests as bodies
+
+    return (
+        bodies.AliasEntry,
+        bodies.ImagesPostSource,
+        bodies.ImagesPost,
+        bodies.ImagePatch,
+        bodies.ImagePut,
+        bodies.ImageExportPost,
+        bodies.ImageAliasesEntryPost,
+        bodies.ImageAliasesPost,
+        bodies.ImageAliasPatch,
+    )
+
 
 _FINGERPRINT = re.compile(r"[0-9a-f]{64}")
 _UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
@@ -120,6 +115,15 @@ def _without_nulls(structure: Callable[[Any, Any], T]) -> Callable[[Any, Any], T
     return hook
 
 
+def _list_of(structure_item: Callable[[Any, Any], Any], item: Any) -> Callable[[Any, Any], Any]:
+    def hook(data: Any, _: Any) -> list[Any]:
+        if type(data) is not list:
+            raise TypeError(f"expected a JSON array, got {type(data).__name__}")
+        return [structure_item(value, item) for value in data]
+
+    return hook
+
+
 def _containers(conv: cattrs.Converter) -> None:
     """Lists must be JSON arrays and maps JSON objects: cattrs would turn a string into a list
     of its characters, and an object into the list of its keys."""
@@ -132,14 +136,7 @@ def _containers(conv: cattrs.Converter) -> None:
 
     def list_hook(kind: Any) -> Callable[[Any, Any], Any]:
         (item,) = typing.get_args(kind)
-        structure_item = conv.get_structure_hook(item)
-
-        def hook(data: Any, _: Any) -> list[Any]:
-            if type(data) is not list:
-                raise TypeError(f"expected a JSON array, got {type(data).__name__}")
-            return [structure_item(value, item) for value in data]
-
-        return hook
+        return _list_of(conv.get_structure_hook(item), item)
 
     def map_hook(kind: Any) -> Callable[[Any, Any], Any]:
         key_type, value_type = typing.get_args(kind)
@@ -161,7 +158,11 @@ def _containers(conv: cattrs.Converter) -> None:
 
 
 def make_converter(*, strict: bool = False) -> cattrs.Converter:
-    """Build a converter; ``strict=True`` forbids keys the models do not know."""
+    """Build a converter; ``strict=True`` forbids keys the models do not know.
+
+    The hooks of the models and request bodies are generated when first used, each once:
+    generating them all took about 7 ms, which a script that only lists images need not pay.
+    """
     conv = cattrs.Converter(forbid_extra_keys=strict)
     for kind in (str, bool, int):
         conv.register_structure_hook(kind, _exactly(kind))
@@ -170,50 +171,69 @@ def make_converter(*, strict: bool = False) -> cattrs.Converter:
     # RFC 3339, as Go's encoding/json reads time.Time.
     # In UTC: RFC 3339 offsets have no seconds, which isoformat() may write.
     conv.register_unstructure_hook(datetime, lambda value: value.astimezone(UTC).isoformat())
-    for request in _REQUESTS:
+
+    def unstructure_request(request: type[Any]) -> Callable[[Any], Any]:
         omit_none: dict[str, Any] = {
             field.name: override(omit_if_default=True)
             for field in attrs.fields(request)
             if field.default is None
         }
-        conv.register_unstructure_hook(
-            request, make_dict_unstructure_fn(request, conv, **omit_none)
-        )
-    for model in _MODELS + _LENIENT_MODELS:
-        renames: dict[str, Any] = {
+        return make_dict_unstructure_fn(request, conv, **omit_none)
+
+    def generated(model: type[Any]) -> Callable[[Any, Any], Any]:
+        """The model's structuring function, without the identifier checks below."""
+        overrides: dict[str, Any] = {
             name: override(rename=json_key) for name, json_key in _RENAMED.get(model, {}).items()
         }
+        if model is Image:
+            # The server sends an image's aliases without a target: they get the image's
+            # fingerprint (below) instead of the check an alias read on its own must pass.
+            overrides["aliases"] = override(struct_hook=_list_of(generated(ImageAlias), ImageAlias))
         forbid = strict and model not in _LENIENT_MODELS
-        generated = make_dict_structure_fn(model, conv, _cattrs_forbid_extra_keys=forbid, **renames)
-        conv.register_structure_hook(model, _without_nulls(generated))
+        structure = make_dict_structure_fn(
+            model, conv, _cattrs_forbid_extra_keys=forbid, **overrides
+        )
+        return _without_nulls(structure)
 
-    structure_image = conv.get_structure_hook(Image)
-    structure_alias = conv.get_structure_hook(ImageAlias)
-    structure_operation = conv.get_structure_hook(Operation)
+    def structure_model(model: type[Any]) -> Callable[[Any, Any], Any]:
+        structure = generated(model)
+        if model is Image:
 
-    def image_with_alias_targets(data: Any, cls: Any) -> Image:
-        image: Image = structure_image(data, cls)
-        _identifier(image.fingerprint, _FINGERPRINT, "image fingerprint")
-        aliases = [
-            attrs.evolve(alias, target=image.fingerprint, type=image.type)
-            for alias in image.aliases
-        ]
-        return attrs.evolve(image, aliases=aliases)
+            def image_with_alias_targets(data: Any, cls: Any) -> Image:
+                image: Image = structure(data, cls)
+                _identifier(image.fingerprint, _FINGERPRINT, "image fingerprint")
+                aliases = [
+                    attrs.evolve(alias, target=image.fingerprint, type=image.type)
+                    for alias in image.aliases
+                ]
+                return attrs.evolve(image, aliases=aliases)
 
-    def checked_alias(data: Any, cls: Any) -> ImageAlias:
-        # An alias on its own names its image (inside an Image it gets the image's).
-        alias: ImageAlias = structure_alias(data, cls)
-        _identifier(alias.target, _FINGERPRINT, "alias target")
-        return alias
+            return image_with_alias_targets
+        if model is ImageAlias:
 
-    def checked_operation(data: Any, cls: Any) -> Operation:
-        operation: Operation = structure_operation(data, cls)
-        _identifier(operation.id, _UUID, "operation id")
-        return operation
+            def checked_alias(data: Any, cls: Any) -> ImageAlias:
+                # An alias on its own names its image (inside an Image it gets the image's).
+                alias: ImageAlias = structure(data, cls)
+                _identifier(alias.target, _FINGERPRINT, "alias target")
+                return alias
 
-    conv.register_structure_hook(Image, image_with_alias_targets)
-    conv.register_structure_hook(ImageAlias, checked_alias)
-    conv.register_structure_hook(Operation, checked_operation)
+            return checked_alias
+        if model is Operation:
+
+            def checked_operation(data: Any, cls: Any) -> Operation:
+                operation: Operation = structure(data, cls)
+                _identifier(operation.id, _UUID, "operation id")
+                return operation
+
+            return checked_operation
+        return structure
+
+    conv.register_unstructure_hook_factory(
+        lambda kind: kind in _request_bodies(), unstructure_request
+    )
+    conv.register_structure_hook_factory(
+        lambda kind: kind in _MODELS + _LENIENT_MODELS, structure_model
+    )
     return conv
 
 

@@ -70,18 +70,16 @@ class PrettyPrinter(Protocol):
     def text(self, obj: str) -> None: ...
 
 
-#: What drawing a model built by hand with values of the wrong types raises (attrs does not
-#: check types; the converter, which builds every model the server's answers make, does).
-#: Such a model is shown as its plain repr instead: showing a value must never raise, and
-#: Hypothesis, pytest and debuggers show models through these hooks too.
-NOT_DRAWABLE = (TypeError, AttributeError, ValueError)
+# A display hook must never raise: the models are attrs classes anyone can build by hand with
+# values of the wrong type (hypothesis does, to print its examples). Such an object shows as
+# its plain repr instead of a traceback in place of the cell's output.
 
 
 def _repr_html_(self: object) -> str | None:
     try:
         return to_html(self)
-    except NOT_DRAWABLE:
-        return None  # Jupyter then shows the text form
+    except Exception:  # noqa: BLE001 - see above; None makes Jupyter show the text form
+        return None
 
 
 def _repr_pretty_(self: object, printer: PrettyPrinter, cycle: bool) -> None:
@@ -90,8 +88,8 @@ def _repr_pretty_(self: object, printer: PrettyPrinter, cycle: bool) -> None:
         return
     try:
         text = to_text(self)
-    except NOT_DRAWABLE:
-        text = repr(self)
+    except Exception:  # noqa: BLE001 - see above
+        text = repr(list(self)) if isinstance(self, list) else repr(self)
     printer.text(text)
 
 

@@ -340,7 +340,10 @@ def change_state(container_host: Any, name: str, action: str) -> None:
     answer = daemon.request(
         "PUT", f"/1.0/instances/{name}/state", {"action": action, "timeout": 30}
     )
-    daemon.request("GET", f"{answer['operation']}/wait?timeout=60")
+    done = daemon.request("GET", f"{answer['operation']}/wait?timeout=60")
+    # Say why a container would not start (its lxc.log under the daemon's logs/ has the rest).
+    error = done["error"] or (done["metadata"] or {}).get("err")
+    assert not error, f"{action} {name}: {error}"
 
 
 async def test_publish_a_stopped_instance(

@@ -9,6 +9,7 @@ the rooms above do.
 from __future__ import annotations
 
 import contextlib
+from typing import TYPE_CHECKING
 
 from .._errors import IncusError, NotFoundError
 from .._models import Image, ImageAlias, Operation, ServerInfo
@@ -26,9 +27,11 @@ from .._protocol import (
     token_secret,
     unexpected,
 )
-from .._requests import ImageAliasesPost, ImagePatch, ImagePut
 from ._connection import AsyncConnection
 from .operations import AsyncOperationsAPI
+
+if TYPE_CHECKING:
+    from .._requests import ImageAliasesPost, ImagePatch, ImagePut
 
 
 class AsyncImageCalls:
@@ -106,6 +109,8 @@ class AsyncImageCalls:
     ) -> None:
         """PATCH (changes what it carries) or PUT (replaces every writable field) the image;
         with the ETag it was read with, a concurrent change fails it (412)."""
+        from .._requests import ImagePatch  # request bodies load with the first write
+
         await self.connection.request(
             Call(
                 method="PATCH" if isinstance(body, ImagePatch) else "PUT",

@@ -28,6 +28,7 @@ from .._protocol import (
     transport_error,
     unexpected,
 )
+from .._sockets import AsyncSocketBackend
 from .._version import __version__
 from ._deadlines import (
     AsyncDeadlineBackend,
@@ -74,7 +75,7 @@ def _transport(endpoint: Endpoint) -> httpx.AsyncHTTPTransport:
         keepalive_expiry=5.0,
         uds=endpoint.socket_path,
         socket_options=UNIX_SOCKET_OPTIONS if endpoint.socket_path is not None else None,
-        network_backend=AsyncDeadlineBackend(httpcore.AnyIOBackend()),
+        network_backend=AsyncDeadlineBackend(AsyncSocketBackend()),
     )
     return transport
 

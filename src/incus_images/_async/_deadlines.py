@@ -24,6 +24,8 @@ from collections.abc import Iterator
 
 import httpcore
 
+from .._sockets import SocketOption
+
 
 class Deadline:
     """``seconds`` for the current call, counted from its first network step: waiting for a
@@ -48,10 +50,6 @@ CALL_DEADLINE: contextvars.ContextVar[Deadline | None] = contextvars.ContextVar(
 #: Least an image body must move per ``timeout`` seconds: below that it is stalled (about
 #: 2 KiB/s at the default 30 s; any real link moves far more).
 MIN_TRANSFER_BYTES = 64 * 1024
-
-SocketOption = typing.Union[  # noqa: UP007 - httpcore's own alias
-    tuple[int, int, int], tuple[int, int, bytes | bytearray], tuple[int, int, None, int]
-]
 
 
 @contextlib.contextmanager

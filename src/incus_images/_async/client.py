@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import os
 from types import TracebackType
+from typing import TYPE_CHECKING
 
 from .._endpoint import CertificateArg, Endpoint, VerifyArg, parse_endpoint, parse_members
 from .._errors import InvalidInputError
 from .._models import ServerInfo
-from .._remotes import Remote, remote_endpoint
 from .._validate import seconds, text
 from ._connection import AsyncConnection
 from .images import AsyncImagesAPI
 from .operations import AsyncOperationsAPI
+
+if TYPE_CHECKING:
+    from .._remotes import Remote
 
 #: Seconds a call may take (and a transfer may go without moving 64 KiB).
 DEFAULT_TIMEOUT = 30.0
@@ -82,6 +85,10 @@ class AsyncClient:
                 "configuration: give it without endpoint=, cert= or verify="
             )
         else:
+            # Here only: reading the CLI's configuration takes modules a client of an
+            # explicit endpoint never needs (and YAML, and maybe cryptography, on use).
+            from .._remotes import remote_endpoint
+
             resolved = remote_endpoint(remote)
             target = resolved.endpoint
             project = resolved.project if project is None else project

@@ -24,12 +24,6 @@ from .._protocol import (
     structure,
     structure_list,
 )
-from .._requests import ImageAliasesEntryPost, ImageAliasesPost, ImageAliasPatch, ImageChanges
-from .._simplestreams import SimpleStreams
-from .._transfer.export import ExportReceiver
-from .._transfer.files import check_export_target
-from .._transfer.progress import ProgressCallback
-from .._transfer.upload import prepare_upload
 from .._validate import (
     IMAGE_TYPES,
     alias_fields,
@@ -48,13 +42,14 @@ from .._validate import (
 )
 from ._calls import AsyncImageCalls
 from ._connection import AsyncConnection
-from ._copying import AsyncCopier, CopyMode, copy_options
-from ._importing import AsyncImporter
-from ._publishing import AsyncPublisher, publish_options
-from ._transfers import receive_export
 from .operations import AsyncOperationsAPI
 
+# Transfers, copies, publishing and request bodies are imported by the methods that use them:
+# a script that lists or reads images never loads them (start-up time, BENCHMARKS.md).
 if TYPE_CHECKING:
+    from .._simplestreams import SimpleStreams
+    from .._transfer.progress import ProgressCallback
+    from ._copying import CopyMode
     from .client import AsyncClient
 
 #: What an image (or one part of a split image) can be given as.
@@ -242,6 +237,9 @@ class AsyncImagesAPI:
         Failures name the source, this server, the image and the mode, and say what was
         left where; a copy that fails after the image arrived is deleted again.
         """
+        from .._simplestreams import SimpleStreams
+        from ._copying import AsyncCopier, copy_options
+
         options = copy_options(
             mode=mode,
             aliases=aliases,
@@ -313,6 +311,9 @@ class AsyncImagesAPI:
         An image that is already stored raises ImageExistsError (its ``fingerprint`` names
         it); a failed upload raises OperationError with the server's message.
         """
+        from .._transfer.upload import prepare_upload
+        from ._importing import AsyncImporter
+
         prepared = prepare_upload(
             image_data,
             rootfs,
@@ -361,6 +362,8 @@ class AsyncImagesAPI:
         profiles and expires_at.) Incus applies updates at once, so ``wait`` changes nothing;
         it is accepted for symmetry with the other writing calls.
         """
+        from .._requests import ImageChanges
+
         prefix = fingerprint_prefix(fingerprint)
         changes = ImageChanges(
             properties=None if properties is None else properties_map(properties),
@@ -425,6 +428,8 @@ class AsyncImagesAPI:
         for all of it. progress(done, None) reports the bytes packed so far, and the image's
         size at the end.
         """
+        from ._publishing import AsyncPublisher, publish_options
+
         options = publish_options(
             aliases=aliases,
             properties=properties,
@@ -467,6 +472,10 @@ class AsyncImagesAPI:
         secret is a download secret (see get()) for a private image this client is not
         trusted to read. progress(done, total) is called as the image's bytes arrive.
         """
+        from .._transfer.export import ExportReceiver
+        from .._transfer.files import check_export_target
+        from ._transfers import receive_export
+
         prefix = fingerprint_prefix(fingerprint)
         target = check_export_target(target_path)
         callback(progress, "progress")
@@ -513,6 +522,8 @@ class AsyncImagesAPI:
         self, name: str, target: str, description: str | None = None
     ) -> ImageAlias:
         """Create an alias pointing at the image target (fingerprint or prefix)."""
+        from .._requests import ImageAliasesPost
+
         name = alias_name(name)
         fields = alias_fields(target, description)
         await self._calls.create_alias(
@@ -554,6 +565,8 @@ class AsyncImagesAPI:
 
     async def rename_alias(self, name: str, new_name: str) -> ImageAlias:
         """Rename an alias; return it under its new name."""
+        from .._requests import ImageAliasesEntryPost
+
         name = alias_name(name)
         new_name = alias_name(new_name, argument="new_name")
         call = Call(
@@ -569,6 +582,8 @@ class AsyncImagesAPI:
         self, name: str, target: str, description: str | None = None
     ) -> ImageAlias:
         """Point the alias at target; description=None keeps the description, "" clears it."""
+        from .._requests import ImageAliasPatch
+
         name = alias_name(name)
         fields = alias_fields(target, description)
         # PATCH changes only the fields sent, so an omitted description is kept.
