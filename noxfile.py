@@ -53,7 +53,8 @@ def gen(session: nox.Session) -> None:
 def tests(session: nox.Session) -> None:
     session.install(*GENERATOR)
     _install_with(session, "test")
-    session.run("python", "-m", "pytest", *session.posargs)
+    # The suite proper fuzzes at full strength; a bare pytest run fuzzes lightly (test_fuzz.py).
+    session.run("python", "-m", "pytest", *session.posargs, env={"FUZZ_THOROUGH": "1"})
 
 
 @nox.session(python=PYTHON)
