@@ -25,6 +25,7 @@ from throwaway_incusd import DaemonUnavailable
 from tiny_image import unified_image
 
 from incus_images import Client
+from incus_images._sockets import SocketBackend
 from tests.helpers import UNIX_BASE, sha256, wait_raw
 
 pytestmark = pytest.mark.incusd
@@ -56,6 +57,11 @@ def cluster(certificates: Any) -> Iterator[ThrowawayCluster]:
 
 def _unix(member: ClusterMember, **options: Any) -> httpx.Client:
     transport = httpx.HTTPTransport(uds=member.socket_path, **options)
+    # Plain httpx, but on the SDK's blocking network backend: httpcore's own leaves the socket
+    # of each failed unix connect to the garbage collector, and the probes below connect to a
+    # stopped member in a loop (on Python 3.13 the collector then reported them, as
+    # ResourceWarnings, in a later test).
+    transport._pool._network_backend = SocketBackend()
     return httpx.Client(transport=transport, base_url=UNIX_BASE, timeout=10)
 
 
