@@ -86,19 +86,21 @@ def size_text(size: int) -> str:
 class Run:
     seconds: float
     peak_rss_mib: float
+    #: The child's CPU time, user + system (GNU time).
+    cpu: float
 
 
 def run_child(argv: list[str], env: dict[str, str]) -> tuple[Run, str]:
-    """Run argv to completion; its wall time, its peak RSS and its stdout.
+    """Run argv to completion; its wall time, peak RSS, CPU time and stdout.
 
     The peak RSS comes from GNU time, not from wait4() here: Linux counts the memory of the
     process that forked a child into the child's peak, so a child of this (bigger) Python
     process would inherit its size. GNU time is a small C program; it adds ~1 ms.
     """
-    with tempfile.NamedTemporaryFile("r") as rss:
+    with tempfile.NamedTemporaryFile("r") as report:
         started = time.perf_counter()
         result = subprocess.run(
-            [GNU_TIME, "-f", "%M", "-o", rss.name, *argv],
+            [GNU_TIME, "-f", "%M %U %S", "-o", report.name, *argv],
             env=env,
             capture_output=True,
             text=True,
@@ -109,8 +111,8 @@ def run_child(argv: list[str], env: dict[str, str]) -> tuple[Run, str]:
             raise RuntimeError(
                 f"{argv} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}"
             )
-        peak_kib = int(rss.read().split()[-1])
-    return Run(seconds=seconds, peak_rss_mib=peak_kib / 1024), result.stdout
+        peak_kib, user, system = report.read().split()[-3:]
+    return Run(seconds, int(peak_kib) / 1024, float(user) + float(system)), result.stdout
 
 
 def make_image(path: Path, size: int) -> None:
@@ -194,6 +196,7 @@ class Bench:
         return Run(
             seconds=post.seconds + wait.seconds,
             peak_rss_mib=max(post.peak_rss_mib, wait.peak_rss_mib),
+            cpu=post.cpu + wait.cpu,
         )
 
     def export(self, variant: str, fingerprint: str) -> Run:

@@ -58,7 +58,6 @@ import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from datetime import datetime
@@ -67,7 +66,7 @@ from types import TracebackType
 from typing import Any
 
 import attrs
-from bench import GNU_TIME, HERE, MIB, RSS_LIMIT_MIB, run_child, size_text
+from bench import HERE, MIB, RSS_LIMIT_MIB, Run, run_child, size_text
 from throwaway_incusd import ThrowawayIncusd, make_client_certificate, unix_request
 
 #: variant -> (who runs it, mode, clients over HTTPS)
@@ -215,33 +214,6 @@ def cpu_by_process() -> dict[int, tuple[int, float, float]]:
         children = int(fields[13]) + int(fields[14])  # cutime cstime
         found[int(entry.name)] = (int(fields[1]), own / _TICK, (own + children) / _TICK)
     return found
-
-
-@attrs.frozen
-class Timed:
-    seconds: float
-    peak_rss_mib: float
-    cpu: float
-
-
-def run_timed(argv: list[str], env: dict[str, str]) -> tuple[Timed, str]:
-    """bench.run_child, with the child's CPU time (user + system) from GNU time too."""
-    with tempfile.NamedTemporaryFile("r") as report:
-        started = time.perf_counter()
-        result = subprocess.run(
-            [GNU_TIME, "-f", "%M %U %S", "-o", report.name, *argv],
-            env=env,
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        seconds = time.perf_counter() - started
-        if result.returncode != 0:
-            raise RuntimeError(
-                f"{argv} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}"
-            )
-        peak_kib, user, system = report.read().split()[-3:]
-    return Timed(seconds, int(peak_kib) / 1024, float(user) + float(system)), result.stdout
 
 
 @attrs.define
@@ -511,7 +483,7 @@ class CopyBench:
         os.sync()
         cpu_before = cpu_by_process()
         launched = time.time()
-        run, out = run_timed(argv, self.env)
+        run, out = run_child(argv, self.env)
         ended = time.time()
         cpu = self._cpu_split(cpu_before, cpu_by_process())
         told = json.loads(out.splitlines()[-1]) if who != "cli" else {}
@@ -553,7 +525,7 @@ class CopyBench:
 
     @staticmethod
     def _timed(
-        run: Timed,
+        run: Run,
         cpu: tuple[float, float, float],
         launched: float,
         ended: float,

@@ -19,6 +19,7 @@ from incus_images import (
     AsyncClient,
     ConflictError,
     Image,
+    ImageAliasList,
     InvalidInputError,
     NotFoundError,
     Operation,
@@ -124,10 +125,13 @@ async def test_list_aliases_is_sorted_by_code_point(
     names = [f"{stem}-b", f"{stem}-B", f"{stem}-ä", f"{stem}-a"]
     for name in names:
         await daemon_client.images.create_alias(name, image.fingerprint)
-    listed = [
-        alias for alias in await daemon_client.images.list_aliases() if alias.name.startswith(stem)
-    ]
+    every = await daemon_client.images.list_aliases()
+    assert type(every) is ImageAliasList
+    listed = [alias for alias in every if alias.name.startswith(stem)]
     assert [alias.name for alias in listed] == sorted(names)
+    # Drawn as one table: a row for each alias, the new ones among them.
+    html = every._repr_html_()
+    assert html.count("<tr>") >= len(names) + 1 and all(f">{n}<" in html for n in names[:2])
     assert {alias.target for alias in listed} == {image.fingerprint}
     assert {alias.type for alias in listed} == {"container"}
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ from incus_images import (
     ConflictError,
     Image,
     ImageExistsError,
+    ImageList,
     InvalidInputError,
     NotFoundError,
     Operation,
@@ -189,6 +191,22 @@ async def test_list_returns_sorted_images_and_full_fingerprints(
     assert made <= {image.fingerprint for image in images}
     assert made <= set(fingerprints)
     assert all(len(fingerprint) == 64 for fingerprint in fingerprints)
+
+
+async def test_a_list_draws_as_one_table_and_each_request_is_logged_by_path(
+    daemon_client: AsyncClient, new_image: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    image = await new_image()
+    caplog.set_level(logging.DEBUG, logger="incus_images")
+    images = await daemon_client.images.list()
+    assert type(images) is ImageList
+    html = images._repr_html_()
+    # The row shows the fingerprint short, as the CLI does, with the whole one as its title.
+    assert f'<code title="{image.fingerprint}">{image.fingerprint[:12]}</code>' in html
+    logged = [r.getMessage() for r in caplog.records if r.name == "incus_images"]
+    assert any(line.startswith("GET /1.0/images on unix://") for line in logged), logged
+    # The query (recursion=1 here; a download secret elsewhere) is never logged.
+    assert not any("recursion" in line for line in logged), logged
 
 
 async def test_get_accepts_a_unique_prefix_in_any_case(
