@@ -29,6 +29,7 @@ import re
 import socket
 import tempfile
 import threading
+import unicodedata
 import types
 import typing
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
@@ -348,6 +349,28 @@ def test_alias_name(value: object) -> None:
     assert name is value
     assert sendable(name)
     one_path_segment(alias_path(name), ALIASES, name)
+
+
+@FUZZ
+@given(value=st.one_of(anything, texts))
+@example(value="\u202e")
+@example(value="x" * 256)
+@example(value="\x9b")
+def test_new_alias_name(value: object) -> None:
+    try:
+        name = validate.new_alias_name(value)
+    except InvalidInputError:
+        return
+    assert name is value
+    assert isinstance(name, str)
+    assert 0 < len(name) <= 255
+    assert sendable(name)
+    assert not any(
+        unicodedata.category(char) == "Cc"
+        or "\u202a" <= char <= "\u202e"
+        or "\u2066" <= char <= "\u2069"
+        for char in name
+    )
 
 
 @FUZZ

@@ -44,6 +44,7 @@ from incus_images._requests import ImageChanges, ImagePatch, ImagePut
 from incus_images._transfer.upload import list_header, looks_like_json
 from incus_images._validate import (
     alias_name,
+    new_alias_name,
     filename_header,
     fingerprint_prefix,
     full_fingerprint,
@@ -164,6 +165,37 @@ def test_full_fingerprint_accepts_64_digits_only() -> None:
 @pytest.mark.parametrize("name", ["a", "with space", "a/b", "ü☃", ".", "..", "%", "-"])
 def test_alias_name_accepts_any_non_empty_text(name: str) -> None:
     assert alias_name(name) == name
+
+
+@pytest.mark.parametrize(
+    ("name", "why"),
+    [
+        ("", "must not be empty"),
+        ("nul\x00x", "NUL"),
+        ("\ud800", "lone surrogate"),
+        ("tab\there", "U\\+0009"),
+        ("esc\x1b[2J", "U\\+001B"),
+        ("del\x7f", "U\\+007F"),
+        ("c1\x85", "U\\+0085"),
+        ("c1\x9b31m", "U\\+009B"),
+        ("evil\u202egnp.exe", "U\\+202E"),
+        ("\u202aleft", "U\\+202A"),
+        ("iso\u2066late", "U\\+2066"),
+        ("iso\u2069late", "U\\+2069"),
+        ("x" * 256, "256 characters long"),
+    ],
+)
+def test_a_new_alias_name_follows_one_rule(name: str, why: str) -> None:
+    with pytest.raises(InvalidInputError, match=why):
+        new_alias_name(name)
+
+
+@pytest.mark.parametrize("name", ["a", "debian/12", "ü☃ 日本", "x" * 255, "\u200fmark", "a\u2065b"])
+def test_a_new_alias_name_may_be_any_other_text(name: str) -> None:
+    assert new_alias_name(name) == name
+    # A lookup takes what a new name may be, and more (aliases other clients made).
+    assert alias_name(name) == name
+    assert alias_name("tab\there") == "tab\there"
 
 
 def test_alias_name_refuses_empty_nul_and_non_strings() -> None:

@@ -64,9 +64,36 @@ def full_fingerprint(value: object, *, argument: str = "fingerprint") -> str:
 
 
 def alias_name(value: object, *, argument: str = "name") -> str:
-    """Refuse alias names Incus would accept but then could not manage."""
+    """An alias name to look up, change or delete: any non-empty text that can be sent (an
+    alias another client made with an odd name can still be managed)."""
     # Incus can be driven into an empty-named alias that can never be changed or deleted.
     return text(value, f"alias {argument}", empty=False)
+
+
+#: The longest name a new alias may get (incusd checks none; file systems' names stop here).
+MAX_ALIAS_NAME = 255
+#: C0 and C1 control characters (DEL too), and the bidirectional overrides and isolates: a
+#: name holding one prints as another name, or rewrites the terminal that shows it.
+_UNSAFE_IN_ALIAS = re.compile("[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+
+
+def new_alias_name(value: object, *, argument: str = "name") -> str:
+    """A name a new alias gets, whoever chose it (the caller, or a copy's source): non-empty,
+    at most 255 characters, no NUL, lone surrogate, control character or bidirectional
+    override."""
+    name = alias_name(value, argument=argument)
+    if len(name) > MAX_ALIAS_NAME:
+        raise InvalidInputError(
+            f"alias {argument} {name!r:.60}... is {len(name)} characters long; at most "
+            f"{MAX_ALIAS_NAME} are allowed"
+        )
+    unsafe = _UNSAFE_IN_ALIAS.search(name)
+    if unsafe is not None:
+        raise InvalidInputError(
+            f"alias {argument} {name!r:.100} contains the control character "
+            f"U+{ord(unsafe.group()):04X}"
+        )
+    return name
 
 
 def profile_name(value: object, *, argument: str = "profile") -> str:

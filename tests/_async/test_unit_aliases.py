@@ -105,6 +105,21 @@ async def test_alias_names_refused_before_any_request(
     assert not silent.calls
 
 
+@pytest.mark.parametrize("name", ["esc\x1b[2J", "evil\u202egnp", "c1\x9b", "x" * 256])
+async def test_names_a_new_alias_may_not_have_are_refused_before_any_request(
+    client: AsyncClient, silent: respx.MockRouter, name: str
+) -> None:
+    with pytest.raises(InvalidInputError, match="alias"):
+        await client.images.create_alias(name, FP)
+    with pytest.raises(InvalidInputError, match="alias new_name"):
+        await client.images.rename_alias("old", name)
+    with pytest.raises(InvalidInputError, match="alias aliases"):
+        await client.images.create(b"\x1f\x8b\x08\x00", aliases=[name])
+    with pytest.raises(InvalidInputError, match="alias aliases"):
+        await client.images.publish("c1", aliases=[name])
+    assert not silent.calls
+
+
 # ------------------------------------------------------------------------------------------
 # create_alias
 

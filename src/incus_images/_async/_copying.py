@@ -49,6 +49,7 @@ from .._validate import (
     choice,
     fingerprint_prefix,
     names_list,
+    new_alias_name,
     optional_boolean,
     profile_name,
 )
@@ -95,7 +96,7 @@ def copy_options(
     callback(progress, "progress")
     return CopyOptions(
         mode=None if mode is None else choice(mode, "mode", MODES),  # type: ignore[arg-type]
-        aliases=names_list(aliases, "aliases", alias_name),
+        aliases=names_list(aliases, "aliases", new_alias_name),
         copy_aliases=boolean(copy_aliases, "copy_aliases"),
         public=optional_boolean(public, "public"),
         auto_update=optional_boolean(auto_update, "auto_update"),

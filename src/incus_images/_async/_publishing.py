@@ -17,11 +17,11 @@ from .._protocol import IMAGES, Call, named_path, structure
 from .._requests import AliasEntry, FollowUp, ImagesPost, ImagesPostSource
 from .._transfer.progress import Progress, ProgressCallback, daemon_progress
 from .._validate import (
-    alias_name,
     aware_datetime,
     boolean,
     callback,
     names_list,
+    new_alias_name,
     properties_map,
     text,
 )
@@ -61,7 +61,7 @@ def publish_options(
 ) -> PublishOptions:
     callback(progress, "progress")
     return PublishOptions(
-        aliases=names_list(aliases, "aliases", alias_name),
+        aliases=names_list(aliases, "aliases", new_alias_name),
         properties=properties_map(properties),
         public=boolean(public, "public"),
         compression=None if compression is None else text(compression, "compression", empty=False),

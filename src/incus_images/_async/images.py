@@ -35,6 +35,7 @@ from .._validate import (
     fingerprint_prefix,
     image_filter,
     names_list,
+    new_alias_name,
     optional_boolean,
     profile_name,
     properties_map,
@@ -524,7 +525,7 @@ class AsyncImagesAPI:
         """Create an alias pointing at the image target (fingerprint or prefix)."""
         from .._requests import ImageAliasesPost
 
-        name = alias_name(name)
+        name = new_alias_name(name)
         fields = alias_fields(target, description)
         await self._calls.create_alias(
             ImageAliasesPost(name=name, **fields),
@@ -568,7 +569,7 @@ class AsyncImagesAPI:
         from .._requests import ImageAliasesEntryPost
 
         name = alias_name(name)
-        new_name = alias_name(new_name, argument="new_name")
+        new_name = new_alias_name(new_name, argument="new_name")
         call = Call(
             method="POST",
             path=alias_path(name),

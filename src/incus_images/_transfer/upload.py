@@ -28,12 +28,12 @@ from .._errors import InvalidInputError, TransferError
 from .._requests import AliasEntry, FollowUp, ImagePatch
 from .._validate import (
     IMAGE_TYPES,
-    alias_name,
     boolean,
     callback,
     filename_header,
     full_fingerprint,
     names_list,
+    new_alias_name,
     profile_name,
     properties_map,
     text,
@@ -424,7 +424,7 @@ def prepare_upload(
         properties=wanted_properties or None,
     )
     boolean(wait, "wait")
-    alias_names = names_list(aliases, "aliases", alias_name)
+    alias_names = names_list(aliases, "aliases", new_alias_name)
     profile_names = names_list(profiles, "profiles", profile_name)
     if profile_names:
         headers["X-Incus-profiles"] = list_header("profile", profile_names)
