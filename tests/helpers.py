@@ -55,6 +55,18 @@ def sync_response(
     return httpx.Response(status, json=body, headers=headers)
 
 
+#: What a client sends to read the images a server holds before an import (the survey: an
+#: import that may clean up after a failure never deletes what was there before).
+SURVEY = "GET /1.0/images?recursion=0"
+
+
+def mock_survey(router: Any, *held: str) -> Any:
+    """Answer the survey of a mocked server: it holds the images ``held``."""
+    return router.get("/1.0/images", params={"recursion": "0"}).mock(
+        return_value=sync_response([f"/1.0/images/{fingerprint}" for fingerprint in held])
+    )
+
+
 def error_response(status: int, message: str, *, http_status: int | None = None) -> httpx.Response:
     """An Incus error envelope (incusd ends it with a newline)."""
     body = {

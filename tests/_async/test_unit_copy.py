@@ -85,6 +85,18 @@ class Wire(ScriptedWire):
 
     def __init__(self, mock: respx.MockRouter) -> None:
         super().__init__(mock, WHO)
+        #: The images each target holds before a copy: what its listing answers (a copy reads
+        #: it first, and never deletes what it names).
+        self.held: dict[str, list[str]] = {"T": [], "U": []}
+        for who in self.held:
+            self.on(who, "GET", "/1.0/images", self._listing(who))
+
+    def _listing(self, who: str) -> Callable[[httpx.Request], httpx.Response]:
+        def respond(request: httpx.Request) -> httpx.Response:
+            assert request.url.params.get("recursion") == "0"
+            return sync_response([f"/1.0/images/{fp}" for fp in self.held[who]])
+
+        return respond
 
     def on(self, who: str, method: str, path: str, *answers: Answer) -> None:
         """Answer (who, method, path) with answers in turn, the last one from then on."""
@@ -208,6 +220,12 @@ def target_image(
     )
 
 
+def target_has(wire: Wire, body: dict[str, Any]) -> None:
+    """The target held the image before the copy began."""
+    wire.held["T"].append(body["fingerprint"])
+    wire.on("T", "GET", f"/1.0/images/{body['fingerprint']}", sync_response(body))
+
+
 def flag() -> tuple[list[bool], Callable[[], bool]]:
     box: list[bool] = []
     return box, lambda: bool(box)
@@ -271,7 +289,7 @@ async def test_pull_by_alias_sends_the_source_waits_then_creates_the_aliases(
     assert wire.sent() == [
         "S GET /1.0/images/aliases/tiny",
         f"S GET /1.0/images/{FP}",
-        f"T GET /1.0/images/{FP}",
+        "T GET /1.0/images?recursion=0",
         "T GET /1.0/images/aliases/copy-a",
         "T GET /1.0/images/aliases/copy-b",
         "T POST /1.0/images",
@@ -317,7 +335,7 @@ async def test_pull_is_the_default_for_an_https_source_and_sends_the_settings(
     assert wire.sent()[:3] == [
         f"S GET /1.0/images/aliases/{prefix}",
         f"S GET /1.0/images/{FP[:12]}",
-        f"T GET /1.0/images/{FP}",
+        "T GET /1.0/images?recursion=0",
     ]
     # The full fingerprint from then on; no file name for an image that has none.
     assert wire.body("T", "POST", "/1.0/images") == {
@@ -366,7 +384,7 @@ async def test_pull_by_fingerprint_prefix_looks_up_the_alias_first(
     assert wire.sent()[:3] == [
         f"S GET /1.0/images/aliases/{FP[:10]}",
         f"S GET /1.0/images/{FP[:10]}",
-        f"T GET /1.0/images/{FP}",
+        "T GET /1.0/images?recursion=0",
     ]
     assert wire.body("T", "POST", "/1.0/images")["source"]["fingerprint"] == FP
 
@@ -522,7 +540,7 @@ async def test_private_pull_sends_a_secret_from_the_source(
     assert wire.sent() == [
         f"S GET /1.0/images/aliases/{FP}",
         f"S GET /1.0/images/{FP}",
-        f"T GET /1.0/images/{FP}",
+        "T GET /1.0/images?recursion=0",
         "S GET /1.0",
         f"S POST /1.0/images/{FP}/secret",
         "T POST /1.0/images",
@@ -631,7 +649,7 @@ async def test_push_asks_the_target_for_a_token_then_the_source_to_export(
     assert wire.sent() == [
         f"S GET /1.0/images/aliases/{FP}",
         f"S GET /1.0/images/{FP}",
-        f"T GET /1.0/images/{FP}?project=dev",
+        "T GET /1.0/images?recursion=0&project=dev",
         "T GET /1.0/profiles/default?project=dev",
         "S GET /1.0",
         "T POST /1.0/images?project=dev",
@@ -847,7 +865,7 @@ async def test_relay_of_a_unified_image_uploads_the_export_with_its_headers(
     assert wire.sent() == [
         f"S GET /1.0/images/aliases/{FP}",
         f"S GET /1.0/images/{FP}",
-        f"T GET /1.0/images/{FP}",
+        "T GET /1.0/images?recursion=0",
         "T GET /1.0/profiles/default",
         "T GET /1.0/profiles/gpu",
         f"S GET /1.0/images/{FP}/export",
@@ -1196,7 +1214,7 @@ async def test_an_image_the_target_has_is_not_copied_but_gets_the_aliases(
     wire: Wire, source: AsyncClient, target: AsyncClient
 ) -> None:
     source_image(wire, public_image())
-    wire.on("T", "GET", f"/1.0/images/{FP}", sync_response(public_image()))
+    target_has(wire, public_image())
     wire.on("T", "GET", "/1.0/images/aliases/x", missing("Image alias not found"))
     wire.on("T", "POST", "/1.0/images/aliases", sync_response(None, status=201))
     result = await target.images.copy(FP, source, aliases=["x"], wait=False)
@@ -1228,7 +1246,7 @@ async def test_a_taken_alias_is_refused_for_an_image_the_target_has_too(
     wire: Wire, source: AsyncClient, target: AsyncClient
 ) -> None:
     source_image(wire, public_image())
-    wire.on("T", "GET", f"/1.0/images/{FP}", sync_response(public_image()))
+    target_has(wire, public_image())
     wire.on("T", "GET", "/1.0/images/aliases/taken", alias_entry("taken", "ab" * 32))
     with pytest.raises(ConflictError, match="'taken'"):
         await target.images.copy(FP, source, aliases=["taken"])
@@ -1259,7 +1277,7 @@ async def test_a_failed_alias_on_an_image_that_was_there_keeps_the_image(
     wire: Wire, source: AsyncClient, target: AsyncClient
 ) -> None:
     source_image(wire, public_image())
-    wire.on("T", "GET", f"/1.0/images/{FP}", sync_response(public_image()))
+    target_has(wire, public_image())
     wire.on("T", "GET", "/1.0/images/aliases/x", missing("Image alias not found"))
     wire.on("T", "POST", "/1.0/images/aliases", error_response(500, "database is locked"))
     with pytest.raises(IncusError) as caught:
@@ -1311,6 +1329,23 @@ async def test_a_copy_stored_under_another_fingerprint_is_deleted(
     assert FP in message
     assert f"image {other} was deleted again" in message
     assert wire.writes() == ["T POST /1.0/images", f"T DELETE /1.0/images/{other}"]
+
+
+async def test_a_copy_reported_as_an_image_the_target_held_never_deletes_it(
+    wire: Wire, source: AsyncClient, target: AsyncClient
+) -> None:
+    """A hostile source answers the target's download with another image, one the target
+    already held: the daemon reports that one stored. It was there before: it stays."""
+    held = sha256(b"an image the target already had")
+    wire.held["T"].append(held)
+    pull_scenario(wire, public_image(), wait=done(PULL_ID, held))
+    deletes(wire, "T", held)
+    with pytest.raises(TransferError) as caught:
+        await target.images.copy(FP, source)
+    message = str(caught.value)
+    assert f"image {held} was on the server before and stays" in message
+    assert "deleted" not in message
+    assert wire.writes() == ["T POST /1.0/images"]
 
 
 # --------------------------------------------------------------------------------------------

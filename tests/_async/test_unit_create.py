@@ -23,9 +23,11 @@ from incus_images import (
 )
 from tests.helpers import (
     OFFLINE_SERVER,
+    SURVEY,
     accepted_response,
     error_response,
     image,
+    mock_survey,
     operation,
     sha256,
     sync_response,
@@ -63,6 +65,8 @@ def mock_upload(router: respx.MockRouter) -> respx.Route:
 
 
 def mock_wait(router: respx.MockRouter, answer: httpx.Response) -> respx.Route:
+    """The upload's wait (and the survey that every waiting upload makes first)."""
+    mock_survey(router)
     return router.get(f"/1.0/operations/{UPLOAD_ID}/wait").mock(return_value=answer)
 
 
@@ -136,6 +140,7 @@ async def test_create_wait_waits_then_gets_the_image(
     assert result.fingerprint == FP
     assert result.size == len(DATA)
     assert sent(router) == [
+        SURVEY,
         "POST /1.0/images",
         f"GET /1.0/operations/{UPLOAD_ID}/wait?timeout=30",
         f"GET /1.0/images/{FP}",
@@ -160,6 +165,7 @@ async def test_create_properties_are_patched_after_upload_never_as_header(
     assert patch.call_count == 1
     assert json.loads(patch.calls.last.request.content) == {"properties": properties}
     assert sent(router) == [
+        SURVEY,
         "POST /1.0/images",
         f"GET /1.0/operations/{UPLOAD_ID}/wait?timeout=30",
         f"PATCH /1.0/images/{FP}",
@@ -206,7 +212,7 @@ async def test_create_with_properties_without_wait_returns_the_finished_operatio
     assert isinstance(result, Operation)
     assert result.succeeded
     assert result.metadata == {"fingerprint": FP, "size": "772"}
-    assert [line.split()[0] for line in sent(router)] == ["POST", "GET", "PATCH"]
+    assert [line.split()[0] for line in sent(router)] == ["GET", "POST", "GET", "PATCH"]
 
 
 async def test_create_empty_properties_mean_no_patch(
@@ -244,6 +250,20 @@ async def test_create_fingerprint_mismatch_deletes_the_reported_image(
     assert OFFLINE_SERVER in str(error)
     # Nothing is patched or read after the mismatch.
     assert sent(router)[-1] == f"GET /1.0/operations/{DELETE_ID}/wait?timeout=30"
+
+
+async def test_create_fingerprint_mismatch_never_deletes_an_image_that_was_there(
+    client: AsyncClient, router: respx.MockRouter
+) -> None:
+    """The server reports an image it held before the upload: it is not this upload's."""
+    other = sha256(b"an image the server had before")
+    mock_upload(router)
+    router.get(f"/1.0/operations/{UPLOAD_ID}/wait").mock(return_value=upload_done(other))
+    mock_survey(router, other)
+    with pytest.raises(TransferError) as caught:
+        await client.images.create(DATA, wait=True)
+    assert f"image {other} was on the server before and stays" in str(caught.value)
+    assert [line.split()[0] for line in sent(router)] == ["GET", "POST", "GET"]
 
 
 async def test_create_fingerprint_mismatch_message_tells_when_delete_failed(
@@ -295,7 +315,7 @@ async def test_create_duplicate_604_shape(client: AsyncClient, router: respx.Moc
     assert op.call_count == 1
     assert "project" not in op.calls.last.request.url.params
     # No PATCH and no image GET after the failure.
-    assert [line.split()[0] for line in sent(router)] == ["POST", "GET", "GET"]
+    assert [line.split()[0] for line in sent(router)] == ["GET", "POST", "GET", "GET"]
 
 
 async def test_create_duplicate_604_shape_operation_already_gone(
@@ -335,7 +355,7 @@ async def test_create_duplicate_new_shape(client: AsyncClient, router: respx.Moc
     assert error.fingerprint == FP
     assert error.operation is not None
     assert error.operation.id == UPLOAD_ID
-    assert len(router.calls) == 2
+    assert len(router.calls) == 3
 
 
 async def test_create_garbage_upload_fails_with_the_server_message(
@@ -378,7 +398,7 @@ async def test_create_failed_patch_deletes_the_image_and_says_so(
     assert error.fingerprint == FP
     assert "bad properties" in str(error)
     assert f"image {FP} was deleted" in str(error)
-    assert [line.split()[0] for line in sent(router)] == ["POST", "GET", "PATCH", "DELETE", "GET"]
+    assert [line.split()[0] for line in sent(router)] == ["GET", "POST", "GET", "PATCH", "DELETE", "GET"]
 
 
 async def test_create_failed_patch_and_failed_delete_says_the_image_remains(

@@ -37,6 +37,7 @@ from incus_images import (
 )
 from tests.helpers import (
     OFFLINE_SERVER,
+    SURVEY,
     UNIX_BASE,
     Answer,
     ScriptedWire,
@@ -834,6 +835,7 @@ def publishing(wire: Wire, *, state: str | None = "Stopped", wait: Answer = PUBL
     """A daemon on which publishing c1 (or a snapshot of it) works."""
     if state is not None:
         wire.on("GET", INSTANCE, instance_state(state))
+    wire.on("GET", "/1.0/images", sync_response([]))  # the survey: the daemon held no image
     wire.on("POST", "/1.0/images", started(PUBLISH_ID))
     wire.on("GET", f"/1.0/operations/{PUBLISH_ID}/wait", wait)
     wire.on("GET", f"/1.0/images/{FP_A}", sync_response(image(FP_A, size=5000)))
@@ -857,7 +859,7 @@ async def test_publish_an_instance(client: AsyncClient, wire: Wire) -> None:
     result = await client.images.publish("c1")
     assert isinstance(result, Image)
     assert result.fingerprint == FP_A
-    assert wire.sent() == [f"GET {INSTANCE}", *PUBLISH_STEPS]
+    assert wire.sent() == [f"GET {INSTANCE}", SURVEY, *PUBLISH_STEPS]
     assert wire.bodies("POST", "/1.0/images") == [{"source": {"type": "instance", "name": "c1"}}]
 
 
@@ -875,7 +877,7 @@ async def test_publish_a_snapshot_with_every_option(client: AsyncClient, wire: W
     assert_instant(expiry, datetime(2031, 1, 2, 10, 4, 5, tzinfo=UTC))
     assert isinstance(result, Image)
     # A snapshot is never running: its instance is not looked at.
-    assert wire.sent() == PUBLISH_STEPS
+    assert wire.sent() == [SURVEY, *PUBLISH_STEPS]
     assert wire.bodies("POST", "/1.0/images") == [
         {
             "source": {"type": "snapshot", "name": "c1/snap 0"},
@@ -900,6 +902,7 @@ async def test_publish_with_aliases_checks_them_first_and_creates_them_after(
         f"GET {ALIASES}/a%2Fb",
         f"GET {ALIASES}/%2E%2E",
         f"GET {INSTANCE}",
+        SURVEY,
         "POST /1.0/images",
         wait_path(PUBLISH_ID),
         f"POST {ALIASES}",
@@ -958,6 +961,7 @@ async def test_publish_force_stops_publishes_and_starts_again(
     assert wire.sent() == [
         f"GET {ALIASES}/pub",
         f"GET {INSTANCE}",
+        SURVEY,
         *STOP_STEPS,
         "POST /1.0/images",
         wait_path(PUBLISH_ID),
@@ -976,7 +980,7 @@ async def test_publish_force_without_wait_still_waits_before_starting(
     result = await client.images.publish("c1", force=True, wait=False)
     assert isinstance(result, Operation)
     assert result.succeeded
-    assert wire.sent() == [f"GET {INSTANCE}", *STOP_STEPS, *PUBLISH_STEPS, *START_STEPS]
+    assert wire.sent() == [f"GET {INSTANCE}", SURVEY, *STOP_STEPS, *PUBLISH_STEPS, *START_STEPS]
 
 
 async def test_publish_force_on_a_stopped_instance_changes_no_state(
@@ -984,7 +988,7 @@ async def test_publish_force_on_a_stopped_instance_changes_no_state(
 ) -> None:
     publishing(wire, state="Stopped")
     await client.images.publish("c1", force=True)
-    assert wire.sent() == [f"GET {INSTANCE}", *PUBLISH_STEPS]
+    assert wire.sent() == [f"GET {INSTANCE}", SURVEY, *PUBLISH_STEPS]
 
 
 async def test_publish_force_starts_again_when_publishing_fails(
@@ -1000,6 +1004,7 @@ async def test_publish_force_starts_again_when_publishing_fails(
     assert wire.sent() == [
         f"GET {ALIASES}/pub",
         f"GET {INSTANCE}",
+        SURVEY,
         *STOP_STEPS,
         "POST /1.0/images",
         wait_path(PUBLISH_ID),
@@ -1017,7 +1022,7 @@ async def test_publish_force_starts_again_when_the_request_is_refused(
     with pytest.raises(APIError) as caught:
         await client.images.publish("c1", force=True)
     assert caught.value.server_message == "Failed creating instance snapshot"
-    assert wire.sent() == [f"GET {INSTANCE}", *STOP_STEPS, "POST /1.0/images", *START_STEPS]
+    assert wire.sent() == [f"GET {INSTANCE}", SURVEY, *STOP_STEPS, "POST /1.0/images", *START_STEPS]
 
 
 async def test_publish_force_keeps_the_publishing_error_when_the_start_fails_too(
@@ -1098,6 +1103,7 @@ async def test_publish_progress_from_a_604_daemon(client: AsyncClient, wire: Wir
     await client.images.publish("c1/s", progress=lambda *call: calls.append(call))
     assert calls == [(0, None), (1234, None), (5000, 5000)]
     assert wire.sent() == [
+        SURVEY,
         "POST /1.0/images",
         wait_path(PUBLISH_ID, 1),
         f"GET /1.0/operations/{PUBLISH_ID}",
@@ -1119,6 +1125,7 @@ async def test_publish_progress_from_a_newer_daemon(client: AsyncClient, wire: W
     await client.images.publish("c1/s", progress=lambda *call: calls.append(call))
     assert calls == [(0, None), (1234, None), (5000, 5000)]
     assert wire.sent() == [
+        SURVEY,
         "POST /1.0/images",
         wait_path(PUBLISH_ID, 1),
         wait_path(PUBLISH_ID, 1),

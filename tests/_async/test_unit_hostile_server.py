@@ -25,7 +25,15 @@ from incus_images import (
     InvalidInputError,
     TransferError,
 )
-from tests.helpers import UNIX_BASE, accepted_response, image, operation, sha256, sync_response
+from tests.helpers import (
+    UNIX_BASE,
+    accepted_response,
+    image,
+    mock_survey,
+    operation,
+    sha256,
+    sync_response,
+)
 from tests.hostile_server import HostileServer, dripping, head, sync_answer
 
 pytestmark = pytest.mark.anyio
@@ -238,6 +246,7 @@ async def test_an_upload_operation_id_is_checked_before_waiting(
     client: AsyncClient, router: respx.MockRouter, hostile_id: str
 ) -> None:
     router.get(f"/1.0/images/aliases/{'a'}").respond(404)
+    mock_survey(router)
     router.post("/1.0/images").mock(return_value=accepted_response(operation(hostile_id)))
     others = router.route(method__in=["GET", "PATCH", "DELETE"], path__startswith="/1.0/o")
     others.respond(500)

@@ -16,6 +16,7 @@ from tests.helpers import (
     accepted_response,
     error_response,
     image,
+    mock_survey,
     operation,
     sha256,
     sync_response,
@@ -49,6 +50,7 @@ def sdk_lines(caplog: pytest.LogCaptureFixture, level: int) -> list[str]:
 
 def answer_an_upload(router: respx.MockRouter, **stored: Any) -> None:
     """The server's side of create(DATA, wait=True): the image it stores has ``stored``."""
+    mock_survey(router)
     router.post("/1.0/images").mock(return_value=accepted_response(operation(UPLOAD_ID)))
     router.get(f"/1.0/operations/{UPLOAD_ID}/wait").mock(
         return_value=sync_response(

@@ -16,7 +16,14 @@ import pytest
 import respx
 
 from incus_images import AsyncClient, IncusConnectionError, IncusTimeoutError
-from tests.helpers import accepted_response, image, operation, sha256, sync_response
+from tests.helpers import (
+    accepted_response,
+    image,
+    mock_survey,
+    operation,
+    sha256,
+    sync_response,
+)
 
 pytestmark = pytest.mark.anyio
 
@@ -80,6 +87,7 @@ async def test_a_delete_is_not_repeated(client: AsyncClient, router: respx.MockR
 async def test_an_upload_body_is_never_sent_twice(
     client: AsyncClient, router: respx.MockRouter
 ) -> None:
+    mock_survey(router)
     route = router.post("/1.0/images").mock(
         side_effect=[httpx.ConnectError("refused"), accepted_response(operation(OP_ID))]
     )

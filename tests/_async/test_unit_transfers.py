@@ -34,10 +34,12 @@ from incus_images import (
 )
 from tests.helpers import (
     OFFLINE_SERVER,
+    SURVEY,
     UNIX_BASE,
     accepted_response,
     error_response,
     image,
+    mock_survey,
     multipart_parts,
     operation,
     sha256,
@@ -126,6 +128,8 @@ def mock_upload(router: respx.MockRouter) -> Uploads:
 
 
 def mock_wait(router: respx.MockRouter, fingerprint: str = FP) -> respx.Route:
+    """The upload's wait (and the survey that every waiting upload makes first)."""
+    mock_survey(router)
     done = operation(UPLOAD_ID, status_code=200, metadata={"fingerprint": fingerprint})
     return router.get(f"/1.0/operations/{UPLOAD_ID}/wait").mock(return_value=sync_response(done))
 
@@ -342,6 +346,7 @@ async def test_profiles_fingerprint_and_aliases(
         "GET /1.0/images/aliases/web",
         "GET /1.0/profiles/a",
         "GET /1.0/profiles/b",
+        SURVEY,
         "POST /1.0/images",
         f"GET /1.0/operations/{UPLOAD_ID}/wait?timeout=30",
         "POST /1.0/images/aliases",
@@ -404,6 +409,7 @@ async def test_empty_profiles_are_removed_after_the_upload(
         "profiles": [],
     }
     assert sent(router) == [
+        SURVEY,
         "POST /1.0/images",
         f"GET /1.0/operations/{UPLOAD_ID}/wait?timeout=30",
         f"GET /1.0/images/{FP}",
@@ -432,6 +438,7 @@ async def test_a_failing_alias_after_the_upload_deletes_the_image_and_says_so(
     assert "Alias already exists: web" in str(error)
     assert f"image {FP} was deleted" in str(error)
     assert [line.split()[0] for line in sent(router)] == [
+        "GET",
         "GET",
         "POST",
         "GET",

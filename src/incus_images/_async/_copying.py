@@ -157,11 +157,10 @@ class AsyncCopier:
                 "(nothing was copied)"
             )
         aliases = _wanted_aliases(options, found)
-        existing = await self._calls.find(fingerprint)
-        if existing is not None:
+        if fingerprint in await importer.survey():
             # Not an error: the target has the image; only the aliases asked for are added.
             await importer.preflight([alias.name for alias in aliases], [])
-            await importer.follow_up(fingerprint, FollowUp(aliases=aliases), discard=False)
+            await importer.follow_up(fingerprint, FollowUp(aliases=aliases))
             return await importer.image(fingerprint)
         await importer.preflight([alias.name for alias in aliases], options.profiles or [])
         follow_up = FollowUp(
@@ -213,7 +212,7 @@ class AsyncCopier:
             detail, outcome = "the image is not there", "nothing was copied"
         else:
             detail = f"it stored a {copy.type} image, not a {found.type} one"
-            outcome = await self._calls.discard(found.fingerprint)
+            outcome = await importer.discard(found.fingerprint)
         raise TransferError(
             f"Could not {importer.action} on {self._target}: the copy was reported done, but "
             f"{detail}; {outcome}",
@@ -512,8 +511,9 @@ class AsyncCopier:
         importer = AsyncImporter(self._calls, f"copy {described}")
         aliases = [AliasEntry(name=alias) for alias in options.aliases]
         await importer.preflight([alias.name for alias in aliases], options.profiles or [])
-        # What was here before is never deleted, whatever fails.
-        before = set(await self._calls.fingerprints())
+        follow_up = FollowUp(profiles=[] if options.profiles == [] else None, aliases=aliases)
+        if options.wait or follow_up.needed:
+            await importer.survey()
         request = ImagesPost(
             source=ImagesPostSource(
                 type="image",
@@ -536,13 +536,12 @@ class AsyncCopier:
         started = await importer.start(
             Call(method="POST", path=IMAGES, action=importer.action, json=request)
         )
-        follow_up = FollowUp(profiles=[] if options.profiles == [] else None, aliases=aliases)
         if not options.wait and not follow_up.needed:
             return started
         watch = _reporting(progress) if options.progress is not None else None
         finished = await importer.wait(started, watch=watch)
         fingerprint = await importer.verified(finished, None)
-        await importer.follow_up(fingerprint, follow_up, discard=fingerprint not in before)
+        await importer.follow_up(fingerprint, follow_up)
         copied = await importer.image(fingerprint)
         progress.total = copied.size
         progress.advance(copied.size - progress.done)

@@ -8,7 +8,9 @@
     result       the Image
 
 When anything fails once the image was stored, the image is deleted again and the error says
-so; an image the server had before is never deleted.
+so. An image the server had when the call began is never deleted, whatever the server or a
+copy's source reports: the preflight notes which images were there (``survey``), and only an
+image that was not is ever discarded.
 """
 
 from __future__ import annotations
@@ -57,6 +59,9 @@ class AsyncImporter:
     def __init__(self, calls: AsyncImageCalls, action: str) -> None:
         self._calls = calls
         self.action = action
+        #: The fingerprints the server held before anything was sent (see survey()); until
+        #: they are known, nothing may be discarded.
+        self._before: frozenset[str] | None = None
 
     @property
     def server(self) -> str:
@@ -64,6 +69,28 @@ class AsyncImporter:
 
     # ----------------------------------------------------------------------------------------
     # Preflight.
+
+    async def survey(self) -> frozenset[str]:
+        """The images the server holds before this import sends anything (read once). Every
+        path that may clean up after a failure (it waits for the image) surveys first.
+
+        A hostile copy source can make the target report another image than the one asked
+        for, one the target already held; what was here before must never be discarded."""
+        if self._before is None:
+            self._before = frozenset(await self._calls.fingerprints())
+        return self._before
+
+    def had(self, fingerprint: str) -> bool:
+        """Whether the image was on the server before this import (or may have been: the
+        survey was not made)."""
+        return self._before is None or fingerprint in self._before
+
+    async def discard(self, fingerprint: object) -> str:
+        """Delete an image this import brought in but must not keep; an image that was there
+        before stays. Say what happened."""
+        if isinstance(fingerprint, str) and self.had(fingerprint):
+            return f"image {fingerprint} was on the server before and stays"
+        return await self._calls.discard(fingerprint)
 
     async def preflight(self, aliases: Sequence[str], profiles: Sequence[str]) -> None:
         """Refuse aliases already taken and profiles that do not exist, before anything."""
@@ -159,7 +186,7 @@ class AsyncImporter:
         ``expected_is`` names: "the bytes sent hash to")."""
         reported = stored_fingerprint(finished)
         if reported is None or (expected is not None and reported != expected):
-            outcome = await self._calls.discard(reported)
+            outcome = await self.discard(reported)
             said = repr(reported) if reported else f"no fingerprint ({finished.metadata!r:.200})"
             raise TransferError(
                 f"Could not {self.action} on {self.server}: the server stored {said}"
@@ -171,11 +198,9 @@ class AsyncImporter:
             )
         return reported
 
-    async def follow_up(
-        self, fingerprint: str, follow_up: FollowUp, *, discard: bool = True
-    ) -> None:
-        """Apply what the start could not carry; on failure delete the image again (unless
-        ``discard`` is false: the image was there before)."""
+    async def follow_up(self, fingerprint: str, follow_up: FollowUp) -> None:
+        """Apply what the start could not carry; on failure delete the image again (unless it
+        was there before: see discard())."""
         if not follow_up.needed:
             return
         what = f"the new image '{fingerprint}'"
@@ -194,11 +219,11 @@ class AsyncImporter:
                     f"create alias {alias.name!r} for {what}",
                 )
         except IncusError as exc:
-            if not discard:
+            if self.had(fingerprint):
                 raise exc._amended(
                     f"{exc} (while trying to {self.action}: the image was there before and stays)"
                 ) from exc
-            outcome = await self._calls.discard(fingerprint)
+            outcome = await self.discard(fingerprint)
             raise exc._amended(
                 f"{exc} (while trying to {self.action}: the image was stored, but this "
                 f"failed, so {outcome})",
@@ -240,6 +265,8 @@ class AsyncImporter:
     async def upload(self, prepared: PreparedUpload, *, wait: bool) -> Image | Operation:
         """Stream an upload this client reads from local sources, and finish it."""
         await self.preflight(prepared.aliases, prepared.profiles)
+        if wait or prepared.follow_up.needed:
+            await self.survey()
         plan = prepared.plan
         # Sources that can be read again are hashed after sending, beside incusd's processing
         # (see Rehash); the others as they go.
@@ -319,7 +346,7 @@ class AsyncImporter:
         try:
             return await async_flavour.run_blocking(rehash.result)
         except TransferError as exc:
-            outcome = await self._calls.discard(stored_fingerprint(finished))
+            outcome = await self.discard(stored_fingerprint(finished))
             raise exc._amended(
                 f"Could not {self.action} on {self.server}: {exc}, so what was stored cannot "
                 f"be verified; {outcome}",

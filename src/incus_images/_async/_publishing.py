@@ -93,15 +93,19 @@ class AsyncPublisher:
         kind = "snapshot" if snapshot else "instance"
         importer = AsyncImporter(self._calls, f"publish {kind} {name!r}")
         await importer.preflight(options.aliases, [])
-        if snapshot or not await self._running(name):
-            return await self._publish(name, snapshot, importer, options)
-        if not options.force:
+        running = not snapshot and await self._running(name)
+        if running and not options.force:
             raise ConflictError(
                 f"Could not {importer.action} on {self._calls.server}: the instance is "
                 "running; publish(..., force=True) stops it, publishes it and starts it again "
                 "(nothing was done)",
                 server=self._calls.server,
             )
+        if options.wait or options.aliases or running:
+            # A publish that waits may clean up after a failure (before any instance stops).
+            await importer.survey()
+        if not running:
+            return await self._publish(name, snapshot, importer, options)
         await self._change_state(name, "stop")
         try:
             # The instance starts again only once the image is done: always wait.
