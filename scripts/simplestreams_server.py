@@ -125,7 +125,7 @@ def forget_daemon_catalogue(incus_dir: str | Path, server_url: str) -> None:
         (cache / name).unlink(missing_ok=True)
 
 
-def _make_server_certificate(directory: Path) -> tuple[Path, Path]:
+def make_server_certificate(directory: Path) -> tuple[Path, Path]:
     """A self-signed certificate and key for 127.0.0.1, made with openssl.
 
     The address goes in subjectAltName because Go checks IP addresses only there. No DNS name
@@ -282,7 +282,7 @@ class SimpleStreamsServer:
         assert self._httpd is None, "the server is already started"
         # The key lives only as long as it takes to load it.
         with tempfile.TemporaryDirectory(prefix="simplestreams-") as directory:
-            cert, key = _make_server_certificate(Path(directory))
+            cert, key = make_server_certificate(Path(directory))
             context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
             context.minimum_version = ssl.TLSVersion.TLSv1_2
             context.load_cert_chain(cert, key)

@@ -29,8 +29,10 @@ from incus_images import (
     Operation,
     OperationError,
     SimpleStreams,
+    TransferError,
 )
 from tests.helpers import UNIX_BASE, sha256, stored_fingerprints, stored_image, unique
+from tests.hostile_copy_source import HostileCopySource
 
 pytestmark = pytest.mark.anyio
 
@@ -471,6 +473,24 @@ async def test_an_image_missing_on_the_source(
     with pytest.raises(NotFoundError):
         await target.images.copy("0" * 64, source)
     assert stored_fingerprints(raws["target"]) == set()
+
+
+async def test_a_lying_source_never_makes_the_target_delete_an_image_it_held(
+    local_target: AsyncClient, raws: dict[str, httpx.Client], tmp_path: Path
+) -> None:
+    """The source shows the SDK image F1 and the target daemon, for the same URL, F2: an image
+    the target already held. The daemon reports F2 stored; the copy fails, and F2 stays."""
+    held = await publish_on(local_target)
+    held_json = raws["target"].get(f"/1.0/images/{held.fingerprint}").json()["metadata"]
+    asked = sha256(b"the image the SDK is shown")
+    shown = {**held_json, "fingerprint": asked, "aliases": []}
+    with HostileCopySource(tmp_path, {asked: shown}, {asked: held_json}) as liar:
+        async with AsyncClient(liar.url, verify=False) as source:
+            with pytest.raises(TransferError) as caught:
+                await local_target.images.copy(asked, source, mode="pull")
+        assert ("daemon", f"GET /1.0/images/{asked}") in liar.requests
+    assert f"image {held.fingerprint} was on the server before and stays" in str(caught.value)
+    assert stored_fingerprints(raws["target"]) == {held.fingerprint}
 
 
 async def test_a_target_that_does_not_trust_the_client(

@@ -296,14 +296,20 @@ class AsyncConnection:
             return self._endpoint.verify_pem
         return self._peer_certificate
 
-    def _remember_peer(self, response: httpx.Response) -> None:
+    def _peer_of(self, response: httpx.Response) -> str | None:
+        """The certificate the server showed for this response, as PEM. Read while the
+        response is open: a server that closes the connection after answering (HTTP/1.0)
+        leaves a blocking client's closed socket without it."""
         if self.https_url is None:
-            return
+            return None
         stream = response.extensions.get("network_stream")
         ssl_object = stream.get_extra_info("ssl_object") if stream is not None else None
         der = ssl_object.getpeercert(True) if ssl_object is not None else None
-        if der:
-            self._peer_certificate = ssl.DER_cert_to_PEM_cert(der)
+        return ssl.DER_cert_to_PEM_cert(der) if der else None
+
+    def _remember_peer(self, peer: str | None) -> None:
+        if peer is not None:
+            self._peer_certificate = peer
 
     def _client(self) -> httpx.AsyncClient:
         if self._http is None:
@@ -377,13 +383,14 @@ class AsyncConnection:
                 async with self._slots:
                     with call_deadline(None if content is not None else seconds):
                         response = await self._client().send(request, stream=True)
+                        peer = self._peer_of(response)
                         try:
                             body = await self._read_bounded(call, response)
                         finally:
                             await response.aclose()
                 log_answer(call, self.server, response.status_code, len(body), started)
                 attempt.answered(response.status_code, body)
-                self._remember_peer(response)
+                self._remember_peer(peer)
                 return httpx.Response(
                     response.status_code,
                     headers=response.headers,
@@ -452,7 +459,7 @@ class AsyncConnection:
                     break
             assert response is not None
             try:
-                self._remember_peer(response)
+                self._remember_peer(self._peer_of(response))
                 yield response
             except httpx.TransportError as exc:
                 raise transport_error(call, self.server, exc) from exc
