@@ -29,9 +29,9 @@ import re
 import socket
 import tempfile
 import threading
-import unicodedata
 import types
 import typing
+import unicodedata
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path

@@ -44,10 +44,10 @@ from incus_images._requests import ImageChanges, ImagePatch, ImagePut
 from incus_images._transfer.upload import list_header, looks_like_json
 from incus_images._validate import (
     alias_name,
-    new_alias_name,
     filename_header,
     fingerprint_prefix,
     full_fingerprint,
+    new_alias_name,
     operation_id,
     properties_map,
 )

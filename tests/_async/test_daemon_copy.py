@@ -299,6 +299,22 @@ async def test_copy_aliases_brings_the_source_aliases_with_their_descriptions(
     assert (await to_client.images.get_alias(second)).description == "the second one"
 
 
+async def test_copy_aliases_leaves_out_source_names_a_new_alias_may_not_have(
+    source: AsyncClient, target: AsyncClient, raws: dict[str, httpx.Client]
+) -> None:
+    """incusd takes alias names with control characters; a copy does not pass them on."""
+    good, bad = unique("src/good"), unique("src/esc\x1b[2J")
+    original = await publish_on(source, aliases=[good])
+    made = raws["source"].post(
+        "/1.0/images/aliases", json={"name": bad, "target": original.fingerprint}
+    )
+    assert made.status_code in (200, 201), made.text
+    copied = await target.images.copy(good, source, copy_aliases=True)
+    assert isinstance(copied, Image)
+    assert {alias.name for alias in copied.aliases} == {good}
+    assert bad not in {alias.name for alias in await target.images.list_aliases()}
+
+
 async def test_a_taken_alias_is_refused_before_anything_is_copied(
     source: AsyncClient, target: AsyncClient, raws: dict[str, httpx.Client]
 ) -> None:

@@ -464,6 +464,45 @@ async def test_copy_aliases_adds_the_source_aliases_with_their_descriptions(
     ]
 
 
+async def test_copy_aliases_skips_source_names_a_new_alias_may_not_have(
+    wire: Wire, source: AsyncClient, target: AsyncClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    bad = ["nul\x00x", "esc\x1b[2J", "evil\u202egnp", "", "x" * 256]
+    aliases = [{"name": name, "description": ""} for name in [*bad, "ok"]]
+    pull_scenario(wire, public_image(aliases=aliases))
+    wire.on("T", "GET", "/1.0/images/aliases/ok", missing("Image alias not found"))
+    wire.on("T", "POST", "/1.0/images/aliases", sync_response(None, status=201))
+    with caplog.at_level(logging.WARNING, logger="incus_images"):
+        await target.images.copy(FP, source, copy_aliases=True)
+    created = [json.loads(r.content) for r in wire.requests("T", "POST", "/1.0/images/aliases")]
+    assert created == [{"name": "ok", "target": FP, "description": ""}]
+    # Only the name the rule allows was looked up on the target: no request carried the rest.
+    assert [line for line in wire.sent() if line.startswith("T GET /1.0/images/aliases/")] == [
+        "T GET /1.0/images/aliases/ok"
+    ]
+    (warning,) = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert "5 alias name(s) of the source are not valid" in warning
+    assert "'nul\\x00x'" in warning and "'esc\\x1b[2J'" in warning
+
+
+async def test_copy_aliases_copies_at_most_a_thousand(
+    wire: Wire, source: AsyncClient, target: AsyncClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    names = [f"alias-{index:04d}" for index in range(1005)]
+    pull_scenario(wire, public_image(aliases=[{"name": n, "description": ""} for n in names]))
+    for name in names:
+        wire.on("T", "GET", f"/1.0/images/aliases/{name}", missing("Image alias not found"))
+    wire.on("T", "POST", "/1.0/images/aliases", sync_response(None, status=201))
+    with caplog.at_level(logging.WARNING, logger="incus_images"):
+        await target.images.copy(FP, source, copy_aliases=True)
+    created = [
+        json.loads(r.content)["name"] for r in wire.requests("T", "POST", "/1.0/images/aliases")
+    ]
+    assert created == names[:1000]
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert any("1005 aliases; only the first 1000 are copied" in w for w in warnings), warnings
+
+
 async def test_type_picks_the_alias_of_that_type(
     wire: Wire, source: AsyncClient, target: AsyncClient
 ) -> None:

@@ -398,7 +398,14 @@ async def test_create_failed_patch_deletes_the_image_and_says_so(
     assert error.fingerprint == FP
     assert "bad properties" in str(error)
     assert f"image {FP} was deleted" in str(error)
-    assert [line.split()[0] for line in sent(router)] == ["GET", "POST", "GET", "PATCH", "DELETE", "GET"]
+    assert [line.split()[0] for line in sent(router)] == [
+        "GET",
+        "POST",
+        "GET",
+        "PATCH",
+        "DELETE",
+        "GET",
+    ]
 
 
 async def test_create_failed_patch_and_failed_delete_says_the_image_remains(

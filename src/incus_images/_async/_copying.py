@@ -553,16 +553,49 @@ class AsyncCopier:
 # Helpers.
 
 
+#: The most aliases copy_aliases=True brings from a source (each costs two requests; real
+#: images carry a handful). More are left out, with a WARNING.
+MAX_COPIED_ALIASES = 1000
+
+
 def _wanted_aliases(options: CopyOptions, found: Image) -> list[AliasEntry]:
+    """The caller's aliases, then (copy_aliases) the source's: those whose names pass the
+    rule the caller's pass, at most MAX_COPIED_ALIASES of them."""
     wanted = [AliasEntry(name=name) for name in options.aliases]
-    if options.copy_aliases:
-        named = set(options.aliases)
-        wanted += [
-            AliasEntry(name=alias.name, description=alias.description)
-            for alias in found.aliases
-            if alias.name and alias.name not in named
-        ]
-    return wanted
+    if not options.copy_aliases:
+        return wanted
+    named = set(options.aliases)
+    refused: list[str] = []
+    copied: list[AliasEntry] = []
+    for alias in found.aliases:
+        try:
+            name = new_alias_name(alias.name)
+        except InvalidInputError:
+            refused.append(alias.name)
+            continue
+        if name not in named:
+            named.add(name)
+            copied.append(AliasEntry(name=name, description=alias.description))
+    if refused:
+        shown = ", ".join(repr(name)[:80] for name in refused[:10])
+        logger.warning(
+            "incus_images: copy of image %s: %d alias name(s) of the source are not valid "
+            "alias names and are not copied: %s%s",
+            found.fingerprint,
+            len(refused),
+            shown,
+            ", ..." if len(refused) > 10 else "",
+        )
+    if len(copied) > MAX_COPIED_ALIASES:
+        logger.warning(
+            "incus_images: copy of image %s: the source names it by %d aliases; only the "
+            "first %d are copied",
+            found.fingerprint,
+            len(copied),
+            MAX_COPIED_ALIASES,
+        )
+        del copied[MAX_COPIED_ALIASES:]
+    return wanted + copied
 
 
 def _log_copied(described: str, copied: Image | Operation, started: float) -> None:
