@@ -13,7 +13,7 @@ Policy:
   (cattrs would turn them into ``True`` and ``"123"``).
 * Identifiers the SDK later puts into request paths or file names are checked as strictly as a
   caller's input: an image fingerprint (and an alias target) is 64 lower-case hex digits, an
-  operation id is a UUID.
+  operation id is a UUID. An image's size, which bounds its transfers, is not negative.
 """
 
 from __future__ import annotations
@@ -202,6 +202,9 @@ def make_converter(*, strict: bool = False) -> cattrs.Converter:
             def image_with_alias_targets(data: Any, cls: Any) -> Image:
                 image: Image = structure(data, cls)
                 _identifier(image.fingerprint, _FINGERPRINT, "image fingerprint")
+                if image.size < 0:
+                    # A size bounds every transfer of the image (exports stop past it).
+                    raise ValueError(f"image size {image.size} is not a size")
                 aliases = [
                     attrs.evolve(alias, target=image.fingerprint, type=image.type)
                     for alias in image.aliases

@@ -503,6 +503,18 @@ async def test_copy_aliases_copies_at_most_a_thousand(
     assert any("1005 aliases; only the first 1000 are copied" in w for w in warnings), warnings
 
 
+@pytest.mark.parametrize("mode", ["pull", "relay", "push"])
+async def test_a_source_image_with_a_negative_size_is_refused_before_any_transfer(
+    wire: Wire, source: AsyncClient, target: AsyncClient, mode: str
+) -> None:
+    source_image(wire, public_image(size=-1))
+    with pytest.raises(IncusError, match="image size -1 is not a size") as caught:
+        await target.images.copy(FP, source, mode=mode)
+    assert "nothing was copied" in str(caught.value)
+    assert wire.writes() == []
+    assert not [line for line in wire.sent() if line.startswith("T ")]
+
+
 async def test_type_picks_the_alias_of_that_type(
     wire: Wire, source: AsyncClient, target: AsyncClient
 ) -> None:
@@ -633,6 +645,51 @@ async def test_failed_private_pull_cancels_the_secret_on_the_source(
     assert "Failed to download image" in str(caught.value)
     assert wire.sent()[-1] == f"S DELETE /1.0/operations/{TOKEN_ID}"
     assert wire.requests("S", "DELETE", f"/1.0/operations/{TOKEN_ID}")[0].url.query == b""
+
+
+@pytest.mark.parametrize("refusal", ["unreachable", "error"])
+async def test_a_secret_that_cannot_be_cancelled_is_said_to_be_still_valid(
+    wire: Wire, source: AsyncClient, target: AsyncClient, refusal: str
+) -> None:
+    """The source became unreachable during the pull (or refuses the cancel): the failure
+    says that the download secret it issued still works."""
+    private_pull(wire, wait=failed_604("Failed to connect to the server"))
+    wire.on(
+        "T",
+        "GET",
+        f"/1.0/operations/{PULL_ID}",
+        sync_response(operation(PULL_ID, status_code=400, err="Failed to connect")),
+    )
+
+    def refuse(request: httpx.Request) -> httpx.Response:
+        if refusal == "unreachable":
+            raise httpx.ConnectError("connection refused", request=request)
+        return error_response(500, "database is locked")
+
+    wire.on("S", "DELETE", f"/1.0/operations/{TOKEN_ID}", refuse)
+    with pytest.raises(OperationError) as caught:
+        await target.images.copy(FP, source)
+    notes = "\n".join(getattr(caught.value, "__notes__", []))
+    assert f"token operation {TOKEN_ID}" in notes
+    assert "still valid" in notes
+    assert SOURCE in notes
+    assert ("connection refused" if refusal == "unreachable" else "database is locked") in notes
+
+
+async def test_a_secret_already_used_or_gone_adds_no_note(
+    wire: Wire, source: AsyncClient, target: AsyncClient
+) -> None:
+    private_pull(wire, wait=failed_604("Failed to download image"))
+    wire.on(
+        "T",
+        "GET",
+        f"/1.0/operations/{PULL_ID}",
+        sync_response(operation(PULL_ID, status_code=400, err="Failed to download image")),
+    )
+    wire.on("S", "DELETE", f"/1.0/operations/{TOKEN_ID}", missing("Operation not found"))
+    with pytest.raises(OperationError) as caught:
+        await target.images.copy(FP, source)
+    assert not getattr(caught.value, "__notes__", [])
 
 
 async def test_refused_private_pull_cancels_the_secret_on_the_source(

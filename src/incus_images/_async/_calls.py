@@ -8,7 +8,6 @@ the rooms above do.
 
 from __future__ import annotations
 
-import contextlib
 from typing import TYPE_CHECKING
 
 from .._errors import IncusError, NotFoundError
@@ -157,16 +156,22 @@ class AsyncImageCalls:
             await self.cancel(token.id)  # a token nobody can use must not stay open
             raise
 
-    async def cancel(self, operation_id: str) -> None:
-        """Cancel a token that went unused; a token already used or gone is left as it is."""
+    async def cancel(self, operation_id: str) -> IncusError | None:
+        """Cancel a token that went unused; a token already used or gone is left as it is.
+        Return why it could not be cancelled (it is then still valid), else None."""
         call = Call(
             method="DELETE",
             path=f"{OPERATIONS}/{operation_id}",
             action=f"cancel operation {operation_id}",
             project_scoped=False,
         )
-        with contextlib.suppress(IncusError):
+        try:
             await self.connection.request(call)
+        except NotFoundError:
+            return None  # used, or gone: nothing is left to cancel
+        except IncusError as exc:
+            return exc
+        return None
 
     async def get_alias(self, name: str) -> ImageAlias:
         call = Call(method="GET", path=alias_path(name), action=f"get alias {name!r}")

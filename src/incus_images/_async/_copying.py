@@ -331,9 +331,9 @@ class AsyncCopier:
             started = await importer.start(
                 Call(method="POST", path=IMAGES, action=importer.action, json=request)
             )
-        except BaseException:
+        except BaseException as exc:
             if token is not None:
-                await source_calls.cancel(token)
+                await _cancel_secret(source_calls, token, exc)
             raise
         return started, token
 
@@ -348,10 +348,10 @@ class AsyncCopier:
     ) -> Operation:
         try:
             return await importer.wait(started, fingerprint=fingerprint, watch=watch)
-        except BaseException:
+        except BaseException as exc:
             # A secret the target never used would stay valid on the source for good.
             if token is not None:
-                await source_calls.cancel(token)
+                await _cancel_secret(source_calls, token, exc)
             raise
 
     # ----------------------------------------------------------------------------------------
@@ -596,6 +596,18 @@ def _wanted_aliases(options: CopyOptions, found: Image) -> list[AliasEntry]:
         )
         del copied[MAX_COPIED_ALIASES:]
     return wanted + copied
+
+
+async def _cancel_secret(source: AsyncImageCalls, token: str, failure: BaseException) -> None:
+    """Cancel the download secret of a pull that failed; when the source cannot be asked
+    (it became unreachable), the failure says that the secret is still valid."""
+    why = await source.cancel(token)
+    if why is not None:
+        failure.add_note(
+            f"incus_images: the download secret issued by {source.server} (token operation "
+            f"{token}) could not be cancelled and is still valid until it is used or the "
+            f"source daemon restarts: {why}"
+        )
 
 
 def _log_copied(described: str, copied: Image | Operation, started: float) -> None:
