@@ -13,7 +13,7 @@ import pickle
 import tempfile
 import time
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta, timezone
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
@@ -147,6 +147,29 @@ def test_dates_are_shown_in_local_time() -> None:
     image = an_image(created_at=datetime(2024, 1, 31, 20, 0, tzinfo=UTC))
     assert "<th>created</th><td>2024-02-01 01:30 IST</td>" in html_of(image)
     assert "created       2024-02-01 01:30 IST" in pretty(image)
+
+
+@pytest.mark.usefixtures("local_zone")
+@pytest.mark.parametrize(
+    ("moment", "shown"),
+    [
+        (
+            datetime(9999, 12, 31, 23, 59, 59, tzinfo=timezone(timedelta(hours=-12))),
+            "9999-12-31 23:59 UTC-12:00",
+        ),
+        (
+            datetime(1, 1, 1, 0, 0, tzinfo=timezone(timedelta(hours=14))),
+            "0001-01-01 00:00 UTC+14:00",
+        ),
+    ],
+)
+def test_a_date_that_leaves_the_calendar_in_local_time_is_shown_as_given(
+    moment: datetime, shown: str
+) -> None:
+    assert local_time(moment) == shown
+    image = an_image(expires_at=moment)
+    assert f"<th>expires</th><td>{shown}</td>" in html_of(image)
+    assert shown in pretty(image)
 
 
 def test_missing_dates_are_marked_as_missing() -> None:

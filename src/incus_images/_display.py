@@ -19,6 +19,7 @@ Nothing here is imported at import time beyond the standard library: IPython is 
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Iterable, Sequence
 from datetime import datetime
@@ -127,10 +128,15 @@ def human_size(size: int) -> str:
 
 
 def local_time(moment: datetime | None) -> str:
-    """A timestamp in the local time zone (to the minute), or the missing mark for None."""
+    """A timestamp in the local time zone (to the minute), or the missing mark for None; one
+    that would leave the calendar in local time (9999-12-31T23:59:59-12:00 is in year 10000
+    east of it) is shown in its own offset, as given."""
     if moment is None:
         return MISSING
-    return moment.astimezone().strftime("%Y-%m-%d %H:%M %Z").rstrip()
+    with contextlib.suppress(OverflowError, ValueError):
+        moment = moment.astimezone()
+    # The year by hand: the C library's %Y does not pad years before 1000.
+    return f"{moment.year:04d}-{moment:%m-%d %H:%M %Z}".rstrip()
 
 
 def _yes_no(flag: bool) -> str:

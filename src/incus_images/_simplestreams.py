@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import re
-import ssl
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
@@ -92,12 +91,19 @@ def _pem(certificate: object) -> str | None:
             "certificate is not a PEM certificate (-----BEGIN CERTIFICATE----- ...); pass "
             "the certificate's text, not its path"
         )
-    # A chain is several blocks; each must be a certificate on its own.
-    for block in blocks:
+    # A chain is several blocks; each must parse as a certificate on its own. The daemon is
+    # handed only the blocks, re-encoded: no text around them, nothing that merely looks
+    # like base64 between the markers.
+    from cryptography import x509  # only here: a large import most clients never need
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    certificates = []
+    for index, block in enumerate(blocks, 1):
         try:
-            ssl.PEM_cert_to_DER_cert(block)
-        except (ValueError, UnicodeError):
+            parsed = x509.load_pem_x509_certificate(block.encode("ascii"))
+        except (ValueError, UnicodeError) as exc:
             raise InvalidInputError(
-                "certificate holds a PEM block that is not a certificate"
+                f"certificate: PEM block {index} of {len(blocks)} is not a certificate ({exc})"
             ) from None
-    return certificate
+        certificates.append(parsed.public_bytes(Encoding.PEM).decode("ascii"))
+    return "".join(certificates)
