@@ -596,12 +596,28 @@ async def test_private_pull_sends_a_secret_from_the_source(
         f"S POST /1.0/images/{FP}/secret",
         "T POST /1.0/images",
         f"T GET /1.0/operations/{PULL_ID}/wait",
+        # Used, the secret is gone; unused (incusd copied files it already had), it is
+        # cancelled: either way none stays valid.
+        f"S DELETE /1.0/operations/{TOKEN_ID}",
         f"T GET /1.0/images/{FP}",
         f"T GET /1.0/images/{FP}",
     ]
     sent = wire.body("T", "POST", "/1.0/images")["source"]
     assert sent["secret"] == SECRET
     assert sent["fingerprint"] == FP
+
+
+async def test_a_secret_a_finished_pull_did_not_use_that_cannot_be_cancelled_is_logged(
+    wire: Wire, source: AsyncClient, target: AsyncClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    private_pull(wire)
+    wire.on("S", "DELETE", f"/1.0/operations/{TOKEN_ID}", error_response(500, "db locked"))
+    with caplog.at_level(logging.WARNING, logger="incus_images"):
+        result = await target.images.copy(FP, source)
+    assert isinstance(result, Image)
+    (warning,) = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert f"download secret {TOKEN_ID} issued by {SOURCE}" in warning
+    assert "still valid" in warning
 
 
 async def test_private_pull_by_alias_with_auto_update_sends_the_fingerprint_and_secret(

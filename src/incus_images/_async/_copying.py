@@ -347,12 +347,26 @@ class AsyncCopier:
         fingerprint: str,
     ) -> Operation:
         try:
-            return await importer.wait(started, fingerprint=fingerprint, watch=watch)
+            finished = await importer.wait(started, fingerprint=fingerprint, watch=watch)
         except BaseException as exc:
             # A secret the target never used would stay valid on the source for good.
             if token is not None:
                 await _cancel_secret(source_calls, token, exc)
             raise
+        if token is not None:
+            # A pull can succeed without the secret: incusd copies an image whose files it
+            # already has (in another project) instead of downloading it. Used, it is gone.
+            why = await source_calls.cancel(token)
+            if why is not None:
+                logger.warning(
+                    "incus_images: the download secret %s issued by %s for image %s could "
+                    "not be cancelled and is still valid: %s",
+                    token,
+                    source_calls.server,
+                    fingerprint,
+                    why,
+                )
+        return finished
 
     # ----------------------------------------------------------------------------------------
     # Relay: this client streams the export into the upload.
