@@ -92,7 +92,9 @@ ARROW = {UP: "client->server", DOWN: "server->client"}
 
 #: The calls under test: create() from bytes, a path, and split (bytes + a rootfs path);
 #: export() of a unified and a split image to a file and into a directory; operations.wait()
-#: on an upload (it succeeds) and on a download token cancelled meanwhile (it fails); list().
+#: on an upload (it succeeds) and on a download token cancelled meanwhile (it fails); list();
+#: copy() from the faulted site into a project of the same daemon, relayed by the client or
+#: pulled by the daemon (through the proxy: its download is faulted too).
 OPS = (
     "create-bytes",
     "create-path",
@@ -104,7 +106,11 @@ OPS = (
     "wait-upload",
     "wait-token",
     "list",
+    "copy-relay",
+    "copy-pull",
 )
+#: The project a copy trial copies into (images of its own), on the site's daemon.
+COPY_PROJECT = "fault-copies"
 FLAVOURS = ("sync", "async")
 TRANSPORTS = ("https", "unix")
 #: The calls under which the second daemon is killed.
@@ -707,13 +713,30 @@ class Site:
 
     # -- the daemon's state ------------------------------------------------------------------
 
-    def images(self) -> set[str]:
-        response = self.raw.get("/1.0/images", params={"recursion": "0"})
+    def images(self, project: str = "default") -> set[str]:
+        params = {"recursion": "0", "project": project}
+        response = self.raw.get("/1.0/images", params=params)
         response.raise_for_status()
-        return {url.rsplit("/", 1)[-1] for url in response.json()["metadata"]}
+        return {url.rsplit("/", 1)[-1].split("?", 1)[0] for url in response.json()["metadata"]}
+
+    def ensure_project(self, name: str) -> None:
+        """A project with images of its own (copy trials copy into it)."""
+        if self.raw.get(f"/1.0/projects/{name}").status_code == 200:
+            return
+        body = {"name": name, "config": {"features.images": "true", "features.profiles": "false"}}
+        self.raw.post("/1.0/projects", json=body).raise_for_status()
+
+    def tokens(self) -> list[str]:
+        """The download secrets (token operations) open on the daemon."""
+        response = self.raw.get("/1.0/operations", params={"recursion": "1"})
+        response.raise_for_status()
+        running = (response.json()["metadata"] or {}).get("running") or []
+        return [op["id"] for op in running if op.get("class") == "token"]
 
     def running_tasks(self) -> list[str]:
-        response = self.raw.get("/1.0/operations", params={"recursion": "1"})
+        # Every project's: copy trials run the target's side in a project of its own.
+        params = {"recursion": "1", "all-projects": "true"}
+        response = self.raw.get("/1.0/operations", params=params)
         response.raise_for_status()
         running = (response.json()["metadata"] or {}).get("running") or []
         return [op["id"] for op in running if op.get("class") != "token"]
@@ -740,8 +763,8 @@ class Site:
         response = self.raw.get(f"/1.0/operations/{op_id}/wait", params={"timeout": "30"})
         return dict(response.json())
 
-    def delete_image(self, fingerprint: str) -> None:
-        response = self.raw.delete(f"/1.0/images/{fingerprint}")
+    def delete_image(self, fingerprint: str, project: str = "default") -> None:
+        response = self.raw.delete(f"/1.0/images/{fingerprint}", params={"project": project})
         if response.status_code == 202:
             self.wait_operation(response.json()["metadata"]["id"])
 
@@ -1076,7 +1099,65 @@ class ListTrial(Trial):
         self.stray_files(record, set())
 
 
+class CopyTrial(Trial):
+    """copy() of the site's unified image (private: a pull needs a download secret) from the
+    faulted source into COPY_PROJECT of the same daemon, whose client talks to the daemon's
+    own socket. The source keeps its image; the target holds the copy if the call succeeded,
+    and otherwise nothing unless the error says it may; a download secret the pull was given
+    is cancelled, or the error says it is still valid."""
+
+    def __init__(self, harness: Harness, site: Site, spec: TrialSpec, directory: Path) -> None:
+        super().__init__(harness, site, spec, directory)
+        self.fingerprint = site.exports["unified"]
+        self.mode = spec.op.removeprefix("copy-")
+        self.progress_total = site.payloads[self.fingerprint]
+        site.ensure_project(COPY_PROJECT)
+        self.tokens_before = set(site.tokens())
+
+    def call(self, client: Any, progress: Interrupter | None) -> Any:
+        target_options: dict[str, Any] = {"project": COPY_PROJECT, "timeout": self.spec.timeout}
+        endpoint = self.site.daemon.endpoint
+        options = {"mode": self.mode, "progress": progress}
+        if isinstance(client, AsyncClient):
+
+            async def copy() -> Any:
+                async with AsyncClient(endpoint, **target_options) as target:
+                    return await target.images.copy(self.fingerprint, client, **options)
+
+            return copy()
+        with Client(endpoint, **target_options) as target:
+            return target.images.copy(self.fingerprint, client, **options)
+
+    def check(self, result: Any, error: BaseException | None, record: TrialResult) -> None:
+        self.site.settle()
+        copied = self.site.images(COPY_PROJECT)
+        if self.fingerprint not in self.site.images():
+            record.broken.append("the source lost its image")
+        if error is None:
+            if not isinstance(result, Image) or result.fingerprint != self.fingerprint:
+                record.broken.append(f"copy() returned {result!r:.100}, not the image")
+            if self.fingerprint not in copied:
+                record.broken.append("copy() succeeded but the target has no copy")
+        elif self.fingerprint in copied:
+            self.harness.account_stored(record, self.fingerprint, error)
+        for fingerprint in sorted(copied - {self.fingerprint}):
+            record.orphans.append(fingerprint)
+            record.broken.append(f"the target holds image {fingerprint[:12]} nobody asked for")
+        left = sorted(set(self.site.tokens()) - self.tokens_before)
+        if left and (error is None or "still valid" not in notes_and_message(error)):
+            record.broken.append(f"download secrets left valid without a word: {left}")
+        self.stray_files(record, set())
+
+    def cleanup(self) -> None:
+        for fingerprint in self.site.images(COPY_PROJECT):
+            self.site.delete_image(fingerprint, COPY_PROJECT)
+        for token in set(self.site.tokens()) - self.tokens_before:
+            self.site.cancel_operation(token)
+
+
 def trial_class(op: str) -> type[Trial]:
+    if op.startswith("copy-"):
+        return CopyTrial
     if op.startswith("create-"):
         return CreateTrial
     if op.startswith("export-"):
@@ -1090,7 +1171,7 @@ def body_direction(op: str) -> str | None:
     """The direction of the call's body, where interruptions strike (None: it has none)."""
     if op.startswith("create-"):
         return UP
-    if op.startswith("export-"):
+    if op.startswith("export-") or op == "copy-relay":
         return DOWN
     return None
 
@@ -1268,6 +1349,8 @@ class Harness:
         return site.calibration[key]
 
     def _progress_total(self, site: Site, op: str) -> int:
+        if op.startswith("copy-"):
+            return site.payloads[site.exports["unified"]]
         if op.startswith("export-"):
             return site.payloads[site.exports["split" if "split" in op else "unified"]]
         # A test image's size hardly varies (its payload is random, its size fixed).
@@ -1311,6 +1394,8 @@ class Harness:
         rng = random.Random(f"{self.seed}:{index}")  # noqa: S311 - replayable, not secret
         op, flavour = self.combos[index % len(self.combos)]
         transport = rng.choice(TRANSPORTS)
+        if op == "copy-pull":
+            transport = "https"  # the target daemon pulls from the source's HTTPS address
         traffic = self.calibrated(self.site, op, transport)
         body = body_direction(op)
         kinds = (
@@ -1613,7 +1698,7 @@ def report(harness: Harness, elapsed: float) -> str:
     out.append("")
     out.append("Outcomes by type")
     outcome_names = sorted({r.outcome for r in main}, key=lambda n: (n != "success", n))
-    families = ["create", "export", "wait", "list"]
+    families = ["create", "export", "wait", "list", "copy"]
     rows = []
     for name in outcome_names:
         counts = [
