@@ -57,6 +57,10 @@ RENAMES = {
     "AsyncImporter": "Importer",
     "AsyncCopier": "Copier",
     "AsyncPublisher": "Publisher",
+    # What a call returned early (wait=False) still does once its operation ends.
+    "AsyncCompletion": "Completion",
+    # What copy() takes as its source.
+    "AsyncImageServer": "ImageServer",
     # httpx's async spellings. (unasync's default would turn AsyncX into SyncX, a name httpx
     # does not have.)
     "AsyncHTTPTransport": "HTTPTransport",

@@ -952,6 +952,7 @@ def test_simplestreams(url: object, certificate: object) -> None:
     image_type=st.one_of(st.none(), st.sampled_from(["container", "virtual-machine"]), anything),
     progress=st.one_of(st.none(), callables(), anything),
     wait=st.one_of(st.booleans(), anything),
+    timeout=st.one_of(st.none(), st.floats(), st.integers(), anything),
 )
 def test_copy_options(
     mode: object,
@@ -963,6 +964,7 @@ def test_copy_options(
     image_type: object,
     progress: object,
     wait: object,
+    timeout: object,
 ) -> None:
     try:
         options = copy_options(
@@ -975,10 +977,13 @@ def test_copy_options(
             image_type=image_type,
             progress=progress,
             wait=wait,
+            timeout=timeout,
         )
     except InvalidInputError:
         return
     assert isinstance(options, CopyOptions)
+    left = options.budget.left()
+    assert left is None or (math.isfinite(left) and left >= 0)
     assert options.mode is None or options.mode in MODES
     assert type(options.copy_aliases) is bool and type(options.wait) is bool
     assert options.public is None or type(options.public) is bool

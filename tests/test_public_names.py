@@ -7,6 +7,7 @@ its module: pickle, typing.get_type_hints, and the cattrs hooks built from the h
 
 from __future__ import annotations
 
+import inspect
 import pickle
 import pydoc
 import traceback
@@ -201,3 +202,51 @@ def test_a_converter_made_after_the_relabelling_structures_every_answer_model(
 def test_the_error_hierarchy_is_unchanged_by_the_relabelling() -> None:
     assert all(issubclass(error, IncusError) for error in ERRORS.values())
     assert issubclass(incus_images.InvalidInputError, ValueError)
+
+
+# --------------------------------------------------------------------------------------------
+# Signatures: the seed's positional order, everything added since keyword-only.
+
+#: The arguments each method takes by position (after self), as the seed (and the README)
+#: have them; every other argument is keyword-only.
+POSITIONAL = {
+    "list": ["recursion"],
+    "get": ["fingerprint"],
+    "create": ["image_data", "filename", "public", "auto_update", "properties", "wait"],
+    "delete": ["fingerprint", "wait"],
+    "update": ["fingerprint", "properties", "wait"],
+    "export": ["fingerprint", "target_path"],
+    "refresh": ["fingerprint"],
+    "copy": ["image", "source"],
+    "publish": ["source"],
+    "create_secret": ["fingerprint"],
+    "create_alias": ["name", "target", "description"],
+    "get_alias": ["name"],
+    "get_by_alias": ["name"],
+    "update_alias": ["name", "target", "description"],
+    "rename_alias": ["name", "new_name"],
+    "delete_alias": ["name"],
+    "list_aliases": [],
+}
+
+
+@pytest.mark.parametrize("api", [incus_images.ImagesAPI, incus_images.AsyncImagesAPI])
+@pytest.mark.parametrize("method", sorted(POSITIONAL))
+def test_only_the_seed_arguments_are_positional(api: type[Any], method: str) -> None:
+    parameters = list(inspect.signature(getattr(api, method)).parameters.values())[1:]
+    positional = [p.name for p in parameters if p.kind is inspect.Parameter.POSITIONAL_OR_KEYWORD]
+    assert positional == POSITIONAL[method]
+    assert all(
+        p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+        for p in parameters
+    )
+
+
+def test_every_public_method_of_the_images_api_is_listed() -> None:
+    public = {name for name in vars(incus_images.ImagesAPI) if not name.startswith("_")}
+    assert public == set(POSITIONAL)
+
+
+@pytest.mark.parametrize("api", [incus_images.OperationsAPI, incus_images.AsyncOperationsAPI])
+def test_operations_wait_keeps_its_seed_order(api: type[Any]) -> None:
+    assert list(inspect.signature(api.wait).parameters) == ["self", "operation", "timeout"]

@@ -163,6 +163,21 @@ class FollowUp:
             or self.aliases
         )
 
+    def describe(self) -> str:
+        """What is to be applied, for messages ("" when nothing is)."""
+        steps = []
+        if self.patch is not None:
+            steps.append("apply the settings given")
+        if self.properties is not None:
+            steps.append("set the properties")
+        if self.profiles is not None:
+            steps.append("set the profiles")
+        if self.aliases:
+            names = ", ".join(repr(alias.name) for alias in self.aliases[:5])
+            more = f" and {len(self.aliases) - 5} more" if len(self.aliases) > 5 else ""
+            steps.append(f"create the aliases {names}{more}")
+        return ", ".join(steps)
+
 
 # --------------------------------------------------------------------------------------------
 # What update() changes.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import sys
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -11,6 +12,26 @@ from tiny_image import unified_image
 
 from incus_images import AsyncClient, Image, NotFoundError
 from tests.helpers import OFFLINE_SERVER
+
+
+class FakeClock:
+    """Stands in for the time module inside the SDK's operations module: a mock server
+    advances it by the seconds it "waited", so deadlines of seconds pass in microseconds."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def monotonic(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def clock(client: AsyncClient, monkeypatch: pytest.MonkeyPatch) -> FakeClock:
+    fake = FakeClock()
+    # The module the waiter's code is in: its class reports the package as its module.
+    module = sys.modules[type(client.operations).wait.__module__]
+    monkeypatch.setattr(module, "time", fake)
+    return fake
 
 
 @pytest.fixture

@@ -337,8 +337,14 @@ async def test_an_image_the_target_has_is_returned_with_the_new_aliases(
     uploaded_at = stored_image(raws["target"], original.fingerprint)["uploaded_at"]  # type: ignore[index]
     late = unique("late")
     again = await target.images.copy(original.fingerprint, source, aliases=[late], wait=False)
-    assert isinstance(again, Image)
-    assert [alias.name for alias in again.aliases] == [late]
+    # wait=False: an Operation, already finished (nothing ran), with the aliases added.
+    assert isinstance(again, Operation)
+    assert again.succeeded
+    assert again.metadata is not None
+    assert again.metadata["fingerprint"] == original.fingerprint
+    assert await target.operations.wait(again) is again
+    held = await target.images.copy(original.fingerprint, source, aliases=[late + "-2"])
+    assert [alias.name for alias in held.aliases] == [late, late + "-2"]
     # Not copied again: the stored image is the same record.
     assert stored_image(raws["target"], original.fingerprint)["uploaded_at"] == uploaded_at  # type: ignore[index]
 

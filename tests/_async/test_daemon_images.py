@@ -125,14 +125,15 @@ async def test_create_without_wait_returns_the_operation_to_wait_for(
     assert finished.metadata["fingerprint"] == sha256(data)
 
 
-async def test_create_with_properties_and_no_wait_still_applies_them(
+async def test_create_with_properties_and_no_wait_applies_them_when_waited_for(
     daemon_client: AsyncClient, cleanup: list[str]
 ) -> None:
     data = unified_image()
     result = await daemon_client.images.create(data, properties={"k": "v"}, auto_update=True)
     cleanup.append(sha256(data))
     assert isinstance(result, Operation)
-    assert result.succeeded  # it had to wait to apply them
+    finished = await daemon_client.operations.wait(result)
+    assert finished.succeeded
     image = await daemon_client.images.get(sha256(data))
     assert image.properties["k"] == "v"
     assert image.auto_update is True

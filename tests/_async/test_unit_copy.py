@@ -32,6 +32,7 @@ from incus_images import (
     ConflictError,
     Image,
     IncusError,
+    IncusTimeoutError,
     InvalidInputError,
     NotFoundError,
     Operation,
@@ -435,7 +436,7 @@ async def test_pull_wait_false_without_follow_up_returns_the_running_operation(
     assert wire.sent()[-1] == "T POST /1.0/images"
 
 
-async def test_pull_wait_false_with_aliases_waits_and_returns_the_finished_operation(
+async def test_pull_wait_false_with_aliases_returns_at_once_and_the_wait_finishes_the_copy(
     wire: Wire, source: AsyncClient, target: AsyncClient
 ) -> None:
     pull_scenario(wire, public_image())
@@ -443,8 +444,48 @@ async def test_pull_wait_false_with_aliases_waits_and_returns_the_finished_opera
     wire.on("T", "POST", "/1.0/images/aliases", sync_response(None, status=201))
     result = await target.images.copy(FP, source, aliases=["x"], wait=False)
     assert isinstance(result, Operation)
-    assert result.succeeded
-    assert wire.sent()[-1] == "T POST /1.0/images/aliases"
+    assert not result.done
+    assert wire.sent()[-1] == "T POST /1.0/images"
+    finished = await target.operations.wait(result)
+    assert finished.succeeded
+    assert wire.sent()[-3:] == [
+        f"T GET /1.0/operations/{PULL_ID}/wait",
+        f"T GET /1.0/images/{FP}",  # the copy is there, of the source's type
+        "T POST /1.0/images/aliases",
+    ]
+
+
+async def test_a_copy_the_wait_finds_stored_as_another_image_is_refused_there(
+    wire: Wire, source: AsyncClient, target: AsyncClient
+) -> None:
+    """The checks of a copy returned early run when it is waited for: a lying source's
+    image is refused then, and the image the target held stays."""
+    held = sha256(b"an image the target already had")
+    wire.held["T"].append(held)
+    pull_scenario(wire, public_image(), wait=done(PULL_ID, held))
+    started = await target.images.copy(FP, source, wait=False)
+    with pytest.raises(TransferError, match="was on the server before and stays"):
+        await target.operations.wait(started)
+    assert wire.writes() == ["T POST /1.0/images"]
+
+
+async def test_a_private_pull_that_times_out_keeps_its_secret_for_the_download(
+    wire: Wire, source: AsyncClient, target: AsyncClient
+) -> None:
+    """The download goes on after the timeout and may still need the secret: it is kept,
+    the note says so, and a later wait finishes the copy (and cancels it then)."""
+    private_pull(wire, wait=deadline_604())
+    with pytest.raises(IncusTimeoutError) as caught:
+        await target.images.copy(FP, source, timeout=0)
+    notes = "\n".join(caught.value.__notes__)
+    assert f"token operation {TOKEN_ID}" in notes
+    assert f"client.operations.wait({PULL_ID!r})" in notes
+    assert not wire.requests("S", "DELETE", f"/1.0/operations/{TOKEN_ID}")
+    arrived, has_arrived = flag()
+    wire.on("T", "GET", f"/1.0/operations/{PULL_ID}/wait", then_mark(arrived, done(PULL_ID, FP)))
+    target_image(wire, image(FP, public=False, size=len(DATA)), has_arrived)
+    assert (await target.operations.wait(PULL_ID)).succeeded
+    assert wire.requests("S", "DELETE", f"/1.0/operations/{TOKEN_ID}")
 
 
 async def test_copy_aliases_adds_the_source_aliases_with_their_descriptions(
@@ -616,7 +657,7 @@ async def test_a_secret_a_finished_pull_did_not_use_that_cannot_be_cancelled_is_
         result = await target.images.copy(FP, source)
     assert isinstance(result, Image)
     (warning,) = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
-    assert f"download secret {TOKEN_ID} issued by {SOURCE}" in warning
+    assert f"download secret issued by {SOURCE} (token operation {TOKEN_ID})" in warning
     assert "still valid" in warning
 
 
@@ -1226,15 +1267,18 @@ async def test_relay_wait_false_returns_the_upload_operation(
     assert result.id == UPLOAD_ID
 
 
-async def test_relay_wait_false_still_finishes_the_copy(
+async def test_relay_wait_false_finishes_the_copy_when_waited_for(
     wire: Wire, source: AsyncClient, target: AsyncClient
 ) -> None:
     """A relayed image carries its tarball's properties; only once it is stored can it be
-    given the source's, so a relay returns the finished Operation even with wait=False."""
+    given the source's: with wait=False, when the upload's Operation is waited for."""
     relay_scenario(wire, public_image(properties={}), unified_export())
     result = await target.images.copy(FP, source, mode="relay", wait=False)
     assert isinstance(result, Operation)
-    assert result.done and result.succeeded
+    assert not result.done
+    assert not [line for line in wire.sent() if "/wait" in line]
+    finished = await target.operations.wait(result)
+    assert finished.done and finished.succeeded
 
 
 # --------------------------------------------------------------------------------------------
@@ -1330,8 +1374,12 @@ async def test_an_image_the_target_has_is_not_copied_but_gets_the_aliases(
     wire.on("T", "GET", "/1.0/images/aliases/x", missing("Image alias not found"))
     wire.on("T", "POST", "/1.0/images/aliases", sync_response(None, status=201))
     result = await target.images.copy(FP, source, aliases=["x"], wait=False)
-    assert isinstance(result, Image)
-    assert result.fingerprint == FP
+    # Nothing runs on the server: an Operation that is already finished, and that a wait
+    # returns as it is.
+    assert isinstance(result, Operation)
+    assert result.succeeded
+    assert result.metadata == {"fingerprint": FP, "size": str(len(DATA))}
+    assert await target.operations.wait(result) is result
     assert wire.writes() == ["T POST /1.0/images/aliases"]
     assert wire.body("T", "POST", "/1.0/images/aliases") == {
         "name": "x",

@@ -201,18 +201,25 @@ async def test_create_properties_and_auto_update_in_one_patch(
     }
 
 
-async def test_create_with_properties_without_wait_returns_the_finished_operation(
+async def test_create_with_properties_without_wait_returns_at_once_and_the_wait_patches(
     client: AsyncClient, router: respx.MockRouter
 ) -> None:
-    """wait=False with properties still waits (to PATCH) but returns the Operation, no GET."""
+    """wait=False returns the running upload once the bytes are sent; the properties are
+    applied (and the image verified) when the Operation is waited for."""
     mock_upload(router)
     mock_wait(router, upload_done())
     router.patch(f"/1.0/images/{FP}").mock(return_value=sync_response({}))
     result = await client.images.create(DATA, properties={"a": "b"})
     assert isinstance(result, Operation)
-    assert result.succeeded
-    assert result.metadata == {"fingerprint": FP, "size": "772"}
+    assert not result.done
+    assert sent(router) == [SURVEY, "POST /1.0/images"]
+    finished = await client.operations.wait(result)
+    assert finished.succeeded
+    assert finished.metadata == {"fingerprint": FP, "size": "772"}
     assert [line.split()[0] for line in sent(router)] == ["GET", "POST", "GET", "PATCH"]
+    # Done once: a second wait asks the server again, and patches nothing more.
+    await client.operations.wait(result.id)
+    assert [line.split()[0] for line in sent(router)] == ["GET", "POST", "GET", "PATCH", "GET"]
 
 
 async def test_create_empty_properties_mean_no_patch(
@@ -416,7 +423,7 @@ async def test_create_failed_patch_and_failed_delete_says_the_image_remains(
     router.patch(f"/1.0/images/{FP}").mock(return_value=error_response(500, "patch broke"))
     router.delete(f"/1.0/images/{FP}").mock(return_value=error_response(500, "delete broke"))
     with pytest.raises(APIError) as caught:
-        await client.images.create(DATA, auto_update=True)
+        await client.images.create(DATA, auto_update=True, wait=True)
     message = str(caught.value)
     assert "patch broke" in message
     assert "delete broke" in message

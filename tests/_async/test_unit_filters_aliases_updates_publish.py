@@ -29,6 +29,7 @@ from incus_images import (
     ImageAlias,
     ImageAliasList,
     IncusError,
+    IncusTimeoutError,
     InvalidInputError,
     NotFoundError,
     Operation,
@@ -670,12 +671,9 @@ async def test_update_of_profiles_or_expiry_sends_a_put_of_everything(
         assert getattr(updated, field) == value
 
 
-@pytest.mark.parametrize("wait", [False, True])
-async def test_update_without_changes_only_reads(
-    client: AsyncClient, wire: Wire, wait: bool
-) -> None:
+async def test_update_without_changes_only_reads(client: AsyncClient, wire: Wire) -> None:
     wire.on("GET", f"/1.0/images/{PREFIX}", etagged(FP_A, '"e1"', **CURRENT))
-    result = await client.images.update(PREFIX, None, wait)
+    result = await client.images.update(PREFIX, None)
     assert isinstance(result, Image)
     assert result.fingerprint == FP_A
     assert result.profiles == ["default", "extra"]
@@ -775,7 +773,6 @@ async def test_update_gives_up_after_five_lost_writes(
         {"properties": {"a": None}},
         {"properties": [("a", "b")]},
         {"wait": "no"},
-        {"wait": None},
     ],
 )
 async def test_update_refuses_bad_input_before_any_request(
@@ -972,15 +969,41 @@ async def test_publish_force_stops_publishes_and_starts_again(
     assert wire.bodies("PUT", f"{INSTANCE}/state") == [STOP, START]
 
 
-async def test_publish_force_without_wait_still_waits_before_starting(
+@pytest.mark.parametrize("wait", [False, True])
+async def test_update_wait_is_deprecated_and_changes_nothing(
+    client: AsyncClient, wire: Wire, wait: bool
+) -> None:
+    wire.on("GET", f"/1.0/images/{PREFIX}", etagged(FP_A, '"e1"', **CURRENT))
+    with pytest.warns(DeprecationWarning, match=r"wait=\) is deprecated and does nothing"):
+        result = await client.images.update(PREFIX, None, wait)
+    assert isinstance(result, Image)
+    assert wire.sent() == [f"GET /1.0/images/{PREFIX}"]
+
+
+async def test_publish_force_without_wait_is_refused_before_anything(
+    client: AsyncClient, silent: respx.MockRouter
+) -> None:
+    """A stopped instance must be started again once its image is made: whoever returns
+    early cannot promise that."""
+    with pytest.raises(InvalidInputError, match="force=True, wait=False"):
+        await client.images.publish("c1", force=True, wait=False)
+    assert not silent.calls
+
+
+async def test_publish_force_that_times_out_leaves_the_instance_stopped_and_says_so(
     client: AsyncClient, wire: Wire
 ) -> None:
-    publishing(wire, state="Running")
+    """The image is still being made from the stopped instance: starting it could spoil
+    the image, so it stays stopped, and the note says so."""
+    still = error_response(500, "context deadline exceeded", http_status=200)
+    publishing(wire, state="Running", wait=still)
     state_changes(wire)
-    result = await client.images.publish("c1", force=True, wait=False)
-    assert isinstance(result, Operation)
-    assert result.succeeded
-    assert wire.sent() == [f"GET {INSTANCE}", SURVEY, *STOP_STEPS, *PUBLISH_STEPS, *START_STEPS]
+    with pytest.raises(IncusTimeoutError) as caught:
+        await client.images.publish("c1", force=True, timeout=0)
+    notes = "\n".join(caught.value.__notes__)
+    assert "instance 'c1' stays stopped" in notes
+    assert f"client.operations.wait({PUBLISH_ID!r})" in notes
+    assert wire.bodies("PUT", f"{INSTANCE}/state") == [STOP]
 
 
 async def test_publish_force_on_a_stopped_instance_changes_no_state(
@@ -1058,7 +1081,7 @@ async def test_publish_without_wait_returns_the_running_operation(
     assert wire.sent() == [*steps, "POST /1.0/images"]
 
 
-async def test_publish_without_wait_but_with_aliases_returns_the_finished_operation(
+async def test_publish_without_wait_but_with_aliases_creates_them_when_waited_for(
     client: AsyncClient, wire: Wire
 ) -> None:
     publishing(wire, state=None)
@@ -1066,7 +1089,10 @@ async def test_publish_without_wait_but_with_aliases_returns_the_finished_operat
     wire.on("POST", ALIASES, sync_response(None, status=201))
     result = await client.images.publish("c1/s", aliases=["pub"], wait=False)
     assert isinstance(result, Operation)
-    assert result.succeeded
+    assert not result.done
+    assert wire.bodies("POST", ALIASES) == []
+    finished = await client.operations.wait(result)
+    assert finished.succeeded
     assert wire.bodies("POST", ALIASES) == [{"name": "pub", "target": FP_A, "description": ""}]
 
 

@@ -10,7 +10,6 @@ timeout of several seconds is tested in microseconds, with the requested ?timeou
 from __future__ import annotations
 
 import math
-import sys
 
 import httpx
 import pytest
@@ -28,6 +27,7 @@ from incus_images import (
     OperationGoneError,
     OperationStatus,
 )
+from tests._async.conftest import FakeClock
 from tests.helpers import OFFLINE_SERVER, UNIX_BASE, error_response, operation, sync_response
 
 pytestmark = pytest.mark.anyio
@@ -35,25 +35,6 @@ pytestmark = pytest.mark.anyio
 OP_ID = "41b69ae9-44bf-4b27-a0e5-23d3b8614fbf"
 WAIT = f"/1.0/operations/{OP_ID}/wait"
 DEADLINE = "context deadline exceeded"
-
-
-class FakeClock:
-    """Stands in for the time module inside the SDK's operations module."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def monotonic(self) -> float:
-        return self.now
-
-
-@pytest.fixture
-def clock(client: AsyncClient, monkeypatch: pytest.MonkeyPatch) -> FakeClock:
-    fake = FakeClock()
-    # The module the waiter's code is in: its class reports the package as its module.
-    module = sys.modules[type(client.operations).wait.__module__]
-    monkeypatch.setattr(module, "time", fake)
-    return fake
 
 
 def done(status_code: int = 200, **fields: object) -> httpx.Response:

@@ -328,10 +328,11 @@ async def test_profiles_fingerprint_and_aliases(
     uploads = mock_upload(router)
     mock_wait(router)
     alias = router.post("/1.0/images/aliases").mock(return_value=sync_response({}))
-    result = await client.images.create(
+    started = await client.images.create(
         DATA, profiles=["a", "b"], fingerprint=FP.upper(), aliases=["web"]
     )
-    assert isinstance(result, Operation)
+    assert not alias.called  # wait=False: the alias is made when the upload is waited for
+    result = await client.operations.wait(started)
     assert result.succeeded
     headers = uploads.request.headers
     assert headers.get_list("X-Incus-profiles") == ["profile=a&profile=b"]
@@ -397,8 +398,8 @@ async def test_empty_profiles_are_removed_after_the_upload(
         )
     )
     put = router.put(f"/1.0/images/{FP}").mock(return_value=sync_response({}))
-    result = await client.images.create(DATA, profiles=[])
-    assert isinstance(result, Operation)
+    result = await client.images.create(DATA, profiles=[], wait=True)
+    assert isinstance(result, Image)
     assert "x-incus-profiles" not in uploads.request.headers
     request = put.calls.last.request
     assert request.headers["If-Match"] == '"etag-1"'
@@ -414,6 +415,7 @@ async def test_empty_profiles_are_removed_after_the_upload(
         f"GET /1.0/operations/{UPLOAD_ID}/wait?timeout=30",
         f"GET /1.0/images/{FP}",
         f"PUT /1.0/images/{FP}",
+        f"GET /1.0/images/{FP}",
     ]
 
 

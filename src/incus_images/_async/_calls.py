@@ -31,6 +31,7 @@ from .operations import AsyncOperationsAPI
 
 if TYPE_CHECKING:
     from .._requests import ImageAliasesPost, ImagePatch, ImagePut
+    from .._waiting import WaitBudget
 
 
 class AsyncImageCalls:
@@ -120,13 +121,17 @@ class AsyncImageCalls:
             )
         )
 
-    async def delete(self, prefix: str, *, wait: bool) -> Operation:
+    async def delete(
+        self, prefix: str, *, wait: bool, budget: WaitBudget | None = None
+    ) -> Operation:
         action = f"delete image '{prefix}'"
         call = Call(method="DELETE", path=image_path(prefix), action=action)
         envelope = await self.connection.request(call)
         operation = structure(call, self.server, envelope.metadata, Operation)
         if wait:
-            return await self.operations._wait(operation.id, None, action=action)
+            return await self.operations._wait_noting(
+                operation, budget, action=action, left="the image may still be deleted"
+            )
         return operation
 
     async def discard(self, fingerprint: object) -> str:

@@ -1,14 +1,19 @@
-"""Copying an image from another server onto this one: pull, push and relay, and public
-image servers.
+"""Copying an image from another server onto this one: one skeleton, three ways to move the
+bytes, and public image servers.
 
-    pull    this server downloads from the source's HTTPS address (no byte passes the client)
-    push    the source uploads to this server's HTTPS address
-    relay   this client streams the source's export into this server's upload
+    resolve     the source's image, named by an alias, a fingerprint or a prefix
+    preflight   what the mode cannot do, aliases taken, profiles missing: refused before
+                anything is sent; an image this server already holds is not copied again
+    move        the mode starts moving the bytes (``_Pull``, ``_Push``, ``_Relay``):
+                    pull    this server downloads from the source's HTTPS address
+                    push    the source uploads to this server's HTTPS address
+                    relay   this client streams the source's export into this server's upload
+    complete    wait for the move to end, verify what was stored, apply settings and aliases
+                (``_CopyCompletion``; with wait=False, left to operations.wait())
 
 Every mode ends on the import path (``_importing``): the fingerprint stored must be the
-source's, then settings and aliases are applied, and a copy that fails after the image arrived
-is deleted again. An image this server already had is returned as it is (with the aliases
-asked for) and never deleted.
+source's, and a copy that fails after the image arrived is deleted again; an image this server
+held before the copy began is never deleted.
 """
 
 from __future__ import annotations
@@ -16,12 +21,13 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING, Literal
+from typing import ClassVar, Literal
 
 import attrs
 
 from .._errors import (
     IncusError,
+    IncusTimeoutError,
     InvalidInputError,
     NotFoundError,
     TransferError,
@@ -29,13 +35,7 @@ from .._errors import (
 from .._logging import logger
 from .._models import Image, Operation
 from .._protocol import IMAGES, Call, image_path, structure, token_secret
-from .._requests import (
-    AliasEntry,
-    FollowUp,
-    ImageExportPost,
-    ImagesPost,
-    ImagesPostSource,
-)
+from .._requests import AliasEntry, FollowUp, ImageExportPost, ImagesPost, ImagesPostSource
 from .._simplestreams import SimpleStreams
 from .._transfer.export import ExportReader
 from .._transfer.progress import Progress, ProgressCallback, daemon_progress
@@ -53,17 +53,19 @@ from .._validate import (
     optional_boolean,
     profile_name,
 )
+from .._waiting import WaitBudget
 from ._calls import AsyncImageCalls
-from ._importing import AsyncImporter
+from ._importing import AsyncImporter, follow_up_description
 from ._transfers import RelayState, relay_body
 
-if TYPE_CHECKING:
-    from .client import AsyncClient
-
-__all__ = ["AsyncCopier", "CopyOptions", "copy_options"]
+__all__ = ["MAX_COPIED_ALIASES", "AsyncCopier", "CopyOptions", "copy_options"]
 
 CopyMode = Literal["pull", "push", "relay"]
 MODES: tuple[CopyMode, ...] = ("pull", "push", "relay")
+
+#: The most aliases copy_aliases=True brings from a source (each costs two requests; real
+#: images carry a handful). More are left out, with a WARNING.
+MAX_COPIED_ALIASES = 1000
 
 
 @attrs.frozen(kw_only=True)
@@ -79,6 +81,7 @@ class CopyOptions:
     image_type: str | None
     progress: ProgressCallback | None
     wait: bool
+    budget: WaitBudget
 
 
 def copy_options(
@@ -92,6 +95,7 @@ def copy_options(
     image_type: object,
     progress: object,
     wait: object,
+    timeout: object,
 ) -> CopyOptions:
     callback(progress, "progress")
     return CopyOptions(
@@ -104,6 +108,7 @@ def copy_options(
         image_type=None if image_type is None else choice(image_type, "type", IMAGE_TYPES),
         progress=progress,  # type: ignore[arg-type]  # checked above
         wait=boolean(wait, "wait"),
+        budget=WaitBudget(timeout),
     )
 
 
@@ -118,109 +123,69 @@ class AsyncCopier:
         return self._calls.server
 
     # ----------------------------------------------------------------------------------------
-    # From another Incus server.
+    # From another Incus server: the skeleton.
 
     async def copy(
-        self, image: str, source: AsyncClient, options: CopyOptions
+        self, image: str, source: AsyncImageCalls, options: CopyOptions
     ) -> Image | Operation:
-        mode = self._mode(options, source._connection.https_url)
-        described = f"image {image!r} from {source.server} to {self._target} ({mode} mode)"
+        mode = self._mode(options, source.connection.https_url)
+        described = f"image {image!r} from {source.server} to {self._target} ({mode.name} mode)"
         logger.debug("copy of %s started", described)
         started = time.monotonic()
-        with _naming(described, source.server, self._target, f"{mode} mode"):
-            copied = await self._copy(image, source, mode, options, described)
-        _log_copied(described, copied, started)
+        with _naming(described, source.server, self._target, f"{mode.name} mode"):
+            with _amended(f"while copying {described}; nothing was copied"):
+                found, by_alias = await _resolve(source, image, options.image_type)
+            job = _Job(
+                target=self._calls,
+                source=source,
+                found=found,
+                by_alias=by_alias,
+                options=options,
+                progress=Progress(options.progress if mode.daemon_reports else None, found.size),
+                importer=AsyncImporter(
+                    self._calls,
+                    f"copy image '{found.fingerprint}' from {source.server} to {self._target} "
+                    f"({mode.name} mode)",
+                ),
+                started=started,
+            )
+            moving = mode(job)
+            moving.check()
+            copied = await self._copy(job, moving, described)
+        if isinstance(copied, Image):
+            logger.info("copied %s in %.1f s", described, time.monotonic() - started)
         return copied
 
-    async def _copy(
-        self,
-        image: str,
-        source: AsyncClient,
-        mode: CopyMode,
-        options: CopyOptions,
-        described: str,
-    ) -> Image | Operation:
-        source_calls = source.images._calls
-        with _amended(f"while copying {described}; nothing was copied"):
-            found, by_alias = await self._resolve(source_calls, image, options.image_type)
-        fingerprint = found.fingerprint
-        importer = AsyncImporter(
-            self._calls,
-            f"copy image '{fingerprint}' from {source.server} to {self._target} ({mode} mode)",
-        )
-        if mode == "push" and found.type == "virtual-machine":
-            # incusd (6.0.4, and upstream still) pushes the disk as a container's rootfs part,
-            # so the copy would arrive as a container image.
-            raise InvalidInputError(
-                f"Could not {importer.action} on {self._target}: incusd pushes a "
-                "virtual-machine image as a container image; use mode='pull' or 'relay' "
-                "(nothing was copied)"
-            )
-        aliases = _wanted_aliases(options, found)
+    async def _copy(self, job: _Job, moving: _Mode, described: str) -> Image | Operation:
+        importer = job.importer
+        fingerprint = job.found.fingerprint
+        aliases = _wanted_aliases(job.options, job.found)
         if fingerprint in await importer.survey():
             # Not an error: the target has the image; only the aliases asked for are added.
             await importer.preflight([alias.name for alias in aliases], [])
             await importer.follow_up(fingerprint, FollowUp(aliases=aliases))
-            return await importer.image(fingerprint)
-        await importer.preflight([alias.name for alias in aliases], options.profiles or [])
+            held = await importer.image(fingerprint)
+            return held if job.options.wait else _already_there(held)
+        await importer.preflight([alias.name for alias in aliases], job.options.profiles or [])
         follow_up = FollowUp(
             # A relayed or pushed image carries its metadata.yaml's properties; the copy gets
             # the source's (pull copies them itself).
-            properties=dict(found.properties) if mode != "pull" else None,
+            properties=dict(job.found.properties) if moving.sets_properties else None,
             # A request cannot say "no profiles": an empty list means the default profile.
-            profiles=[] if options.profiles == [] else None,
+            profiles=[] if job.options.profiles == [] else None,
             aliases=aliases,
         )
-        # Bytes in relay mode (counted by the export's reader); the daemon's own reports in
-        # pull and push mode, read about once a second only when someone listens.
-        progress = Progress(options.progress if mode != "relay" else None, found.size)
-        watch = _reporting(progress) if options.progress is not None else None
-        if mode == "pull":
-            started, token = await self._pull(source, found, by_alias, importer, options)
-            progress.start()
-            if not options.wait and not follow_up.needed:
-                return started
-            with importer.accepted(lambda: f"image {fingerprint}"):
-                finished = await self._finish_pull(
-                    source_calls, started, token, importer, watch, fingerprint
-                )
-        elif mode == "relay":
-            started = await self._relay(source, found, importer, options, progress)
-            if not options.wait and not follow_up.needed:
-                return started
-            with importer.accepted(lambda: f"image {fingerprint}"):
-                finished = await importer.wait(started, fingerprint=fingerprint)
-        else:
-            progress.start()
-            finished = await self._push(source, found, importer, options, watch)
-        with importer.accepted(lambda: f"image {fingerprint}"):
-            if mode != "push":
-                await importer.verified(finished, fingerprint, expected_is="the source's image is")
-            await self._check_copy(found, importer)
-            await importer.follow_up(fingerprint, follow_up)
-        progress.advance(found.size - progress.done)
-        progress.finish()
-        return await importer.image(fingerprint) if options.wait else finished
+        started = await moving.move()
+        completion = _CopyCompletion(job, moving, follow_up, described)
+        options = job.options
+        if not await self._calls.operations._finish(
+            started, completion, wait=options.wait, budget=options.budget
+        ):
+            logger.debug("copy of %s: operation %s runs on", described, started.id)
+            return started
+        return await importer.image(fingerprint)
 
-    async def _check_copy(self, found: Image, importer: AsyncImporter) -> None:
-        """The copy is there, and of the source's type (a server that changed it is not
-        trusted with the rest)."""
-        copy = await self._calls.find(found.fingerprint)
-        if copy is not None and copy.type == found.type:
-            return
-        if copy is None:
-            detail, outcome = "the image is not there", "nothing was copied"
-        else:
-            detail = f"it stored a {copy.type} image, not a {found.type} one"
-            outcome = await importer.discard(found.fingerprint)
-        raise TransferError(
-            f"Could not {importer.action} on {self._target}: the copy was reported done, but "
-            f"{detail}; {outcome}",
-            server=self._target,
-            fingerprint=found.fingerprint,
-        )
-
-    def _mode(self, options: CopyOptions, source_url: str | None) -> CopyMode:
+    def _mode(self, options: CopyOptions, source_url: str | None) -> type[_Mode]:
         mode = options.mode
         if mode is None:
             # As the Go client: the target pulls when the source has an HTTPS address.
@@ -236,263 +201,18 @@ class AsyncCopier:
                 "mode='push' needs this server's HTTPS address (the source connects to it), "
                 "but this client talks to a unix socket: use mode='pull' or 'relay'"
             )
+        if mode == "push" and not options.wait:
+            raise InvalidInputError(
+                "mode='push' with wait=False: a push is the source's operation, which this "
+                "server's operations.wait() could not finish; use wait=True, or mode='pull' "
+                "or 'relay'"
+            )
         if options.auto_update and mode != "pull":
             raise InvalidInputError(
                 f"auto_update=True needs mode='pull': a {mode} copy does not record where the "
                 "image came from, so the server could never refresh it"
             )
-        return mode
-
-    async def _resolve(
-        self, source: AsyncImageCalls, image: object, image_type: str | None
-    ) -> tuple[Image, str | None]:
-        """The source's image named by an alias (first, as the incus CLI does) or by a
-        fingerprint prefix; and the alias when it was named by one."""
-        name = alias_name(image, argument="image")
-        try:
-            alias = await source.get_alias(name)
-        except NotFoundError:
-            alias = None
-        if alias is not None and (image_type is None or alias.type in ("", image_type)):
-            found, _ = await source.get(alias.target)
-            by_alias: str | None = name
-        else:
-            try:
-                prefix = fingerprint_prefix(name, argument="image")
-            except InvalidInputError:
-                raise await self._not_on_source(source, name, image_type) from None
-            try:
-                found, _ = await source.get(prefix)
-            except NotFoundError:
-                raise await self._not_on_source(source, name, image_type) from None
-            by_alias = None
-        if image_type is not None and found.type != image_type:
-            raise await self._not_on_source(source, name, image_type)
-        return found, by_alias
-
-    async def _not_on_source(
-        self, source: AsyncImageCalls, name: str, image_type: str | None
-    ) -> NotFoundError:
-        kind = f"{image_type} image" if image_type else "image"
-        hint = ""
-        if not (await source.server_info()).trusted:
-            hint = " (the source does not trust this client, so it shows only public images)"
-        return NotFoundError(
-            f"Could not find {kind} {name!r} on {source.server}: no alias or fingerprint "
-            f"names one{hint}",
-            server=source.server,
-        )
-
-    # ----------------------------------------------------------------------------------------
-    # Pull: the target downloads.
-
-    async def _pull(
-        self,
-        source: AsyncClient,
-        found: Image,
-        by_alias: str | None,
-        importer: AsyncImporter,
-        options: CopyOptions,
-    ) -> tuple[Operation, str | None]:
-        """Start the target's download; the operation, and the source's secret token."""
-        source_calls = source.images._calls
-        secret = token = None
-        if not found.public:
-            if not (await source_calls.server_info()).trusted:
-                raise InvalidInputError(
-                    f"Could not {importer.action} on {self._target}: the image is private and "
-                    "the source does not trust this client, so it cannot issue the secret a "
-                    "private copy needs; nothing was copied"
-                )
-            with _amended(f"while preparing to {importer.action}; nothing was copied"):
-                secret, token = await source_calls.create_secret(found.fingerprint)
-        # By alias, the server records the alias, so that refreshes follow it to new images;
-        # a private image is fetched with its secret, which names a fingerprint.
-        use_alias = by_alias is not None and options.auto_update and found.public
-        request = ImagesPost(
-            source=ImagesPostSource(
-                type="image",
-                mode="pull",
-                server=source._connection.https_url,
-                protocol="incus",
-                alias=by_alias if use_alias else None,
-                fingerprint=None if use_alias else found.fingerprint,
-                certificate=source._connection.pinned_certificate,
-                secret=secret,
-                image_type=found.type or None,
-                project=source.project,
-            ),
-            public=options.public,
-            auto_update=options.auto_update,
-            profiles=options.profiles or None,
-            filename=found.filename or None,
-        )
-        try:
-            started = await importer.start(
-                Call(method="POST", path=IMAGES, action=importer.action, json=request)
-            )
-        except BaseException as exc:
-            if token is not None:
-                await _cancel_secret(source_calls, token, exc)
-            raise
-        return started, token
-
-    async def _finish_pull(
-        self,
-        source_calls: AsyncImageCalls,
-        started: Operation,
-        token: str | None,
-        importer: AsyncImporter,
-        watch: Callable[[Operation], None] | None,
-        fingerprint: str,
-    ) -> Operation:
-        try:
-            finished = await importer.wait(started, fingerprint=fingerprint, watch=watch)
-        except BaseException as exc:
-            # A secret the target never used would stay valid on the source for good.
-            if token is not None:
-                await _cancel_secret(source_calls, token, exc)
-            raise
-        if token is not None:
-            # A pull can succeed without the secret: incusd copies an image whose files it
-            # already has (in another project) instead of downloading it. Used, it is gone.
-            why = await source_calls.cancel(token)
-            if why is not None:
-                logger.warning(
-                    "incus_images: the download secret %s issued by %s for image %s could "
-                    "not be cancelled and is still valid: %s",
-                    token,
-                    source_calls.server,
-                    fingerprint,
-                    why,
-                )
-        return finished
-
-    # ----------------------------------------------------------------------------------------
-    # Relay: this client streams the export into the upload.
-
-    async def _relay(
-        self,
-        source: AsyncClient,
-        found: Image,
-        importer: AsyncImporter,
-        options: CopyOptions,
-        progress: Progress,
-    ) -> Operation:
-        fingerprint = found.fingerprint
-        connection = source._connection
-
-        def failure(detail: str, cls: type[TransferError] = TransferError) -> TransferError:
-            return cls(
-                f"Could not {importer.action} on {self._target}: {detail}; the upload was "
-                "stopped, so nothing was stored",
-                server=self._target,
-                fingerprint=fingerprint,
-            )
-
-        call = Call(
-            method="GET",
-            path=image_path(fingerprint, "export"),
-            action=f"export image '{fingerprint}' to relay it to {self._target}",
-        )
-        state = RelayState()
-        reader: ExportReader | None = None
-        logger.debug(
-            "relay of image %s from %s to %s started (%d bytes)",
-            fingerprint,
-            source.server,
-            self._target,
-            found.size,
-        )
-        with importer.interruptions(
-            complete=lambda: state.handed,
-            describe=lambda: (
-                f"the relay of image {fingerprint} from {source.server} to {self._target} was "
-                f"interrupted after {reader.received if reader else 0} of {found.size} bytes"
-            ),
-        ):
-            async with connection.stream(call) as response:
-                if response.headers.get("x-incus-type", "").lower() == "oci":
-                    raise failure(
-                        "the source says it is an OCI image, whose bytes cannot be checked "
-                        "against its fingerprint, and a relay passes on only what it verified "
-                        "(mode='pull' lets the target fetch it)"
-                    )
-                reader = ExportReader(
-                    fingerprint,
-                    content_type=response.headers.get("content-type"),
-                    content_disposition=response.headers.get("content-disposition"),
-                    failure=failure,
-                    total=found.size,
-                    progress=options.progress,
-                )
-                try:
-                    framing = RelayFraming(found, split=reader.multipart, failure=failure)
-                    headers = dict(framing.headers)
-                    if options.public:
-                        headers["X-Incus-public"] = "true"
-                    if options.profiles:
-                        headers["X-Incus-profiles"] = list_header("profile", options.profiles)
-                    body = relay_body(connection, call, response, reader, framing, state)
-                    return await importer.send_body(headers, body)
-                finally:
-                    reader.close()
-
-    # ----------------------------------------------------------------------------------------
-    # Push: the source uploads to the target.
-
-    async def _push(
-        self,
-        source: AsyncClient,
-        found: Image,
-        importer: AsyncImporter,
-        options: CopyOptions,
-        watch: Callable[[Operation], None] | None,
-    ) -> Operation:
-        source_calls = source.images._calls
-        if not (await source_calls.server_info()).trusted:
-            raise InvalidInputError(
-                f"Could not {importer.action} on {self._target}: only a source that trusts "
-                "this client can be asked to push; nothing was copied"
-            )
-        connection = self._calls.connection
-        token_call = Call(
-            method="POST",
-            path=IMAGES,
-            action=f"prepare to receive image '{found.fingerprint}' from {source.server} (push "
-            "mode)",
-            json=ImagesPost(
-                source=ImagesPostSource(mode="push", fingerprint=found.fingerprint),
-                public=options.public,
-                # Without them the pushed image would have none.
-                properties=dict(found.properties) or None,
-            ),
-        )
-        token = await importer.start(token_call)
-        try:
-            secret = token_secret(token_call, self._target, token)
-            pushing_action = f"push image '{found.fingerprint}' to {self._target} (push mode)"
-            export_call = Call(
-                method="POST",
-                path=image_path(found.fingerprint, "export"),
-                action=pushing_action,
-                json=ImageExportPost(
-                    target=connection.https_url or "",
-                    secret=secret,
-                    certificate=connection.pinned_certificate,
-                    project=connection.project,
-                    profiles=options.profiles or None,
-                ),
-            )
-            envelope = await source_calls.connection.request(export_call)
-            pushing = structure(export_call, source.server, envelope.metadata, Operation)
-            return await source_calls.operations._wait(
-                pushing.id, None, action=pushing_action, watch=watch
-            )
-        except BaseException:
-            # The token never ends by itself: one the source did not use must not stay open.
-            await self._calls.cancel(token.id)
-            raise
+        return _MODES[mode]
 
     # ----------------------------------------------------------------------------------------
     # From a simplestreams image server: the target downloads.
@@ -516,7 +236,8 @@ class AsyncCopier:
         started = time.monotonic()
         with _naming(described, source.url, self._target, name):
             copied = await self._from_simplestreams(name, source, options, described)
-        _log_copied(described, copied, started)
+        if isinstance(copied, Image):
+            logger.info("copied %s in %.1f s", described, time.monotonic() - started)
         return copied
 
     async def _from_simplestreams(
@@ -552,24 +273,508 @@ class AsyncCopier:
         )
         if not options.wait and not follow_up.needed:
             return started
-        watch = _reporting(progress) if options.progress is not None else None
-        finished = await importer.wait(started, watch=watch)
-        fingerprint = await importer.verified(finished, None)
-        await importer.follow_up(fingerprint, follow_up)
-        copied = await importer.image(fingerprint)
+        completion = _StreamsCompletion(importer, follow_up, progress, described, options)
+        if not await self._calls.operations._finish(
+            started, completion, wait=options.wait, budget=options.budget
+        ):
+            return started
+        assert completion.fingerprint is not None
+        copied = await importer.image(completion.fingerprint)
         progress.total = copied.size
         progress.advance(copied.size - progress.done)
         progress.finish()
-        return copied if options.wait else finished
+        return copied
+
+
+# --------------------------------------------------------------------------------------------
+# One copy in flight, and what completes it.
+
+
+@attrs.define(kw_only=True)
+class _Job:
+    """What the skeleton and the mode of one copy share."""
+
+    target: AsyncImageCalls
+    source: AsyncImageCalls
+    found: Image
+    #: The alias the image was named by, if it was.
+    by_alias: str | None
+    options: CopyOptions
+    importer: AsyncImporter
+    started: float
+    #: The daemon's own download reports (pull and push mode), read about once a second only
+    #: when someone listens. A relay's bytes are counted by the export's reader instead: its
+    #: Progress reports nothing.
+    progress: Progress
+
+    @property
+    def action(self) -> str:
+        return self.importer.action
+
+    def watch(self) -> Callable[[Operation], None] | None:
+        """A watcher of the daemon's download progress, when someone listens (the reports
+        are read about once a second only then)."""
+        return _reporting(self.progress) if self.options.progress is not None else None
+
+
+class _CopyCompletion:
+    """The rest of a copy once its bytes are moving: wait for the move to end, check what
+    this server stored, then apply the settings and aliases."""
+
+    def __init__(self, job: _Job, moving: _Mode, follow_up: FollowUp, described: str) -> None:
+        self._job = job
+        self._moving = moving
+        self._follow_up = follow_up
+        self._described = described
+
+    def describe(self) -> str:
+        fingerprint = self._job.found.fingerprint
+        first = f"check the copy of image {fingerprint}"
+        if left := self._moving.left_open():
+            first = f"{first}, {left}"
+        return follow_up_description(first, self._follow_up)
+
+    async def complete(self, operation: Operation, budget: WaitBudget) -> Operation:
+        job = self._job
+        importer = job.importer
+        fingerprint = job.found.fingerprint
+        names = (job.source.server, job.target.server, f"{self._moving.name} mode")
+        with (
+            _naming(self._described, *names),
+            importer.accepted(lambda: f"image {fingerprint}"),
+        ):
+            finished = await self._moving.finish(operation, budget)
+            if self._moving.verifies:
+                await importer.verified(finished, fingerprint, expected_is="the source's image is")
+            await _check_copy(job)
+            await importer.follow_up(fingerprint, self._follow_up)
+        job.progress.advance(job.found.size - job.progress.done)
+        job.progress.finish()
+        if not job.options.wait:
+            logger.info("copied %s in %.1f s", self._described, time.monotonic() - job.started)
+        return finished
+
+
+class _StreamsCompletion:
+    """The rest of a copy from an image server: the image the daemon stored (its fingerprint
+    is learnt only now), then its aliases and profiles."""
+
+    def __init__(
+        self,
+        importer: AsyncImporter,
+        follow_up: FollowUp,
+        progress: Progress,
+        described: str,
+        options: CopyOptions,
+    ) -> None:
+        self._importer = importer
+        self._follow_up = follow_up
+        self._progress = progress
+        self._described = described
+        self._options = options
+        #: The fingerprint of the image the daemon stored, once it is known.
+        self.fingerprint: str | None = None
+
+    def describe(self) -> str:
+        return follow_up_description(f"check the copy of {self._described}", self._follow_up)
+
+    async def complete(self, operation: Operation, budget: WaitBudget) -> Operation:
+        importer = self._importer
+        watch = _reporting(self._progress) if self._options.progress is not None else None
+        finished = await importer.wait(operation, watch=watch, budget=budget)
+        self.fingerprint = await importer.verified(finished, None)
+        await importer.follow_up(self.fingerprint, self._follow_up)
+        return finished
+
+
+async def _check_copy(job: _Job) -> None:
+    """The copy is there, and of the source's type (a server that changed it is not trusted
+    with the rest)."""
+    found = job.found
+    copy = await job.target.find(found.fingerprint)
+    if copy is not None and copy.type == found.type:
+        return
+    if copy is None:
+        detail, outcome = "the image is not there", "nothing was copied"
+    else:
+        detail = f"it stored a {copy.type} image, not a {found.type} one"
+        outcome = await job.importer.discard(found.fingerprint)
+    raise TransferError(
+        f"Could not {job.action} on {job.target.server}: the copy was reported done, but "
+        f"{detail}; {outcome}",
+        server=job.target.server,
+        fingerprint=found.fingerprint,
+    )
+
+
+def _already_there(image: Image) -> Operation:
+    """The finished Operation of a copy that had nothing to move (wait=False): it ran
+    nowhere, so it has no id; operations.wait() returns it as it is."""
+    return Operation(
+        id="",
+        class_="task",
+        description="Image already present",
+        status="Success",
+        status_code=200,
+        metadata={"fingerprint": image.fingerprint, "size": str(image.size)},
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# The modes: how the bytes move.
+
+
+class _Mode:
+    """One way of moving a copy's bytes."""
+
+    name: ClassVar[CopyMode]
+    #: The copy gets the source's properties afterwards.
+    sets_properties: ClassVar[bool] = True
+    #: The operation reports what this server stored, which is checked against the source.
+    verifies: ClassVar[bool] = True
+    #: Progress comes from a daemon's reports (else this client counts the bytes itself).
+    daemon_reports: ClassVar[bool] = True
+
+    def __init__(self, job: _Job) -> None:
+        self.job = job
+
+    def check(self) -> None:
+        """Refuse what this mode cannot do, before anything is sent."""
+
+    async def move(self) -> Operation:
+        """Start moving the bytes; return the operation that ends when they are here."""
+        raise NotImplementedError
+
+    async def finish(self, started: Operation, budget: WaitBudget) -> Operation:
+        """Wait for the move to end (and close what move() opened, unless the wait timed
+        out: the move goes on and still needs it)."""
+        raise NotImplementedError
+
+    def left_open(self) -> str:
+        """What move() opened that finish() is still to close, for messages ("")."""
+        return ""
+
+
+class _Pull(_Mode):
+    """This server downloads from the source's HTTPS address: no byte passes this client."""
+
+    name = "pull"
+    # A pull copies the source's properties itself.
+    sets_properties = False
+
+    def __init__(self, job: _Job) -> None:
+        super().__init__(job)
+        #: The id of the source's download secret (a private image), while it may be valid.
+        self.token: str | None = None
+
+    async def move(self) -> Operation:
+        job = self.job
+        found, source, options = job.found, job.source, job.options
+        secret = None
+        if not found.public:
+            if not (await source.server_info()).trusted:
+                raise InvalidInputError(
+                    f"Could not {job.action} on {job.target.server}: the image is private and "
+                    "the source does not trust this client, so it cannot issue the secret a "
+                    "private copy needs; nothing was copied"
+                )
+            with _amended(f"while preparing to {job.action}; nothing was copied"):
+                secret, self.token = await source.create_secret(found.fingerprint)
+        # By alias, the server records the alias, so that refreshes follow it to new images;
+        # a private image is fetched with its secret, which names a fingerprint.
+        use_alias = job.by_alias is not None and options.auto_update and found.public
+        request = ImagesPost(
+            source=ImagesPostSource(
+                type="image",
+                mode="pull",
+                server=source.connection.https_url,
+                protocol="incus",
+                alias=job.by_alias if use_alias else None,
+                fingerprint=None if use_alias else found.fingerprint,
+                certificate=source.connection.pinned_certificate,
+                secret=secret,
+                image_type=found.type or None,
+                project=source.connection.project,
+            ),
+            public=options.public,
+            auto_update=options.auto_update,
+            profiles=options.profiles or None,
+            filename=found.filename or None,
+        )
+        try:
+            started = await job.importer.start(
+                Call(method="POST", path=IMAGES, action=job.action, json=request)
+            )
+        except BaseException as exc:
+            await self._cancel_secret(exc)
+            raise
+        job.progress.start()
+        return started
+
+    async def finish(self, started: Operation, budget: WaitBudget) -> Operation:
+        job = self.job
+        try:
+            finished = await job.importer.wait(
+                started, fingerprint=job.found.fingerprint, watch=job.watch(), budget=budget
+            )
+        except IncusTimeoutError:
+            raise  # the download goes on, and may still need the secret
+        except BaseException as exc:
+            # A secret the target never used would stay valid on the source for good.
+            await self._cancel_secret(exc)
+            raise
+        # A pull can succeed without the secret: incusd copies an image whose files it
+        # already has (in another project) instead of downloading it. Used, it is gone.
+        await self._cancel_secret(None)
+        return finished
+
+    def left_open(self) -> str:
+        if self.token is None:
+            return ""
+        return (
+            f"cancel the download secret issued by {self.job.source.server} (token operation "
+            f"{self.token}) if the download did not use it"
+        )
+
+    async def _cancel_secret(self, failure: BaseException | None) -> None:
+        """Cancel the download secret, if any; when the source cannot be asked (it became
+        unreachable), the failure (or, after a success, a WARNING) says it is still valid."""
+        token, self.token = self.token, None
+        if token is None:
+            return
+        source = self.job.source
+        why = await source.cancel(token)
+        if why is None:
+            return
+        said = (
+            f"the download secret issued by {source.server} (token operation {token}) could "
+            f"not be cancelled and is still valid until it is used or the source daemon "
+            f"restarts: {why}"
+        )
+        if failure is None:
+            logger.warning("incus_images: %s", said)
+        else:
+            failure.add_note(f"incus_images: {said}")
+
+
+class _Relay(_Mode):
+    """This client streams the source's export into this server's upload."""
+
+    name = "relay"
+    daemon_reports = False
+
+    def __init__(self, job: _Job) -> None:
+        super().__init__(job)
+        self.state = RelayState()
+
+    async def move(self) -> Operation:
+        job = self.job
+        found, importer, options = job.found, job.importer, job.options
+        fingerprint = found.fingerprint
+        connection = job.source.connection
+        target = job.target.server
+
+        def failure(detail: str, cls: type[TransferError] = TransferError) -> TransferError:
+            return cls(
+                f"Could not {importer.action} on {target}: {detail}; the upload was stopped, "
+                "so nothing was stored",
+                server=target,
+                fingerprint=fingerprint,
+            )
+
+        call = Call(
+            method="GET",
+            path=image_path(fingerprint, "export"),
+            action=f"export image '{fingerprint}' to relay it to {target}",
+        )
+        reader: ExportReader | None = None
+        logger.debug(
+            "relay of image %s from %s to %s started (%d bytes)",
+            fingerprint,
+            job.source.server,
+            target,
+            found.size,
+        )
+        with importer.interruptions(
+            complete=lambda: self.state.handed,
+            describe=lambda: (
+                f"the relay of image {fingerprint} from {job.source.server} to {target} was "
+                f"interrupted after {reader.received if reader else 0} of {found.size} bytes"
+            ),
+        ):
+            async with connection.stream(call) as response:
+                if response.headers.get("x-incus-type", "").lower() == "oci":
+                    raise failure(
+                        "the source says it is an OCI image, whose bytes cannot be checked "
+                        "against its fingerprint, and a relay passes on only what it verified "
+                        "(mode='pull' lets the target fetch it)"
+                    )
+                reader = ExportReader(
+                    fingerprint,
+                    content_type=response.headers.get("content-type"),
+                    content_disposition=response.headers.get("content-disposition"),
+                    failure=failure,
+                    total=found.size,
+                    progress=options.progress,
+                )
+                try:
+                    framing = RelayFraming(found, split=reader.multipart, failure=failure)
+                    headers = dict(framing.headers)
+                    if options.public:
+                        headers["X-Incus-public"] = "true"
+                    if options.profiles:
+                        headers["X-Incus-profiles"] = list_header("profile", options.profiles)
+                    body = relay_body(connection, call, response, reader, framing, self.state)
+                    started = await importer.send_body(headers, body)
+                finally:
+                    reader.close()
+        return started
+
+    async def finish(self, started: Operation, budget: WaitBudget) -> Operation:
+        job = self.job
+        return await job.importer.wait(started, fingerprint=job.found.fingerprint, budget=budget)
+
+
+class _Push(_Mode):
+    """The source uploads to this server's HTTPS address."""
+
+    name = "push"
+    # The source's push operation says nothing of what this server stored: the copy is
+    # checked on this server instead (_check_copy).
+    verifies = False
+
+    def __init__(self, job: _Job) -> None:
+        super().__init__(job)
+        #: The id of this server's push token while the source has not used it.
+        self.token: str | None = None
+
+    def check(self) -> None:
+        job = self.job
+        if job.found.type == "virtual-machine":
+            # incusd (6.0.4, and upstream still) pushes the disk as a container's rootfs
+            # part, so the copy would arrive as a container image.
+            raise InvalidInputError(
+                f"Could not {job.action} on {job.target.server}: incusd pushes a "
+                "virtual-machine image as a container image; use mode='pull' or 'relay' "
+                "(nothing was copied)"
+            )
+
+    async def move(self) -> Operation:
+        job = self.job
+        found, source, options = job.found, job.source, job.options
+        if not (await source.server_info()).trusted:
+            raise InvalidInputError(
+                f"Could not {job.action} on {job.target.server}: only a source that trusts "
+                "this client can be asked to push; nothing was copied"
+            )
+        connection = job.target.connection
+        token_call = Call(
+            method="POST",
+            path=IMAGES,
+            action=f"prepare to receive image '{found.fingerprint}' from {source.server} (push "
+            "mode)",
+            json=ImagesPost(
+                source=ImagesPostSource(mode="push", fingerprint=found.fingerprint),
+                public=options.public,
+                # Without them the pushed image would have none.
+                properties=dict(found.properties) or None,
+            ),
+        )
+        token = await job.importer.start(token_call)
+        self.token = token.id
+        job.progress.start()
+        try:
+            secret = token_secret(token_call, job.target.server, token)
+            export_call = Call(
+                method="POST",
+                path=image_path(found.fingerprint, "export"),
+                action=self._pushing,
+                json=ImageExportPost(
+                    target=connection.https_url or "",
+                    secret=secret,
+                    certificate=connection.pinned_certificate,
+                    project=connection.project,
+                    profiles=options.profiles or None,
+                ),
+            )
+            envelope = await source.connection.request(export_call)
+            return structure(export_call, source.server, envelope.metadata, Operation)
+        except BaseException:
+            await self._cancel_token()
+            raise
+
+    async def finish(self, started: Operation, budget: WaitBudget) -> Operation:
+        job = self.job
+        try:
+            finished = await job.source.operations._wait(
+                started.id, budget, action=self._pushing, watch=job.watch()
+            )
+        except IncusTimeoutError:
+            raise  # the push goes on, and still needs the token
+        except BaseException:
+            await self._cancel_token()
+            raise
+        self.token = None  # the source used it
+        return finished
+
+    @property
+    def _pushing(self) -> str:
+        return f"push image '{self.job.found.fingerprint}' to {self.job.target.server} (push mode)"
+
+    async def _cancel_token(self) -> None:
+        # The token never ends by itself: one the source did not use must not stay open.
+        token, self.token = self.token, None
+        if token is not None:
+            await self.job.target.cancel(token)
+
+
+_MODES: dict[CopyMode, type[_Mode]] = {"pull": _Pull, "push": _Push, "relay": _Relay}
 
 
 # --------------------------------------------------------------------------------------------
 # Helpers.
 
 
-#: The most aliases copy_aliases=True brings from a source (each costs two requests; real
-#: images carry a handful). More are left out, with a WARNING.
-MAX_COPIED_ALIASES = 1000
+async def _resolve(
+    source: AsyncImageCalls, image: object, image_type: str | None
+) -> tuple[Image, str | None]:
+    """The source's image named by an alias (first, as the incus CLI does) or by a
+    fingerprint prefix; and the alias when it was named by one."""
+    name = alias_name(image, argument="image")
+    try:
+        alias = await source.get_alias(name)
+    except NotFoundError:
+        alias = None
+    if alias is not None and (image_type is None or alias.type in ("", image_type)):
+        found, _ = await source.get(alias.target)
+        by_alias: str | None = name
+    else:
+        try:
+            prefix = fingerprint_prefix(name, argument="image")
+        except InvalidInputError:
+            raise await _not_on_source(source, name, image_type) from None
+        try:
+            found, _ = await source.get(prefix)
+        except NotFoundError:
+            raise await _not_on_source(source, name, image_type) from None
+        by_alias = None
+    if image_type is not None and found.type != image_type:
+        raise await _not_on_source(source, name, image_type)
+    return found, by_alias
+
+
+async def _not_on_source(
+    source: AsyncImageCalls, name: str, image_type: str | None
+) -> NotFoundError:
+    kind = f"{image_type} image" if image_type else "image"
+    hint = ""
+    if not (await source.server_info()).trusted:
+        hint = " (the source does not trust this client, so it shows only public images)"
+    return NotFoundError(
+        f"Could not find {kind} {name!r} on {source.server}: no alias or fingerprint "
+        f"names one{hint}",
+        server=source.server,
+    )
 
 
 def _wanted_aliases(options: CopyOptions, found: Image) -> list[AliasEntry]:
@@ -610,26 +815,6 @@ def _wanted_aliases(options: CopyOptions, found: Image) -> list[AliasEntry]:
         )
         del copied[MAX_COPIED_ALIASES:]
     return wanted + copied
-
-
-async def _cancel_secret(source: AsyncImageCalls, token: str, failure: BaseException) -> None:
-    """Cancel the download secret of a pull that failed; when the source cannot be asked
-    (it became unreachable), the failure says that the secret is still valid."""
-    why = await source.cancel(token)
-    if why is not None:
-        failure.add_note(
-            f"incus_images: the download secret issued by {source.server} (token operation "
-            f"{token}) could not be cancelled and is still valid until it is used or the "
-            f"source daemon restarts: {why}"
-        )
-
-
-def _log_copied(described: str, copied: Image | Operation, started: float) -> None:
-    if isinstance(copied, Operation):
-        # wait=False: the target may still be working on it.
-        logger.debug("copy of %s: operation %s is %s", described, copied.id, copied.status)
-    else:
-        logger.info("copied %s in %.1f s", described, time.monotonic() - started)
 
 
 def _reporting(progress: Progress) -> Callable[[Operation], None]:

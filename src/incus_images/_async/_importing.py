@@ -34,11 +34,18 @@ from .._models import Image, Operation, OperationStatus
 from .._protocol import IMAGES, Call, interrupted, stored_fingerprint, structure
 from .._requests import FollowUp, ImageAliasesPost, ImagePut
 from .._transfer.upload import PreparedUpload, Rehash, UploadMeter
+from .._waiting import WaitBudget
 from ._calls import AsyncImageCalls
 from ._transfers import upload_body
 
 #: Called with each new state of a running operation (for progress reports).
 OperationWatcher = Callable[[Operation], object]
+
+
+def follow_up_description(first: str, follow_up: FollowUp) -> str:
+    """What a completion still does: ``first``, then the follow-up's steps."""
+    rest = follow_up.describe()
+    return f"{first}, then {rest}" if rest else first
 
 
 def succeeded_with(operation: Operation, fingerprint: str) -> Operation:
@@ -163,6 +170,7 @@ class AsyncImporter:
         *,
         fingerprint: str | None = None,
         watch: OperationWatcher | None = None,
+        budget: WaitBudget | None = None,
     ) -> Operation:
         """Wait for the operation that brings the image; failures raise OperationError.
 
@@ -172,7 +180,7 @@ class AsyncImporter:
         """
         try:
             return await self._calls.operations._wait(
-                operation.id, None, action=self.action, fingerprint=fingerprint, watch=watch
+                operation.id, budget, action=self.action, fingerprint=fingerprint, watch=watch
             )
         except OperationGoneError:
             if fingerprint is None or await self._calls.find(fingerprint) is None:
@@ -262,8 +270,11 @@ class AsyncImporter:
     # ----------------------------------------------------------------------------------------
     # The whole path of an upload (create()).
 
-    async def upload(self, prepared: PreparedUpload, *, wait: bool) -> Image | Operation:
-        """Stream an upload this client reads from local sources, and finish it."""
+    async def upload(
+        self, prepared: PreparedUpload, *, wait: bool, budget: WaitBudget
+    ) -> Image | Operation:
+        """Stream an upload this client reads from local sources, and finish it (wait), or
+        leave what is left of it to operations.wait() (see ``_waiting``)."""
         await self.preflight(prepared.aliases, prepared.profiles)
         if wait or prepared.follow_up.needed:
             await self.survey()
@@ -301,32 +312,29 @@ class AsyncImporter:
         )
         if not wait and not prepared.follow_up.needed:
             return operation
-
-        rehash = Rehash(plan.sources) if sha256 is None else None
-        with self.accepted(lambda: f"image {sha256 or plan.description}"):
-            finished = await self._wait_for_upload(operation, sha256, rehash)
-            if rehash is not None:
-                sha256 = await self._rehashed(rehash, finished)
-            assert sha256 is not None
-            self.action = f"upload image {sha256[:12]}"
-            await self.verified(finished, sha256, expected_is="the bytes sent hash to")
-            await self.follow_up(sha256, prepared.follow_up)
-        logger.info(
-            "uploaded image %s to %s: %d bytes, stored and verified in %.1f s",
+        completion = _UploadCompletion(
+            self,
+            prepared,
             sha256,
-            self.server,
-            meter.progress.done,
-            time.monotonic() - started,
+            Rehash(plan.sources) if sha256 is None else None,
+            sent=meter.progress.done,
+            started=started,
         )
-        if wait:
-            return await self.image(sha256)
-        return finished
+        operations = self._calls.operations
+        if not await operations._finish(operation, completion, wait=wait, budget=budget):
+            return operation
+        assert completion.fingerprint is not None
+        return await self.image(completion.fingerprint)
 
     async def _wait_for_upload(
-        self, operation: Operation, sha256: str | None, rehash: Rehash | None
+        self,
+        operation: Operation,
+        sha256: str | None,
+        rehash: Rehash | None,
+        budget: WaitBudget,
     ) -> Operation:
         try:
-            return await self.wait(operation, fingerprint=sha256)
+            return await self.wait(operation, fingerprint=sha256, budget=budget)
         except OperationError as exc:
             if rehash is None or exc.fingerprint is not None:
                 raise
@@ -353,3 +361,57 @@ class AsyncImporter:
                 server=self.server,
                 operation=finished,
             ) from exc
+
+
+class _UploadCompletion:
+    """The rest of an upload once its bytes are sent: wait for incusd to store the image,
+    verify its fingerprint against the bytes sent, apply what the upload could not carry."""
+
+    def __init__(
+        self,
+        importer: AsyncImporter,
+        prepared: PreparedUpload,
+        sha256: str | None,
+        rehash: Rehash | None,
+        *,
+        sent: int,
+        started: float,
+    ) -> None:
+        self._importer = importer
+        self._prepared = prepared
+        self._rehash = rehash
+        self._sent = sent
+        self._started = started
+        #: The image's fingerprint: known once the bytes sent are hashed.
+        self.fingerprint = sha256
+
+    def describe(self) -> str:
+        return follow_up_description(
+            f"verify the upload of image {self.fingerprint or self._prepared.plan.description}",
+            self._prepared.follow_up,
+        )
+
+    async def complete(self, operation: Operation, budget: WaitBudget) -> Operation:
+        importer = self._importer
+        with importer.accepted(
+            lambda: f"image {self.fingerprint or self._prepared.plan.description}"
+        ):
+            finished = await importer._wait_for_upload(
+                operation, self.fingerprint, self._rehash, budget
+            )
+            if self._rehash is not None:
+                self.fingerprint = await importer._rehashed(self._rehash, finished)
+                self._rehash = None
+            sha256 = self.fingerprint
+            assert sha256 is not None
+            importer.action = f"upload image {sha256[:12]}"
+            await importer.verified(finished, sha256, expected_is="the bytes sent hash to")
+            await importer.follow_up(sha256, self._prepared.follow_up)
+        logger.info(
+            "uploaded image %s to %s: %d bytes, stored and verified in %.1f s",
+            sha256,
+            importer.server,
+            self._sent,
+            time.monotonic() - self._started,
+        )
+        return finished

@@ -11,7 +11,7 @@ from datetime import datetime
 
 import attrs
 
-from .._errors import ConflictError, IncusError, InvalidInputError
+from .._errors import ConflictError, IncusError, IncusTimeoutError, InvalidInputError
 from .._models import Image, Operation
 from .._protocol import IMAGES, Call, named_path, structure
 from .._requests import AliasEntry, FollowUp, ImagesPost, ImagesPostSource
@@ -25,8 +25,9 @@ from .._validate import (
     properties_map,
     text,
 )
+from .._waiting import WaitBudget
 from ._calls import AsyncImageCalls
-from ._importing import AsyncImporter
+from ._importing import AsyncImporter, follow_up_description
 
 INSTANCES = "/1.0/instances"
 #: An instance name (letters, digits, hyphens), optionally "/" and a snapshot name.
@@ -46,6 +47,7 @@ class PublishOptions:
     force: bool
     progress: ProgressCallback | None
     wait: bool
+    budget: WaitBudget
 
 
 def publish_options(
@@ -58,9 +60,10 @@ def publish_options(
     force: object,
     progress: object,
     wait: object,
+    timeout: object,
 ) -> PublishOptions:
     callback(progress, "progress")
-    return PublishOptions(
+    options = PublishOptions(
         aliases=names_list(aliases, "aliases", new_alias_name),
         properties=properties_map(properties),
         public=boolean(public, "public"),
@@ -69,7 +72,15 @@ def publish_options(
         force=boolean(force, "force"),
         progress=progress,  # type: ignore[arg-type]  # checked above
         wait=boolean(wait, "wait"),
+        budget=WaitBudget(timeout),
     )
+    if options.force and not options.wait:
+        raise InvalidInputError(
+            "publish(force=True, wait=False): a running instance is stopped to be published "
+            "and must be started again once its image is made, so the call has to wait; "
+            "use wait=True (with timeout= to bound it)"
+        )
+    return options
 
 
 def publish_source(value: object) -> tuple[str, bool]:
@@ -101,35 +112,36 @@ class AsyncPublisher:
                 "(nothing was done)",
                 server=self._calls.server,
             )
-        if options.wait or options.aliases or running:
+        if options.wait or options.aliases:
             # A publish that waits may clean up after a failure (before any instance stops).
             await importer.survey()
         if not running:
             return await self._publish(name, snapshot, importer, options)
-        await self._change_state(name, "stop")
+        await self._change_state(name, "stop", options.budget)
         try:
-            # The instance starts again only once the image is done: always wait.
-            result = await self._publish(name, snapshot, importer, options, finish=True)
+            result = await self._publish(name, snapshot, importer, options)
+        except IncusTimeoutError as exc:
+            # The image is still being made from the stopped instance: starting it now could
+            # spoil the image, so it stays stopped, and the note says so.
+            exc.add_note(
+                f"incus_images: instance {name!r} stays stopped while its image is made; "
+                "start it once the publish operation ends"
+            )
+            raise
         except BaseException as exc:
             try:
-                await self._change_state(name, "start")
+                await self._change_state(name, "start", None)
             except IncusError as failed:
                 exc.add_note(f"incus_images: starting instance {name!r} again failed too: {failed}")
             raise
-        await self._change_state(name, "start")
+        await self._change_state(name, "start", options.budget)
         return result
 
     async def _publish(
-        self,
-        name: str,
-        snapshot: bool,
-        importer: AsyncImporter,
-        options: PublishOptions,
-        *,
-        finish: bool = False,
+        self, name: str, snapshot: bool, importer: AsyncImporter, options: PublishOptions
     ) -> Image | Operation:
-        """Publish; the Image (wait), else the Operation (finished when ``finish`` or when
-        aliases must follow)."""
+        """Publish; the Image (wait), else the running Operation (the aliases are created
+        when it is waited for)."""
         request = ImagesPost(
             source=ImagesPostSource(type="snapshot" if snapshot else "instance", name=name),
             public=options.public or None,
@@ -141,28 +153,19 @@ class AsyncPublisher:
             Call(method="POST", path=IMAGES, action=importer.action, json=request)
         )
         follow_up = FollowUp(aliases=[AliasEntry(name=alias) for alias in options.aliases])
-        if not options.wait and not follow_up.needed and not finish:
+        if not options.wait and not follow_up.needed:
             return started
-        # Packing reports processed bytes; how many there will be is not known in advance.
-        progress = Progress(options.progress, None)
-        progress.start()
-
-        def watch(operation: Operation) -> None:
-            done = daemon_progress(operation.metadata, None)
-            if done is not None and done > progress.done:
-                progress.advance(done - progress.done)
-
-        with importer.accepted(lambda: f"the image of {name!r}"):
-            finished = await importer.wait(
-                started, watch=watch if options.progress is not None else None
-            )
-            fingerprint = await importer.verified(finished, None)
-            await importer.follow_up(fingerprint, follow_up)
-        image = await importer.image(fingerprint)
-        progress.total = image.size
-        progress.advance(image.size - progress.done)
-        progress.finish()
-        return image if options.wait else finished
+        completion = _PublishCompletion(importer, name, follow_up, options.progress)
+        if not await self._calls.operations._finish(
+            started, completion, wait=options.wait, budget=options.budget
+        ):
+            return started
+        assert completion.fingerprint is not None
+        image = await importer.image(completion.fingerprint)
+        completion.progress.total = image.size
+        completion.progress.advance(image.size - completion.progress.done)
+        completion.progress.finish()
+        return image
 
     async def _running(self, name: str) -> bool:
         call = Call(method="GET", path=named_path(INSTANCES, name), action=f"get instance {name!r}")
@@ -170,7 +173,7 @@ class AsyncPublisher:
         metadata = envelope.metadata if isinstance(envelope.metadata, dict) else {}
         return metadata.get("status") in _RUNNING_STATUSES
 
-    async def _change_state(self, name: str, action: str) -> None:
+    async def _change_state(self, name: str, action: str, budget: WaitBudget | None) -> None:
         call = Call(
             method="PUT",
             path=named_path(INSTANCES, name) + "/state",
@@ -180,4 +183,51 @@ class AsyncPublisher:
         )
         envelope = await self._calls.connection.request(call)
         operation = structure(call, self._calls.server, envelope.metadata, Operation)
-        await self._calls.operations._wait(operation.id, None, action=call.action)
+        left = (
+            f"instance {name!r} is still being {action}ped"
+            if action == "stop"
+            else (f"instance {name!r} is still being started again")
+        )
+        await self._calls.operations._wait_noting(operation, budget, action=call.action, left=left)
+
+
+class _PublishCompletion:
+    """The rest of a publish once the server packs the image: the image it made, then its
+    aliases."""
+
+    def __init__(
+        self,
+        importer: AsyncImporter,
+        name: str,
+        follow_up: FollowUp,
+        progress: ProgressCallback | None,
+    ) -> None:
+        self._importer = importer
+        self._name = name
+        self._follow_up = follow_up
+        # Packing reports processed bytes; how many there will be is not known in advance.
+        self.progress = Progress(progress, None)
+        self._watching = progress is not None
+        #: The fingerprint of the image made, once it is known.
+        self.fingerprint: str | None = None
+
+    def describe(self) -> str:
+        return follow_up_description(f"check the image of {self._name!r}", self._follow_up)
+
+    async def complete(self, operation: Operation, budget: WaitBudget) -> Operation:
+        importer = self._importer
+        progress = self.progress
+        progress.start()
+
+        def watch(running: Operation) -> None:
+            done = daemon_progress(running.metadata, None)
+            if done is not None and done > progress.done:
+                progress.advance(done - progress.done)
+
+        with importer.accepted(lambda: f"the image of {self._name!r}"):
+            finished = await importer.wait(
+                operation, watch=watch if self._watching else None, budget=budget
+            )
+            self.fingerprint = await importer.verified(finished, None)
+            await importer.follow_up(self.fingerprint, self._follow_up)
+        return finished

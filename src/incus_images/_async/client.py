@@ -50,8 +50,9 @@ class AsyncClient:
     request and reading the whole answer end within it, however slowly a server answers.
     Image transfers (uploads, exports, relays) are not hurried: they may take as long as
     they need while they move, and fail once fewer than 64 KiB move within ``timeout``
-    seconds (a stalled or trickling server). Waiting for an operation is bounded only by
-    ``operations.wait(timeout=)``. Answers larger than any Incus sends (16 MiB of JSON, 64 KiB
+    seconds (a stalled or trickling server). Waiting for an operation is bounded by the
+    ``timeout=`` of the call that waits (``create``, ``copy``, ``publish``, ``delete``,
+    ``refresh``, ``operations.wait``). Answers larger than any Incus sends (16 MiB of JSON, 64 KiB
     of error text) are refused, so a hostile server cannot fill the client's memory.
 
     Use it as a context manager, or close it when done. A blocking Client used without either
@@ -120,7 +121,8 @@ class AsyncClient:
 
         ``client.operations.get(op)`` reads one's current state; ``client.operations.wait(op,
         timeout=None)`` waits until it ends and returns it, raising OperationError if it
-        failed. Calls given ``wait=False`` return the Operation to wait for.
+        failed. Calls given ``wait=False`` return the Operation to wait for; waiting for it
+        here does what the call still had to do (verify, settings, aliases).
         """
         return self._operations
 

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import builtins
 import os
+import warnings
 from collections.abc import AsyncIterable, Iterable, Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Literal, overload
+from typing import IO, TYPE_CHECKING, Literal, Protocol, overload
 
 import httpx
 
@@ -41,6 +42,7 @@ from .._validate import (
     properties_map,
     secret_token,
 )
+from .._waiting import WaitBudget
 from ._calls import AsyncImageCalls
 from ._connection import AsyncConnection
 from .operations import AsyncOperationsAPI
@@ -51,7 +53,6 @@ if TYPE_CHECKING:
     from .._simplestreams import SimpleStreams
     from .._transfer.progress import ProgressCallback
     from ._copying import CopyMode
-    from .client import AsyncClient
 
 #: What an image (or one part of a split image) can be given as.
 ImageData = bytes | str | os.PathLike[str] | IO[bytes] | Iterable[bytes] | AsyncIterable[bytes]
@@ -66,6 +67,14 @@ def _optional_secret(secret: object) -> str | None:
 
 def type_name(value: object) -> str:
     return type(value).__name__
+
+
+class AsyncImageServer(Protocol):
+    """A server whose images can be copied: an AsyncClient (of the same flavour as the
+    client copying)."""
+
+    @property
+    def images(self) -> AsyncImagesAPI: ...
 
 
 class AsyncImagesAPI:
@@ -163,28 +172,88 @@ class AsyncImagesAPI:
         secret, _ = await self._calls.create_secret(image.fingerprint)
         return secret
 
-    async def refresh(self, fingerprint: str, wait: bool = False) -> Operation:
+    async def refresh(
+        self, fingerprint: str, *, wait: bool = False, timeout: float | None = None
+    ) -> Operation:
         """Ask the server to look for a newer version of the image at its source.
 
         Only images copied with ``auto_update`` (or from an image server) have a source. With
         wait=True, return the finished Operation: ``operation.metadata["refreshed"]`` is True
         when a newer image replaced this one (its aliases moved to the new image), False when
-        it was current. Without a source the refresh fails (OperationError).
+        it was current; timeout bounds that wait. Without a source the refresh fails
+        (OperationError).
         """
         wait = boolean(wait, "wait")
+        budget = WaitBudget(timeout)
         image = await self.get(fingerprint)
         action = f"refresh image '{image.fingerprint}'"
         call = Call(method="POST", path=image_path(image.fingerprint, "refresh"), action=action)
         envelope = await self._connection.request(call)
         operation = structure(call, self._connection.server, envelope.metadata, Operation)
         if wait:
-            return await self._calls.operations._wait(operation.id, None, action=action)
+            return await self._calls.operations._wait_noting(
+                operation, budget, action=action, left="the refresh may still replace the image"
+            )
         return operation
+
+    @overload
+    async def copy(
+        self,
+        image: str,
+        source: AsyncImageServer | SimpleStreams,
+        *,
+        mode: CopyMode | None = None,
+        aliases: Sequence[str] | None = None,
+        copy_aliases: bool = False,
+        public: bool | None = None,
+        auto_update: bool | None = None,
+        profiles: Sequence[str] | None = None,
+        type: str | None = None,
+        progress: ProgressCallback | None = None,
+        wait: Literal[True] = True,
+        timeout: float | None = None,
+    ) -> Image: ...
+
+    @overload
+    async def copy(
+        self,
+        image: str,
+        source: AsyncImageServer | SimpleStreams,
+        *,
+        mode: CopyMode | None = None,
+        aliases: Sequence[str] | None = None,
+        copy_aliases: bool = False,
+        public: bool | None = None,
+        auto_update: bool | None = None,
+        profiles: Sequence[str] | None = None,
+        type: str | None = None,
+        progress: ProgressCallback | None = None,
+        wait: Literal[False],
+        timeout: float | None = None,
+    ) -> Operation: ...
+
+    @overload
+    async def copy(
+        self,
+        image: str,
+        source: AsyncImageServer | SimpleStreams,
+        *,
+        mode: CopyMode | None = None,
+        aliases: Sequence[str] | None = None,
+        copy_aliases: bool = False,
+        public: bool | None = None,
+        auto_update: bool | None = None,
+        profiles: Sequence[str] | None = None,
+        type: str | None = None,
+        progress: ProgressCallback | None = None,
+        wait: bool,
+        timeout: float | None = None,
+    ) -> Image | Operation: ...
 
     async def copy(
         self,
         image: str,
-        source: AsyncClient | SimpleStreams,
+        source: AsyncImageServer | SimpleStreams,
         *,
         mode: CopyMode | None = None,
         aliases: Sequence[str] | None = None,
@@ -195,6 +264,7 @@ class AsyncImagesAPI:
         type: str | None = None,
         progress: ProgressCallback | None = None,
         wait: bool = True,
+        timeout: float | None = None,
     ) -> Image | Operation:
         """Copy an image from another server onto this one; return the copy (wait=True).
 
@@ -225,12 +295,14 @@ class AsyncImagesAPI:
         by one, so that refresh() and the server's own updater follow the alias to newer
         images. The copy gets the source image's properties and file name.
 
-        An image this server already has is not copied again: it is returned, with the
-        aliases asked for added, whatever ``wait`` says. Otherwise, with wait=False, a pull
-        returns this server's download Operation while it runs; a relay or a push, and a
-        pull with aliases or ``profiles=[]`` to apply, wait for the copy to be complete (its
-        settings and the source's properties are applied to the stored image) and return the
-        finished Operation.
+        Waiting follows the one rule (README, "What waiting means"): wait=True returns the
+        copy once it is stored, verified and its settings and aliases applied; timeout bounds
+        that wait. wait=False returns this server's Operation as soon as it runs (a relay:
+        once the bytes are sent), and the rest (verification, the source's properties, the
+        aliases) is done when that Operation is waited for with ``operations.wait()``. A push
+        is the source's operation: it needs wait=True. An image this server already has is
+        not copied again: it is returned (wait=True), or an already finished Operation
+        (wait=False), with the aliases asked for added.
 
         progress(done, total) reports bytes: counted in relay mode, the server's own
         download reports (scaled to the image's size) in pull and push mode.
@@ -251,21 +323,98 @@ class AsyncImagesAPI:
             image_type=type,
             progress=progress,
             wait=wait,
+            timeout=timeout,
         )
         copier = AsyncCopier(self._calls)
         if isinstance(source, SimpleStreams):
             return await copier.from_simplestreams(image, source, options)
-        from .client import AsyncClient
-
-        if not isinstance(source, AsyncClient):
+        images = getattr(source, "images", None)
+        if not isinstance(images, AsyncImagesAPI):
             raise InvalidInputError(
-                "source must be an AsyncClient of the server to copy from, or a "
-                f"SimpleStreams image server, got {type_name(source)}"
+                f"source must be an {type_name(self).removesuffix('ImagesAPI')}Client of the "
+                "server to copy from (the same kind as this client), or a SimpleStreams image "
+                f"server, got {type_name(source)}"
             )
-        return await copier.copy(image, source, options)
+        return await copier.copy(image, images._calls, options)
 
     # ----------------------------------------------------------------------------------------
     # Creating, changing and deleting.
+
+    @overload
+    async def create(
+        self,
+        image_data: ImageData,
+        filename: str | None = None,
+        public: bool = False,
+        auto_update: bool = False,
+        properties: dict[str, str] | None = None,
+        *,
+        wait: Literal[True],
+        rootfs: ImageData | None = None,
+        type: str | None = None,
+        aliases: Sequence[str] | None = None,
+        profiles: Sequence[str] | None = None,
+        fingerprint: str | None = None,
+        progress: ProgressCallback | None = None,
+        timeout: float | None = None,
+    ) -> Image: ...
+
+    @overload
+    async def create(
+        self,
+        image_data: ImageData,
+        filename: str | None,
+        public: bool,
+        auto_update: bool,
+        properties: dict[str, str] | None,
+        wait: Literal[True],
+        *,
+        rootfs: ImageData | None = None,
+        type: str | None = None,
+        aliases: Sequence[str] | None = None,
+        profiles: Sequence[str] | None = None,
+        fingerprint: str | None = None,
+        progress: ProgressCallback | None = None,
+        timeout: float | None = None,
+    ) -> Image: ...
+
+    @overload
+    async def create(
+        self,
+        image_data: ImageData,
+        filename: str | None = None,
+        public: bool = False,
+        auto_update: bool = False,
+        properties: dict[str, str] | None = None,
+        wait: Literal[False] = False,
+        *,
+        rootfs: ImageData | None = None,
+        type: str | None = None,
+        aliases: Sequence[str] | None = None,
+        profiles: Sequence[str] | None = None,
+        fingerprint: str | None = None,
+        progress: ProgressCallback | None = None,
+        timeout: float | None = None,
+    ) -> Operation: ...
+
+    @overload
+    async def create(
+        self,
+        image_data: ImageData,
+        filename: str | None = None,
+        public: bool = False,
+        auto_update: bool = False,
+        properties: dict[str, str] | None = None,
+        wait: bool = False,
+        *,
+        rootfs: ImageData | None = None,
+        type: str | None = None,
+        aliases: Sequence[str] | None = None,
+        profiles: Sequence[str] | None = None,
+        fingerprint: str | None = None,
+        progress: ProgressCallback | None = None,
+        timeout: float | None = None,
+    ) -> Image | Operation: ...
 
     async def create(
         self,
@@ -282,6 +431,7 @@ class AsyncImagesAPI:
         profiles: Sequence[str] | None = None,
         fingerprint: str | None = None,
         progress: ProgressCallback | None = None,
+        timeout: float | None = None,
     ) -> Image | Operation:
         """Upload an image; return the new Image (wait=True) or the upload's Operation.
 
@@ -295,17 +445,23 @@ class AsyncImagesAPI:
         (``rootfs.img``). filename is the image's file name (default: the source file's name).
 
         properties are merged over those in the image's metadata.yaml. They, auto_update and
-        aliases are applied right after the upload (Incus ignores auto_update on uploads, its
-        properties header can crash incusd, and its aliases header can store the image while
-        reporting failure), so when any is given the call waits for the upload even with
-        wait=False, and returns the finished Operation. If one cannot be applied, the image is
-        deleted again and the error says so. Aliases already taken, and profiles that do not
-        exist, are refused before anything is uploaded.
+        aliases are applied once the image is stored (Incus ignores auto_update on uploads,
+        its properties header can crash incusd, and its aliases header can store the image
+        while reporting failure). If one cannot be applied, the image is deleted again and
+        the error says so. Aliases already taken, and profiles that do not exist, are refused
+        before anything is uploaded.
+
+        Waiting follows the one rule (README, "What waiting means"): wait=True returns the
+        Image once it is stored, verified and its settings and aliases applied; timeout bounds
+        that wait. wait=False returns the upload's Operation once the bytes are sent; when
+        settings or aliases were given, they are applied (and the image verified) when that
+        Operation is waited for with ``operations.wait()``.
 
         fingerprint is the SHA-256 you expect; the server refuses the upload if the bytes
-        differ. In any case the bytes sent are hashed (as they stream, or, for sources that can
-        be read again, by reading them again while incusd processes the upload), and a server
-        that reports another fingerprint gets its image deleted and raises TransferError.
+        differ. A call that waits also hashes the bytes sent (as they stream, or, for sources
+        that can be read again, by reading them again while incusd processes the upload); a
+        server that reports another fingerprint raises TransferError, and the image it
+        stored is deleted again (unless it was there before).
 
         progress(done, total) is called as the bytes go (total None when unknown).
 
@@ -330,19 +486,24 @@ class AsyncImagesAPI:
             progress=progress,
             accept_async=async_flavour.accepts_async_iterables,
         )
+        budget = WaitBudget(timeout)
         importer = AsyncImporter(self._calls, f"upload image {prepared.plan.description}")
-        return await importer.upload(prepared, wait=wait)
+        return await importer.upload(prepared, wait=wait, budget=budget)
 
-    async def delete(self, fingerprint: str, wait: bool = False) -> Operation:
-        """Delete the image; with wait=True return only once it is gone (failures raise)."""
+    async def delete(
+        self, fingerprint: str, wait: bool = False, *, timeout: float | None = None
+    ) -> Operation:
+        """Delete the image and return the deletion's Operation: finished with wait=True (it
+        is gone; failures raise; timeout bounds the wait), running with wait=False."""
         prefix = fingerprint_prefix(fingerprint)
-        return await self._calls.delete(prefix, wait=boolean(wait, "wait"))
+        wait = boolean(wait, "wait")
+        return await self._calls.delete(prefix, wait=wait, budget=WaitBudget(timeout))
 
     async def update(
         self,
         fingerprint: str,
         properties: dict[str, str] | None = None,
-        wait: bool = False,
+        wait: bool | None = None,
         *,
         public: bool | None = None,
         auto_update: bool | None = None,
@@ -360,8 +521,10 @@ class AsyncImagesAPI:
         Changes are sent with If-Match, so a concurrent change to public, auto_update or the
         properties is never overwritten: the image is re-read and the change retried, a few
         times at most, then PreconditionFailedError is raised. (Incus's ETag does not cover
-        profiles and expires_at.) Incus applies updates at once, so ``wait`` changes nothing;
-        it is accepted for symmetry with the other writing calls.
+        profiles and expires_at.)
+
+        ``wait`` is deprecated and does nothing: Incus applies updates at once, and the call
+        returns only once the change is there. Passing it warns (DeprecationWarning).
         """
         from .._requests import ImageChanges
 
@@ -373,7 +536,14 @@ class AsyncImagesAPI:
             profiles=None if profiles is None else names_list(profiles, "profiles", profile_name),
             expires_at=aware_datetime(expires_at, "expires_at"),
         )
-        boolean(wait, "wait")
+        if wait is not None:
+            boolean(wait, "wait")
+            warnings.warn(
+                "update(..., wait=) is deprecated and does nothing: Incus applies updates at "
+                "once, and update() returns once the change is there",
+                DeprecationWarning,
+                stacklevel=2,
+            )
         if changes.empty:
             return await self.get(prefix)
         for attempt in range(1, UPDATE_ATTEMPTS + 1):
@@ -402,6 +572,54 @@ class AsyncImagesAPI:
             server=self._connection.server,
         )
 
+    @overload
+    async def publish(
+        self,
+        source: str,
+        *,
+        aliases: Sequence[str] | None = None,
+        properties: dict[str, str] | None = None,
+        public: bool = False,
+        compression: str | None = None,
+        expires_at: datetime | None = None,
+        force: bool = False,
+        progress: ProgressCallback | None = None,
+        wait: Literal[True] = True,
+        timeout: float | None = None,
+    ) -> Image: ...
+
+    @overload
+    async def publish(
+        self,
+        source: str,
+        *,
+        aliases: Sequence[str] | None = None,
+        properties: dict[str, str] | None = None,
+        public: bool = False,
+        compression: str | None = None,
+        expires_at: datetime | None = None,
+        force: bool = False,
+        progress: ProgressCallback | None = None,
+        wait: Literal[False],
+        timeout: float | None = None,
+    ) -> Operation: ...
+
+    @overload
+    async def publish(
+        self,
+        source: str,
+        *,
+        aliases: Sequence[str] | None = None,
+        properties: dict[str, str] | None = None,
+        public: bool = False,
+        compression: str | None = None,
+        expires_at: datetime | None = None,
+        force: bool = False,
+        progress: ProgressCallback | None = None,
+        wait: bool,
+        timeout: float | None = None,
+    ) -> Image | Operation: ...
+
     async def publish(
         self,
         source: str,
@@ -414,6 +632,7 @@ class AsyncImagesAPI:
         force: bool = False,
         progress: ProgressCallback | None = None,
         wait: bool = True,
+        timeout: float | None = None,
     ) -> Image | Operation:
         """Make an image of an instance (``"c1"``) or a snapshot (``"c1/snap0"``); return the
         new Image (wait=True) or the Operation that makes it.
@@ -424,10 +643,16 @@ class AsyncImagesAPI:
         Incus packs with (``"none"``, ``"gzip"``, ``"zstd"``, ...; None: the server's
         default, gzip, which takes many times longer than ``"none"`` on big instances).
 
+        Waiting follows the one rule (README, "What waiting means"): wait=True returns the
+        Image once it exists and its aliases are created; timeout bounds all the waiting.
+        wait=False returns the Operation that packs the image at once; the aliases are
+        created when it is waited for with ``operations.wait()``.
+
         A running instance is refused with ConflictError, unless force=True: then it is
-        stopped, published, and started again (also when publishing fails), and the call waits
-        for all of it. progress(done, None) reports the bytes packed so far, and the image's
-        size at the end.
+        stopped, published, and started again (also when publishing fails). force=True needs
+        wait=True (InvalidInputError otherwise, before anything is done): the instance must be
+        started again once the image is made, whoever waits. progress(done, None) reports the
+        bytes packed so far, and the image's size at the end.
         """
         from ._publishing import AsyncPublisher, publish_options
 
@@ -440,6 +665,7 @@ class AsyncImagesAPI:
             force=force,
             progress=progress,
             wait=wait,
+            timeout=timeout,
         )
         return await AsyncPublisher(self._calls).publish(source, options)
 

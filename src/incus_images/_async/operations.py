@@ -1,10 +1,16 @@
-"""Background operations, and the waiter every waiting call goes through."""
+"""Background operations, and the waiter every waiting call goes through.
+
+What waiting means is one rule for every call (``_waiting``). A call given ``wait=False``
+that still has work to do once its operation ends (verify the image, apply settings and
+aliases) leaves it here, as an ``AsyncCompletion``, for ``wait()`` to do.
+"""
 
 from __future__ import annotations
 
 import math
 import time
 from collections.abc import Callable
+from typing import Protocol
 
 import httpx
 
@@ -19,7 +25,8 @@ from .._protocol import (
     parse_wait,
     structure,
 )
-from .._validate import operation_id, seconds
+from .._validate import operation_id
+from .._waiting import WaitBudget
 from ._connection import AsyncConnection
 
 #: Longest single long-poll when the caller set no deadline: short enough that a dead peer
@@ -32,6 +39,24 @@ WATCH_SLICE_SECONDS = 1
 MIN_POLL_INTERVAL = 0.05
 #: Extra read time beyond the server-side wait, for the answer to arrive.
 _READ_MARGIN_SECONDS = 10.0
+#: Operations returned early whose calls still have work to do, kept per client until they
+#: are waited for; past this many, the oldest is forgotten (with a WARNING saying what will
+#: not be done). Each holds a few small objects, no image data.
+MAX_PENDING = 1000
+
+
+class AsyncCompletion(Protocol):
+    """What a call that returned its Operation early (wait=False) still does once the
+    operation has ended (see ``_waiting``)."""
+
+    def describe(self) -> str:
+        """What is left to do, for messages: "verify image 'ab12…' and create alias 'x'"."""
+        ...
+
+    async def complete(self, operation: Operation, budget: WaitBudget) -> Operation:
+        """Wait for the operation within ``budget``, then do the rest; the finished
+        Operation. A timeout leaves everything to a later call."""
+        ...
 
 
 class AsyncOperationsAPI:
@@ -43,6 +68,8 @@ class AsyncOperationsAPI:
 
     def __init__(self, connection: AsyncConnection) -> None:
         self._connection = connection
+        #: Operation id -> (the operation as returned, what its call still has to do).
+        self._pending: dict[str, tuple[Operation, AsyncCompletion]] = {}
 
     async def get(self, operation: Operation | str) -> Operation:
         """Return the current state of an operation (given as Operation, id or URL)."""
@@ -59,28 +86,106 @@ class AsyncOperationsAPI:
     async def wait(self, operation: Operation | str, timeout: float | None = None) -> Operation:
         """Wait until the operation finishes and return it in its final state.
 
+        An operation a call returned early (``wait=False``) is finished as that call would
+        have finished it: the image verified, its settings and aliases applied (see the
+        README's "What waiting means"). An Operation already in a final state is returned as
+        it is (or its failure raised) without asking the server.
+
         Raises OperationError when it failed or was cancelled, IncusTimeoutError when it is
-        still running after timeout seconds (None: wait as long as it takes), and
-        OperationGoneError when the server no longer knows it.
+        still running after timeout seconds (None: wait as long as it takes; a later wait can
+        still finish it), and OperationGoneError when the server no longer knows it.
         """
+        budget = WaitBudget(timeout)
+        if (
+            isinstance(operation, Operation)
+            and operation.done
+            and not (isinstance(operation.id, str) and operation.id in self._pending)
+        ):
+            # A final state is final: nothing to ask (an image a copy found already there
+            # comes with a finished Operation that ran nowhere).
+            if operation.succeeded:
+                return operation
+            action = f"wait for operation {operation.id}"
+            raise operation_failure(action, self._connection.server, operation, operation.err)
         op_id = operation_id(operation)
-        return await self._wait(op_id, timeout, action=f"wait for operation {op_id}")
+        pending = self._pending.pop(op_id, None)
+        if pending is None:
+            return await self._wait(op_id, budget, action=f"wait for operation {op_id}")
+        started, completion = pending
+        return await self._complete(started, completion, budget)
+
+    async def _finish(
+        self, operation: Operation, completion: AsyncCompletion, *, wait: bool, budget: WaitBudget
+    ) -> bool:
+        """The end of every call that starts an operation: do what is left now (wait), or
+        leave it for wait() (see ``_waiting``). Whether it was done now."""
+        if not wait:
+            self._defer(operation, completion)
+            return False
+        await self._complete(operation, completion, budget)
+        return True
+
+    async def _complete(
+        self, operation: Operation, completion: AsyncCompletion, budget: WaitBudget
+    ) -> Operation:
+        """Do what is left of a call now. On a timeout the operation runs on: what is left is
+        kept for a later wait(), and the error's note says so."""
+        try:
+            return await completion.complete(operation, budget)
+        except IncusTimeoutError as exc:
+            self._defer(operation, completion)
+            exc.add_note(
+                f"incus_images: operation {operation.id} runs on at {self._connection.server}; "
+                f"still to do: {completion.describe()}. client.operations.wait"
+                f"({operation.id!r}) waits for it and does the rest."
+            )
+            raise
+
+    async def _wait_noting(
+        self, operation: Operation, budget: WaitBudget | None, *, action: str, left: str
+    ) -> Operation:
+        """Wait for an operation a call started; on a timeout the note says what ``left``
+        behind (the operation runs on)."""
+        try:
+            return await self._wait(operation.id, budget, action=action)
+        except IncusTimeoutError as exc:
+            exc.add_note(
+                f"incus_images: operation {operation.id} runs on at {self._connection.server}: "
+                f"{left}; client.operations.wait({operation.id!r}) waits for it."
+            )
+            raise
+
+    def _defer(self, operation: Operation, completion: AsyncCompletion) -> None:
+        """Keep what a call returning ``operation`` early still has to do, for wait()."""
+        self._pending[operation.id] = (operation, completion)
+        while len(self._pending) > MAX_PENDING:
+            oldest = next(iter(self._pending))
+            _, forgotten = self._pending.pop(oldest)
+            logger.warning(
+                "incus_images: more than %d operations on %s were returned early and never "
+                "waited for; operation %s is forgotten, so this will not be done: %s",
+                MAX_PENDING,
+                self._connection.server,
+                oldest,
+                forgotten.describe(),
+            )
 
     async def _wait(
         self,
         op_id: str,
-        timeout: float | None,
+        budget: WaitBudget | None = None,
         *,
         action: str,
         fingerprint: str | None = None,
         watch: Callable[[Operation], object] | None = None,
     ) -> Operation:
-        """Wait for op_id; failures are reported as failures to do ``action``.
+        """Wait for op_id within ``budget`` (None: no limit); failures are reported as
+        failures to do ``action``.
 
         ``watch``, when given, is called with the operation's state about once a second while
         it runs (for progress); otherwise each long-poll lasts as long as it may.
         """
-        timeout = seconds(timeout, "timeout", allow_zero=True)
+        timeout = None if budget is None else budget.left()
         server = self._connection.server
         started = time.monotonic()
         deadline = None if timeout is None else started + timeout
@@ -133,9 +238,11 @@ class AsyncOperationsAPI:
                     return final
                 raise operation_failure(action, server, final, final.err, fingerprint=fingerprint)
             if deadline is not None and time.monotonic() >= deadline:
+                assert budget is not None
+                assert budget.timeout is not None
                 raise IncusTimeoutError(
                     f"Could not {action} on {server}: operation {op_id} still runs after "
-                    f"{timeout:g} s",
+                    f"{budget.timeout:g} s",
                     server=server,
                     operation=result.operation,
                     fingerprint=fingerprint,

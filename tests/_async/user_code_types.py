@@ -1,0 +1,139 @@
+"""User code, type-checked: every public call's result has exactly the type a user expects,
+with no cast and no isinstance (``mypy --strict``: ``nox -s typecheck``, run in CI).
+
+Written once, async; the blocking twin (tests/_sync/user_code_types.py) is generated like the
+rest. Nothing here runs against a server (pytest does not collect it): the checker reads it.
+The README's examples are here too.
+"""
+
+from __future__ import annotations
+
+import datetime
+from pathlib import Path
+from typing import Any, assert_type
+
+from incus_images import (
+    AsyncClient,
+    Image,
+    ImageAlias,
+    ImageAliasList,
+    ImageList,
+    Operation,
+    Remote,
+    RemoteConfig,
+    ServerInfo,
+    SimpleStreams,
+    add_remote,
+    load_remotes,
+)
+from incus_images.progress import TqdmProgress
+
+
+async def images_calls(client: AsyncClient, other: AsyncClient, flag: bool) -> None:
+    fp = "ab12"
+    assert_type(await client.images.list(), ImageList)
+    assert_type(await client.images.list(0), list[str])
+    assert_type(await client.images.list(1, filter="public eq true"), ImageList)
+    assert_type(await client.images.get(fp), Image)
+    assert_type(await client.images.get(fp, secret="5e"), Image)
+    assert_type(await client.images.get_by_alias("debian/12", type="container"), Image)
+    assert_type(await client.images.create_secret(fp), str)
+    assert_type(await client.images.export(fp, "backup.tar.gz"), list[Path])
+
+    # create(): the seed's positional form, and keyword wait.
+    assert_type(await client.images.create(b"data"), Operation)
+    assert_type(await client.images.create(b"data", "name.tar.gz", False, False, None, True), Image)
+    assert_type(await client.images.create(b"data", "n", False, False, None, False), Operation)
+    assert_type(await client.images.create(b"data", wait=True), Image)
+    assert_type(await client.images.create(b"data", wait=False), Operation)
+    assert_type(await client.images.create(b"data", wait=flag), Image | Operation)
+    assert_type(
+        await client.images.create(
+            "meta.tar.xz",
+            rootfs="disk.qcow2",
+            type="virtual-machine",
+            aliases=["debian/12/vm"],
+            profiles=["default"],
+            fingerprint="ab" * 32,
+            wait=True,
+            timeout=600,
+        ),
+        Image,
+    )
+
+    # copy() and publish() wait by default.
+    assert_type(await client.images.copy("debian/12", other), Image)
+    assert_type(await client.images.copy("debian/12", other, wait=True), Image)
+    assert_type(await client.images.copy("debian/12", other, wait=False), Operation)
+    assert_type(await client.images.copy(fp, other, wait=flag), Image | Operation)
+    hub = SimpleStreams("https://images.example")
+    assert_type(await client.images.copy("alpine/3.20", hub, aliases=["alpine"]), Image)
+    assert_type(await client.images.publish("c1"), Image)
+    assert_type(await client.images.publish("c1/snap0", wait=False), Operation)
+    assert_type(await client.images.publish("c1", force=True, timeout=60), Image)
+
+    # delete() and refresh() give the Operation (finished when they waited).
+    assert_type(await client.images.delete(fp), Operation)
+    assert_type(await client.images.delete(fp, True), Operation)
+    assert_type(await client.images.delete(fp, wait=True, timeout=30), Operation)
+    assert_type(await client.images.refresh(fp), Operation)
+    assert_type(await client.images.refresh(fp, wait=True, timeout=30), Operation)
+
+    assert_type(await client.images.update(fp, {"os": "debian"}), Image)
+    expiry = datetime.datetime.now(datetime.UTC)
+    assert_type(await client.images.update(fp, public=True, expires_at=expiry), Image)
+
+    assert_type(await client.images.create_alias("a", fp, "desc"), ImageAlias)
+    assert_type(await client.images.get_alias("a"), ImageAlias)
+    assert_type(await client.images.update_alias("a", fp), ImageAlias)
+    assert_type(await client.images.rename_alias("a", "b"), ImageAlias)
+    assert_type(await client.images.list_aliases(), ImageAliasList)
+    assert_type(await client.images.delete_alias("b"), None)
+
+    started = await client.images.create(b"data", aliases=["web"])
+    assert_type(await client.operations.wait(started), Operation)
+    assert_type(await client.operations.wait(started.id, 30), Operation)
+    assert_type(await client.operations.get(started), Operation)
+    assert_type(await client.server_info(), ServerInfo)
+    assert_type(client.server, str)
+    assert_type(client.project, str | None)
+
+
+async def readme_examples() -> None:
+    """The README's quick start, big images and copying, as a user writes them."""
+    async with AsyncClient("unix:///var/lib/incus/unix.socket") as client:
+        for image in await client.images.list():
+            assert_type(image.fingerprint, str)
+            assert_type(image.properties.get("description", ""), str)
+        image = await client.images.create("image.tar.gz", properties={"os": "debian"}, wait=True)
+        assert_type(image, Image)
+        await client.images.create_alias("debian/12", image.fingerprint, description="Debian 12")
+        await client.images.update(image.fingerprint, {"os": "debian", "release": "12"})
+        assert_type(await client.images.export(image.fingerprint, "backup.tar.gz"), list[Path])
+        assert_type((await client.images.delete(image.fingerprint, wait=True)).succeeded, bool)
+        alias = await client.images.get_alias("debian/12")
+        await client.images.export(alias.target, "/tmp")
+        with TqdmProgress("import") as bar:
+            vm = await client.images.create(
+                "meta.tar.xz",
+                rootfs="disk.qcow2",
+                type="virtual-machine",
+                aliases=["debian/12/vm"],
+                profiles=["default"],
+                progress=bar,
+                wait=True,
+            )
+        assert_type(vm.fingerprint, str)
+        prod = AsyncClient(remote="prod")
+        copied = await client.images.copy("debian/12", prod, aliases=["debian"], auto_update=True)
+        refreshed = await client.images.refresh(copied.fingerprint, wait=True)
+        assert_type(refreshed.metadata, dict[str, Any] | None)
+        info = await client.server_info()
+        assert_type(info.trusted, bool)
+
+
+def remotes_calls() -> None:
+    assert_type(add_remote("staging", "eyJjbGllbnRfbmFtZSI6"), Remote)
+    assert_type(load_remotes(), RemoteConfig)
+    assert_type(load_remotes().remote("prod"), Remote)
+    assert_type(SimpleStreams.from_remote("images"), SimpleStreams)
