@@ -1,8 +1,10 @@
-"""Cluster failover with respx (issue 8), in both flavours: which calls go to another member,
-which members are learnt, and which are skipped for a while."""
+"""Cluster failover with respx (issues 8 and 14), in both flavours: which calls go to another
+member, which members are learnt, and which are skipped for a while."""
 
 from __future__ import annotations
 
+import logging
+import time
 from collections.abc import Iterator
 
 import httpx
@@ -10,6 +12,7 @@ import pytest
 import respx
 
 from incus_images import APIError, AsyncClient, IncusConnectionError, InvalidInputError
+from incus_images._endpoint import MAX_CLUSTER_MEMBERS
 from tests.helpers import error_response, image, sha256, sync_response
 
 pytestmark = pytest.mark.anyio
@@ -123,7 +126,11 @@ async def test_when_every_member_fails_the_last_error_is_raised(mock: respx.Mock
         None,
     ],
 )
-async def test_hostile_member_urls_are_not_used(mock: respx.MockRouter, url: object) -> None:
+async def test_hostile_member_urls_are_not_used(
+    mock: respx.MockRouter, url: object, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A bad entry is left out, with a warning that quotes it; the good ones are used."""
+    caplog.set_level(logging.WARNING, logger="incus_images")
     mock.get(f"{A}/1.0/cluster/members").mock(
         return_value=sync_response([{"url": url}, {"url": B}])
     )
@@ -132,6 +139,36 @@ async def test_hostile_member_urls_are_not_used(mock: respx.MockRouter, url: obj
     async with AsyncClient([A], verify=False) as client:
         await client.images.get(FP)
     assert {call.request.url.host for call in mock.calls} == {"node1.test", "node2.test"}
+    left_out = [r.getMessage() for r in caplog.records if "left out" in r.getMessage()]
+    assert left_out == [
+        f"incus_images: 1 of the cluster members {A} lists are left out, not being "
+        f"https://host:port: {repr(url)[:62]}"
+    ]
+
+
+@pytest.mark.parametrize("count", [MAX_CLUSTER_MEMBERS + 1, 100_000])
+async def test_a_member_list_past_the_cap_is_not_used_at_all(
+    mock: respx.MockRouter, caplog: pytest.LogCaptureFixture, count: int
+) -> None:
+    """No cluster has that many members: the answer is refused whole, at once, and the call
+    goes on with the members the caller gave (100,000 URLs took 6 minutes to merge before)."""
+    caplog.set_level(logging.WARNING, logger="incus_images")
+    urls = [f"https://10.{n // 65536}.{n // 256 % 256}.{n % 256}:8443" for n in range(count)]
+    mock.get(f"{A}/1.0/cluster/members").mock(
+        return_value=sync_response([{"server_name": "m", "url": url} for url in urls])
+    )
+    mock.route().mock(side_effect=REFUSED)  # any other request, to any member
+    async with AsyncClient([A, B], verify=False, timeout=10) as client:
+        started = time.monotonic()
+        with pytest.raises(IncusConnectionError):
+            await client.images.get(FP)
+        took = time.monotonic() - started
+    assert {call.request.url.host for call in mock.calls} == {"node1.test", "node2.test"}
+    assert [r.getMessage() for r in caplog.records if "ignoring" in r.getMessage()] == [
+        f"incus_images: ignoring the cluster members {A} lists: it lists {count} members, more "
+        f"than the {MAX_CLUSTER_MEMBERS} a client takes from a cluster; going on with the 2 known"
+    ]
+    assert took < 10, took  # within the call's timeout (measured: 0.1 s for 100,000)
 
 
 @pytest.mark.parametrize("given", [[], ["http://a"], ["unix:///x"], [A, A], [A, 5], ()])

@@ -14,7 +14,7 @@ import httpcore
 import httpx
 
 from .._converter import request_body
-from .._endpoint import Endpoint, discover_socket, member_endpoint, member_urls
+from .._endpoint import MAX_CLUSTER_MEMBERS, Endpoint, discover_socket, learnt_members
 from .._errors import IncusError
 from .._flavours import async_flavour
 from .._logging import log_answer, logger, redact_httpx_secrets
@@ -202,17 +202,23 @@ class Attempt:
 
 
 class Members:
-    """The members of a cluster, and which of them failed lately."""
+    """The members of a cluster (at most MAX_CLUSTER_MEMBERS), and which failed lately."""
 
     def __init__(self, endpoints: Sequence[Endpoint]) -> None:
-        self._endpoints = list(endpoints)
+        self._endpoints = {endpoint.base_url: endpoint for endpoint in endpoints}
         self._failed_at: dict[str, float] = {}
         #: Whether the cluster was asked for its members yet.
         self.learnt = False
 
-    def add(self, endpoint: Endpoint) -> None:
-        if all(known.base_url != endpoint.base_url for known in self._endpoints):
-            self._endpoints.append(endpoint)
+    def __len__(self) -> int:
+        return len(self._endpoints)
+
+    def add(self, endpoints: Sequence[Endpoint]) -> None:
+        """Add the members not known yet (by base URL), up to MAX_CLUSTER_MEMBERS in all."""
+        for endpoint in endpoints:
+            if len(self._endpoints) >= MAX_CLUSTER_MEMBERS:
+                return
+            self._endpoints.setdefault(endpoint.base_url, endpoint)
 
     def failed(self, endpoint: Endpoint) -> None:
         self._failed_at[endpoint.base_url] = time.monotonic()
@@ -220,10 +226,11 @@ class Members:
     def next_after(self, current: Endpoint, *, exclude: Sequence[str]) -> Endpoint | None:
         """The member to try next: those that did not fail lately first, in order after the
         current one; then those that did, the longest-failed first."""
-        names = [endpoint.base_url for endpoint in self._endpoints]
-        start = names.index(current.base_url) + 1 if current.base_url in names else 0
-        ordered = self._endpoints[start:] + self._endpoints[:start]
-        left = [endpoint for endpoint in ordered if endpoint.display not in exclude]
+        names = list(self._endpoints)
+        start = names.index(current.base_url) + 1 if current.base_url in self._endpoints else 0
+        ordered = [self._endpoints[name] for name in names[start:] + names[:start]]
+        excluded = set(exclude)
+        left = [endpoint for endpoint in ordered if endpoint.display not in excluded]
         now = time.monotonic()
 
         def recently_failed(endpoint: Endpoint) -> bool:
@@ -508,8 +515,25 @@ class AsyncConnection:
             logger.debug("incus_images: cannot list cluster members: %s", exc)
             return
         assert self._endpoint is not None
-        for url in member_urls(envelope.metadata):
-            self._members.add(member_endpoint(url, self._endpoint))
+        learnt = learnt_members(envelope.metadata, self._endpoint)
+        if learnt.refused is not None:
+            logger.warning(
+                "incus_images: ignoring the cluster members %s lists: %s; going on with the "
+                "%d known",
+                self.server,
+                learnt.refused,
+                len(self._members),
+            )
+            return
+        if learnt.skipped:
+            logger.warning(
+                "incus_images: %d of the cluster members %s lists are left out, not being "
+                "https://host:port: %s",
+                learnt.skipped,
+                self.server,
+                ", ".join(learnt.skipped_examples),
+            )
+        self._members.add(learnt.endpoints)
 
     async def body(self, call: Call, response: httpx.Response) -> AsyncIterator[bytes]:
         """The body of a streamed response, as it arrives.

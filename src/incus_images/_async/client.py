@@ -25,10 +25,10 @@ class AsyncClient:
     """A client for one Incus server.
 
     ``endpoint`` is where the server listens, or, for a cluster, a list of its members'
-    ``https://`` URLs: a call that cannot reach its member, or whose member is shutting down,
-    goes to the next one when that is safe (reads; nothing is sent twice that may have
-    arrived), and the client learns the cluster's other members on first use, so one member
-    is enough to outlive its loss. Omitted, the local daemon is found as the incus
+    ``https://`` URLs (at most 1,000): a call that cannot reach its member, or whose member is
+    shutting down, goes to the next one when that is safe (reads; nothing is sent twice that
+    may have arrived), and the client learns the cluster's other members on first use, so
+    one member is enough to outlive its loss. Omitted, the local daemon is found as the incus
     CLI finds it: $INCUS_SOCKET, then $INCUS_DIR/unix.socket, then /run/incus/unix.socket, then
     /var/lib/incus/unix.socket (looked for at the first request). Otherwise give
     ``unix:///path/to/unix.socket`` or ``https://host[:port]``.
