@@ -357,8 +357,13 @@ def member_endpoint(url: object, like: Endpoint) -> Endpoint:
     """Another member of the cluster ``like`` belongs to, reached the same way (every member
     serves the cluster's certificate): ``https://host[:port]`` and nothing else, checked as
     strictly as a caller's endpoint; else an InvalidInputError."""
-    if not isinstance(url, str) or len(url) > _MAX_MEMBER_URL:
-        raise InvalidInputError(f"cluster member {url!r:.100} is not an https:// URL")
+    if not isinstance(url, str):
+        # Not its repr: a server's number may have more digits than int's repr allows.
+        raise InvalidInputError(
+            f"cluster member of type {type(url).__name__} is not an https:// URL"
+        )
+    if len(url) > _MAX_MEMBER_URL:
+        raise InvalidInputError(f"cluster member {url!r:.100} is too long for an https:// URL")
     text = checked_text(url, "cluster member")
     try:
         parts = urlsplit(text)
@@ -423,8 +428,10 @@ def _quoted(entry: object) -> str:
     if isinstance(entry, dict):
         entry = entry.get("url", entry)
     if isinstance(entry, str):
-        return repr(entry[:60])
-    if isinstance(entry, int | float | bool) or entry is None:
+        return f"{entry[:60]!r:.80}"  # escapes make a repr up to ten times longer
+    if isinstance(entry, int) and not isinstance(entry, bool) and entry.bit_length() > 64:
+        return "a very large number"  # whose repr is long, or past 4,300 digits refused
+    if isinstance(entry, int | float) or entry is None:
         return repr(entry)
     return f"a JSON {'array' if isinstance(entry, list) else 'object'}"
 
@@ -434,7 +441,7 @@ def parse_members(
 ) -> list[Endpoint]:
     """The members of a cluster, each ``https://host[:port]``, reached with one TLS setting
     (every member serves the cluster's certificate); at most MAX_CLUSTER_MEMBERS, none twice."""
-    if isinstance(urls, str | bytes) or not urls:
+    if not isinstance(urls, list | tuple) or not urls:
         raise InvalidInputError("give a cluster's members as a non-empty list of https:// URLs")
     if len(urls) > MAX_CLUSTER_MEMBERS:
         raise InvalidInputError(
