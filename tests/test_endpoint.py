@@ -17,10 +17,13 @@ from throwaway_incusd import make_client_certificate
 
 import incus_images._endpoint as endpoint_module
 from incus_images._endpoint import (
+    MAX_CLUSTER_MEMBERS,
     Endpoint,
     candidate_sockets,
     discover_socket,
+    learnt_members,
     parse_endpoint,
+    parse_members,
 )
 from incus_images._errors import IncusConnectionError, InvalidInputError
 
@@ -564,3 +567,105 @@ def test_verify_with_a_bundle_of_certificates_checks_names(
     result = parse_endpoint("https://host", verify=bundle)
     assert result is not None and result.ssl_context is not None
     assert result.ssl_context.check_hostname is True
+
+
+# --------------------------------------------------------------------------------------------
+# Cluster members: the caller's list, and the cluster's own (issue 14)
+
+LIKE = Endpoint.https("https://node1.test:8443", ssl_context=ssl.create_default_context())
+
+
+def member(url: object) -> dict[str, object]:
+    return {"server_name": "m", "url": url, "status": "Online"}
+
+
+def test_learnt_members_are_checked_reached_alike_and_listed_once() -> None:
+    learnt = learnt_members(
+        [
+            member("https://node2.test:8443"),
+            member("https://NODE2.test"),  # the same member: host case, the default port
+            member("https://[::1]:9443"),
+            member("https://node1.test:8443/"),
+        ],
+        LIKE,
+    )
+    assert learnt.refused is None
+    assert learnt.skipped == 0
+    assert [endpoint.base_url for endpoint in learnt.endpoints] == [
+        "https://node2.test:8443",
+        "https://[::1]:9443",
+        "https://node1.test:8443",
+    ]
+    assert all(endpoint.ssl_context is LIKE.ssl_context for endpoint in learnt.endpoints)
+    assert all(endpoint.display == endpoint.base_url for endpoint in learnt.endpoints)
+
+
+def test_learnt_members_leave_out_bad_entries_and_keep_the_rest() -> None:
+    """One odd entry says nothing against the others, each checked on its own."""
+    bad: list[object] = [
+        member("http://node3.test"),
+        member("unix:///run/incus/unix.socket"),
+        member("https://node3.test:8443/1.0"),
+        member("https://user@node3.test"),
+        member("https://node3.test:0"),
+        member("https://node3.test:99999"),
+        member("https://" + "a" * 300),
+        member("https://node\x00.test"),
+        member(5),
+        {"server_name": "no url"},
+        "https://node3.test:8443",  # a bare URL is not what recursion=1 sends
+        None,
+        [member("https://node3.test")],
+    ]
+    learnt = learnt_members([*bad, member("https://node2.test")], LIKE)
+    assert [endpoint.base_url for endpoint in learnt.endpoints] == ["https://node2.test:8443"]
+    assert learnt.skipped == len(bad)
+    assert learnt.skipped_examples == (
+        "'http://node3.test'",
+        "'unix:///run/incus/unix.socket'",
+        "'https://node3.test:8443/1.0'",
+    )
+
+
+@pytest.mark.parametrize("answer", [None, {}, "https://node2.test", 5])
+def test_learnt_members_that_are_no_list_are_refused(answer: object) -> None:
+    learnt = learnt_members(answer, LIKE)
+    assert learnt.endpoints == ()
+    assert learnt.refused is not None
+    assert "not a list" in learnt.refused
+
+
+def test_learnt_members_past_the_cap_are_refused_unread() -> None:
+    """No cluster has that many members: nothing of the answer is looked at, let alone tried."""
+    answer = [object()] * (MAX_CLUSTER_MEMBERS + 1)  # entries no check could even read
+    learnt = learnt_members(answer, LIKE)
+    assert learnt.endpoints == ()
+    assert learnt.skipped == 0
+    assert learnt.refused == (
+        f"it lists {MAX_CLUSTER_MEMBERS + 1} members, more than the {MAX_CLUSTER_MEMBERS} "
+        "a client takes from a cluster"
+    )
+    at_the_cap = [member(f"https://10.0.{n // 256}.{n % 256}") for n in range(MAX_CLUSTER_MEMBERS)]
+    assert len(learnt_members(at_the_cap, LIKE).endpoints) == MAX_CLUSTER_MEMBERS
+
+
+def test_a_callers_member_list_has_a_cap_too() -> None:
+    urls = [f"https://10.0.{n // 256}.{n % 256}" for n in range(MAX_CLUSTER_MEMBERS + 1)]
+    with pytest.raises(InvalidInputError, match=f"at most {MAX_CLUSTER_MEMBERS}"):
+        parse_members(urls, verify=False)
+    members = parse_members(urls[:MAX_CLUSTER_MEMBERS], verify=False)
+    assert len(members) == MAX_CLUSTER_MEMBERS
+    # One TLS context for all: the members share the cluster's certificate.
+    assert len({id(endpoint.ssl_context) for endpoint in members}) == 1
+
+
+@pytest.mark.parametrize(
+    "urls",
+    [
+        ["https://node1.test", "https://NODE1.test:8443"],
+        ["https://node1.test", "https://node2.test", "https://node2.test:8443/"],
+    ],
+)
+def test_a_member_given_twice_is_refused_however_written(urls: list[str]) -> None:
+    with pytest.raises(InvalidInputError, match="given twice"):
+        parse_members(urls, verify=False)

@@ -11,7 +11,7 @@ import socket
 import ssl
 from collections.abc import Mapping, Sequence
 from typing import TypeAlias
-from urllib.parse import unquote, urlsplit
+from urllib.parse import SplitResult, unquote, urlsplit
 
 import attrs
 import httpx
@@ -71,6 +71,14 @@ class Endpoint:
             base_url=_UNIX_BASE_URL,
             socket_path=path,
             default_project=project,
+        )
+
+    @classmethod
+    def https(
+        cls, base_url: str, *, ssl_context: ssl.SSLContext, verify_pem: str | None = None
+    ) -> Endpoint:
+        return cls(
+            display=base_url, base_url=base_url, ssl_context=ssl_context, verify_pem=verify_pem
         )
 
 
@@ -250,6 +258,32 @@ def _pem_text(verify: VerifyArg) -> str | None:
     return data.decode("ascii", errors="replace")
 
 
+def _https_base_url(text: str, parts: SplitResult) -> str:
+    """The base URL ``https://host:port`` of an https endpoint (port 8443 when omitted), or an
+    InvalidInputError naming ``text``. Nothing but scheme, host and port may be given."""
+    if not parts.hostname:
+        raise InvalidInputError(f"endpoint {text!r} has no host name")
+    if parts.path not in ("", "/") or parts.query or parts.fragment or "@" in parts.netloc:
+        raise InvalidInputError(
+            f"endpoint {text!r}: give only scheme, host and port, e.g. https://host:8443"
+        )
+    try:
+        port = 8443 if parts.port is None else parts.port
+    except ValueError as exc:
+        raise InvalidInputError(f"endpoint {text!r}: {exc}") from exc
+    if not 0 < port < 65536:
+        raise InvalidInputError(f"endpoint {text!r}: port {port} is out of range")
+    host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
+    base_url = f"https://{host}:{port}"
+    try:
+        # What httpx will not take later must not get this far (its host is decoded from
+        # IDNA only when connecting).
+        httpx.URL(base_url).host  # noqa: B018
+    except (httpx.InvalidURL, ValueError) as exc:
+        raise InvalidInputError(f"endpoint {text!r}: {exc}") from None
+    return base_url
+
+
 def parse_endpoint(
     endpoint: str | os.PathLike[str] | None,
     *,
@@ -290,29 +324,8 @@ def parse_endpoint(
             raise InvalidInputError("cert= is only used with an https:// endpoint")
         return Endpoint.unix(path)
     if scheme == "https":
-        if not parts.hostname:
-            raise InvalidInputError(f"endpoint {text!r} has no host name")
-        if parts.path not in ("", "/") or parts.query or parts.fragment or "@" in parts.netloc:
-            raise InvalidInputError(
-                f"endpoint {text!r}: give only scheme, host and port, e.g. https://host:8443"
-            )
-        try:
-            port = 8443 if parts.port is None else parts.port
-        except ValueError as exc:
-            raise InvalidInputError(f"endpoint {text!r}: {exc}") from exc
-        if not 0 < port < 65536:
-            raise InvalidInputError(f"endpoint {text!r}: port {port} is out of range")
-        host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
-        base_url = f"https://{host}:{port}"
-        try:
-            # What httpx will not take later must not get this far (its host is decoded from
-            # IDNA only when connecting).
-            httpx.URL(base_url).host  # noqa: B018
-        except (httpx.InvalidURL, ValueError) as exc:
-            raise InvalidInputError(f"endpoint {text!r}: {exc}") from None
-        return Endpoint(
-            display=base_url,
-            base_url=base_url,
+        return Endpoint.https(
+            _https_base_url(text, parts),
             ssl_context=_ssl_context(verify, cert),
             verify_pem=_pem_text(verify),
         )
@@ -325,50 +338,124 @@ def parse_endpoint(
     )
 
 
-def member_endpoint(url: str, like: Endpoint) -> Endpoint:
+#: The most members a cluster's member list may hold, given by the caller or learnt from the
+#: cluster. Incus clusters have a few dozen members, rarely a few hundred (every member
+#: heartbeats every other one, and the database has a handful of voters): a longer list is
+#: no cluster's. The cap bounds the work one answer can cause: an answer of 100,000 URLs
+#: blocked the event loop for 4 to 6 minutes before (merged pairwise), and is now refused
+#: in 0.07 s, most of it reading the JSON.
+MAX_CLUSTER_MEMBERS = 1000
+
+#: Longer than any https://host:port (a DNS name has at most 253 characters).
+_MAX_MEMBER_URL = 300
+
+#: Entries quoted in a warning about an answer's unusable entries.
+_QUOTED_ENTRIES = 3
+
+
+def member_endpoint(url: object, like: Endpoint) -> Endpoint:
     """Another member of the cluster ``like`` belongs to, reached the same way (every member
-    serves the cluster's certificate). ``url`` comes from the server: checked as strictly as
-    a caller's endpoint."""
-    endpoint = parse_endpoint(url, verify=False)
-    if endpoint is None or endpoint.socket_path is not None:
-        raise InvalidInputError(f"cluster member {url!r} is not an https:// address")
-    return attrs.evolve(
-        like, display=endpoint.display, base_url=endpoint.base_url, socket_path=None
+    serves the cluster's certificate): ``https://host[:port]`` and nothing else, checked as
+    strictly as a caller's endpoint; else an InvalidInputError."""
+    if not isinstance(url, str):
+        # Not its repr: a server's number may have more digits than int's repr allows.
+        raise InvalidInputError(
+            f"cluster member of type {type(url).__name__} is not an https:// URL"
+        )
+    if len(url) > _MAX_MEMBER_URL:
+        raise InvalidInputError(f"cluster member {url!r:.100} is too long for an https:// URL")
+    text = checked_text(url, "cluster member")
+    try:
+        parts = urlsplit(text)
+        parts.port  # noqa: B018 - raises for a bad port
+    except ValueError as exc:
+        raise InvalidInputError(f"cluster member {text!r:.100}: {exc}") from None
+    if parts.scheme.lower() != "https":
+        raise InvalidInputError(f"cluster member {text!r:.100} is not an https:// URL")
+    base_url = _https_base_url(text, parts)
+    return attrs.evolve(like, display=base_url, base_url=base_url, socket_path=None)
+
+
+@attrs.frozen
+class LearntMembers:
+    """What an answer to ``GET /1.0/cluster/members?recursion=1`` gives a client: the members
+    to use, or why none is used."""
+
+    #: The members named, each checked and reached as the member that answered; once each
+    #: (by base URL), in the answer's order.
+    endpoints: tuple[Endpoint, ...] = ()
+    #: How many entries were left out as unusable (not an object with an https:// URL).
+    skipped: int = 0
+    #: The first few of them, quoted and cut short, for the log.
+    skipped_examples: tuple[str, ...] = ()
+    #: Why nothing from the answer is used, or None.
+    refused: str | None = None
+
+
+def learnt_members(metadata: object, like: Endpoint) -> LearntMembers:
+    """The members a cluster lists, reached as ``like`` is. An answer that is not a list, or
+    lists more than MAX_CLUSTER_MEMBERS entries, is refused whole (before any entry is looked
+    at); an entry that is not a member with a usable ``https://host:port`` is skipped (each
+    entry is checked on its own and pinned by the same certificate, so a bad one says nothing
+    against the others). Never raises; linear in the answer's size."""
+    if not isinstance(metadata, list):
+        return LearntMembers(refused=f"the answer is a {type(metadata).__name__}, not a list")
+    if len(metadata) > MAX_CLUSTER_MEMBERS:
+        return LearntMembers(
+            refused=f"it lists {len(metadata)} members, more than the {MAX_CLUSTER_MEMBERS} a "
+            "client takes from a cluster"
+        )
+    found: dict[str, Endpoint] = {}
+    skipped: list[object] = []
+    for member in metadata:
+        try:
+            # recursion=1 gives objects; anything else (a bare URL too) is not a member.
+            url = member.get("url") if isinstance(member, dict) else None
+            endpoint = member_endpoint(url, like)
+        except InvalidInputError:
+            skipped.append(member)
+            continue
+        found.setdefault(endpoint.base_url, endpoint)
+    return LearntMembers(
+        endpoints=tuple(found.values()),
+        skipped=len(skipped),
+        skipped_examples=tuple(_quoted(entry) for entry in skipped[:_QUOTED_ENTRIES]),
     )
 
 
-def member_urls(metadata: object) -> list[str]:
-    """The HTTPS URLs in a ``GET /1.0/cluster/members?recursion=1`` answer that are usable."""
-    urls = []
-    for member in metadata if isinstance(metadata, list) else []:
-        url = member.get("url") if isinstance(member, dict) else None
-        if isinstance(url, str) and url.startswith("https://") and len(url) < 300:
-            try:
-                parse_endpoint(url, verify=False)
-            except InvalidInputError:
-                continue
-            urls.append(url)
-    return urls
+def _quoted(entry: object) -> str:
+    """An entry as a log shows it: its start only (it may be any size)."""
+    if isinstance(entry, dict):
+        entry = entry.get("url", entry)
+    if isinstance(entry, str):
+        return f"{entry[:60]!r:.80}"  # escapes make a repr up to ten times longer
+    if isinstance(entry, int) and not isinstance(entry, bool) and entry.bit_length() > 64:
+        return "a very large number"  # whose repr is long, or past 4,300 digits refused
+    if isinstance(entry, int | float) or entry is None:
+        return repr(entry)
+    return f"a JSON {'array' if isinstance(entry, list) else 'object'}"
 
 
 def parse_members(
     urls: Sequence[object], *, cert: CertificateArg = None, verify: VerifyArg = True
 ) -> list[Endpoint]:
     """The members of a cluster, each ``https://host[:port]``, reached with one TLS setting
-    (every member serves the cluster's certificate)."""
-    if isinstance(urls, str | bytes) or not urls:
+    (every member serves the cluster's certificate); at most MAX_CLUSTER_MEMBERS, none twice."""
+    if not isinstance(urls, list | tuple) or not urls:
         raise InvalidInputError("give a cluster's members as a non-empty list of https:// URLs")
-    members: list[Endpoint] = []
-    for url in urls:
-        if not isinstance(url, str) or not url.lower().startswith("https://"):
-            raise InvalidInputError(f"cluster member {url!r:.100} is not an https:// URL")
-        member = (
-            parse_endpoint(url, cert=cert, verify=verify)
-            if not members
-            else member_endpoint(url, members[0])
+    if len(urls) > MAX_CLUSTER_MEMBERS:
+        raise InvalidInputError(
+            f"{len(urls)} cluster members given: a client takes at most {MAX_CLUSTER_MEMBERS}"
         )
-        assert member is not None
-        if any(known.base_url == member.base_url for known in members):
+    first, *others = urls
+    if not isinstance(first, str) or not first.lower().startswith("https://"):
+        raise InvalidInputError(f"cluster member {first!r:.100} is not an https:// URL")
+    endpoint = parse_endpoint(first, cert=cert, verify=verify)
+    assert endpoint is not None
+    members = {endpoint.base_url: endpoint}
+    for url in others:
+        member = member_endpoint(url, endpoint)
+        if member.base_url in members:
             raise InvalidInputError(f"cluster member {url!r} is given twice")
-        members.append(member)
-    return members
+        members[member.base_url] = member
+    return list(members.values())

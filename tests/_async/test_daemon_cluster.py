@@ -4,6 +4,8 @@ while the member it uses stops in the middle of a run."""
 
 from __future__ import annotations
 
+import logging
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -150,3 +152,34 @@ async def test_every_safe_call_survives_the_member_in_use_stopping(
     assert member_in_use_after in cluster.urls[1:]
     # The warning names the member the client moved to.
     assert any(member_in_use_after in record.getMessage() for record in moved)
+
+
+async def test_a_stalled_member_named_first_costs_half_the_first_call_at_most(
+    cluster: ThrowawayCluster, certificates: Certificates, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Listing the members is part of the first call and takes half its time at most: a
+    member that never answers, named first, leaves the call the rest for a real member
+    (before, the listing had a deadline of its own, and then the call)."""
+    caplog.set_level(logging.WARNING, logger="incus_images")
+    with socket.socket() as stalled:  # accepts connections (the kernel does), never answers
+        stalled.bind(("127.0.0.1", 0))
+        stalled.listen(16)
+        stalled_url = f"https://127.0.0.1:{stalled.getsockname()[1]}"
+        async with AsyncClient(
+            [stalled_url, cluster.members[1].url],
+            cert=(certificates.client_cert, certificates.client_key),
+            verify=cluster.certificate,
+            timeout=4,
+        ) as client:
+            started = time.monotonic()
+            await client.images.list()
+            took = time.monotonic() - started
+            assert client.server == cluster.members[1].url
+            await client.images.list()  # the cluster is asked now, and answers
+    [warning] = [record.getMessage() for record in caplog.records]
+    assert warning.startswith(
+        f"incus_images: cannot list the cluster's members: Could not list the cluster's "
+        f"members on {stalled_url}: no answer in time"
+    )
+    assert warning.endswith(f"2 s, its part of timeout=4 s ran out); going on with {client.server}")
+    assert took < 3, took  # 2 s for the listing, then the call; 4 s and more before

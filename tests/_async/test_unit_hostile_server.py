@@ -8,6 +8,8 @@ went out after the hostile answer.
 
 from __future__ import annotations
 
+import io
+import json
 import time
 from collections.abc import AsyncIterator, Iterable, Iterator
 from pathlib import Path
@@ -355,6 +357,46 @@ async def test_an_export_that_stops_moving_ends_in_bounded_time(tmp_path: Path) 
             took = time.monotonic() - started
     assert took < 10, took
     assert list(out.iterdir()) == []
+
+
+class _SlowFile(io.BytesIO):
+    """An image file that takes a quarter of a second for each read of an upload chunk."""
+
+    def read(self, size: int | None = -1) -> bytes:
+        time.sleep(0.25)
+        return super().read(size)
+
+
+@pytest.mark.parametrize("after_the_body", [0.0, 2.0], ids=["answered", "then stalled"])
+async def test_an_upload_body_has_the_time_it_needs_and_its_answer_the_calls(
+    tmp_path: Path, after_the_body: float
+) -> None:
+    """While the body moves the call's clock stops (the body's progress bounds it instead);
+    the connection before the body and the answer after it share the call's deadline."""
+    accepted = json.dumps(
+        {
+            "type": "async",
+            "status_code": 100,
+            "operation": f"/1.0/operations/{OP_ID}",
+            "metadata": operation(OP_ID),
+        }
+    ).encode()
+
+    def answer(method: str, target: str) -> Iterable[bytes | float]:
+        return [after_the_body, head(202, Content_Length=str(len(accepted))), accepted]
+
+    data = _SlowFile(b"\x1f\x8b\x08\x00" + bytes(3 * MIB))  # 1 MiB reads: 1 s for the body
+    with HostileServer(tmp_path, answer) as server:
+        async with AsyncClient(server.endpoint, timeout=0.5) as incus:
+            started = time.monotonic()
+            if after_the_body:
+                with pytest.raises(IncusTimeoutError):
+                    await incus.images.create(data)
+            else:
+                assert (await incus.images.create(data)).id == OP_ID
+            took = time.monotonic() - started
+        assert server.requests == ["POST /1.0/images"]
+    assert 1 < took < 1 + 3, took  # the body's 1 s, twice the timeout; the answer in the rest
 
 
 @pytest.mark.parametrize(

@@ -14,8 +14,8 @@ import httpcore
 import httpx
 
 from .._converter import request_body
-from .._endpoint import Endpoint, discover_socket, member_endpoint, member_urls
-from .._errors import IncusError
+from .._endpoint import MAX_CLUSTER_MEMBERS, Endpoint, discover_socket, learnt_members
+from .._errors import IncusConnectionError, IncusError, IncusTimeoutError
 from .._flavours import async_flavour
 from .._logging import log_answer, logger, redact_httpx_secrets
 from .._protocol import (
@@ -32,9 +32,11 @@ from .._sockets import AsyncSocketBackend
 from .._version import __version__
 from ._deadlines import (
     AsyncDeadlineBackend,
+    Deadline,
     TransferPace,
     call_deadline,
-    start_deadline,
+    current_deadline,
+    paused,
 )
 
 #: Connections to one server at most (httpx's default), and so calls in flight at once.
@@ -80,17 +82,29 @@ def _transport(endpoint: Endpoint) -> httpx.AsyncHTTPTransport:
     return transport
 
 
-async def _then_deadline(
-    content: AsyncIterator[bytes], seconds: float | None
+async def _unhurried(
+    content: AsyncIterator[bytes], deadline: Deadline | None
 ) -> AsyncIterator[bytes]:
-    """An upload body that, once sent, gives the rest of the exchange its deadline."""
-    async for chunk in content:
-        yield chunk
-    start_deadline(seconds)
+    """An upload body: while it moves the call's clock stops (the body is bounded by its
+    progress instead, see ``_deadlines``), and runs on for the answer."""
+    with paused(deadline):
+        async for chunk in content:
+            yield chunk
 
 
 #: Seconds a cluster member that failed is tried only after the others.
 SKIP_FAILED_MEMBER_SECONDS = 30.0
+
+#: Cluster members one call tries at most, the listing of the cluster's members included:
+#: enough to get past the few members a cluster loses at once, and no more, so that a list
+#: of unreachable members cannot turn one call into a connection to each (1,000 refusing
+#: members were 1,000 connects and 1,998 WARNINGs for one call before the cap).
+MAX_MEMBERS_PER_CALL = 10
+
+#: The part of a call's timeout that the listing of the cluster's members, before the call,
+#: may take: the rest is the call's own, so a member that stalls the listing costs the call
+#: time, not the call itself (the call goes on with another member).
+LEARNING_SHARE = 0.5
 
 #: What a member answers while it shuts down, for a while (incusd 6.0.4).
 _SHUTTING_DOWN = ("database is closed", "Failed to begin transaction", "shutting down")
@@ -108,11 +122,12 @@ class _MemberGoing(Exception):
 class Attempt:
     """One try of a request; as a context manager, it judges how the try ended.
 
-    ``outcome`` is None when the request succeeded or its failure is final (raised), "again"
-    when it may be repeated at once on the same member (a safe request whose pooled connection
-    turned out dead: the server restarted since it was opened), "elsewhere" when another
-    member may take it (nothing was sent, or a safe request found its member going down).
-    A request whose body may have reached the server is never repeated; its error says so.
+    ``outcome`` is None when the request succeeded (or failed otherwise than by its transport:
+    that error goes on as it is), "again" when it may be repeated at once on the same member
+    (a safe request whose pooled connection turned out dead: the server restarted since it
+    was opened), "elsewhere" when another member may take it (nothing was sent, or a safe
+    request found its member going down), "failed" when it must not be repeated. A request
+    whose body may have reached the server is never repeated; its error says so.
     """
 
     def __init__(
@@ -132,7 +147,7 @@ class Attempt:
         self.outcome: str | None = None
         #: Why the request is to be repeated (with ``outcome``), for the log.
         self.why = ""
-        self._error: BaseException | None = None
+        self._error: IncusError | None = None
         self._cause: BaseException | None = None
 
     def answered(self, status: int, body: bytes) -> None:
@@ -160,25 +175,25 @@ class Attempt:
         self._cause = exc
         if isinstance(exc, _MemberGoing):
             self._error = api_error(call, server, exc.status, exc.body)
-            return self._retry("elsewhere", f"{server} is shutting down")
+            return self._judged("elsewhere", f"{server} is shutting down")
         if not isinstance(exc, httpx.TransportError):
             return False
         mapped = transport_error(call, server, exc)
         self._error = mapped
         nothing_sent = isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout)
         if nothing_sent and self._replayable:
-            return self._retry("elsewhere", f"{server} cannot be reached ({exc})")
+            return self._judged("elsewhere", f"{server} cannot be reached ({exc})")
         dead = isinstance(exc, httpx.RemoteProtocolError | httpx.ReadError | httpx.WriteError)
         if dead and self._safe and self._first_here:
-            return self._retry("again", f"the connection to {server} was dead ({exc})")
+            return self._judged("again", f"the connection to {server} was dead ({exc})")
         if not self._safe and not nothing_sent:
-            mapped = mapped._amended(
+            self._error = mapped._amended(
                 f"{mapped} The request may have reached the server and been applied: check "
                 "before repeating it."
             )
-        raise mapped from exc
+        return self._judged("failed", str(exc))
 
-    def _retry(self, outcome: str, why: str) -> bool:
+    def _judged(self, outcome: str, why: str) -> bool:
         self.outcome = outcome
         self.why = why
         return True
@@ -195,24 +210,50 @@ class Attempt:
             where,
         )
 
-    def give_up(self) -> NoReturn:
-        """No member is left to try: raise the last failure."""
-        assert self._error is not None
-        raise self._error from self._cause
+    def give_up(
+        self, tried: Sequence[str] = (), why: str = "", *, timed_out: bool = False
+    ) -> NoReturn:
+        """Raise this try's failure; on a cluster, naming the members ``tried`` and ``why``
+        no other is (an IncusTimeoutError when the call's time ran out)."""
+        error = self._error
+        assert error is not None
+        if tried:
+            names = ", ".join(dict.fromkeys(tried))
+            error = error._amended(f"{error} (cluster members tried: {names}; {why})")
+            if timed_out and not isinstance(error, IncusTimeoutError):
+                # A member refused, or was going down, just as the time ran out.
+                error = IncusTimeoutError(
+                    error.message,
+                    server=error.server,
+                    method=error.method,
+                    url=error.url,
+                    status_code=error.status_code,
+                    error_code=error.error_code,
+                    server_message=error.server_message,
+                )
+        raise error from self._cause
 
 
 class Members:
-    """The members of a cluster, and which of them failed lately."""
+    """The members of a cluster (at most MAX_CLUSTER_MEMBERS), and which failed lately."""
 
     def __init__(self, endpoints: Sequence[Endpoint]) -> None:
-        self._endpoints = list(endpoints)
+        self._endpoints = {endpoint.base_url: endpoint for endpoint in endpoints}
         self._failed_at: dict[str, float] = {}
-        #: Whether the cluster was asked for its members yet.
+        #: Whether the cluster answered the question which members it has.
         self.learnt = False
+        #: Whether a call is asking it now (the others do not ask as well).
+        self.asking = False
 
-    def add(self, endpoint: Endpoint) -> None:
-        if all(known.base_url != endpoint.base_url for known in self._endpoints):
-            self._endpoints.append(endpoint)
+    def __len__(self) -> int:
+        return len(self._endpoints)
+
+    def add(self, endpoints: Sequence[Endpoint]) -> None:
+        """Add the members not known yet (by base URL), up to MAX_CLUSTER_MEMBERS in all."""
+        for endpoint in endpoints:
+            if len(self._endpoints) >= MAX_CLUSTER_MEMBERS:
+                return
+            self._endpoints.setdefault(endpoint.base_url, endpoint)
 
     def failed(self, endpoint: Endpoint) -> None:
         self._failed_at[endpoint.base_url] = time.monotonic()
@@ -220,10 +261,11 @@ class Members:
     def next_after(self, current: Endpoint, *, exclude: Sequence[str]) -> Endpoint | None:
         """The member to try next: those that did not fail lately first, in order after the
         current one; then those that did, the longest-failed first."""
-        names = [endpoint.base_url for endpoint in self._endpoints]
-        start = names.index(current.base_url) + 1 if current.base_url in names else 0
-        ordered = self._endpoints[start:] + self._endpoints[:start]
-        left = [endpoint for endpoint in ordered if endpoint.display not in exclude]
+        names = list(self._endpoints)
+        start = names.index(current.base_url) + 1 if current.base_url in self._endpoints else 0
+        ordered = [self._endpoints[name] for name in names[start:] + names[:start]]
+        excluded = set(exclude)
+        left = [endpoint for endpoint in ordered if endpoint.display not in excluded]
         now = time.monotonic()
 
         def recently_failed(endpoint: Endpoint) -> bool:
@@ -363,31 +405,56 @@ class AsyncConnection:
     ) -> httpx.Response:
         """Send call and read the whole answer, whatever its status, within limits.
 
-        The exchange ends within ``deadline`` seconds (default: the client's timeout). An
-        image body (``content``) is not hurried, only kept moving (see ``_deadlines``); the
-        answer to it then has the deadline. Answers are read up to sizes no Incus reaches:
-        a larger success answer is refused, an error answer is quoted from its beginning.
+        The exchange ends within ``deadline`` seconds (default: the client's timeout), on a
+        cluster whichever members it tries. An image body (``content``) is not hurried, only
+        kept moving (see ``_deadlines``): what comes before it and the answer after it share
+        the deadline. Answers are read up to sizes no Incus reaches: a larger success answer
+        is refused, an error answer is quoted from its beginning.
 
         A request that is safe to repeat is repeated once, at once, when its connection turns
         out dead (the server restarted since it was opened); in a cluster, a request goes to
-        another member when its member cannot be reached, or is shutting down (see retries()).
+        another member when its member cannot be reached, or is shutting down (see _retries()).
         """
-        await self._learn_members()
-        seconds = self.timeout if deadline is None else deadline
-        for attempt in self._retries(call, replayable=content is None):
+        async with self._call(self.timeout if deadline is None else deadline) as (whole, tried):
+            if content is not None:
+                content = _unhurried(content, whole)
+            return await self._exchange(call, content=content, timeout=timeout, tried=tried)
+
+    @asynccontextmanager
+    async def _call(
+        self, seconds: float | None
+    ) -> AsyncIterator[tuple[Deadline | None, list[str]]]:
+        """One call: its deadline (from its first network step, for everything in the block)
+        and the members it tried, shared with the listing of the cluster's members that
+        comes first on a cluster; its requests hold one of the pool's slots."""
+        with call_deadline(seconds) as whole:
+            tried: list[str] = []
+            await self._learn_members(tried)
+            async with self._slots:
+                yield whole, tried
+
+    async def _exchange(
+        self,
+        call: Call,
+        *,
+        content: AsyncIterator[bytes] | None = None,
+        timeout: httpx.Timeout | None = None,
+        tried: list[str],
+        failover: bool = True,
+    ) -> httpx.Response:
+        """Send call, with the repeats and failovers it may make, and read the whole answer."""
+        for attempt in self._retries(
+            call, replayable=content is None, tried=tried, failover=failover
+        ):
             with attempt:
-                if content is not None:
-                    content = _then_deadline(content, seconds)
                 request = self._build(call, content, timeout)
                 started = time.monotonic()
-                async with self._slots:
-                    with call_deadline(None if content is not None else seconds):
-                        response = await self._client().send(request, stream=True)
-                        peer = self._peer_of(response)
-                        try:
-                            body = await self._read_bounded(call, response)
-                        finally:
-                            await response.aclose()
+                response = await self._client().send(request, stream=True)
+                peer = self._peer_of(response)
+                try:
+                    body = await self._read_bounded(call, response)
+                finally:
+                    await response.aclose()
                 log_answer(call, self.server, response.status_code, len(body), started)
                 attempt.answered(response.status_code, body)
                 self._remember_peer(peer)
@@ -435,41 +502,49 @@ class AsyncConnection:
 
         Transport failures while the body is read inside the ``with`` block are mapped too.
         Until the answer's head arrives, the request is repeated or sent to another member as
-        send() does; once the body flows, it is not.
+        send() does, within the client's timeout; once the body flows, it is not, and it only
+        has to keep moving (see body()).
         """
-        await self._learn_members()
-        async with self._slots:
+        async with self._call(self.timeout) as (whole, tried):
             response: httpx.Response | None = None
-            for attempt in self._retries(call, replayable=True):
+            for attempt in self._retries(call, replayable=True, tried=tried):
                 with attempt:
                     request = self._build(call, None, None)
                     started = time.monotonic()
-                    # The answer's head arrives within the call's deadline; the body then only
-                    # has to keep moving (see body()).
-                    with call_deadline(self.timeout):
-                        response = await self._client().send(request, stream=True)
-                        log_answer(call, self.server, response.status_code, None, started)
-                        if response.status_code >= 400:
-                            try:
-                                body = await self._read_bounded(call, response)
-                            finally:
-                                await response.aclose()
-                            attempt.answered(response.status_code, body)
-                            raise api_error(call, self.server, response.status_code, body)
+                    response = await self._client().send(request, stream=True)
+                    log_answer(call, self.server, response.status_code, None, started)
+                    if response.status_code >= 400:
+                        try:
+                            body = await self._read_bounded(call, response)
+                        finally:
+                            await response.aclose()
+                        attempt.answered(response.status_code, body)
+                        raise api_error(call, self.server, response.status_code, body)
                     break
             assert response is not None
             try:
                 self._remember_peer(self._peer_of(response))
-                yield response
+                with paused(whole):
+                    yield response
             except httpx.TransportError as exc:
                 raise transport_error(call, self.server, exc) from exc
             finally:
                 await response.aclose()
 
-    def _retries(self, call: Call, *, replayable: bool) -> Iterator[Attempt]:
-        """The attempts one request may make (see Attempt), switching members between them."""
+    def _retries(
+        self, call: Call, *, replayable: bool, tried: list[str], failover: bool = True
+    ) -> Iterator[Attempt]:
+        """The attempts one request may make (see Attempt), switching members between them.
+
+        ``tried`` collects the members tried by the call the request belongs to. A call tries
+        at most MAX_MEMBERS_PER_CALL members, and none once its deadline has passed; then, or
+        when no member is left, the last failure is raised naming the members tried, and the
+        client starts its next call with another member. Without ``failover`` a member that
+        fails is left for the next one, but the request is not sent there: its error is
+        raised (the listing of members, which the call itself then follows).
+        """
         safe = call.method == "GET"
-        tried: list[str] = []
+        deadline = current_deadline()
         while True:
             attempt = Attempt(self, call, safe=safe, replayable=replayable, tried=tried)
             yield attempt
@@ -479,29 +554,44 @@ class AsyncConnection:
             if attempt.outcome == "again":
                 attempt.log_retry("again")
                 continue
-            # "elsewhere": this member failed; the next one, if any is left to try.
-            if not self._next_member(failed=True, tried=tried):
+            timed_out = deadline is not None and deadline.spent
+            if self._members is None or (attempt.outcome == "failed" and not timed_out):
+                attempt.give_up()
+            if timed_out:
+                assert deadline is not None
+                # A member that did not answer in time is left too, for the next call.
+                self._next_member(exclude=[self.server])
+                attempt.give_up(tried, f"{deadline.describe()} ran out", timed_out=True)
+            # "elsewhere": this member failed; the next one, if the call may try another.
+            if len(set(tried)) >= MAX_MEMBERS_PER_CALL:
+                self._next_member(exclude=[self.server])
+                attempt.give_up(tried, f"a call tries at most {MAX_MEMBERS_PER_CALL}")
+            if not self._next_member(exclude=tried):
+                attempt.give_up(tried, "no other is known")
+            if not failover:
                 attempt.give_up()
             attempt.log_retry(f"cluster member {self.server}")
 
-    def _next_member(self, *, failed: bool, tried: Sequence[str]) -> bool:
-        """Switch to the next member not tried yet; False when there is none."""
+    def _next_member(self, *, exclude: Sequence[str]) -> bool:
+        """Leave the member in use, which failed, for the next one not in ``exclude``; False
+        when there is none."""
         if self._members is None or self._endpoint is None:
             return False
-        if failed:
-            self._members.failed(self._endpoint)
-        following = self._members.next_after(self._endpoint, exclude=tried)
+        self._members.failed(self._endpoint)
+        following = self._members.next_after(self._endpoint, exclude=exclude)
         if following is None:
             return False
         self._endpoint = following
         return True
 
-    async def _learn_members(self) -> None:
-        """A cluster client asks, once, which members the cluster has: naming one member is
-        then enough to outlive its loss."""
-        if self._members is None or self._members.learnt:
+    async def _learn_members(self, tried: list[str]) -> None:
+        """A cluster client asks which members the cluster has, until it has an answer: naming
+        one member is then enough to outlive its loss. The question is part of the call that
+        needs the answer: it takes at most LEARNING_SHARE of the call's time, and a member
+        that fails it is left for the next one, which the call then uses."""
+        members = self._members
+        if members is None or members.learnt or members.asking:
             return
-        self._members.learnt = True
         call = Call(
             method="GET",
             path="/1.0/cluster/members",
@@ -509,14 +599,49 @@ class AsyncConnection:
             action="list the cluster's members",
             project_scoped=False,
         )
+        members.asking = True
         try:
-            envelope = await self.request(call)
-        except IncusError as exc:
-            logger.debug("incus_images: cannot list cluster members: %s", exc)
+            async with self._slots:
+                with call_deadline(None if self.timeout is None else self.timeout * LEARNING_SHARE):
+                    response = await self._exchange(call, tried=tried, failover=False)
+            envelope = parse_envelope(call, self.server, response)
+        except (IncusConnectionError, IncusTimeoutError) as exc:
+            # No answer: the call goes on with the next member, which is asked next time.
+            logger.warning(
+                "incus_images: cannot list the cluster's members: %s; going on with %s",
+                exc,
+                self.server,
+            )
             return
+        except IncusError as exc:
+            # An error answer (an untrusted client, a server that is no cluster): asking
+            # again would bring the same.
+            members.learnt = True
+            logger.debug("incus_images: cannot list the cluster's members: %s", exc)
+            return
+        finally:
+            members.asking = False
+        members.learnt = True
         assert self._endpoint is not None
-        for url in member_urls(envelope.metadata):
-            self._members.add(member_endpoint(url, self._endpoint))
+        learnt = learnt_members(envelope.metadata, self._endpoint)
+        if learnt.refused is not None:
+            logger.warning(
+                "incus_images: ignoring the cluster members %s lists: %s; going on with the "
+                "%d known",
+                self.server,
+                learnt.refused,
+                len(members),
+            )
+            return
+        if learnt.skipped:
+            logger.warning(
+                "incus_images: %d of the cluster members %s lists are left out, not being "
+                "https://host:port: %s",
+                learnt.skipped,
+                self.server,
+                ", ".join(learnt.skipped_examples),
+            )
+        members.add(learnt.endpoints)
 
     async def body(self, call: Call, response: httpx.Response) -> AsyncIterator[bytes]:
         """The body of a streamed response, as it arrives.

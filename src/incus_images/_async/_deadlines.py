@@ -5,12 +5,15 @@ them. Two rules close that gap (``AsyncClient`` documents them as what ``timeout
 
 * A call's exchange (connect, request, whole answer) ends within its deadline, counted from
   its first network step (waiting for a pooled connection behind other calls does not count).
-  The deadline lives in a context variable that the network streams below consult: every
-  connect, read and write waits at most until the deadline, and one that starts after it fails
-  at once. Both flavours share it, since httpx runs a request in the caller's thread or task.
+  On a cluster, one deadline covers every member the call tries, and the listing of the
+  cluster's members that comes first until the cluster has answered it once. The deadline
+  lives in a context variable that the network streams below consult: every connect, read
+  and write waits at most until the deadline, and one that starts after it fails at once.
+  Both flavours share it, since httpx runs a request in the caller's thread or task.
 * An image body (upload, export, relay) may take as long as it needs while it moves: it fails
   when less than ``MIN_TRANSFER_BYTES`` move within a window of ``timeout`` seconds
-  (:class:`TransferPace`).
+  (:class:`TransferPace`). The call's clock stops meanwhile (:func:`paused`): what comes
+  before the body and the answer after it share the call's deadline.
 """
 
 from __future__ import annotations
@@ -29,17 +32,66 @@ from .._sockets import SocketOption
 
 class Deadline:
     """``seconds`` for the current call, counted from its first network step: waiting for a
-    connection from the pool (behind the client's other calls) does not count."""
+    connection from the pool (behind the client's other calls) does not count. Stopped while
+    an image body moves (:func:`paused`), which its progress bounds instead.
 
-    def __init__(self, seconds: float, *, started: bool = False) -> None:
+    A deadline ``within`` another ends by the other's end too (a part of a call)."""
+
+    def __init__(self, seconds: float, *, within: Deadline | None = None) -> None:
         self.seconds = seconds
-        self.ends: float | None = time.monotonic() + seconds if started else None
+        self._within = within
+        self._ends: float | None = None
+        self._paused_at: float | None = None
 
-    def left(self) -> float:
+    def left(self) -> float | None:
+        """Seconds left (zero or less: none), or None while the clock is stopped."""
+        if self._paused_at is not None:
+            return None
         now = time.monotonic()
-        if self.ends is None:
-            self.ends = now + self.seconds
-        return self.ends - now
+        if self._ends is None:
+            self._ends = now + self.seconds
+        left = self._ends - now
+        outer = self._within.left() if self._within is not None else None
+        return left if outer is None else min(left, outer)
+
+    @property
+    def spent(self) -> bool:
+        """Whether no time is left (False before the first network step, or while stopped)."""
+        left = self.left() if self._ends is not None else None
+        return left is not None and left <= 0
+
+    def describe(self) -> str:
+        """The limit, as an error message states it."""
+        if self._within is None:
+            return f"timeout={self.seconds:g} s"
+        return f"{self.seconds:g} s, its part of {self._within.describe()}"
+
+    def pause(self) -> bool:
+        """Stop the clock; False when it was stopped already (then resume() is not called)."""
+        if self._paused_at is not None:
+            return False
+        self._paused_at = time.monotonic()
+        return True
+
+    def resume(self) -> None:
+        """Run the clock on with the time that was left when it stopped."""
+        assert self._paused_at is not None, "resume() follows pause()"
+        if self._ends is not None:
+            self._ends += time.monotonic() - self._paused_at
+        self._paused_at = None
+
+
+@contextlib.contextmanager
+def paused(deadline: Deadline | None) -> Iterator[None]:
+    """Within the block, ``deadline``'s clock stops: an image body that moves is bounded by its
+    progress instead (TransferPace), however long it takes. Afterwards the clock runs on."""
+    if deadline is None or not deadline.pause():
+        yield
+        return
+    try:
+        yield
+    finally:
+        deadline.resume()
 
 
 #: The current call's deadline (None: no deadline).
@@ -53,30 +105,32 @@ MIN_TRANSFER_BYTES = 64 * 1024
 
 
 @contextlib.contextmanager
-def call_deadline(seconds: float | None) -> Iterator[None]:
-    """Within the block, network steps end by ``seconds`` from now (None: no deadline)."""
-    token = CALL_DEADLINE.set(None if seconds is None else Deadline(seconds))
+def call_deadline(seconds: float | None) -> Iterator[Deadline | None]:
+    """Within the block, network steps end by ``seconds`` from the first of them (None: no
+    deadline of its own). A block inside another call's block (a request made as a part of
+    that call) ends by the outer call's end too."""
+    outer = CALL_DEADLINE.get()
+    deadline = outer if seconds is None else Deadline(seconds, within=outer)
+    token = CALL_DEADLINE.set(deadline)
     try:
-        yield
+        yield deadline
     finally:
         CALL_DEADLINE.reset(token)
 
 
-def start_deadline(seconds: float | None) -> None:
-    """From now on, the current call ends within ``seconds`` (for the answer to an upload,
-    once its body is sent; the enclosing ``call_deadline`` block restores the outer value)."""
-    CALL_DEADLINE.set(None if seconds is None else Deadline(seconds, started=True))
+def current_deadline() -> Deadline | None:
+    """The deadline of the call in progress, if any."""
+    return CALL_DEADLINE.get()
 
 
 def _bounded(timeout: float | None, error: type[Exception]) -> float | None:
     deadline = CALL_DEADLINE.get()
-    if deadline is None:
+    left = deadline.left() if deadline is not None else None
+    if deadline is None or left is None:
         return timeout
-    left = deadline.left()
     if left <= 0:
         raise error(
-            f"the call did not end within timeout={deadline.seconds:g} s: the server answers "
-            "too slowly"
+            f"the call did not end within {deadline.describe()}: the server answers too slowly"
         )
     return left if timeout is None else min(timeout, left)
 

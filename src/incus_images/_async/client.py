@@ -25,13 +25,14 @@ class AsyncClient:
     """A client for one Incus server.
 
     ``endpoint`` is where the server listens, or, for a cluster, a list of its members'
-    ``https://`` URLs: a call that cannot reach its member, or whose member is shutting down,
-    goes to the next one when that is safe (reads; nothing is sent twice that may have
-    arrived), and the client learns the cluster's other members on first use, so one member
-    is enough to outlive its loss. Omitted, the local daemon is found as the incus
-    CLI finds it: $INCUS_SOCKET, then $INCUS_DIR/unix.socket, then /run/incus/unix.socket, then
-    /var/lib/incus/unix.socket (looked for at the first request). Otherwise give
-    ``unix:///path/to/unix.socket`` or ``https://host[:port]``.
+    ``https://`` URLs (at most 1,000): a call that cannot reach its member, or whose member is
+    shutting down, goes to the next one when that is safe (reads; nothing is sent twice that
+    may have arrived), trying at most 10 members within its ``timeout``, and the client
+    learns the cluster's other members on first use, so one member is enough to outlive its
+    loss. Omitted, the local daemon is found as the incus CLI finds it: $INCUS_SOCKET, then
+    $INCUS_DIR/unix.socket, then /run/incus/unix.socket, then /var/lib/incus/unix.socket
+    (looked for at the first request). Otherwise give ``unix:///path/to/unix.socket`` or
+    ``https://host[:port]``.
 
     Over HTTPS, ``cert`` is the client certificate (one PEM file with certificate and key, or a
     (certificate, key) pair) and ``verify`` checks the server: True (default) trusts the
@@ -47,13 +48,14 @@ class AsyncClient:
     ``project`` selects the Incus project (None: the server's default project).
 
     ``timeout`` (seconds; None: no limit) is what a call may take: connecting, sending the
-    request and reading the whole answer end within it, however slowly a server answers.
-    Image transfers (uploads, exports, relays) are not hurried: they may take as long as
-    they need while they move, and fail once fewer than 64 KiB move within ``timeout``
-    seconds (a stalled or trickling server). Waiting for an operation is bounded by the
-    ``timeout=`` of the call that waits (``create``, ``copy``, ``publish``, ``delete``,
-    ``refresh``, ``operations.wait``). Answers larger than any Incus sends (16 MiB of JSON, 64 KiB
-    of error text) are refused, so a hostile server cannot fill the client's memory.
+    request and reading the whole answer end within it, however slowly a server answers,
+    and on a cluster whichever members it tries. Image transfers (uploads, exports, relays)
+    are not hurried: they may take as long as they need while they move, and fail once
+    fewer than 64 KiB move within ``timeout`` seconds (a stalled or trickling server).
+    Waiting for an operation is bounded by the ``timeout=`` of the call that waits
+    (``create``, ``copy``, ``publish``, ``delete``, ``refresh``, ``operations.wait``). Answers
+    larger than any Incus sends (16 MiB of JSON, 64 KiB of error text) are refused, so a
+    hostile server cannot fill the client's memory.
 
     Use it as a context manager, or close it when done. A blocking Client used without either
     (a plain script, a notebook cell) is also closed when it is garbage-collected; an
