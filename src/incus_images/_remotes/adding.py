@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import hmac
 import os
@@ -10,9 +9,8 @@ import pwd
 import secrets
 import socket
 import ssl
-import tempfile
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -25,9 +23,15 @@ from .._endpoint import parse_endpoint
 from .._errors import ForbiddenError, IncusConnectionError, InvalidInputError
 from .._logging import log_answer
 from .._protocol import Call, Envelope, named_path, parse_envelope, transport_error, unexpected
+from .._tls import (
+    ClientCertificate,
+    TrustedCertificates,
+    client_context,
+    read_client_certificate,
+    trusted_certificates,
+)
 from .._validate import boolean, seconds, text
 from .config import _MAX_ANSWER_BYTES, Remote, load_remotes, remote_name
-from .connect import _insecure_context, _load_client_certificate, _pinned_context, _verified_context
 from .files import _save
 from .tokens import TrustToken, decode_token, host_port
 
@@ -102,31 +106,22 @@ def _new_client_certificate() -> _Certificate:
     )
 
 
-@contextlib.contextmanager
-def _client_certificate_files(
+def _client_certificate(
     directory: Path, name: str, *, generate: bool
-) -> Iterator[tuple[tuple[str, str] | None, _Certificate | None]]:
+) -> tuple[ClientCertificate | None, _Certificate | None]:
     """The client certificate to present: the remote's own (clientcerts/), else client.crt;
-    when there is none and ``generate``, a new one in a private temporary directory (the
-    configuration gets it only once the remote is added)."""
+    when there is none and ``generate``, a new one (the configuration gets it only once the
+    remote is added)."""
     for certificate, key in (
         (directory / "clientcerts" / f"{name}.crt", directory / "clientcerts" / f"{name}.key"),
         (directory / "client.crt", directory / "client.key"),
     ):
         if certificate.exists() and key.exists():
-            yield (str(certificate), str(key)), None
-            return
+            return read_client_certificate(certificate, key), None
     if not generate:
-        yield None, None
-        return
+        return None, None
     new = _new_client_certificate()
-    with tempfile.TemporaryDirectory(prefix="incus-images-client-") as private:
-        certificate, key = Path(private, "client.crt"), Path(private, "client.key")
-        certificate.write_bytes(new.certificate)
-        fd = os.open(key, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "wb") as file:
-            file.write(new.key)
-        yield (str(certificate), str(key)), new
+    return ClientCertificate(new.certificate, new.key, "the new client certificate"), new
 
 
 def _peer_certificate(host: str, port: int, context: ssl.SSLContext, timeout: float) -> bytes:
@@ -139,6 +134,10 @@ def _peer_certificate(host: str, port: int, context: ssl.SSLContext, timeout: fl
     if not der:
         raise ssl.SSLError("the server showed no certificate")
     return der
+
+
+def _pinned(server_pem: str) -> TrustedCertificates:
+    return trusted_certificates(server_pem.encode("ascii"), "the server's certificate")
 
 
 def _fingerprint(der: bytes) -> str:
@@ -345,7 +344,7 @@ def _add_from_token(
     for address in token.addresses:
         url = f"https://{address}"
         try:
-            der = _peer_certificate(*host_port(address), _insecure_context(), probe_timeout)
+            der = _peer_certificate(*host_port(address), client_context(False), probe_timeout)
         except (OSError, ssl.SSLError) as exc:
             tried.append(
                 f"{url} ({exc.strerror if isinstance(exc, OSError) and exc.strerror else exc})"
@@ -375,38 +374,36 @@ def _redeem(
     project: str | None,
     timeout: float | None,
 ) -> _Added:
-    with _client_certificate_files(directory, name, generate=True) as (pair, new):
-        assert pair is not None
-        context = _pinned_context(server_pem)
-        _load_client_certificate(context, pair)
-        server = _Server(url, context, timeout)
-        try:
-            # A client certificate the server trusts already (added before) needs no token:
-            # it is not sent, and stays usable.
-            if server.info()["auth"] != "trusted":
-                call = Call(
-                    method="POST",
-                    path="/1.0/certificates",
-                    action=f"join with the trust token for {token.client_name!r}",
-                    json={"trust_token": token.encoded},
-                )
-                try:
-                    server.send(call)
-                except ForbiddenError as exc:
-                    raise exc._amended(
-                        f"{url} refused the trust token for {token.client_name!r}: "
-                        f"{exc.server_message} (a token works once, until it expires or is "
-                        "revoked: ask the server for a new one)"
-                    ) from None
-            info = server.info()
-            if info["auth"] != "trusted":
-                raise ForbiddenError(
-                    f"{url} accepted the trust token but does not trust this client",
-                    server=url,
-                )
-            chosen = server.project(project, info)
-        finally:
-            server.close()
+    client, new = _client_certificate(directory, name, generate=True)
+    context = client_context(_pinned(server_pem), client)
+    server = _Server(url, context, timeout)
+    try:
+        # A client certificate the server trusts already (added before) needs no token:
+        # it is not sent, and stays usable.
+        if server.info()["auth"] != "trusted":
+            call = Call(
+                method="POST",
+                path="/1.0/certificates",
+                action=f"join with the trust token for {token.client_name!r}",
+                json={"trust_token": token.encoded},
+            )
+            try:
+                server.send(call)
+            except ForbiddenError as exc:
+                raise exc._amended(
+                    f"{url} refused the trust token for {token.client_name!r}: "
+                    f"{exc.server_message} (a token works once, until it expires or is "
+                    "revoked: ask the server for a new one)"
+                ) from None
+        info = server.info()
+        if info["auth"] != "trusted":
+            raise ForbiddenError(
+                f"{url} accepted the trust token but does not trust this client",
+                server=url,
+            )
+        chosen = server.project(project, info)
+    finally:
+        server.close()
     entry: dict[str, Any] = {"addr": url}
     if chosen:
         entry["project"] = chosen
@@ -427,10 +424,10 @@ def _add_from_url(
     probe_timeout = 10.0 if timeout is None else timeout
     server_pem = None
     try:
-        _peer_certificate(host, port, _verified_context(None), probe_timeout)
+        _peer_certificate(host, port, client_context(True), probe_timeout)
     except ssl.SSLCertVerificationError as exc:
         try:
-            der = _peer_certificate(host, port, _insecure_context(), probe_timeout)
+            der = _peer_certificate(host, port, client_context(False), probe_timeout)
         except (OSError, ssl.SSLError) as again:
             raise _connection_failed(url, again) from None
         if not accept:
@@ -443,30 +440,28 @@ def _add_from_url(
         server_pem = ssl.DER_cert_to_PEM_cert(der)
     except OSError as exc:
         raise _connection_failed(url, exc) from None
-    context = _pinned_context(server_pem) if server_pem else _verified_context(None)
-    with _client_certificate_files(directory, name, generate=False) as (pair, _):
-        if pair is not None and not public:
-            _load_client_certificate(context, pair)
-        server = _Server(url, context, timeout)
-        try:
-            info = server.info()
-            if public or info.get("public") is True:
-                # As the CLI writes a public remote: address and public only.
-                return _Added(entry={"addr": url, "public": True}, server_pem=server_pem)
-            methods = info.get("auth_methods")
-            if isinstance(methods, list) and "tls" not in methods:
-                raise InvalidInputError(f"{url} does not accept client certificates (tls)")
-            if info["auth"] != "trusted":
-                which = f"the client certificate {pair[0]}" if pair else "no client certificate"
-                raise ForbiddenError(
-                    f"{url} does not trust this client ({which}): add the remote with a trust "
-                    "token (`incus config trust add NAME` on the server prints one), or with "
-                    "public=True if it is a public image server",
-                    server=url,
-                )
-            chosen = server.project(project, info)
-        finally:
-            server.close()
+    client, _ = _client_certificate(directory, name, generate=False)
+    verify = _pinned(server_pem) if server_pem else True
+    server = _Server(url, client_context(verify, None if public else client), timeout)
+    try:
+        info = server.info()
+        if public or info.get("public") is True:
+            # As the CLI writes a public remote: address and public only.
+            return _Added(entry={"addr": url, "public": True}, server_pem=server_pem)
+        methods = info.get("auth_methods")
+        if isinstance(methods, list) and "tls" not in methods:
+            raise InvalidInputError(f"{url} does not accept client certificates (tls)")
+        if info["auth"] != "trusted":
+            which = client.where if client else "no client certificate"
+            raise ForbiddenError(
+                f"{url} does not trust this client ({which}): add the remote with a trust "
+                "token (`incus config trust add NAME` on the server prints one), or with "
+                "public=True if it is a public image server",
+                server=url,
+            )
+        chosen = server.project(project, info)
+    finally:
+        server.close()
     entry: dict[str, Any] = {"addr": url, "auth_type": "tls"}
     if chosen:
         entry["project"] = chosen

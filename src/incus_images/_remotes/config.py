@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import pwd
 import re
-import ssl
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -50,8 +49,6 @@ aliases: {}
 
 #: Far larger than any CLI configuration; a bigger file is not one.
 _MAX_CONFIG_BYTES = 1024 * 1024
-#: Far larger than any certificate the CLI pins.
-_MAX_CERTIFICATE_BYTES = 256 * 1024
 #: Longest answer add_remote reads: GET /1.0 and the project list are a few KiB.
 _MAX_ANSWER_BYTES = 4 * 1024 * 1024
 #: Longest remote name: it names the file servercerts/<name>.crt, and stays a plain YAML key
@@ -66,9 +63,6 @@ _YAML_FALSE = frozenset(
     {"n", "N", "no", "No", "NO", "false", "False", "FALSE", "off", "Off", "OFF"}
 )
 _NULL_TAG = "tag:yaml.org,2002:null"
-_PEM_CERTIFICATE = re.compile(
-    r"-----BEGIN CERTIFICATE-----\r?\n[A-Za-z0-9+/=\r\n]+-----END CERTIFICATE-----"
-)
 
 
 # --------------------------------------------------------------------------------------------
@@ -370,25 +364,3 @@ def _remote(
         client_key=client_key,
         client_ca=client_ca,
     )
-
-
-def _read_pem(path: Path, what: str) -> str:
-    """A PEM certificate file's text, checked, or InvalidInputError naming the file."""
-    try:
-        with open(path, "rb") as file:
-            data = file.read(_MAX_CERTIFICATE_BYTES + 1)
-    except OSError as exc:
-        raise InvalidInputError(f"Cannot read {what} {path}: {exc}") from None
-    pem = data.decode("ascii", errors="replace")
-    match = _PEM_CERTIFICATE.search(pem)
-    if len(data) > _MAX_CERTIFICATE_BYTES or match is None:
-        raise InvalidInputError(f"{what} {path} holds no PEM certificate")
-    try:
-        ssl.PEM_cert_to_DER_cert(match.group(0))
-    except ValueError:
-        raise InvalidInputError(f"{what} {path} holds no valid PEM certificate") from None
-    return pem
-
-
-def _existing(path: Path | None) -> Path | None:
-    return path if path is not None and path.exists() else None
