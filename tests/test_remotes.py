@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import socket
 import ssl
 import stat
@@ -289,7 +290,7 @@ def test_a_config_that_is_not_text_or_too_large_is_refused(conf: Path) -> None:
         load_remotes()
     path.unlink()
     path.mkdir()  # a directory where the file should be
-    with pytest.raises(InvalidInputError, match="Cannot read"):
+    with pytest.raises(InvalidInputError, match="is a directory, not a regular file"):
         load_remotes()
 
 
@@ -801,3 +802,119 @@ def test_a_client_certificate_that_appeared_meanwhile_is_not_overwritten(
         _save(conf, conf / "config.yml", "prod", added(client=pair))
     assert (conf / "client.crt").read_text() == "theirs"
     assert not (conf / "config.yml").exists()
+
+
+# --------------------------------------------------------------------------------------------
+# Files of the configuration that are not what they should be (issue 14, item 7): each is
+# refused with an InvalidInputError naming it, and none can make a call hang.
+
+
+def _fifo(path: Path) -> None:
+    os.mkfifo(path)
+
+
+def _directory(path: Path) -> None:
+    path.mkdir()
+
+
+def _oversize(path: Path) -> None:
+    # Valid content first: only the size is wrong.
+    path.write_bytes(VALID[path.name] + b"#" * (1024 * 1024))
+
+
+def _dev_zero(path: Path) -> None:
+    path.symlink_to("/dev/zero")
+
+
+def _garbage(path: Path) -> None:
+    path.write_bytes(bytes(range(256)) * 16)
+
+
+FAULTS = {
+    "fifo": _fifo,
+    "directory": _directory,
+    "oversize": _oversize,
+    "dev-zero": _dev_zero,
+    "garbage": _garbage,
+}
+
+#: What each file holds when it is right (filled in by the files fixture).
+VALID: dict[str, bytes] = {}
+
+
+@pytest.fixture
+def files(conf: Path, tmp_path: Path, pair: _Certificate) -> dict[str, Path]:
+    """A working configuration with a remote 'prod', a client certificate and a pinned server
+    certificate, and a system-wide configuration; the paths of its files by role."""
+    write(conf / "config.yml", CLI_CONFIG)
+    with_client_certificate(conf, pair)
+    write(conf / "servercerts" / "prod.crt", pair.certificate.decode())
+    write(tmp_path / "global" / "config.yml", "remotes:\n  shared: {addr: 'https://s:1'}\n")
+    VALID.update(
+        {
+            "config.yml": CLI_CONFIG.encode(),
+            "client.crt": pair.certificate,
+            "client.key": pair.key,
+            "client.ca": pair.certificate,
+            "prod.crt": pair.certificate,
+        }
+    )
+    assert remote_endpoint("prod").endpoint is not None
+    return {
+        "config.yml": conf / "config.yml",
+        "global config.yml": tmp_path / "global" / "config.yml",
+        "servercerts/prod.crt": conf / "servercerts" / "prod.crt",
+        "client.crt": conf / "client.crt",
+        "client.key": conf / "client.key",
+        "client.ca": conf / "client.ca",
+    }
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("fault", sorted(FAULTS))
+@pytest.mark.parametrize(
+    "role",
+    [
+        "config.yml",
+        "global config.yml",
+        "servercerts/prod.crt",
+        "client.crt",
+        "client.key",
+        "client.ca",
+    ],
+)
+def test_a_file_of_the_configuration_that_is_no_file_of_its_kind_is_refused(
+    files: dict[str, Path], role: str, fault: str
+) -> None:
+    path = files[role]
+    if role == "client.ca":
+        # client.ca is read when no server certificate is pinned.
+        files["servercerts/prod.crt"].unlink()
+    if fault == "oversize" and role == "global config.yml":
+        VALID["config.yml"] = path.read_bytes()
+    path.unlink(missing_ok=True)
+    FAULTS[fault](path)
+    with pytest.raises(InvalidInputError) as caught:
+        remote_endpoint("prod")
+    assert str(path) in str(caught.value)
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize(
+    "nested",
+    ["[" * 100_000 + "]" * 100_000, "{a: " * 100_000 + "}" * 100_000, "- " * 100_000 + "x"],
+)
+def test_a_deeply_nested_config_is_refused_naming_it(conf: Path, nested: str) -> None:
+    path = write(conf / "config.yml", f"remotes:\n  x:\n    {nested}\n")
+    with pytest.raises(InvalidInputError, match="nests deeper than") as caught:
+        load_remotes()
+    assert str(path) in str(caught.value)
+
+
+@pytest.mark.timeout(30)
+def test_add_remote_refuses_a_config_that_is_a_fifo_before_anything_is_sent(conf: Path) -> None:
+    conf.mkdir()
+    os.mkfifo(conf / "config.yml")
+    with pytest.raises(InvalidInputError, match="is a FIFO, not a regular file") as caught:
+        add_remote("new", "https://127.0.0.1:9")
+    assert str(conf / "config.yml") in str(caught.value)

@@ -10,7 +10,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .._errors import InvalidInputError
-from .config import _DEFAULT_CONFIG_YAML, _NO_FOLDING, CONFIG_FILE, _pairs, _read_config_node
+from .config import (
+    _DEFAULT_CONFIG_YAML,
+    _NO_FOLDING,
+    CONFIG_FILE,
+    _pairs,
+    compose_config,
+    read_config_text,
+)
 
 if TYPE_CHECKING:
     from .adding import _Added
@@ -48,8 +55,9 @@ def _config_text(path: Path | None, name: str, entry: Mapping[str, Any]) -> str:
     the CLI's would (without them the CLI would lose its ``images`` remote)."""
     import yaml
 
-    if path is not None and path.exists():
-        root = _read_config_node(path)
+    text_ = None if path is None else read_config_text(path)
+    if path is not None and text_ is not None:
+        root = compose_config(text_, path)
         _pairs(root, "the document", path)  # still a mapping (or empty), as when it was read
     else:
         root = yaml.compose(_DEFAULT_CONFIG_YAML, Loader=yaml.SafeLoader)
