@@ -365,7 +365,7 @@ def test_a_remote_object_is_accepted(tmp_path: Path) -> None:
     other = tmp_path / "other"
     write(other / "config.yml", CLI_CONFIG.replace("project: default", "project: dev"))
     remote = load_remotes(other).remote("prod")
-    with pytest.raises(InvalidInputError, match="client certificate and key"):
+    with pytest.raises(InvalidInputError, match="needs the client certificate"):
         Client(remote=remote)
     local = load_remotes(other).remote("local")
     assert Client(remote=local).project is None
@@ -918,3 +918,35 @@ def test_add_remote_refuses_a_config_that_is_a_fifo_before_anything_is_sent(conf
     with pytest.raises(InvalidInputError, match="is a FIFO, not a regular file") as caught:
         add_remote("new", "https://127.0.0.1:9")
     assert str(conf / "config.yml") in str(caught.value)
+
+
+# --------------------------------------------------------------------------------------------
+# Half a client key pair (issue 14, item 6): refused before anything is sent (a connection
+# attempt fails these tests: no_network).
+
+
+@pytest.mark.parametrize(
+    ("there", "missing"), [("client.key", "client.crt"), ("client.crt", "client.key")]
+)
+def test_half_a_client_key_pair_is_refused_before_anything_is_sent(
+    conf: Path, pair: _Certificate, there: str, missing: str
+) -> None:
+    write(conf / there, (pair.key if there == "client.key" else pair.certificate).decode())
+    before = tree(conf)
+    for target in (token(), "https://127.0.0.1:9"):
+        with pytest.raises(InvalidInputError, match="go together") as caught:
+            add_remote("prod", target)
+        message = str(caught.value)
+        assert f"{conf / there} is there but {conf / missing} is not" in message
+        assert "nothing was sent" in message
+    assert tree(conf) == before
+
+
+def test_a_remote_with_half_a_client_key_pair_names_the_missing_file(
+    conf: Path, pair: _Certificate
+) -> None:
+    write(conf / "config.yml", CLI_CONFIG)
+    write(conf / "client.crt", pair.certificate.decode())
+    with pytest.raises(InvalidInputError, match=r"client\.key does not exist") as caught:
+        Client(remote="prod")
+    assert str(conf / "client.crt") not in str(caught.value).split(";")[1]

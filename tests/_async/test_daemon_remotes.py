@@ -131,6 +131,12 @@ def files(directory: Path) -> dict[str, str]:
     }
 
 
+def trusted_fingerprints(server: Server) -> set[str]:
+    """The fingerprints of the certificates the daemon trusts."""
+    listed = server.daemon.request("GET", "/1.0/certificates?recursion=1")["metadata"]
+    return {entry["fingerprint"] for entry in listed}
+
+
 def trusted_configuration(conf: Path, certificates: Certificates) -> None:
     """A configuration holding a client certificate the daemon trusts already."""
     conf.mkdir(parents=True, exist_ok=True)
@@ -416,3 +422,29 @@ async def test_a_server_with_another_certificate_never_sees_the_token(
         add_remote("prod", retokened(token, fingerprint=other))
     assert files(isolated) == {}
     add_remote("prod", token)  # never sent: still good
+
+
+# --------------------------------------------------------------------------------------------
+# Half a client key pair spends no token (issue 14, item 6).
+
+
+async def test_half_a_client_key_pair_spends_no_token(
+    server: Server, isolated: Path, tmp_path: Path
+) -> None:
+    token = new_token(server, tmp_path)
+    before = trusted_fingerprints(server)
+    isolated.mkdir(parents=True)
+    halves = {
+        "client.crt": server.certificates.client_cert,
+        "client.key": server.certificates.client_key,
+    }
+    for there, source in halves.items():
+        shutil.copy(source, isolated / there)
+        with pytest.raises(InvalidInputError, match="go together") as caught:
+            add_remote("prod", token)
+        assert str(isolated / there) in str(caught.value)
+        (isolated / there).unlink()
+    assert trusted_fingerprints(server) == before
+    assert files(isolated) == {}
+    add_remote("prod", token)  # never sent: still good
+    assert image_fingerprints(isolated, "prod") == []

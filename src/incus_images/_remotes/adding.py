@@ -23,6 +23,7 @@ from .._endpoint import parse_endpoint
 from .._errors import ForbiddenError, IncusConnectionError, InvalidInputError
 from .._logging import log_answer
 from .._protocol import Call, Envelope, named_path, parse_envelope, transport_error, unexpected
+from .._small_files import exists
 from .._tls import (
     ClientCertificate,
     TrustedCertificates,
@@ -109,15 +110,24 @@ def _new_client_certificate() -> _Certificate:
 def _client_certificate(
     directory: Path, name: str, *, generate: bool
 ) -> tuple[ClientCertificate | None, _Certificate | None]:
-    """The client certificate to present: the remote's own (clientcerts/), else client.crt;
-    when there is none and ``generate``, a new one (the configuration gets it only once the
-    remote is added)."""
-    for certificate, key in (
-        (directory / "clientcerts" / f"{name}.crt", directory / "clientcerts" / f"{name}.key"),
-        (directory / "client.crt", directory / "client.key"),
-    ):
-        if certificate.exists() and key.exists():
-            return read_client_certificate(certificate, key), None
+    """The client certificate to present: the remote's own (clientcerts/, when both files
+    are there, as the CLI takes it), else client.crt and client.key; when there is none and
+    ``generate``, a new one (the configuration gets it only once the server trusts it).
+    Half a pair is refused: the CLI could not use it, and making a new one would need the
+    place the half holds."""
+    own = directory / "clientcerts" / f"{name}.crt", directory / "clientcerts" / f"{name}.key"
+    if exists(own[0]) and exists(own[1]):
+        return read_client_certificate(*own), None
+    certificate, key = directory / "client.crt", directory / "client.key"
+    if exists(certificate) and exists(key):
+        return read_client_certificate(certificate, key), None
+    if exists(certificate) or exists(key):
+        there, missing = (certificate, key) if exists(certificate) else (key, certificate)
+        raise InvalidInputError(
+            f"{there} is there but {missing} is not: a client certificate and its key go "
+            f"together. Put {missing.name} back, or move {there.name} away so that a new pair "
+            "is made; nothing was sent"
+        )
     if not generate:
         return None, None
     new = _new_client_certificate()
@@ -290,9 +300,9 @@ def add_remote(
     if "://" in value or "." in value or ":" in value:
         if is_public and wanted is not None:
             raise InvalidInputError("a public remote has no project: leave project= out")
-        added = _add_from_url(
-            _https_url(value), config.directory, checked, accept, is_public, wanted, limit
-        )
+        url = _https_url(value)
+        client, _ = _client_certificate(config.directory, checked, generate=False)
+        added = _add_from_url(url, client, accept, is_public, wanted, limit)
     else:
         if is_public:
             raise InvalidInputError(
@@ -306,7 +316,10 @@ def add_remote(
                 f"{token.expires_at.isoformat()}: ask the server for a new one "
                 "(`incus config trust add NAME`); nothing was sent"
             )
-        added = _add_from_token(token, config.directory, checked, wanted, limit)
+        # Chosen before anything is sent: half a key pair is refused, not redeemed for.
+        client, new = _client_certificate(config.directory, checked, generate=True)
+        assert client is not None
+        added = _add_from_token(token, client, new, wanted, limit)
     _save(config.directory, config.path, checked, added)
     return load_remotes(config.directory).remote(checked)
 
@@ -337,7 +350,11 @@ def _connection_failed(url: str, exc: OSError) -> IncusConnectionError:
 
 
 def _add_from_token(
-    token: TrustToken, directory: Path, name: str, project: str | None, timeout: float | None
+    token: TrustToken,
+    client: ClientCertificate,
+    new: _Certificate | None,
+    project: str | None,
+    timeout: float | None,
 ) -> _Added:
     probe_timeout = 10.0 if timeout is None else timeout
     tried = []
@@ -359,7 +376,7 @@ def _add_from_token(
                 server=url,
             )
         server_pem = ssl.DER_cert_to_PEM_cert(der)
-        return _redeem(token, url, server_pem, directory, name, project, timeout)
+        return _redeem(token, url, server_pem, client, new, project, timeout)
     raise IncusConnectionError(
         "None of the trust token's addresses answers; tried: " + "; ".join(tried)
     )
@@ -369,12 +386,11 @@ def _redeem(
     token: TrustToken,
     url: str,
     server_pem: str,
-    directory: Path,
-    name: str,
+    client: ClientCertificate,
+    new: _Certificate | None,
     project: str | None,
     timeout: float | None,
 ) -> _Added:
-    client, new = _client_certificate(directory, name, generate=True)
     context = client_context(_pinned(server_pem), client)
     server = _Server(url, context, timeout)
     try:
@@ -413,8 +429,7 @@ def _redeem(
 
 def _add_from_url(
     url: str,
-    directory: Path,
-    name: str,
+    client: ClientCertificate | None,
     accept: bool,
     public: bool,
     project: str | None,
@@ -440,7 +455,6 @@ def _add_from_url(
         server_pem = ssl.DER_cert_to_PEM_cert(der)
     except OSError as exc:
         raise _connection_failed(url, exc) from None
-    client, _ = _client_certificate(directory, name, generate=False)
     verify = _pinned(server_pem) if server_pem else True
     server = _Server(url, client_context(verify, None if public else client), timeout)
     try:

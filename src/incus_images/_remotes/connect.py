@@ -83,11 +83,13 @@ def remote_endpoint(remote: object) -> RemoteTarget:
     client = None
     if not found.public:
         certificate, key = found.client_certificate, found.client_key
-        if certificate is None or key is None or not exists(certificate) or not exists(key):
+        missing = [str(path) for path in (certificate, key) if path is None or not exists(path)]
+        if missing or certificate is None or key is None:
             raise InvalidInputError(
-                f"Remote {found.name!r} needs the client certificate and key "
-                f"{certificate} and {key}, which do not exist "
-                "(add the remote with a trust token to make them)"
+                f"Remote {found.name!r} needs the client certificate {certificate} and its "
+                f"key {key}; {' and '.join(missing)} "
+                f"{'does' if len(missing) == 1 else 'do'} not exist (add the remote with a "
+                "trust token to make them)"
             )
         client = read_client_certificate(certificate, key)
     verify: TrustedCertificates | bool = True
