@@ -12,7 +12,6 @@ one of them (flavour-neutral: not generated).
 
 from __future__ import annotations
 
-import contextlib
 import ipaddress
 import socket
 import ssl
@@ -159,8 +158,9 @@ def self_signed(
 
 class TlsServer:
     """An HTTPS server on 127.0.0.1 showing one certificate chain; it answers every request
-    with SERVER_INFO and closes the connection. With ``clients`` (PEM), it asks for a client
-    certificate issued by one of those and records what each client showed."""
+    with ``info`` (SERVER_INFO unless changed) and closes the connection. With ``clients``
+    (PEM), it asks for a client certificate issued by one of those and records what each
+    client showed."""
 
     def __init__(self, shown: Issued, directory: Path, *, clients: bytes | None = None) -> None:
         directory.mkdir(parents=True, exist_ok=True)
@@ -173,7 +173,7 @@ class TlsServer:
             self._context.load_verify_locations(cadata=clients.decode())
             self._context.verify_mode = ssl.CERT_OPTIONAL
         self._host = "127.0.0.1"
-        self._stopping = False
+        self.info = dict(SERVER_INFO)
         self._listener: socket.socket | None = None
         self._thread: threading.Thread | None = None
         self.requests: list[str] = []
@@ -201,13 +201,8 @@ class TlsServer:
         traceback: TracebackType | None,
     ) -> None:
         assert self._listener is not None and self._thread is not None
-        # A connection of its own wakes the accept; then the listener is closed.
-        self._stopping = True
-        with (
-            contextlib.suppress(OSError),
-            socket.create_connection((self._host, self.port), timeout=5),
-        ):
-            pass
+        # Shutting the listener down wakes the accept (Linux), and it returns an error.
+        self._listener.shutdown(socket.SHUT_RDWR)
         self._thread.join(10)
         self._listener.close()
 
@@ -217,9 +212,6 @@ class TlsServer:
             try:
                 connection, _ = self._listener.accept()
             except OSError:
-                return
-            if self._stopping:
-                connection.close()
                 return
             with connection:
                 connection.settimeout(10)
@@ -237,7 +229,7 @@ class TlsServer:
                     received += chunk
                 method, target, _ = received.split(b"\r\n", 1)[0].decode().split(" ", 2)
                 self.requests.append(f"{method} {target}")
-                tls.sendall(_closing(SERVER_INFO))
+                tls.sendall(_closing(self.info))
         except (OSError, ssl.SSLError, ValueError):
             return
 

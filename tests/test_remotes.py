@@ -14,13 +14,13 @@ import os
 import socket
 import ssl
 import stat
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-import incus_images._remotes.adding as adding_module
 import incus_images._remotes.files as files_module
 from incus_images import (
     AsyncClient,
@@ -72,12 +72,18 @@ def conf(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 @pytest.fixture(autouse=True)
-def no_network(monkeypatch: pytest.MonkeyPatch) -> None:
+def no_network(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[object]]:
+    """Connecting fails, and fails the test: add_remote probes in threads of its own, which
+    report what they meet as the call's error, so the attempts are checked at the end too."""
+    attempts: list[object] = []
+
     def refuse(*args: Any, **kwargs: Any) -> None:
+        attempts.append(args)
         raise AssertionError(f"a unit test tried to connect: {args!r}")
 
     monkeypatch.setattr(socket, "create_connection", refuse)
-    monkeypatch.setattr(adding_module.socket, "create_connection", refuse)
+    yield attempts
+    assert not attempts, f"a unit test tried to connect: {attempts}"
 
 
 @pytest.fixture(scope="module")
@@ -921,8 +927,8 @@ def test_add_remote_refuses_a_config_that_is_a_fifo_before_anything_is_sent(conf
 
 
 # --------------------------------------------------------------------------------------------
-# Half a client key pair (issue 14, item 6): refused before anything is sent (a connection
-# attempt fails these tests: no_network).
+# What add_remote checks before anything is sent (issue 14, items 5 and 6). A connection
+# attempt fails these tests (no_network).
 
 
 @pytest.mark.parametrize(
@@ -939,7 +945,7 @@ def test_half_a_client_key_pair_is_refused_before_anything_is_sent(
         message = str(caught.value)
         assert f"{conf / there} is there but {conf / missing} is not" in message
         assert "nothing was sent" in message
-    assert tree(conf) == before
+    assert tree(conf) == dict(before, **{"config.yml.lock": "0o644"})
 
 
 def test_a_remote_with_half_a_client_key_pair_names_the_missing_file(
@@ -950,3 +956,22 @@ def test_a_remote_with_half_a_client_key_pair_names_the_missing_file(
     with pytest.raises(InvalidInputError, match=r"client\.key does not exist") as caught:
         Client(remote="prod")
     assert str(conf / "client.crt") not in str(caught.value).split(";")[1]
+
+
+def test_a_configuration_that_cannot_take_the_remote_is_refused_before_anything_is_sent(
+    conf: Path, pair: _Certificate
+) -> None:
+    with_client_certificate(conf, pair)
+    write(conf / "servercerts", "a file where the directory should be")
+    with pytest.raises(InvalidInputError, match="servercerts is not a directory") as caught:
+        add_remote("prod", token())
+    assert "nothing was sent" in str(caught.value)
+
+
+def test_a_client_certificate_that_does_not_load_is_refused_before_anything_is_sent(
+    conf: Path, pair: _Certificate
+) -> None:
+    write(conf / "client.crt", pair.certificate.decode())
+    write(conf / "client.key", _new_client_certificate().key.decode(), 0o600)  # another's
+    with pytest.raises(InvalidInputError, match="cannot load the client certificate"):
+        add_remote("prod", token())

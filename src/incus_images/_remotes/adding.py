@@ -20,7 +20,7 @@ import attrs
 import httpx
 
 from .._endpoint import parse_endpoint
-from .._errors import ForbiddenError, IncusConnectionError, InvalidInputError
+from .._errors import ForbiddenError, IncusConnectionError, IncusError, InvalidInputError
 from .._logging import log_answer
 from .._protocol import Call, Envelope, named_path, parse_envelope, transport_error, unexpected
 from .._small_files import exists
@@ -32,8 +32,22 @@ from .._tls import (
     trusted_certificates,
 )
 from .._validate import boolean, seconds, text
-from .config import _MAX_ANSWER_BYTES, Remote, load_remotes, remote_name
-from .files import _save
+from .config import (
+    _MAX_ANSWER_BYTES,
+    CONFIG_FILE,
+    Remote,
+    _given_directory,
+    load_remotes,
+    remote_name,
+)
+from .files import (
+    _config_text,
+    _save,
+    check_writable,
+    configuration_lock,
+    keep_client_certificate,
+    kept_note,
+)
 from .tokens import TrustToken, decode_token, host_port
 
 # --------------------------------------------------------------------------------------------
@@ -105,6 +119,11 @@ def _new_client_certificate() -> _Certificate:
             serialization.NoEncryption(),
         ),
     )
+
+
+#: Without a timeout (timeout=None), how long add_remote waits while another holds the
+#: configuration's lock: one that holds it longer is stuck, not busy.
+LOCK_WAIT_WITHOUT_TIMEOUT = 60.0
 
 
 def _client_certificate(
@@ -221,8 +240,7 @@ class _Server:
             return ""
         raise InvalidInputError(
             f"{self.url} lets this client use several projects ({', '.join(names)}) and not "
-            "the default one: name the one to use with project= (the server trusts this "
-            "client now: add the remote again with its URL instead of the token)"
+            "the default one: name the one to use with project="
         )
 
 
@@ -275,10 +293,18 @@ def add_remote(
     ``project`` is the project the remote uses (checked on the server); None: as the CLI
     chooses (the only project this client may use, else the default one). ``config_dir``:
     the CLI's configuration directory (None: ``$INCUS_CONF``, else ``~/.config/incus``).
+    ``timeout`` bounds waiting for the lock and each step with the server (None: no bound,
+    but the lock is waited for at most 60 s, and a server's certificate at most 10 s).
 
+    Calls in several processes may add remotes to one configuration at once: each holds an
+    advisory lock (``config.yml.lock`` beside config.yml, which stays) while it reads, adds
+    and writes. Everything that can be checked locally (the configuration, the client
+    certificate, that the files can be written) is checked before anything is sent.
     config.yml, ``servercerts/<name>.crt`` and a new ``client.crt``/``client.key`` (mode
     0600) are written atomically, and only once the remote is added: a failure writes
-    nothing. A remote of that name that exists already is refused, as the CLI does.
+    nothing, except a new client certificate that a redeemed token made the server trust
+    (kept, so that the server's trust is not lost). A remote of that name that exists
+    already is refused, as the CLI does.
     """
     checked = remote_name(name, "remote")
     value = text(token_or_url, "token_or_url", empty=False).strip()
@@ -286,23 +312,11 @@ def add_remote(
     is_public = boolean(public, "public")
     wanted = None if project is None else text(project, "project", empty=False)
     limit = seconds(timeout, "timeout")
-    config = load_remotes(config_dir)
-    if config.directory is None:
-        raise InvalidInputError(
-            "There is no configuration directory to add the remote to: set $INCUS_CONF or "
-            "$HOME, or pass config_dir="
-        )
-    if checked in config.remotes:
-        raise InvalidInputError(
-            f"Remote {checked!r} exists already as <{config.remotes[checked].addr}> in "
-            f"{config.path}; remove it first (`incus remote remove {checked}`)"
-        )
+    token = url = None
     if "://" in value or "." in value or ":" in value:
         if is_public and wanted is not None:
             raise InvalidInputError("a public remote has no project: leave project= out")
         url = _https_url(value)
-        client, _ = _client_certificate(config.directory, checked, generate=False)
-        added = _add_from_url(url, client, accept, is_public, wanted, limit)
     else:
         if is_public:
             raise InvalidInputError(
@@ -316,12 +330,42 @@ def add_remote(
                 f"{token.expires_at.isoformat()}: ask the server for a new one "
                 "(`incus config trust add NAME`); nothing was sent"
             )
-        # Chosen before anything is sent: half a key pair is refused, not redeemed for.
-        client, new = _client_certificate(config.directory, checked, generate=True)
-        assert client is not None
-        added = _add_from_token(token, client, new, wanted, limit)
-    _save(config.directory, config.path, checked, added)
-    return load_remotes(config.directory).remote(checked)
+    directory = _given_directory(config_dir)
+    if directory is None:
+        raise InvalidInputError(
+            "There is no configuration directory to add the remote to: set $INCUS_CONF or "
+            "$HOME, or pass config_dir="
+        )
+    with configuration_lock(directory, LOCK_WAIT_WITHOUT_TIMEOUT if limit is None else limit):
+        client, new = _checked_locally(directory, checked, generate=token is not None)
+        if token is not None:
+            assert client is not None
+            added = _add_from_token(token, directory, client, new, wanted, limit)
+        else:
+            assert url is not None
+            added = _add_from_url(url, client, accept, is_public, wanted, limit)
+        _save(directory, directory / CONFIG_FILE, checked, added)
+        return load_remotes(directory).remote(checked)
+
+
+def _checked_locally(
+    directory: Path, name: str, *, generate: bool
+) -> tuple[ClientCertificate | None, _Certificate | None]:
+    """Check, under the lock and before anything is sent, that the remote can be added here
+    (the configuration reads, has no remote of that name, and can take it; the files can be
+    written; the client certificate loads); return the client certificate to present."""
+    config = load_remotes(directory)
+    if name in config.remotes:
+        raise InvalidInputError(
+            f"Remote {name!r} exists already as <{config.remotes[name].addr}> in "
+            f"{config.path}; remove it first (`incus remote remove {name}`)"
+        )
+    _config_text(directory / CONFIG_FILE, name, {"addr": "https://check:8443"})
+    check_writable(directory)
+    client, new = _client_certificate(directory, name, generate=generate)
+    if client is not None:
+        client_context(False, client)  # a certificate that does not load is refused now
+    return client, new
 
 
 def _https_url(value: str) -> str:
@@ -351,6 +395,7 @@ def _connection_failed(url: str, exc: OSError) -> IncusConnectionError:
 
 def _add_from_token(
     token: TrustToken,
+    directory: Path,
     client: ClientCertificate,
     new: _Certificate | None,
     project: str | None,
@@ -376,7 +421,7 @@ def _add_from_token(
                 server=url,
             )
         server_pem = ssl.DER_cert_to_PEM_cert(der)
-        return _redeem(token, url, server_pem, client, new, project, timeout)
+        return _redeem(token, url, server_pem, directory, client, new, project, timeout)
     raise IncusConnectionError(
         "None of the trust token's addresses answers; tried: " + "; ".join(tried)
     )
@@ -386,6 +431,7 @@ def _redeem(
     token: TrustToken,
     url: str,
     server_pem: str,
+    directory: Path,
     client: ClientCertificate,
     new: _Certificate | None,
     project: str | None,
@@ -393,6 +439,7 @@ def _redeem(
 ) -> _Added:
     context = client_context(_pinned(server_pem), client)
     server = _Server(url, context, timeout)
+    redeemed = False
     try:
         # A client certificate the server trusts already (added before) needs no token:
         # it is not sent, and stays usable.
@@ -411,6 +458,7 @@ def _redeem(
                     f"{exc.server_message} (a token works once, until it expires or is "
                     "revoked: ask the server for a new one)"
                 ) from None
+            redeemed = True
         info = server.info()
         if info["auth"] != "trusted":
             raise ForbiddenError(
@@ -418,6 +466,10 @@ def _redeem(
                 server=url,
             )
         chosen = server.project(project, info)
+    except IncusError as exc:
+        if redeemed:
+            _kept_after_redeeming(exc, directory, new)
+        raise
     finally:
         server.close()
     entry: dict[str, Any] = {"addr": url}
@@ -425,6 +477,25 @@ def _redeem(
         entry["project"] = chosen
     entry.update(protocol="incus", public=False)
     return _Added(entry=entry, server_pem=server_pem, client=new)
+
+
+def _kept_after_redeeming(exc: IncusError, directory: Path, new: _Certificate | None) -> None:
+    """After the server took the token, it trusts the client certificate: a new one is kept
+    (the remote can then be added by its URL), and the error says so."""
+    if new is not None:
+        try:
+            keep_client_certificate(directory, new)
+        except (OSError, IncusError) as failed:
+            exc.add_note(
+                f"The server trusts a new client certificate that could not be kept: {failed}"
+            )
+            return
+        exc.add_note(kept_note(directory))
+    else:
+        exc.add_note(
+            "The server trusts this client now: add the remote again with its URL instead "
+            "of the token"
+        )
 
 
 def _add_from_url(
