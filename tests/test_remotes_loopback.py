@@ -1,25 +1,29 @@
-"""add_remote against servers on loopback (issue 14, item 5): several processes adding to one
-configuration at once, and the configuration's lock.
+"""add_remote against servers on loopback (issue 14, items 5 and 9): several processes adding
+to one configuration at once, the configuration's lock, and a token whose addresses stall.
 
-Every server here is the test's own, on 127.0.0.0/8: TLS servers of tests/pki.py. The CLI's
-configuration is in tmp_path.
+Every server here is the test's own, on 127.0.0.0/8: TLS servers of tests/pki.py, and
+listeners that accept connections and never answer. The CLI's configuration is in tmp_path.
 """
 
 from __future__ import annotations
 
+import base64
 import fcntl
+import hashlib
 import json
+import os
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 import incus_images._remotes.adding as adding_module
-from incus_images import IncusTimeoutError, add_remote, load_remotes
-from tests.pki import TlsServer, self_signed
+from incus_images import IncusConnectionError, IncusTimeoutError, add_remote, load_remotes
+from tests.pki import Authority, TlsServer, self_signed
 
 #: A child process: waits for a line on stdin (so that all start together), adds each remote
 #: of its list, and prints what became of each as JSON.
@@ -128,3 +132,70 @@ def test_a_held_lock_is_waited_for_only_within_the_timeout(
     assert sorted(path.name for path in conf.iterdir()) == ["config.yml.lock"]
     # Released: the next call gets it.
     assert add_remote("r", server.url(), accept_certificate=True, config_dir=conf).public
+
+
+def token_for(addresses: list[str], der: bytes) -> str:
+    fields = {
+        "client_name": "tok",
+        "fingerprint": hashlib.sha256(der).hexdigest(),
+        "addresses": addresses,
+        "secret": "f3eaacd7d52974af94acaec117c56a22303f7b17e63749ebce26aa283ff70bb6",
+        "expires_at": "0001-01-01T00:00:00Z",
+    }
+    return base64.b64encode(json.dumps(fields).encode()).decode()
+
+
+@pytest.fixture
+def stalled() -> Iterator[list[str]]:
+    """Ten listeners on 127.0.0.2 to 127.0.0.11 whose connections are accepted (by the
+    kernel, into their backlog) and never answered."""
+    listeners = [socket.create_server((f"127.0.0.{host}", 0)) for host in range(2, 12)]
+    try:
+        yield [f"{listener.getsockname()[0]}:{listener.getsockname()[1]}" for listener in listeners]
+    finally:
+        for listener in listeners:
+            listener.close()
+
+
+@pytest.mark.timeout(60)
+def test_stalled_token_addresses_share_one_deadline(conf: Path, stalled: list[str]) -> None:
+    token = token_for(stalled, self_signed().der)
+    started = time.monotonic()
+    with pytest.raises(IncusTimeoutError) as caught:
+        add_remote("prod", token, config_dir=conf, timeout=1)
+    # A sanity guard on the promise (one deadline for the call), not a benchmark: each
+    # address took the whole timeout before, ten seconds in all.
+    assert time.monotonic() - started < 3 * 1
+    message = str(caught.value)
+    assert "timeout=1 s" in message
+    assert "nothing was sent" in message
+    for address in stalled:
+        assert f"https://{address} (no certificate in time)" in message
+    assert not (conf / "config.yml").exists()
+
+
+@pytest.mark.timeout(60)
+def test_a_stalled_address_hides_none_that_answers(
+    conf: Path, stalled: list[str], tmp_path: Path
+) -> None:
+    shown = Authority().issue(ips=["127.0.0.1"])
+    with TlsServer(shown, tmp_path / "real") as real:
+        real.info["auth"] = "trusted"  # the client is trusted already: the token is kept
+        url = real.url()
+        address = url.removeprefix("https://")
+        remote = add_remote("prod", token_for([*stalled, address], shown.der), config_dir=conf)
+    assert remote.addr == url
+    assert real.requests == ["GET /1.0", "GET /1.0"]
+    pinned = (conf / "servercerts" / "prod.crt").read_text()
+    assert pinned.startswith("-----BEGIN CERTIFICATE-----")
+
+
+@pytest.mark.timeout(60)
+def test_refused_addresses_are_named_with_their_reason(conf: Path) -> None:
+    refused = [f"127.0.0.1:{closed_port()}", f"127.0.0.1:{closed_port()}"]
+    with pytest.raises(IncusConnectionError, match="Connection refused") as caught:
+        add_remote("prod", token_for(refused, self_signed().der), config_dir=conf, timeout=5)
+    assert not isinstance(caught.value, IncusTimeoutError)
+    for address in refused:
+        assert f"https://{address}" in str(caught.value)
+    assert os.listdir(conf) == ["config.yml.lock"]

@@ -2,27 +2,21 @@
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import os
 import pwd
 import secrets
 import socket
 import ssl
-import time
-from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote, urlsplit
+from urllib.parse import urlsplit
 
 import attrs
-import httpx
 
 from .._endpoint import parse_endpoint
 from .._errors import ForbiddenError, IncusConnectionError, IncusError, InvalidInputError
-from .._logging import log_answer
-from .._protocol import Call, Envelope, named_path, parse_envelope, transport_error, unexpected
+from .._protocol import Call
 from .._small_files import exists
 from .._tls import (
     ClientCertificate,
@@ -32,14 +26,7 @@ from .._tls import (
     trusted_certificates,
 )
 from .._validate import boolean, seconds, text
-from .config import (
-    _MAX_ANSWER_BYTES,
-    CONFIG_FILE,
-    Remote,
-    _given_directory,
-    load_remotes,
-    remote_name,
-)
+from .config import CONFIG_FILE, Remote, _given_directory, load_remotes, remote_name
 from .files import (
     _config_text,
     _save,
@@ -48,7 +35,15 @@ from .files import (
     keep_client_certificate,
     kept_note,
 )
-from .tokens import TrustToken, decode_token, host_port
+from .reaching import (
+    Deadline,
+    Server,
+    connection_failed,
+    find_token_server,
+    fingerprint,
+    peer_certificate,
+)
+from .tokens import TrustToken, decode_token
 
 # --------------------------------------------------------------------------------------------
 # Adding a remote.
@@ -153,109 +148,8 @@ def _client_certificate(
     return ClientCertificate(new.certificate, new.key, "the new client certificate"), new
 
 
-def _peer_certificate(host: str, port: int, context: ssl.SSLContext, timeout: float) -> bytes:
-    """The DER certificate the server at host:port shows over a TLS handshake with context."""
-    with (
-        socket.create_connection((host, port), timeout=timeout) as raw,
-        context.wrap_socket(raw, server_hostname=host) as tls,
-    ):
-        der = tls.getpeercert(binary_form=True)
-    if not der:
-        raise ssl.SSLError("the server showed no certificate")
-    return der
-
-
 def _pinned(server_pem: str) -> TrustedCertificates:
     return trusted_certificates(server_pem.encode("ascii"), "the server's certificate")
-
-
-def _fingerprint(der: bytes) -> str:
-    return hashlib.sha256(der).hexdigest()
-
-
-class _Server:
-    """A few JSON calls to the server being added, bounded in size and time."""
-
-    def __init__(self, url: str, context: ssl.SSLContext, timeout: float | None) -> None:
-        self.url = url
-        self._timeout = timeout
-        # Straight to the server, as the certificate probe before it went (no proxy from the
-        # environment).
-        self._http = httpx.Client(base_url=url, verify=context, timeout=timeout, trust_env=False)
-
-    def close(self) -> None:
-        self._http.close()
-
-    def send(self, call: Call) -> Envelope:
-        # httpx bounds each step by timeout; a server trickling its answer is bounded here.
-        started = time.monotonic()
-        deadline = None if self._timeout is None else started + 2 * self._timeout
-        try:
-            with self._http.stream(
-                call.method, call.path, params=call.params, json=call.json
-            ) as response:
-                body = bytearray()
-                for chunk in response.iter_bytes():
-                    body += chunk
-                    if len(body) > _MAX_ANSWER_BYTES:
-                        raise unexpected(call, self.url, "the answer is too large")
-                    if deadline is not None and time.monotonic() > deadline:
-                        raise httpx.ReadTimeout("the answer is too slow")
-                answer = httpx.Response(
-                    response.status_code, headers=response.headers, content=bytes(body)
-                )
-            log_answer(call, self.url, answer.status_code, len(body), started)
-        except httpx.TransportError as exc:
-            raise transport_error(call, self.url, exc) from None
-        return parse_envelope(call, self.url, answer)
-
-    def info(self) -> dict[str, Any]:
-        call = Call(method="GET", path="/1.0", action="read the server's information")
-        metadata = self.send(call).metadata
-        if not isinstance(metadata, dict) or not isinstance(metadata.get("auth"), str):
-            raise unexpected(call, self.url, "GET /1.0 holds no server information")
-        return metadata
-
-    def project(self, requested: str | None, info: Mapping[str, Any]) -> str:
-        """The project the CLI would choose (cmd/incus/remote.go, findProject): the one
-        asked for, once the server shows it; else the only project this client may use;
-        else none (the default project)."""
-        if requested is not None:
-            self.send(
-                Call(
-                    method="GET",
-                    path=named_path("/1.0/projects", requested),
-                    action=f"find project {requested!r}",
-                )
-            )
-            return requested
-        extensions = info.get("api_extensions")
-        if not isinstance(extensions, list) or "projects" not in extensions:
-            return ""
-        call = Call(method="GET", path="/1.0/projects", action="list the projects")
-        names = _project_names(call, self.url, self.send(call).metadata)
-        if len(names) == 1:
-            return names[0]
-        if not names or "default" in names:
-            return ""
-        raise InvalidInputError(
-            f"{self.url} lets this client use several projects ({', '.join(names)}) and not "
-            "the default one: name the one to use with project="
-        )
-
-
-def _project_names(call: Call, server: str, urls: object) -> list[str]:
-    if not isinstance(urls, list):
-        raise unexpected(call, server, "the project list is not a list")
-    names = []
-    for url in urls:
-        if not isinstance(url, str) or not url.startswith("/1.0/projects/"):
-            raise unexpected(call, server, f"not a project URL: {url!r:.100}")
-        name = unquote(url.removeprefix("/1.0/projects/").split("?", 1)[0])
-        if not name or "/" in name or not name.isprintable() or len(name) > 255:
-            raise unexpected(call, server, f"not a project URL: {url!r:.100}")
-        names.append(name)
-    return sorted(names)
 
 
 @attrs.frozen(kw_only=True)
@@ -281,8 +175,8 @@ def add_remote(
     """Add a remote to the incus CLI's configuration, as ``incus remote add`` does; return it.
 
     ``token_or_url`` is a trust token (``incus config trust add NAME`` prints it on the
-    server): the server is found at the first of the token's addresses that answers, and must
-    show the certificate the token names (that certificate is then pinned); the client
+    server): the token's addresses are tried together and the server is the first to show
+    the certificate the token names (that certificate is then pinned); the client
     certificate (made as the CLI makes it when the configuration has none) is sent with the
     token, and the server trusts it from then on. An expired token is refused before anything
     is sent. Or a URL (``https://host[:port]``): a server that trusts the client certificate
@@ -293,8 +187,8 @@ def add_remote(
     ``project`` is the project the remote uses (checked on the server); None: as the CLI
     chooses (the only project this client may use, else the default one). ``config_dir``:
     the CLI's configuration directory (None: ``$INCUS_CONF``, else ``~/.config/incus``).
-    ``timeout`` bounds waiting for the lock and each step with the server (None: no bound,
-    but the lock is waited for at most 60 s, and a server's certificate at most 10 s).
+    ``timeout`` bounds the whole call, waiting for the lock included (None: no bound, but
+    the lock is waited for at most 60 s, and a server's certificate at most 10 s).
 
     Calls in several processes may add remotes to one configuration at once: each holds an
     advisory lock (``config.yml.lock`` beside config.yml, which stays) while it reads, adds
@@ -311,7 +205,7 @@ def add_remote(
     accept = boolean(accept_certificate, "accept_certificate")
     is_public = boolean(public, "public")
     wanted = None if project is None else text(project, "project", empty=False)
-    limit = seconds(timeout, "timeout")
+    deadline = Deadline(seconds(timeout, "timeout"))
     token = url = None
     if "://" in value or "." in value or ":" in value:
         if is_public and wanted is not None:
@@ -336,14 +230,14 @@ def add_remote(
             "There is no configuration directory to add the remote to: set $INCUS_CONF or "
             "$HOME, or pass config_dir="
         )
-    with configuration_lock(directory, LOCK_WAIT_WITHOUT_TIMEOUT if limit is None else limit):
+    wait = deadline.left()
+    with configuration_lock(directory, LOCK_WAIT_WITHOUT_TIMEOUT if wait is None else wait):
         client, new = _checked_locally(directory, checked, generate=token is not None)
         if token is not None:
-            assert client is not None
-            added = _add_from_token(token, directory, client, new, wanted, limit)
+            added = _add_from_token(token, directory, client, new, wanted, deadline)
         else:
             assert url is not None
-            added = _add_from_url(url, client, accept, is_public, wanted, limit)
+            added = _add_from_url(url, client, accept, is_public, wanted, deadline)
         _save(directory, directory / CONFIG_FILE, checked, added)
         return load_remotes(directory).remote(checked)
 
@@ -389,56 +283,18 @@ def _address(url: str) -> tuple[str, int]:
     return parts.hostname, parts.port
 
 
-def _connection_failed(url: str, exc: OSError) -> IncusConnectionError:
-    return IncusConnectionError(f"Could not connect to {url}: {exc.strerror or exc}", server=url)
-
-
 def _add_from_token(
     token: TrustToken,
     directory: Path,
-    client: ClientCertificate,
+    client: ClientCertificate | None,
     new: _Certificate | None,
     project: str | None,
-    timeout: float | None,
+    deadline: Deadline,
 ) -> _Added:
-    probe_timeout = 10.0 if timeout is None else timeout
-    tried = []
-    for address in token.addresses:
-        url = f"https://{address}"
-        try:
-            der = _peer_certificate(*host_port(address), client_context(False), probe_timeout)
-        except (OSError, ssl.SSLError) as exc:
-            tried.append(
-                f"{url} ({exc.strerror if isinstance(exc, OSError) and exc.strerror else exc})"
-            )
-            continue
-        shown = _fingerprint(der)
-        if not hmac.compare_digest(shown, token.fingerprint):
-            raise IncusConnectionError(
-                f"{url} shows a certificate whose fingerprint ({shown}) is not the one the "
-                f"trust token names ({token.fingerprint}): it is not the server that made the "
-                "token, so the token was not sent",
-                server=url,
-            )
-        server_pem = ssl.DER_cert_to_PEM_cert(der)
-        return _redeem(token, url, server_pem, directory, client, new, project, timeout)
-    raise IncusConnectionError(
-        "None of the trust token's addresses answers; tried: " + "; ".join(tried)
-    )
-
-
-def _redeem(
-    token: TrustToken,
-    url: str,
-    server_pem: str,
-    directory: Path,
-    client: ClientCertificate,
-    new: _Certificate | None,
-    project: str | None,
-    timeout: float | None,
-) -> _Added:
-    context = client_context(_pinned(server_pem), client)
-    server = _Server(url, context, timeout)
+    url, der = find_token_server(token, deadline)
+    server_pem = ssl.DER_cert_to_PEM_cert(der)
+    assert client is not None
+    server = Server(url, client_context(_pinned(server_pem), client), deadline)
     redeemed = False
     try:
         # A client certificate the server trusts already (added before) needs no token:
@@ -504,30 +360,29 @@ def _add_from_url(
     accept: bool,
     public: bool,
     project: str | None,
-    timeout: float | None,
+    deadline: Deadline,
 ) -> _Added:
     host, port = _address(url)
-    probe_timeout = 10.0 if timeout is None else timeout
     server_pem = None
     try:
-        _peer_certificate(host, port, client_context(True), probe_timeout)
+        peer_certificate(host, port, client_context(True), deadline)
     except ssl.SSLCertVerificationError as exc:
         try:
-            der = _peer_certificate(host, port, client_context(False), probe_timeout)
-        except (OSError, ssl.SSLError) as again:
-            raise _connection_failed(url, again) from None
+            der = peer_certificate(host, port, client_context(False), deadline)
+        except (OSError, IncusError) as again:
+            raise connection_failed(url, again) from None
         if not accept:
             raise IncusConnectionError(
                 f"The certificate of {url} is not trusted by the system's CA bundle "
-                f"({exc.verify_message}; its SHA-256 fingerprint is {_fingerprint(der)}): "
+                f"({exc.verify_message}; its SHA-256 fingerprint is {fingerprint(der)}): "
                 "pass accept_certificate=True to pin it, or add the remote with a trust token",
                 server=url,
             ) from None
         server_pem = ssl.DER_cert_to_PEM_cert(der)
     except OSError as exc:
-        raise _connection_failed(url, exc) from None
+        raise connection_failed(url, exc) from None
     verify = _pinned(server_pem) if server_pem else True
-    server = _Server(url, client_context(verify, None if public else client), timeout)
+    server = Server(url, client_context(verify, None if public else client), deadline)
     try:
         info = server.info()
         if public or info.get("public") is True:
