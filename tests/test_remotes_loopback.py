@@ -199,3 +199,11 @@ def test_refused_addresses_are_named_with_their_reason(conf: Path) -> None:
     for address in refused:
         assert f"https://{address}" in str(caught.value)
     assert os.listdir(conf) == ["config.yml.lock"]
+
+
+@pytest.mark.timeout(60)
+def test_an_address_listed_twice_is_probed_once(conf: Path) -> None:
+    twice = f"127.0.0.1:{closed_port()}"
+    with pytest.raises(IncusConnectionError, match="Connection refused") as caught:
+        add_remote("prod", token_for([twice, twice], self_signed().der), config_dir=conf)
+    assert str(caught.value).count(twice) == 1

@@ -80,8 +80,9 @@ def find_token_server(token: TrustToken, deadline: Deadline) -> tuple[str, bytes
     Any address showing the token's certificate is the server that made the token."""
     if deadline.seconds is None:
         deadline = Deadline(PROBE_WITHOUT_TIMEOUT)
+    addresses = list(dict.fromkeys(token.addresses))  # each once: one outcome each
     results: queue.SimpleQueue[tuple[str, bytes | BaseException]] = queue.SimpleQueue()
-    for address in token.addresses:
+    for address in addresses:
         # Daemon threads: one stuck in a name lookup, which nothing bounds, must not keep
         # the interpreter from exiting; its socket steps end by the deadline anyway.
         threading.Thread(
@@ -89,7 +90,7 @@ def find_token_server(token: TrustToken, deadline: Deadline) -> tuple[str, bytes
         ).start()
     outcomes: dict[str, str] = {}
     wrong = []
-    while len(outcomes) < len(token.addresses):
+    while len(outcomes) < len(addresses):
         try:
             address, result = results.get(timeout=deadline.left())
         except queue.Empty:
@@ -103,10 +104,10 @@ def find_token_server(token: TrustToken, deadline: Deadline) -> tuple[str, bytes
             outcomes[address] = f"shows the certificate {shown}"
         else:
             outcomes[address] = _reason(result)
-    silent = [address for address in token.addresses if address not in outcomes]
+    silent = [address for address in addresses if address not in outcomes]
     tried = "; ".join(
         f"https://{address} ({outcomes.get(address, 'no certificate in time')})"
-        for address in token.addresses
+        for address in addresses
     )
     if wrong:
         raise IncusConnectionError(
