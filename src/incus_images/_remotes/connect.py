@@ -52,7 +52,9 @@ def _not_an_incus_server(remote: Remote) -> InvalidInputError:
 def remote_endpoint(remote: object) -> RemoteTarget:
     """Resolve a remote (its name, or a :class:`Remote`) as the CLI connects to it: the
     local socket for ``unix://``; over HTTPS the client certificate (none for a public
-    remote) and the pinned server certificate, else the system's CA bundle."""
+    remote) and the pinned server certificate, else ``client.ca``, else the system's CA
+    bundle (a file's certificates are checked by ``_tls``'s rule: the first pinned, any
+    other for the remote's host name)."""
     found = _lookup(remote)
     if found.protocol != "incus":
         raise _not_an_incus_server(found)
@@ -84,7 +86,7 @@ def remote_endpoint(remote: object) -> RemoteTarget:
     if not found.public:
         certificate, key = found.client_certificate, found.client_key
         missing = [str(path) for path in (certificate, key) if path is None or not exists(path)]
-        if missing or certificate is None or key is None:
+        if certificate is None or key is None or missing:
             raise InvalidInputError(
                 f"Remote {found.name!r} needs the client certificate {certificate} and its "
                 f"key {key}; {' and '.join(missing)} "
