@@ -118,7 +118,7 @@ def test_a_file_without_certificates_is_refused_naming_it() -> None:
         trusted_certificates(b"not a certificate\n", "the file f")
     broken = b"-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n"
     with pytest.raises(InvalidInputError, match="the file f holds no usable PEM certificate"):
-        trusted_certificates(broken, "the file f")
+        client_context(trusted_certificates(broken, "the file f"))
     with pytest.raises(InvalidInputError, match="the file f holds no valid PEM certificate"):
         trusted_certificates(broken.replace(b"AAAA", b"AAA"), "the file f")
 

@@ -52,6 +52,8 @@ class TrustedCertificates:
     pem: str
     #: The first certificate (DER): the pinned one.
     pinned: bytes
+    #: How messages name the file: ``the pinned server certificate /path/prod.crt``.
+    where: str
 
 
 @attrs.frozen
@@ -66,7 +68,8 @@ class ClientCertificate:
 
 def trusted_certificates(data: bytes, where: str) -> TrustedCertificates:
     """The certificates of a PEM file's text; InvalidInputError naming ``where`` if it
-    holds none, or one that is not a certificate."""
+    holds none, or a block that is not base64 (what else is wrong in one, a context that
+    loads them refuses)."""
     blocks = _PEM_CERTIFICATE.findall(data.decode("ascii", errors="replace"))
     if not blocks:
         raise InvalidInputError(f"{where} holds no PEM certificate")
@@ -76,13 +79,8 @@ def trusted_certificates(data: bytes, where: str) -> TrustedCertificates:
             ssl.PEM_cert_to_DER_cert(block)
     except ValueError:
         raise InvalidInputError(f"{where} holds no valid PEM certificate") from None
-    pem = "\n".join(blocks) + "\n"
-    try:
-        # Refused here, not at the first connection: OpenSSL parses what base64 cannot judge.
-        ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT).load_verify_locations(cadata=pem)
-    except ssl.SSLError as exc:
-        raise InvalidInputError(f"{where} holds no usable PEM certificate: {exc}") from None
-    return TrustedCertificates(pem=pem, pinned=pinned)
+    # OpenSSL parses what base64 cannot judge when a context loads them (client_context).
+    return TrustedCertificates(pem="\n".join(blocks) + "\n", pinned=pinned, where=where)
 
 
 def read_trusted_certificates(path: str | os.PathLike[str], what: str) -> TrustedCertificates:
@@ -121,7 +119,12 @@ def client_context(
         context.check_hostname = False
         context.verify_mode = ssl.CERT_NONE
     else:
-        context = ssl.create_default_context(cadata=verify.pem)
+        try:
+            context = ssl.create_default_context(cadata=verify.pem)
+        except ssl.SSLError as exc:
+            raise InvalidInputError(
+                f"{verify.where} holds no usable PEM certificate: {exc}"
+            ) from None
         context.check_hostname = False  # checked after the handshake, unless pinned
         # A pinned certificate need not be self-signed (the CLI pins whatever the server
         # showed): the file's certificates are trust anchors by themselves, as in the CLI.
