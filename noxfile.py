@@ -53,7 +53,8 @@ def gen(session: nox.Session) -> None:
 def tests(session: nox.Session) -> None:
     session.install(*GENERATOR)
     _install_with(session, "test")
-    # The suite proper fuzzes at full strength; a bare pytest run fuzzes lightly (test_fuzz.py).
+    # The suite proper fuzzes at full strength; a bare pytest run fuzzes lightly
+    # (tests/fuzz_settings.py).
     session.run("python", "-m", "pytest", *session.posargs, env={"FUZZ_THOROUGH": "1"})
 
 
@@ -136,5 +137,13 @@ def reliability(session: nox.Session) -> None:
     """The long versions of the suites CI runs short (RELIABILITY.md has their figures)."""
     _install_with(session, "test")
     session.run("python", "scripts/faults.py", "--trials", "300", "--kills", "16")
-    session.run("python", "-m", "pytest", "tests/test_fuzz.py", "-q", env={"FUZZ_EXAMPLES": "2000"})
+    session.run(
+        "python",
+        "-m",
+        "pytest",
+        "tests/test_fuzz.py",
+        "tests/test_fuzz_remotes.py",
+        "-q",
+        env={"FUZZ_EXAMPLES": "2000"},
+    )
     session.run("python", "scripts/load.py", "--calls", "2000")

@@ -38,7 +38,7 @@ from incus_images._display import (
 )
 
 if not os.environ.get("HYPOTHESIS_STORAGE_DIRECTORY"):
-    # Hypothesis's caches go outside the checkout (as in tests/test_fuzz.py).
+    # Hypothesis's caches go outside the checkout (as in tests/fuzz_settings.py).
     set_hypothesis_home_dir(Path(tempfile.gettempdir()) / "incus_images-hypothesis")
 
 FP_A = "a1b2c3d4e5f6" + "0" * 52

@@ -14,7 +14,8 @@ The minimal failing inputs Hypothesis once found (eleven bugs, all fixed) are ke
 ``@example``s, and each has a small deterministic test of its own at the end of the file.
 
 300 examples a property in the suite proper and CI (about a minute), 30 in a bare
-``pytest`` run (see THOROUGH). For a long run: ``FUZZ_EXAMPLES=20000 pytest tests/test_fuzz.py``.
+``pytest`` run (see tests/fuzz_settings.py). For a long run:
+``FUZZ_EXAMPLES=20000 pytest tests/test_fuzz.py``.
 """
 
 from __future__ import annotations
@@ -27,7 +28,6 @@ import math
 import os
 import re
 import socket
-import tempfile
 import threading
 import types
 import typing
@@ -42,9 +42,8 @@ import attrs
 import h11
 import httpx
 import pytest
-from hypothesis import HealthCheck, example, given, settings
+from hypothesis import example, given
 from hypothesis import strategies as st
-from hypothesis.configuration import set_hypothesis_home_dir
 
 import incus_images._protocol as protocol
 from incus_images import IncusError, InvalidInputError, SimpleStreams
@@ -80,6 +79,7 @@ from incus_images._protocol import (
 )
 from incus_images._transfer.files import check_export_target, rootfs_path, temporary_name
 from incus_images._transfer.upload import PreparedUpload, Source, open_source, prepare_upload
+from tests.fuzz_settings import FEWER, FUZZ, SLOW
 
 # Shrinking a failure builds the repr of the recursive strategies, which Hypothesis warns is
 # large; under filterwarnings=error that warning would replace the failure's own report.
@@ -88,30 +88,7 @@ pytestmark = pytest.mark.filterwarnings(
 )
 
 # --------------------------------------------------------------------------------------------
-# Settings: a profile of this module only (not loaded globally, so other tests keep theirs).
-
-if not os.environ.get("HYPOTHESIS_STORAGE_DIRECTORY"):
-    # Hypothesis's caches (Unicode tables, constants) go outside the checkout.
-    set_hypothesis_home_dir(Path(tempfile.gettempdir()) / "incus_images-hypothesis")
-
-#: The test suite proper (``nox -s tests``, the README's command) and CI run 300 examples per
-#: property; a bare ``pytest`` run, a developer's quick loop, runs 30. FUZZ_EXAMPLES overrides.
-THOROUGH = os.environ.get("FUZZ_THOROUGH") == "1" or os.environ.get("CI") == "true"
-
-settings.register_profile(
-    "incus_images.fuzz",
-    max_examples=int(os.environ.get("FUZZ_EXAMPLES", "300" if THOROUGH else "30")),
-    # No example database: the run must not write .hypothesis/ into the checkout.
-    database=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
-)
-FUZZ = settings.get_profile("incus_images.fuzz")
-#: For properties whose examples include file-system work, certificates or huge bodies.
-SLOW = settings(FUZZ, deadline=None)
-#: The heavier properties run fewer examples (still about 200 in CI).
-FEWER = settings(
-    SLOW, max_examples=int(os.environ.get("FUZZ_EXAMPLES", "200" if THOROUGH else "20"))
-)
+# Settings: tests/fuzz_settings.py (FUZZ, SLOW, FEWER; THOROUGH says how many examples).
 
 FP = "6bcb9190f8bea56cb09463728faddd8b72e996506d3575f0e027cdbbe0440c05"
 OP_ID = "41b69ae9-44bf-4b27-a0e5-23d3b8614fbf"

@@ -10,16 +10,17 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import socket
 import ssl
 import stat
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-import incus_images._remotes.adding as adding_module
 import incus_images._remotes.files as files_module
 from incus_images import (
     AsyncClient,
@@ -71,12 +72,18 @@ def conf(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 @pytest.fixture(autouse=True)
-def no_network(monkeypatch: pytest.MonkeyPatch) -> None:
+def no_network(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[object]]:
+    """Connecting fails, and fails the test: add_remote probes in threads of its own, which
+    report what they meet as the call's error, so the attempts are checked at the end too."""
+    attempts: list[object] = []
+
     def refuse(*args: Any, **kwargs: Any) -> None:
+        attempts.append(args)
         raise AssertionError(f"a unit test tried to connect: {args!r}")
 
     monkeypatch.setattr(socket, "create_connection", refuse)
-    monkeypatch.setattr(adding_module.socket, "create_connection", refuse)
+    yield attempts
+    assert not attempts, f"a unit test tried to connect: {attempts}"
 
 
 @pytest.fixture(scope="module")
@@ -289,7 +296,7 @@ def test_a_config_that_is_not_text_or_too_large_is_refused(conf: Path) -> None:
         load_remotes()
     path.unlink()
     path.mkdir()  # a directory where the file should be
-    with pytest.raises(InvalidInputError, match="Cannot read"):
+    with pytest.raises(InvalidInputError, match="is a directory, not a regular file"):
         load_remotes()
 
 
@@ -364,7 +371,7 @@ def test_a_remote_object_is_accepted(tmp_path: Path) -> None:
     other = tmp_path / "other"
     write(other / "config.yml", CLI_CONFIG.replace("project: default", "project: dev"))
     remote = load_remotes(other).remote("prod")
-    with pytest.raises(InvalidInputError, match="client certificate and key"):
+    with pytest.raises(InvalidInputError, match="needs the client certificate"):
         Client(remote=remote)
     local = load_remotes(other).remote("local")
     assert Client(remote=local).project is None
@@ -801,3 +808,170 @@ def test_a_client_certificate_that_appeared_meanwhile_is_not_overwritten(
         _save(conf, conf / "config.yml", "prod", added(client=pair))
     assert (conf / "client.crt").read_text() == "theirs"
     assert not (conf / "config.yml").exists()
+
+
+# --------------------------------------------------------------------------------------------
+# Files of the configuration that are not what they should be (issue 14, item 7): each is
+# refused with an InvalidInputError naming it, and none can make a call hang.
+
+
+def _fifo(path: Path) -> None:
+    os.mkfifo(path)
+
+
+def _directory(path: Path) -> None:
+    path.mkdir()
+
+
+def _oversize(path: Path) -> None:
+    # Valid content first: only the size is wrong.
+    path.write_bytes(VALID[path.name] + b"#" * (1024 * 1024))
+
+
+def _dev_zero(path: Path) -> None:
+    path.symlink_to("/dev/zero")
+
+
+def _garbage(path: Path) -> None:
+    path.write_bytes(bytes(range(256)) * 16)
+
+
+FAULTS = {
+    "fifo": _fifo,
+    "directory": _directory,
+    "oversize": _oversize,
+    "dev-zero": _dev_zero,
+    "garbage": _garbage,
+}
+
+#: What each file holds when it is right (filled in by the files fixture).
+VALID: dict[str, bytes] = {}
+
+
+@pytest.fixture
+def files(conf: Path, tmp_path: Path, pair: _Certificate) -> dict[str, Path]:
+    """A working configuration with a remote 'prod', a client certificate and a pinned server
+    certificate, and a system-wide configuration; the paths of its files by role."""
+    write(conf / "config.yml", CLI_CONFIG)
+    with_client_certificate(conf, pair)
+    write(conf / "servercerts" / "prod.crt", pair.certificate.decode())
+    write(tmp_path / "global" / "config.yml", "remotes:\n  shared: {addr: 'https://s:1'}\n")
+    VALID.update(
+        {
+            "config.yml": CLI_CONFIG.encode(),
+            "client.crt": pair.certificate,
+            "client.key": pair.key,
+            "client.ca": pair.certificate,
+            "prod.crt": pair.certificate,
+        }
+    )
+    assert remote_endpoint("prod").endpoint is not None
+    return {
+        "config.yml": conf / "config.yml",
+        "global config.yml": tmp_path / "global" / "config.yml",
+        "servercerts/prod.crt": conf / "servercerts" / "prod.crt",
+        "client.crt": conf / "client.crt",
+        "client.key": conf / "client.key",
+        "client.ca": conf / "client.ca",
+    }
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("fault", sorted(FAULTS))
+@pytest.mark.parametrize(
+    "role",
+    [
+        "config.yml",
+        "global config.yml",
+        "servercerts/prod.crt",
+        "client.crt",
+        "client.key",
+        "client.ca",
+    ],
+)
+def test_a_file_of_the_configuration_that_is_no_file_of_its_kind_is_refused(
+    files: dict[str, Path], role: str, fault: str
+) -> None:
+    path = files[role]
+    if role == "client.ca":
+        # client.ca is read when no server certificate is pinned.
+        files["servercerts/prod.crt"].unlink()
+    if fault == "oversize" and role == "global config.yml":
+        VALID["config.yml"] = path.read_bytes()
+    path.unlink(missing_ok=True)
+    FAULTS[fault](path)
+    with pytest.raises(InvalidInputError) as caught:
+        remote_endpoint("prod")
+    assert str(path) in str(caught.value)
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize(
+    "nested",
+    ["[" * 100_000 + "]" * 100_000, "{a: " * 100_000 + "}" * 100_000, "- " * 100_000 + "x"],
+)
+def test_a_deeply_nested_config_is_refused_naming_it(conf: Path, nested: str) -> None:
+    path = write(conf / "config.yml", f"remotes:\n  x:\n    {nested}\n")
+    with pytest.raises(InvalidInputError, match="nests deeper than") as caught:
+        load_remotes()
+    assert str(path) in str(caught.value)
+
+
+@pytest.mark.timeout(30)
+def test_add_remote_refuses_a_config_that_is_a_fifo_before_anything_is_sent(conf: Path) -> None:
+    conf.mkdir()
+    os.mkfifo(conf / "config.yml")
+    with pytest.raises(InvalidInputError, match="is a FIFO, not a regular file") as caught:
+        add_remote("new", "https://127.0.0.1:9")
+    assert str(conf / "config.yml") in str(caught.value)
+
+
+# --------------------------------------------------------------------------------------------
+# What add_remote checks before anything is sent (issue 14, items 5 and 6). A connection
+# attempt fails these tests (no_network).
+
+
+@pytest.mark.parametrize(
+    ("there", "missing"), [("client.key", "client.crt"), ("client.crt", "client.key")]
+)
+def test_half_a_client_key_pair_is_refused_before_anything_is_sent(
+    conf: Path, pair: _Certificate, there: str, missing: str
+) -> None:
+    write(conf / there, (pair.key if there == "client.key" else pair.certificate).decode())
+    before = tree(conf)
+    for target in (token(), "https://127.0.0.1:9"):
+        with pytest.raises(InvalidInputError, match="go together") as caught:
+            add_remote("prod", target)
+        message = str(caught.value)
+        assert f"{conf / there} is there but {conf / missing} is not" in message
+        assert "nothing was sent" in message
+    assert tree(conf) == dict(before, **{"config.yml.lock": "0o644"})
+
+
+def test_a_remote_with_half_a_client_key_pair_names_the_missing_file(
+    conf: Path, pair: _Certificate
+) -> None:
+    write(conf / "config.yml", CLI_CONFIG)
+    write(conf / "client.crt", pair.certificate.decode())
+    with pytest.raises(InvalidInputError, match=r"client\.key does not exist") as caught:
+        Client(remote="prod")
+    assert str(conf / "client.crt") not in str(caught.value).split(";")[1]
+
+
+def test_a_configuration_that_cannot_take_the_remote_is_refused_before_anything_is_sent(
+    conf: Path, pair: _Certificate
+) -> None:
+    with_client_certificate(conf, pair)
+    write(conf / "servercerts", "a file where the directory should be")
+    with pytest.raises(InvalidInputError, match="servercerts is not a directory") as caught:
+        add_remote("prod", token())
+    assert "nothing was sent" in str(caught.value)
+
+
+def test_a_client_certificate_that_does_not_load_is_refused_before_anything_is_sent(
+    conf: Path, pair: _Certificate
+) -> None:
+    write(conf / "client.crt", pair.certificate.decode())
+    write(conf / "client.key", _new_client_certificate().key.decode(), 0o600)  # another's
+    with pytest.raises(InvalidInputError, match="cannot load the client certificate"):
+        add_remote("prod", token())

@@ -17,6 +17,12 @@ import attrs
 import httpx
 
 from ._errors import IncusConnectionError, InvalidInputError
+from ._tls import (
+    ClientCertificate,
+    client_context,
+    read_client_certificate,
+    read_trusted_certificates,
+)
 from ._validate import text as checked_text
 
 __all__ = [
@@ -155,7 +161,7 @@ def _path(value: object, argument: str) -> str:
     return checked_text(path, argument)
 
 
-def _client_cert_pair(cert: CertificateArg) -> tuple[str, str | None] | None:
+def _client_certificate(cert: CertificateArg) -> ClientCertificate | None:
     if cert is None:
         return None
     if isinstance(cert, tuple):
@@ -163,99 +169,30 @@ def _client_cert_pair(cert: CertificateArg) -> tuple[str, str | None] | None:
             raise InvalidInputError(
                 f"cert must be a path or a (certificate, key) pair, got {cert!r}"
             )
-        certfile, keyfile = _path(cert[0], "cert"), _path(cert[1], "cert")
-    else:
-        certfile, keyfile = _path(cert, "cert"), None
-    for label, path in (("certificate", certfile), ("key", keyfile)):
-        if path is not None and not os.path.isfile(path):
-            raise InvalidInputError(f"client {label} file {path!r} does not exist")
-    return certfile, keyfile
+        return read_client_certificate(_path(cert[0], "cert"), _path(cert[1], "cert"))
+    return read_client_certificate(_path(cert, "cert"), None)
 
 
-def _ssl_context(verify: VerifyArg, cert: CertificateArg) -> ssl.SSLContext:
+def _tls(verify: VerifyArg, cert: CertificateArg) -> tuple[ssl.SSLContext, str | None]:
+    """The TLS context of verify= and cert=, and the PEM text of a verify= file."""
     if isinstance(verify, ssl.SSLContext):
         if cert is not None:
             raise InvalidInputError(
                 "give the client certificate either as cert= or inside the SSLContext passed "
                 "as verify=, not both (the SDK does not modify a context it was given)"
             )
-        return verify
-    if verify is True:
-        # The same CA bundle httpx uses by default.
-        import certifi
-
-        context = ssl.create_default_context(cafile=certifi.where())
-    elif verify is False:
-        # Not create_default_context(): it loads the system's CA bundle (about 25 ms per
-        # client), which a context that verifies nothing never reads.
-        context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-        context.check_hostname = False
-        context.verify_mode = ssl.CERT_NONE
-    elif isinstance(verify, str | os.PathLike):
-        cafile = _path(verify, "verify")
-        if not os.path.isfile(cafile):
-            raise InvalidInputError(f"verify={cafile!r}: no such certificate file")
-        try:
-            context = ssl.create_default_context(cafile=cafile)
-        except ssl.SSLError as exc:
-            raise InvalidInputError(
-                f"verify={cafile!r} holds no usable PEM certificate: {exc}"
-            ) from exc
-        if _is_server_certificate(cafile):
-            # The server's own certificate, pinned: nothing else can chain to a certificate
-            # that is no CA, so the name is not checked. Incus names its certificate after
-            # the host (a cluster's after the first member), not the address it is reached
-            # at; the incus CLI does the same.
-            context.check_hostname = False
-    else:
-        raise InvalidInputError(
-            "verify must be True, False, a certificate file path or an ssl.SSLContext, "
-            f"got {verify!r}"
-        )
-    pair = _client_cert_pair(cert)
-    if pair is not None:
-        try:
-            context.load_cert_chain(pair[0], pair[1])
-        except (ssl.SSLError, OSError) as exc:
-            raise InvalidInputError(
-                f"cannot load the client certificate {pair[0]!r} "
-                f"(key {pair[1] or pair[0]!r}): {exc}"
-            ) from exc
-    return context
-
-
-#: Larger than any certificate bundle a server is pinned with.
-_MAX_PEM_BYTES = 1024 * 1024
-
-
-def _is_server_certificate(path: str) -> bool:
-    """Whether the file holds one self-signed certificate that is not a CA (a server's own,
-    as Incus makes them), rather than CAs to verify a server's chain and name against."""
-    with open(path, "rb") as file:
-        data = file.read(_MAX_PEM_BYTES + 1)
-    if len(data) > _MAX_PEM_BYTES or data.count(b"-----BEGIN CERTIFICATE-----") != 1:
-        return False
-    from cryptography import x509  # only here: a large import most clients never need
-
-    try:
-        certificate = x509.load_pem_x509_certificate(data)
-    except ValueError:
-        return False
-    try:
-        is_ca = certificate.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
-    except x509.ExtensionNotFound:
-        is_ca = False
-    return certificate.issuer == certificate.subject and not is_ca
-
-
-def _pem_text(verify: VerifyArg) -> str | None:
-    if not isinstance(verify, str | os.PathLike):
-        return None
-    with open(os.fspath(verify), "rb") as file:
-        data = file.read(_MAX_PEM_BYTES + 1)
-    if len(data) > _MAX_PEM_BYTES or b"-----BEGIN CERTIFICATE-----" not in data:
-        return None
-    return data.decode("ascii", errors="replace")
+        return verify, None
+    if isinstance(verify, bool):
+        return client_context(verify, _client_certificate(cert)), None
+    if isinstance(verify, str | os.PathLike):
+        # The file's first certificate is pinned (a server's own, as Incus makes them, is
+        # accepted whatever name it carries, as the incus CLI does); any other certificate
+        # the server shows must chain to one in the file and carry the host's name.
+        trusted = read_trusted_certificates(_path(verify, "verify"), "verify= file")
+        return client_context(trusted, _client_certificate(cert)), trusted.pem
+    raise InvalidInputError(
+        f"verify must be True, False, a certificate file path or an ssl.SSLContext, got {verify!r}"
+    )
 
 
 def _https_base_url(text: str, parts: SplitResult) -> str:
@@ -324,10 +261,9 @@ def parse_endpoint(
             raise InvalidInputError("cert= is only used with an https:// endpoint")
         return Endpoint.unix(path)
     if scheme == "https":
+        context, verify_pem = _tls(verify, cert)
         return Endpoint.https(
-            _https_base_url(text, parts),
-            ssl_context=_ssl_context(verify, cert),
-            verify_pem=_pem_text(verify),
+            _https_base_url(text, parts), ssl_context=context, verify_pem=verify_pem
         )
     if scheme == "http":
         raise InvalidInputError(

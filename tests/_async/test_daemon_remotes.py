@@ -18,6 +18,7 @@ import shutil
 import socket
 import ssl
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -35,7 +36,9 @@ from incus_images import (
     Image,
     IncusConnectionError,
     InvalidInputError,
+    NotFoundError,
     add_remote,
+    load_remotes,
 )
 from incus_images._remotes import decode_token
 from tests.conftest import Certificates, _daemon, _unavailable
@@ -122,13 +125,21 @@ def new_token(server: Server, tmp_path: Path, name: str | None = None) -> str:
 
 
 def files(directory: Path) -> dict[str, str]:
-    """Every file below directory, with its mode (what a failed add must not change)."""
+    """Every file below directory, with its mode (what a failed add must not change), but
+    the lock add_remote leaves (config.yml.lock: it is never removed)."""
     if not directory.exists():
         return {}
     return {
         str(path.relative_to(directory)): oct(path.stat().st_mode & 0o777)
         for path in sorted(directory.rglob("*"))
+        if path.name != "config.yml.lock"
     }
+
+
+def trusted_fingerprints(server: Server) -> set[str]:
+    """The fingerprints of the certificates the daemon trusts."""
+    listed = server.daemon.request("GET", "/1.0/certificates?recursion=1")["metadata"]
+    return {entry["fingerprint"] for entry in listed}
 
 
 def trusted_configuration(conf: Path, certificates: Certificates) -> None:
@@ -218,6 +229,7 @@ async def test_a_token_is_redeemed_and_the_cli_uses_the_remote(
         "servercerts": "0o750",
         "servercerts/prod.crt": "0o644",
     }
+    assert (isolated / "config.yml.lock").stat().st_size == 0
     pinned = ssl.PEM_cert_to_DER_cert((isolated / "servercerts" / "prod.crt").read_text())
     assert hashlib.sha256(pinned).hexdigest() == server.fingerprint
     fingerprint = await upload(server)
@@ -416,3 +428,110 @@ async def test_a_server_with_another_certificate_never_sees_the_token(
         add_remote("prod", retokened(token, fingerprint=other))
     assert files(isolated) == {}
     add_remote("prod", token)  # never sent: still good
+
+
+# --------------------------------------------------------------------------------------------
+# Nothing spends a token that the configuration could not take (issue 14, items 5 and 6).
+
+
+async def test_half_a_client_key_pair_spends_no_token(
+    server: Server, isolated: Path, tmp_path: Path
+) -> None:
+    token = new_token(server, tmp_path)
+    before = trusted_fingerprints(server)
+    isolated.mkdir(parents=True)
+    halves = {
+        "client.crt": server.certificates.client_cert,
+        "client.key": server.certificates.client_key,
+    }
+    for there, source in halves.items():
+        shutil.copy(source, isolated / there)
+        with pytest.raises(InvalidInputError, match="go together") as caught:
+            add_remote("prod", token)
+        assert str(isolated / there) in str(caught.value)
+        (isolated / there).unlink()
+    assert trusted_fingerprints(server) == before
+    assert files(isolated) == {}
+    add_remote("prod", token)  # never sent: still good
+    assert image_fingerprints(isolated, "prod") == []
+
+
+async def test_a_configuration_that_cannot_take_the_remote_spends_no_token(
+    server: Server, isolated: Path, tmp_path: Path
+) -> None:
+    token = new_token(server, tmp_path)
+    before = trusted_fingerprints(server)
+    isolated.mkdir(parents=True)
+    (isolated / "servercerts").write_text("a file where the directory should be")
+    with pytest.raises(InvalidInputError, match="nothing was sent"):
+        add_remote("prod", token)
+    assert trusted_fingerprints(server) == before
+    (isolated / "servercerts").unlink()
+    add_remote("prod", token)
+
+
+async def test_a_failure_after_the_token_keeps_the_client_certificate_it_made_trusted(
+    server: Server, isolated: Path, tmp_path: Path
+) -> None:
+    with pytest.raises(NotFoundError) as caught:
+        add_remote("prod", new_token(server, tmp_path), project="no-such-project")
+    assert "its new certificate was kept" in "".join(caught.value.__notes__)
+    assert files(isolated) == {"client.crt": "0o644", "client.key": "0o600"}
+    der = ssl.PEM_cert_to_DER_cert((isolated / "client.crt").read_text())
+    assert hashlib.sha256(der).hexdigest() in trusted_fingerprints(server)
+    # As the note says: by its URL now, with the certificate the server trusts.
+    add_remote("prod", server.url, accept_certificate=True)
+    assert image_fingerprints(isolated, "prod") == []
+
+
+#: A child process: waits for a line on stdin (so that all start together), adds its remote
+#: with its token, and prints what became of it.
+CHILD = """
+import json, sys
+from incus_images import IncusError, add_remote
+name, token, conf = json.loads(sys.argv[1])
+sys.stdin.readline()
+try:
+    add_remote(name, token, config_dir=conf, timeout=60)
+    print("added")
+except IncusError as exc:
+    print(f"{type(exc).__name__}: {exc}")
+"""
+
+
+async def test_processes_adding_with_tokens_at_once_all_succeed_and_all_remain(
+    server: Server, isolated: Path, tmp_path: Path
+) -> None:
+    before = trusted_fingerprints(server)
+    names = [f"p{index}" for index in range(4)]
+    children = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-c",
+                CHILD,
+                json.dumps([name, new_token(server, tmp_path), str(isolated)]),
+            ],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for name in names
+    ]
+    for child in children:
+        assert child.stdin is not None
+        child.stdin.write("go\n")
+        child.stdin.flush()
+    outcomes = [child.communicate(timeout=100)[0].strip() for child in children]
+    assert outcomes == ["added"] * len(names)
+    assert set(load_remotes(isolated).remotes) == {*names, "images", "local"}
+    assert sorted(path.name for path in (isolated / "servercerts").iterdir()) == [
+        f"{name}.crt" for name in names
+    ]
+    # One client certificate, made by the first and used by the others, which found the
+    # server trusting it already: one trust entry, and no token spent for nothing.
+    der = ssl.PEM_cert_to_DER_cert((isolated / "client.crt").read_text())
+    assert trusted_fingerprints(server) - before == {hashlib.sha256(der).hexdigest()}
+    for name in names:
+        assert image_fingerprints(isolated, name) == []

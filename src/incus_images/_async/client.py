@@ -36,13 +36,18 @@ class AsyncClient:
 
     Over HTTPS, ``cert`` is the client certificate (one PEM file with certificate and key, or a
     (certificate, key) pair) and ``verify`` checks the server: True (default) trusts the
-    system's CA bundle, a path trusts that certificate (e.g. the server's own ``server.crt``),
-    an ``ssl.SSLContext`` is used as given, and False disables the check (never the default).
+    system's CA bundle, a path trusts the certificates of that PEM file (e.g. the server's
+    own ``server.crt``, or a CA), an ``ssl.SSLContext`` is used as given, and False disables
+    the check (never the default). Of a file, the first certificate is pinned: a server
+    showing exactly it is accepted whatever name it carries (Incus names its certificate
+    after its host, not the address it is reached at), as the incus CLI does; any other
+    certificate must be issued by one of the file's and carry the server's host name.
 
     ``remote`` names a remote of the incus CLI's configuration (``$INCUS_CONF``, else
     ``~/.config/incus``; see ``load_remotes()``), or is a ``Remote``: the client connects as
     the CLI does, with the CLI's client certificate and the server certificate it pinned
-    (else the system's CA bundle), to the remote's project unless ``project`` names another.
+    (checked as a ``verify=`` file is; else ``client.ca``, else the system's CA bundle), to
+    the remote's project unless ``project`` names another.
     ``local`` is the local daemon. Give it instead of ``endpoint``, ``cert`` and ``verify``.
 
     ``project`` selects the Incus project (None: the server's default project).

@@ -11,9 +11,13 @@ The configuration is where the CLI keeps it (lxc/incus ``shared/cliconfig``): th
 
 :func:`add_remote` is a plain blocking call in both flavours (it runs once, at set-up time):
 it talks to the server with httpx directly and writes the same files the CLI would, each
-atomically. The trust token it redeems is input an attacker may have written: it is decoded
-with bounds, its addresses must be ``host:port``, and the server must show the certificate
-whose fingerprint the token names before the token's secret is sent.
+atomically, under a lock of the configuration (``config.yml.lock``) that other calls of it,
+in any process, wait for. The trust token it redeems is input an attacker may have written:
+it is decoded with bounds, its addresses must be ``host:port``, and the server must show the
+certificate whose fingerprint the token names before the token's secret is sent.
+
+Every file of the configuration is read as ``_small_files`` reads: a regular file of at most
+1 MiB, or an InvalidInputError naming it; certificates are checked by ``_tls``'s one rule.
 """
 
 from .adding import add_remote

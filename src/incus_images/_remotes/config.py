@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import pwd
 import re
-import ssl
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -13,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 import attrs
 
 from .._errors import InvalidInputError
+from .._small_files import MAX_SMALL_FILE_BYTES, exists, read_small_file_if_any
 from .._validate import text
 
 if TYPE_CHECKING:
@@ -49,9 +49,11 @@ aliases: {}
 """
 
 #: Far larger than any CLI configuration; a bigger file is not one.
-_MAX_CONFIG_BYTES = 1024 * 1024
-#: Far larger than any certificate the CLI pins.
-_MAX_CERTIFICATE_BYTES = 256 * 1024
+_MAX_CONFIG_BYTES = MAX_SMALL_FILE_BYTES
+#: Far deeper than a CLI configuration nests (a remote's fields are three levels deep).
+_MAX_DEPTH = 32
+#: How messages name a config.yml.
+_CONFIG = "the incus CLI's configuration"
 #: Longest answer add_remote reads: GET /1.0 and the project list are a few KiB.
 _MAX_ANSWER_BYTES = 4 * 1024 * 1024
 #: Longest remote name: it names the file servercerts/<name>.crt, and stays a plain YAML key
@@ -66,9 +68,6 @@ _YAML_FALSE = frozenset(
     {"n", "N", "no", "No", "NO", "false", "False", "FALSE", "off", "Off", "OFF"}
 )
 _NULL_TAG = "tag:yaml.org,2002:null"
-_PEM_CERTIFICATE = re.compile(
-    r"-----BEGIN CERTIFICATE-----\r?\n[A-Za-z0-9+/=\r\n]+-----END CERTIFICATE-----"
-)
 
 
 # --------------------------------------------------------------------------------------------
@@ -126,7 +125,7 @@ class RemoteConfig:
         except KeyError:
             if self.path is None:
                 where = "no configuration directory: built-in remotes only"
-            elif not self.path.exists():
+            elif not exists(self.path):
                 where = f"{self.path} does not exist: built-in remotes only"
             else:
                 where = str(self.path)
@@ -194,27 +193,37 @@ def _given_directory(config_dir: object) -> Path | None:
     return Path(text(path, "config_dir", empty=False))
 
 
-def _read_config_node(path: Path) -> yaml.Node | None:
-    """config.yml as a YAML node tree (None: empty), or InvalidInputError naming the file."""
+def read_config_text(path: Path) -> str | None:
+    """The text of a config.yml (None: there is none), or InvalidInputError naming it."""
+    data = read_small_file_if_any(path, _CONFIG, limit=_MAX_CONFIG_BYTES)
+    if data is None:
+        return None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InvalidInputError(f"{_CONFIG} {path} is not UTF-8 text: {exc}") from None
+
+
+def compose_config(text: str, path: Path) -> yaml.Node | None:
+    """config.yml's text as a YAML node tree (None: empty), or InvalidInputError naming it."""
     import yaml
 
     try:
-        with open(path, "rb") as file:
-            data = file.read(_MAX_CONFIG_BYTES + 1)
-    except OSError as exc:
-        raise InvalidInputError(
-            f"Cannot read the incus CLI's configuration {path}: {exc}"
-        ) from None
-    if len(data) > _MAX_CONFIG_BYTES:
-        raise InvalidInputError(
-            f"{path} is larger than {_MAX_CONFIG_BYTES} bytes: not an incus CLI configuration"
-        )
-    try:
-        return yaml.compose(data.decode("utf-8"), Loader=yaml.SafeLoader)
-    except UnicodeDecodeError as exc:
-        raise InvalidInputError(f"{path} is not UTF-8 text: {exc}") from None
+        # PyYAML composes recursively: the depth is checked on the event stream first.
+        depth = 0
+        for event in yaml.parse(text, Loader=yaml.SafeLoader):
+            if isinstance(event, yaml.CollectionStartEvent):
+                depth += 1
+                if depth > _MAX_DEPTH:
+                    raise InvalidInputError(
+                        f"{_CONFIG} {path} nests deeper than {_MAX_DEPTH} levels: it is not "
+                        "one (its remotes are three levels deep)"
+                    )
+            elif isinstance(event, yaml.CollectionEndEvent):
+                depth -= 1
+        return yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.YAMLError as exc:
-        raise InvalidInputError(f"{path} is not valid YAML: {exc}") from None
+        raise InvalidInputError(f"{_CONFIG} {path} is not valid YAML: {exc}") from None
 
 
 def _pairs(node: yaml.Node | None, where: str, path: Path) -> list[tuple[str, yaml.Node]]:
@@ -263,12 +272,16 @@ def _boolean(node: yaml.Node, where: str, path: Path) -> bool:
     raise InvalidInputError(f"{path}: {where} must be true or false, got {_describe(node)}")
 
 
-def _parse_file(path: Path) -> tuple[str, dict[str, dict[str, Any]]]:
-    """(default-remote, {name: fields}) of a config.yml, checked as yaml.v2 decodes it into
-    cliconfig.Config; keys the CLI does not know are ignored, as yaml.v2 does."""
+def _parse_file(path: Path) -> tuple[str, dict[str, dict[str, Any]]] | None:
+    """(default-remote, {name: fields}) of a config.yml (None: there is none), checked as
+    yaml.v2 decodes it into cliconfig.Config; keys the CLI does not know are ignored, as
+    yaml.v2 does."""
+    text_ = read_config_text(path)
+    if text_ is None:
+        return None
     default = ""
     remotes: dict[str, dict[str, Any]] = {}
-    for key, value in _pairs(_read_config_node(path), "the document", path):
+    for key, value in _pairs(compose_config(text_, path), "the document", path):
         if key == "default-remote":
             default = _string(value, "default-remote", path)
         elif key == "remotes":
@@ -298,24 +311,23 @@ def load_remotes(config_dir: str | os.PathLike[str] | None = None) -> RemoteConf
     """
     directory = _given_directory(config_dir)
     path = directory / CONFIG_FILE if directory is not None else None
-    if path is None or not path.exists():
+    parsed = _parse_file(path) if path is not None else None
+    if parsed is None:
         # The CLI uses its defaults as they are: no system-wide remotes, no $INCUS_REMOTE.
         entries = {"images": dict(_IMAGES), "local": dict(_LOCAL)}
         default = ""
         global_names: set[str] = set()
     else:
-        default, entries = _parse_file(path)
+        default, entries = parsed
         for fields in entries.values():
             if not fields["public"] and not fields["auth_type"]:
                 fields["auth_type"] = "tls"
-        global_dir = _global_directory()
-        global_path = global_dir / CONFIG_FILE
         global_names = set()
-        if global_path.exists():
-            for name, fields in _parse_file(global_path)[1].items():
-                if name not in entries:
-                    entries[name] = fields
-                    global_names.add(name)
+        global_parsed = _parse_file(_global_directory() / CONFIG_FILE)
+        for name, fields in global_parsed[1].items() if global_parsed else ():
+            if name not in entries:
+                entries[name] = fields
+                global_names.add(name)
         # The static remote: its address is fixed, only its project comes from the file.
         project = entries.get("local", {}).get("project", "")
         entries["local"] = dict(_LOCAL, project=project)
@@ -349,7 +361,7 @@ def _remote(
         certs = (_global_directory() if is_global else directory) / "servercerts"
         server_cert = certs / f"{name}.crt"
         own = directory / "clientcerts"
-        if (own / f"{name}.crt").exists() and (own / f"{name}.key").exists():
+        if exists(own / f"{name}.crt") and exists(own / f"{name}.key"):
             client_cert, client_key, client_ca = (
                 own / f"{name}{ext}" for ext in (".crt", ".key", ".ca")
             )
@@ -370,25 +382,3 @@ def _remote(
         client_key=client_key,
         client_ca=client_ca,
     )
-
-
-def _read_pem(path: Path, what: str) -> str:
-    """A PEM certificate file's text, checked, or InvalidInputError naming the file."""
-    try:
-        with open(path, "rb") as file:
-            data = file.read(_MAX_CERTIFICATE_BYTES + 1)
-    except OSError as exc:
-        raise InvalidInputError(f"Cannot read {what} {path}: {exc}") from None
-    pem = data.decode("ascii", errors="replace")
-    match = _PEM_CERTIFICATE.search(pem)
-    if len(data) > _MAX_CERTIFICATE_BYTES or match is None:
-        raise InvalidInputError(f"{what} {path} holds no PEM certificate")
-    try:
-        ssl.PEM_cert_to_DER_cert(match.group(0))
-    except ValueError:
-        raise InvalidInputError(f"{what} {path} holds no valid PEM certificate") from None
-    return pem
-
-
-def _existing(path: Path | None) -> Path | None:
-    return path if path is not None and path.exists() else None

@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
-import ssl
+from pathlib import Path
 
 import attrs
 
 from .._endpoint import Endpoint, parse_endpoint
 from .._errors import InvalidInputError
-from .config import Remote, _existing, _read_pem, load_remotes
+from .._small_files import exists, read_small_file_if_any
+from .._tls import (
+    TrustedCertificates,
+    client_context,
+    read_client_certificate,
+    trusted_certificates,
+)
+from .config import Remote, load_remotes
 
 # --------------------------------------------------------------------------------------------
 # Connecting to a remote.
@@ -45,7 +52,9 @@ def _not_an_incus_server(remote: Remote) -> InvalidInputError:
 def remote_endpoint(remote: object) -> RemoteTarget:
     """Resolve a remote (its name, or a :class:`Remote`) as the CLI connects to it: the
     local socket for ``unix://``; over HTTPS the client certificate (none for a public
-    remote) and the pinned server certificate, else the system's CA bundle."""
+    remote) and the pinned server certificate, else ``client.ca``, else the system's CA
+    bundle (a file's certificates are checked by ``_tls``'s rule: the first pinned, any
+    other for the remote's host name)."""
     found = _lookup(remote)
     if found.protocol != "incus":
         raise _not_an_incus_server(found)
@@ -72,29 +81,36 @@ def remote_endpoint(remote: object) -> RemoteTarget:
         raise InvalidInputError(
             f"Remote {found.name!r} has the address {addr!r:.100}: expected https:// or unix://"
         )
-    pinned = _existing(found.server_certificate)
-    pinned_pem = _read_pem(pinned, "the pinned server certificate") if pinned else None
-    pair = None
+    pinned = _trusted_if_any(found.server_certificate, "the pinned server certificate")
+    client = None
     if not found.public:
-        certificate, key = _existing(found.client_certificate), _existing(found.client_key)
-        if certificate is None or key is None:
+        certificate, key = found.client_certificate, found.client_key
+        missing = [str(path) for path in (certificate, key) if path is None or not exists(path)]
+        if certificate is None or key is None or missing:
             raise InvalidInputError(
-                f"Remote {found.name!r} needs the client certificate and key "
-                f"{found.client_certificate} and {found.client_key}, which do not exist "
-                "(add the remote with a trust token to make them)"
+                f"Remote {found.name!r} needs the client certificate {certificate} and its "
+                f"key {key}; {' and '.join(missing)} "
+                f"{'does' if len(missing) == 1 else 'do'} not exist (add the remote with a "
+                "trust token to make them)"
             )
-        pair = (str(certificate), str(key))
-    if pinned_pem is not None:
-        context = _pinned_context(pinned_pem)
-    elif (ca := _existing(found.client_ca)) is not None:
-        context = _verified_context(str(ca))
-    else:
-        context = _verified_context(None)
-    if pair is not None:
-        _load_client_certificate(context, pair)
-    endpoint = parse_endpoint(addr, verify=context)
+        client = read_client_certificate(certificate, key)
+    verify: TrustedCertificates | bool = True
+    if pinned is not None:
+        verify = pinned
+    elif (ca := _trusted_if_any(found.client_ca, "the client CA certificate")) is not None:
+        verify = ca
+    endpoint = parse_endpoint(addr, verify=client_context(verify, client))
     assert endpoint is not None
-    return RemoteTarget(endpoint=attrs.evolve(endpoint, verify_pem=pinned_pem), project=project)
+    verify_pem = pinned.pem if pinned is not None else None
+    return RemoteTarget(endpoint=attrs.evolve(endpoint, verify_pem=verify_pem), project=project)
+
+
+def _trusted_if_any(path: Path | None, what: str) -> TrustedCertificates | None:
+    """The certificates of a file of the CLI's configuration; None if there is none."""
+    data = None if path is None else read_small_file_if_any(path, what)
+    if data is None:
+        return None
+    return trusted_certificates(data, f"{what} {path}")
 
 
 def simplestreams_remote(name: object) -> tuple[str, str | None]:
@@ -106,47 +122,5 @@ def simplestreams_remote(name: object) -> tuple[str, str | None]:
             f"(its protocol is {found.protocol!r})"
             + (f": use it as Client(remote={found.name!r})" if found.protocol == "incus" else "")
         )
-    pinned = _existing(found.server_certificate)
-    return found.addr, _read_pem(pinned, "the pinned server certificate") if pinned else None
-
-
-def _pinned_context(pem: str) -> ssl.SSLContext:
-    """Trust exactly this certificate. Incus names its certificate after its host name, not
-    after the address it is reached at, so the name is not checked: the pinned certificate
-    is the server's identity (the CLI checks the name the certificate itself carries)."""
-    try:
-        context = ssl.create_default_context(cadata=pem)
-    except ssl.SSLError as exc:
-        raise InvalidInputError(f"the pinned server certificate is not usable: {exc}") from None
-    context.check_hostname = False
-    return context
-
-
-def _verified_context(cafile: str | None) -> ssl.SSLContext:
-    """Verify the server and its name against a CA file, else the system's CA bundle (the
-    one ``verify=True`` uses)."""
-    if cafile is None:
-        import certifi
-
-        cafile = certifi.where()
-    try:
-        return ssl.create_default_context(cafile=cafile)
-    except (ssl.SSLError, OSError) as exc:
-        raise InvalidInputError(f"cannot use the CA certificate {cafile}: {exc}") from None
-
-
-def _insecure_context() -> ssl.SSLContext:
-    """Only to read the certificate a server shows; nothing is sent over it."""
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    context.check_hostname = False
-    context.verify_mode = ssl.CERT_NONE
-    return context
-
-
-def _load_client_certificate(context: ssl.SSLContext, pair: tuple[str, str]) -> None:
-    try:
-        context.load_cert_chain(pair[0], pair[1])
-    except (ssl.SSLError, OSError) as exc:
-        raise InvalidInputError(
-            f"cannot load the client certificate {pair[0]} (key {pair[1]}): {exc}"
-        ) from None
+    pinned = _trusted_if_any(found.server_certificate, "the pinned server certificate")
+    return found.addr, pinned.pem if pinned is not None else None

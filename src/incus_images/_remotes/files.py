@@ -1,19 +1,29 @@
-"""Writing the CLI's configuration, each file atomically."""
+"""Writing the CLI's configuration, each file atomically, under the configuration's lock."""
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import tempfile
-from collections.abc import Mapping
+import time
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .._errors import InvalidInputError
-from .config import _DEFAULT_CONFIG_YAML, _NO_FOLDING, CONFIG_FILE, _pairs, _read_config_node
+from .._errors import IncusError, IncusTimeoutError, InvalidInputError
+from .._small_files import exists
+from .config import (
+    _DEFAULT_CONFIG_YAML,
+    _NO_FOLDING,
+    CONFIG_FILE,
+    _pairs,
+    compose_config,
+    read_config_text,
+)
 
 if TYPE_CHECKING:
-    from .adding import _Added
+    from .adding import _Added, _Certificate
 
 
 # --------------------------------------------------------------------------------------------
@@ -48,8 +58,9 @@ def _config_text(path: Path | None, name: str, entry: Mapping[str, Any]) -> str:
     the CLI's would (without them the CLI would lose its ``images`` remote)."""
     import yaml
 
-    if path is not None and path.exists():
-        root = _read_config_node(path)
+    text_ = None if path is None else read_config_text(path)
+    if path is not None and text_ is not None:
+        root = compose_config(text_, path)
         _pairs(root, "the document", path)  # still a mapping (or empty), as when it was read
     else:
         root = yaml.compose(_DEFAULT_CONFIG_YAML, Loader=yaml.SafeLoader)
@@ -81,23 +92,132 @@ def _config_text(path: Path | None, name: str, entry: Mapping[str, Any]) -> str:
     return yaml.serialize(root, Dumper=yaml.SafeDumper, allow_unicode=True, width=_NO_FOLDING)
 
 
-def _save(directory: Path, path: Path | None, name: str, added: _Added) -> None:
-    config_path = directory / CONFIG_FILE
-    text_ = _config_text(path, name, added.entry)
-    directory.mkdir(mode=0o750, parents=True, exist_ok=True)
-    if added.client is not None:
-        key, certificate = directory / "client.key", directory / "client.crt"
-        if key.exists() or certificate.exists():
+def check_writable(directory: Path) -> None:
+    """Refuse, before anything is sent, a configuration that add_remote could not write to:
+    the directory, servercerts/ and the directory config.yml lies in (a symbolic link's
+    target's) must be directories this process may write to."""
+    places = [directory, directory / "servercerts"]
+    places.append(Path(os.path.realpath(directory / CONFIG_FILE)).parent)
+    for place in dict.fromkeys(places):
+        if place.name == "servercerts" and not exists(place):
+            continue  # made when it is needed, in the directory checked already
+        if not place.is_dir():
             raise InvalidInputError(
-                f"{certificate} appeared while the remote was added: add the remote again"
+                f"{place} is not a directory: the remote cannot be added to the incus CLI's "
+                "configuration; nothing was sent"
             )
-        write_atomically(key, added.client.key, 0o600)
-        write_atomically(certificate, added.client.certificate, 0o644)
-    if added.server_pem is not None:
-        certs = directory / "servercerts"
-        certs.mkdir(mode=0o750, exist_ok=True)
-        write_atomically(certs / f"{name}.crt", added.server_pem.encode("ascii"), 0o644)
-    # A config.yml that is a symbolic link (dotfiles) is replaced where it points.
-    target = Path(os.path.realpath(config_path))
-    mode = target.stat().st_mode & 0o777 if target.exists() else 0o644
-    write_atomically(target, text_.encode("utf-8"), mode)
+        if not os.access(place, os.W_OK | os.X_OK):
+            raise InvalidInputError(
+                f"Cannot write to {place} (permission denied, or a read-only file system): "
+                "the remote cannot be added to the incus CLI's configuration; nothing was sent"
+            )
+
+
+def kept_note(directory: Path) -> str:
+    """What an error says once a new client certificate is kept after a failure."""
+    return (
+        f"The server trusts this client now: its new certificate was kept in {directory} "
+        "(client.crt, client.key); add the remote again with its URL instead of the token"
+    )
+
+
+def keep_client_certificate(directory: Path, certificate: _Certificate) -> None:
+    """Write a new client certificate as client.crt and client.key (mode 0600)."""
+    key, public = directory / "client.key", directory / "client.crt"
+    if exists(key) or exists(public):
+        raise InvalidInputError(f"{public} appeared while the remote was added: add it again")
+    write_atomically(key, certificate.key, 0o600)
+    write_atomically(public, certificate.certificate, 0o644)
+
+
+def _save(directory: Path, config_path: Path, name: str, added: _Added) -> None:
+    """Write what adding the remote ``name`` made: its entry in config.yml (config_path),
+    its pinned server certificate, a new client certificate. Under the configuration's lock;
+    a failure leaves no servercerts/ file behind (a new client certificate stays: the server
+    trusts it now)."""
+    text_ = _config_text(config_path, name, added.entry)
+    pinned = directory / "servercerts" / f"{name}.crt"
+    new_pin = added.server_pem is not None and not exists(pinned)
+    kept = False
+    try:
+        directory.mkdir(mode=0o750, parents=True, exist_ok=True)
+        if added.client is not None:
+            keep_client_certificate(directory, added.client)
+            kept = True
+        if added.server_pem is not None:
+            pinned.parent.mkdir(mode=0o750, exist_ok=True)
+            write_atomically(pinned, added.server_pem.encode("ascii"), 0o644)
+        # A config.yml that is a symbolic link (dotfiles) is replaced where it points.
+        target = Path(os.path.realpath(config_path))
+        mode = target.stat().st_mode & 0o777 if exists(target) else 0o644
+        write_atomically(target, text_.encode("utf-8"), mode)
+    except BaseException as exc:
+        if new_pin:
+            with contextlib.suppress(OSError):
+                pinned.unlink()
+        failure = exc
+        if isinstance(exc, OSError):
+            failure = IncusError(
+                f"Could not write the incus CLI's configuration in {directory}: "
+                f"{exc.strerror or exc} ({exc.filename or 'a file'}); the remote {name!r} "
+                "was not added"
+            )
+        if kept:
+            failure.add_note(kept_note(directory))
+        if failure is exc:
+            raise
+        raise failure from None
+
+
+# --------------------------------------------------------------------------------------------
+# The lock.
+
+#: The lock add_remote holds while it reads, adds to and writes the configuration: an
+#: advisory flock() on this file beside config.yml (the incus CLI does not take it). It is
+#: never removed: a process waiting on the file it opened would lock a file no one else sees.
+LOCK_FILE = "config.yml.lock"
+#: Longest pause between two tries for a busy lock (flock() itself cannot time out).
+_LOCK_POLL_SECONDS = 0.05
+
+
+@contextlib.contextmanager
+def configuration_lock(directory: Path, wait: float) -> Iterator[None]:
+    """Hold the lock of the configuration in directory (made, mode 0750, if missing),
+    waiting at most ``wait`` seconds while another process holds it; IncusTimeoutError
+    after that."""
+    lock = directory / LOCK_FILE
+    try:
+        directory.mkdir(mode=0o750, parents=True, exist_ok=True)
+        # O_NOFOLLOW: the lock is made here, not where a symbolic link would point.
+        flags = os.O_RDONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+        fd = os.open(lock, flags, 0o644)
+    except OSError as exc:
+        raise InvalidInputError(
+            f"Cannot lock the incus CLI's configuration with {lock}: {exc.strerror or exc}; "
+            "nothing was sent"
+        ) from None
+    try:
+        ends = time.monotonic() + wait
+        pause = 0.001
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                left = ends - time.monotonic()
+                if left <= 0:
+                    raise IncusTimeoutError(
+                        f"Another process held the lock {lock} on the incus CLI's "
+                        f"configuration for {wait:g} s (another add_remote adding a remote): "
+                        "nothing was sent or written"
+                    ) from None
+                time.sleep(min(pause, left))
+                pause = min(2 * pause, _LOCK_POLL_SECONDS)
+            except OSError as exc:
+                raise InvalidInputError(
+                    f"Cannot lock the incus CLI's configuration with {lock}: "
+                    f"{exc.strerror or exc}; nothing was sent"
+                ) from None
+        yield
+    finally:
+        os.close(fd)  # which releases the lock
