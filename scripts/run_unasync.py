@@ -63,7 +63,11 @@ RENAMES = {
     "AsyncImageServer": "ImageServer",
     # httpx's async spellings. (unasync's default would turn AsyncX into SyncX, a name httpx
     # does not have.)
-    "AsyncHTTPTransport": "HTTPTransport",
+    "AsyncBaseTransport": "BaseTransport",
+    "handle_async_request": "handle_request",
+    # The SDK's transports.
+    "AsyncPolicyTransport": "PolicyTransport",
+    "AsyncPoolTransport": "PoolTransport",
     # httpcore's, for the deadline-keeping network backend.
     "AsyncConnectionPool": "ConnectionPool",
     "AsyncNetworkBackend": "NetworkBackend",
@@ -81,7 +85,12 @@ RENAMES = {
 }
 
 #: Names that may appear in generated code although they look asynchronous.
-ALLOWED_ASYNC_NAMES: frozenset[str] = frozenset({"SyncBackend"})  # httpcore's blocking backend
+ALLOWED_ASYNC_NAMES: frozenset[str] = frozenset(
+    {
+        "SyncBackend",  # httpcore's blocking backend
+        "SyncByteStream",  # httpx's blocking byte stream
+    }
+)
 
 #: Names that must not survive into generated code: the keywords, every Async... class, the
 #: Sync... names unasync invents for AsyncX it does not know, and httpx's async spellings.

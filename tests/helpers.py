@@ -55,6 +55,16 @@ def sync_response(
     return httpx.Response(status, json=body, headers=headers)
 
 
+#: What a client over HTTPS asks its server once, at its first call: which members its cluster
+#: has (a server that is no cluster's answers as incusd 6.0.4 does, not_clustered()).
+CLUSTER_MEMBERS = "/1.0/cluster/members"
+
+
+def not_clustered() -> httpx.Response:
+    """incusd 6.0.4's answer to the members question on a server that is not clustered."""
+    return error_response(500, "Server is not clustered")
+
+
 #: What a client sends to read the images a server holds before an import (the survey: an
 #: import that may clean up after a failure never deletes what was there before).
 SURVEY = "GET /1.0/images?recursion=0"

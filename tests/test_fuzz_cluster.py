@@ -23,7 +23,7 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 
 from incus_images import InvalidInputError
-from incus_images._async._connection import Members
+from incus_images._async._transport import Members
 from incus_images._endpoint import (
     MAX_CLUSTER_MEMBERS,
     Endpoint,

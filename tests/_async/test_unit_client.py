@@ -22,10 +22,12 @@ from incus_images import (
     InvalidInputError,
 )
 from tests.helpers import (
+    CLUSTER_MEMBERS,
     OFFLINE_SERVER,
     UNIX_BASE,
     accepted_response,
     image,
+    not_clustered,
     operation,
     sha256,
     sync_response,
@@ -240,6 +242,7 @@ async def test_server_and_repr() -> None:
 async def test_https_endpoint_defaults_to_port_8443() -> None:
     with respx.mock(base_url="https://images.example:8443", assert_all_called=True) as mock:
         route = mock.get("/1.0/images").mock(return_value=sync_response([]))
+        mock.get(CLUSTER_MEMBERS).mock(return_value=not_clustered())
         async with AsyncClient("https://images.example", verify=False) as incus:
             assert incus.server == "https://images.example:8443"
             await incus.images.list()

@@ -30,7 +30,7 @@ from tests.helpers import error_response, image, sha256, sync_response
 pytestmark = pytest.mark.anyio
 
 A, B, C = (f"https://node{n}.test:8443" for n in (1, 2, 3))
-#: The members one call tries at most (MAX_MEMBERS_PER_CALL, in the flavour's _connection).
+#: The members one call tries at most (MAX_MEMBERS_PER_CALL, in the flavour's _transport).
 MEMBERS_A_CALL_TRIES = 10
 FP = sha256(b"cluster")
 REFUSED = httpx.ConnectError("Connection refused")

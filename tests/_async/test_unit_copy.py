@@ -42,6 +42,7 @@ from incus_images import (
 )
 from tests.conftest import _unavailable
 from tests.helpers import (
+    CLUSTER_MEMBERS,
     OFFLINE_SERVER,
     Answer,
     ScriptedWire,
@@ -49,6 +50,7 @@ from tests.helpers import (
     error_response,
     image,
     multipart_parts,
+    not_clustered,
     operation,
     sha256,
     sync_response,
@@ -91,6 +93,9 @@ class Wire(ScriptedWire):
         self.held: dict[str, list[str]] = {"T": [], "U": []}
         for who in self.held:
             self.on(who, "GET", "/1.0/images", self._listing(who))
+        # Neither HTTPS server is a cluster's member (each client asks once).
+        for who in ("S", "T"):
+            self.on(who, "GET", CLUSTER_MEMBERS, not_clustered())
 
     def _listing(self, who: str) -> Callable[[httpx.Request], httpx.Response]:
         def respond(request: httpx.Request) -> httpx.Response:
@@ -106,10 +111,18 @@ class Wire(ScriptedWire):
     def sent(self, *, raw: bool = False) -> list[str]:
         """Every request as "<server> <method> <path>": S source, T target, U unix socket.
 
-        Unless ``raw``, the wait slice is left out (``/wait``): how long each long-poll lasts
-        is asserted by the tests about it, not by every sequence."""
+        Unless ``raw``, the wait slice is left out (``/wait``), and so is the question whether
+        a server is a cluster's member, which each HTTPS client asks once: how long each
+        long-poll lasts, and when a client asks, are asserted by the tests about them
+        (test_unit_waiting, test_unit_cluster), not by every sequence."""
         lines = self.lines()
-        return lines if raw else [re.sub(r"/wait\?timeout=\d+$", "/wait", line) for line in lines]
+        if raw:
+            return lines
+        return [
+            re.sub(r"/wait\?timeout=\d+$", "/wait", line)
+            for line in lines
+            if f" GET {CLUSTER_MEMBERS}?" not in line
+        ]
 
     def requests(self, who: str, method: str, path: str) -> list[httpx.Request]:
         return self.matching(who, method, path)

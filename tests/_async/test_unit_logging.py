@@ -13,6 +13,7 @@ import respx
 
 from incus_images import AsyncClient, Image, IncusConnectionError, NotFoundError
 from tests.helpers import (
+    CLUSTER_MEMBERS,
     accepted_response,
     error_response,
     image,
@@ -204,6 +205,9 @@ async def test_no_warning_when_there_is_no_other_member_to_try(
     with respx.mock() as router:
         route = router.get(f"{MEMBER_A}/1.0/images/{FP}")
         route.mock(side_effect=httpx.ConnectError("Connection refused"))
+        router.get(f"{MEMBER_A}{CLUSTER_MEMBERS}").mock(
+            side_effect=httpx.ConnectError("Connection refused")
+        )
         async with AsyncClient(MEMBER_A, verify=False) as client:
             with pytest.raises(IncusConnectionError):
                 await client.images.get(FP)

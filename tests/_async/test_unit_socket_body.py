@@ -19,7 +19,7 @@ import pytest
 import respx
 
 from incus_images import AsyncClient, IncusConnectionError
-from tests.helpers import image, sha256, sync_response
+from tests.helpers import CLUSTER_MEMBERS, image, not_clustered, sha256, sync_response
 
 pytestmark = pytest.mark.anyio
 
@@ -119,6 +119,7 @@ async def test_over_https_the_socket_is_never_read_directly(tmp_path: Path) -> N
     # Over TLS the socket carries encrypted records, not the body: httpx must read it all.
     stream = NetworkStream(None)
     with respx.mock(base_url="https://incus.invalid:8443", assert_all_called=True) as https:
+        https.get(CLUSTER_MEMBERS).mock(return_value=not_clustered())
         https.get(f"/1.0/images/{FP}").mock(return_value=sync_response(image(FP, size=len(DATA))))
         https.get(f"/1.0/images/{FP}/export").mock(
             return_value=httpx.Response(

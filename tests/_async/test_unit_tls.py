@@ -18,6 +18,9 @@ from tests.pki import Authority, Issued, TlsServer, self_signed
 
 pytestmark = pytest.mark.anyio
 
+#: What a client over HTTPS asks first, once: whether its server is a cluster's member.
+CLUSTERED = "GET /1.0/cluster/members?recursion=1"
+
 #: serve(shown, clients=None): an HTTPS server on loopback showing ``shown``.
 Serve = Callable[..., TlsServer]
 
@@ -97,7 +100,7 @@ async def test_a_bundle_holding_the_ca_refuses_another_name_too(
     right = serve(ca.issue(ips=["127.0.0.1"]))
     async with verifying_with(conf, how, right.url(), bundle) as client:
         assert not (await client.server_info()).trusted
-    assert right.requests == ["GET /1.0"]
+    assert right.requests == [CLUSTERED, "GET /1.0"]
 
 
 @HOW
@@ -115,7 +118,7 @@ async def test_the_pinned_certificate_is_accepted_whatever_its_name(
     pinned = serve(leaf)
     async with verifying_with(conf, how, pinned.url(), leaf.certificate) as client:
         assert not (await client.server_info()).trusted
-    assert server.requests == pinned.requests == ["GET /1.0"]
+    assert server.requests == pinned.requests == [CLUSTERED, "GET /1.0"]
 
 
 @HOW
@@ -144,7 +147,7 @@ async def test_a_ca_issued_certificate_with_the_right_name_is_accepted(
     server = serve(ca.issue(**names))
     async with verifying_with(conf, how, server.url(host), ca.certificate) as client:
         assert not (await client.server_info()).trusted
-    assert server.requests == ["GET /1.0"]
+    assert server.requests == [CLUSTERED, "GET /1.0"]
 
 
 async def test_a_certificate_no_file_certificate_issued_is_refused(
@@ -168,4 +171,6 @@ async def test_a_remote_presents_its_client_certificate(
     (conf / "servercerts" / "r.crt").write_bytes(ca.certificate)
     async with AsyncClient(remote="r") as client:
         await client.server_info()
-    assert server.client_certificates == [client_pair.der]
+    # On every connection (the first asks whether the server is a cluster's member).
+    assert server.client_certificates
+    assert set(server.client_certificates) == {client_pair.der}

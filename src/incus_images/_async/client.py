@@ -1,10 +1,12 @@
-"""The client: one server, one project, one connection pool."""
+"""The client: a server (or a cluster of them), one project, one connection."""
 
 from __future__ import annotations
 
 import os
 from types import TracebackType
 from typing import TYPE_CHECKING
+
+import httpx
 
 from .._endpoint import CertificateArg, Endpoint, VerifyArg, parse_endpoint, parse_members
 from .._errors import InvalidInputError
@@ -62,6 +64,14 @@ class AsyncClient:
     larger than any Incus sends (16 MiB of JSON, 64 KiB of error text) are refused, so a
     hostile server cannot fill the client's memory.
 
+    ``transport`` is an httpx transport of your own (``httpx.AsyncBaseTransport`` for
+    AsyncClient, ``httpx.BaseTransport`` for Client), used for every request instead of the
+    SDK's connection pool: for a proxy, tracing or tests. The SDK's policy stays on top of it
+    (repeats, cluster failover, the call's deadline for every request). TLS is then the
+    transport's business (``verify=`` a file still names the certificate another server is
+    told to pin in a copy), and a server that trickles its answer within each network step
+    is bounded only by the transport's own timeouts. The client closes it when closed.
+
     Use it as a context manager, or close it when done. A blocking Client used without either
     (a plain script, a notebook cell) is also closed when it is garbage-collected; an
     AsyncClient cannot be, as nothing can await in a garbage collector.
@@ -76,6 +86,7 @@ class AsyncClient:
         verify: VerifyArg = True,
         project: str | None = None,
         timeout: float | None = DEFAULT_TIMEOUT,
+        transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         if project is not None:
             text(project, "project", empty=False)
@@ -100,11 +111,16 @@ class AsyncClient:
             resolved = remote_endpoint(remote)
             target = resolved.endpoint
             project = resolved.project if project is None else project
+        if transport is not None and not isinstance(transport, httpx.AsyncBaseTransport):
+            raise InvalidInputError(
+                f"transport must be an httpx.AsyncBaseTransport, got {type(transport).__name__}"
+            )
         self._connection = AsyncConnection(
             target,
             project=project,
             timeout=seconds(timeout, "timeout"),
             members=members,
+            transport=transport,
         )
         self._operations = AsyncOperationsAPI(self._connection)
         self._images = AsyncImagesAPI(self._connection, self._operations)

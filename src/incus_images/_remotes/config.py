@@ -54,8 +54,6 @@ _MAX_CONFIG_BYTES = MAX_SMALL_FILE_BYTES
 _MAX_DEPTH = 32
 #: How messages name a config.yml.
 _CONFIG = "the incus CLI's configuration"
-#: Longest answer add_remote reads: GET /1.0 and the project list are a few KiB.
-_MAX_ANSWER_BYTES = 4 * 1024 * 1024
 #: Longest remote name: it names the file servercerts/<name>.crt, and stays a plain YAML key
 #: (PyYAML writes keys over 128 characters in the explicit "? key" form).
 _MAX_NAME_BYTES = 100

@@ -15,13 +15,10 @@ from collections.abc import Mapping
 from typing import Any
 from urllib.parse import unquote
 
-import httpx
-
+from .._endpoint import Endpoint
 from .._errors import IncusConnectionError, IncusError, IncusTimeoutError, InvalidInputError
-from .._logging import log_answer
-from .._protocol import Call, Envelope, named_path, parse_envelope, transport_error, unexpected
+from .._protocol import Call, Envelope, named_path, parse_envelope, unexpected
 from .._tls import client_context
-from .config import _MAX_ANSWER_BYTES
 from .tokens import TrustToken, host_port
 
 #: Without a timeout (timeout=None), how long showing a certificate may take a server: an
@@ -147,44 +144,31 @@ def _reason(exc: BaseException) -> str:
 
 
 class Server:
-    """A few JSON calls to the server being added, bounded in size and by the deadline."""
+    """A few JSON calls to the server being added, through the client's own connection
+    (the same TLS rule, bounded answers, the call's deadline in every network step and the
+    same error mapping), each within what is left of the deadline."""
 
     def __init__(self, url: str, context: ssl.SSLContext, deadline: Deadline) -> None:
+        # add_remote is blocking: the blocking twin of the client's connection.
+        from .._sync._connection import Connection
+
         self.url = url
         self._deadline = deadline
-        # Straight to the server, as the certificate probe before it went (no proxy from the
-        # environment).
-        self._http = httpx.Client(base_url=url, verify=context, trust_env=False)
+        self._connection = Connection(
+            Endpoint.https(url, ssl_context=context),
+            project=None,
+            timeout=deadline.left(),
+            # One server is added, whatever cluster it belongs to.
+            ask_members=False,
+        )
 
     def close(self) -> None:
-        self._http.close()
+        self._connection.close()
 
     def send(self, call: Call) -> Envelope:
-        # httpx bounds each step by what is left; a server trickling its answer is bounded
-        # here, between chunks.
-        started = time.monotonic()
-        try:
-            with self._http.stream(
-                call.method,
-                call.path,
-                params=call.params,
-                json=call.json,
-                timeout=self._deadline.remaining(f"{call.action} on {self.url}"),
-            ) as response:
-                body = bytearray()
-                for chunk in response.iter_bytes():
-                    body += chunk
-                    if len(body) > _MAX_ANSWER_BYTES:
-                        raise unexpected(call, self.url, "the answer is too large")
-                    if self._deadline.expired():
-                        raise httpx.ReadTimeout("the answer is too slow")
-                answer = httpx.Response(
-                    response.status_code, headers=response.headers, content=bytes(body)
-                )
-            log_answer(call, self.url, answer.status_code, len(body), started)
-        except httpx.TransportError as exc:
-            raise transport_error(call, self.url, exc) from None
-        return parse_envelope(call, self.url, answer)
+        left = self._deadline.remaining(f"{call.action} on {self.url}")
+        response = self._connection.send(call, deadline=left)
+        return parse_envelope(call, self.url, response)
 
     def info(self) -> dict[str, Any]:
         call = Call(method="GET", path="/1.0", action="read the server's information")
