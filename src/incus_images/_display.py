@@ -2,9 +2,11 @@
 
 Jupyter calls ``_repr_html_``; IPython's pretty printer (the terminal, ``%pprint``, and the
 ``text/plain`` part of a notebook output) calls ``_repr_pretty_``. Both hooks come from
-:func:`displayed`, the decorator of the models and of the list types; everything else lives here,
-so the models stay plain data. Each model is first turned into a :class:`Card` (one object) or
-a :class:`Table` (a list); one renderer per format draws those.
+:func:`displayed`, the decorator of the models and of the list types, which also names the view
+that draws each (``@displayed(image_card)``); everything else lives here, so the models stay
+plain data, and this room knows the models only by the attributes it reads (the protocols
+below): it imports nothing of theirs. Each model is first turned into a :class:`Card` (one
+object) or a :class:`Table` (a list); one renderer per format draws those.
 
 Everything shown comes from the server and is user data (property keys and values above all),
 so every piece of text is cut to :data:`MAX_TEXT` characters, has its non-printable characters
@@ -14,20 +16,17 @@ and :data:`MAX_ROWS` rows of a list are drawn, then "… and N more". The lists 
 every item: only the view is cut.
 
 Nothing here is imported at import time beyond the standard library: IPython is never imported
-(the pretty printer is passed in), and the models are imported when something is drawn.
+(the pretty printer is passed in).
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime
 from itertools import islice
-from typing import TYPE_CHECKING, Protocol, TypeVar
-
-if TYPE_CHECKING:
-    from ._models import Image, ImageAlias, Operation
+from typing import Any, Protocol, TypeVar
 
 __all__ = [
     "MAX_ENTRIES",
@@ -65,6 +64,92 @@ _STYLE = (
 C = TypeVar("C", bound=type)
 
 
+class AliasView(Protocol):
+    """What the drawing reads of an ImageAlias."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def target(self) -> str: ...
+    @property
+    def type(self) -> str: ...
+    @property
+    def description(self) -> str: ...
+
+
+class SourceView(Protocol):
+    """What the drawing reads of an ImageSource."""
+
+    @property
+    def server(self) -> str: ...
+    @property
+    def alias(self) -> str: ...
+
+
+class ImageView(Protocol):
+    """What the drawing reads of an Image."""
+
+    @property
+    def fingerprint(self) -> str: ...
+    @property
+    def aliases(self) -> Sequence[AliasView]: ...
+    @property
+    def type(self) -> str: ...
+    @property
+    def architecture(self) -> str: ...
+    @property
+    def size(self) -> int: ...
+    @property
+    def public(self) -> bool: ...
+    @property
+    def auto_update(self) -> bool: ...
+    @property
+    def project(self) -> str: ...
+    @property
+    def profiles(self) -> Sequence[str]: ...
+    @property
+    def update_source(self) -> SourceView | None: ...
+    @property
+    def created_at(self) -> datetime | None: ...
+    @property
+    def uploaded_at(self) -> datetime | None: ...
+    @property
+    def last_used_at(self) -> datetime | None: ...
+    @property
+    def expires_at(self) -> datetime | None: ...
+    @property
+    def properties(self) -> Mapping[str, str]: ...
+
+
+class OperationView(Protocol):
+    """What the drawing reads of an Operation."""
+
+    @property
+    def id(self) -> str: ...
+    @property
+    def class_(self) -> str: ...
+    @property
+    def description(self) -> str: ...
+    @property
+    def status(self) -> str: ...
+    @property
+    def status_code(self) -> int: ...
+    @property
+    def err(self) -> str: ...
+    @property
+    def may_cancel(self) -> bool: ...
+    @property
+    def created_at(self) -> datetime | None: ...
+    @property
+    def updated_at(self) -> datetime | None: ...
+    @property
+    def location(self) -> str: ...
+    @property
+    def resources(self) -> Mapping[str, Sequence[str]]: ...
+    @property
+    def metadata(self) -> Mapping[str, Any] | None: ...
+
+
 class PrettyPrinter(Protocol):
     """The part of ``IPython.lib.pretty.RepresentationPrinter`` used here."""
 
@@ -94,13 +179,23 @@ def _repr_pretty_(self: object, printer: PrettyPrinter, cycle: bool) -> None:
     printer.text(text)
 
 
-def displayed(cls: C) -> C:
+def displayed(
+    view: Callable[[Any], Card | Table], *, items: type | None = None
+) -> Callable[[C], C]:
     """Give a model or list type the Jupyter (``_repr_html_``) and IPython (``_repr_pretty_``)
-    hooks. They go into the class itself, not a base class: IPython takes the first
-    ``__repr__`` it finds in the MRO, and attrs defines one in every model."""
-    cls._repr_html_ = _repr_html_  # type: ignore[attr-defined]
-    cls._repr_pretty_ = _repr_pretty_  # type: ignore[attr-defined]
-    return cls
+    hooks, drawing it with ``view``; a list type names the type of its ``items`` (a list
+    holding anything else shows as a plain list: anything can be appended to it). The hooks
+    go into the class itself, not a base class: IPython takes the first ``__repr__`` it finds
+    in the MRO, and attrs defines one in every model."""
+
+    def decorate(cls: C) -> C:
+        cls._repr_html_ = _repr_html_  # type: ignore[attr-defined]
+        cls._repr_pretty_ = _repr_pretty_  # type: ignore[attr-defined]
+        cls._incus_view = staticmethod(view)  # type: ignore[attr-defined]
+        cls._incus_items = items  # type: ignore[attr-defined]
+        return cls
+
+    return decorate
 
 
 # --------------------------------------------------------------------------------------------
@@ -230,7 +325,7 @@ def _count(count: int, noun: str, nouns: str) -> str:
     return f"{count} {noun if count == 1 else nouns}"
 
 
-def image_card(image: Image) -> Card:
+def image_card(image: ImageView) -> Card:
     fields: list[tuple[str, Cell | Pairs]] = [
         ("aliases", Cell(", ".join(alias.name for alias in image.aliases) or MISSING)),
         ("type", Cell(image.type or MISSING)),
@@ -256,7 +351,7 @@ def image_card(image: Image) -> Card:
     return Card("Image", _fingerprint_cell(image.fingerprint), fields)
 
 
-def alias_card(alias: ImageAlias) -> Card:
+def alias_card(alias: AliasView) -> Card:
     return Card(
         "ImageAlias",
         Cell(alias.name),
@@ -268,7 +363,7 @@ def alias_card(alias: ImageAlias) -> Card:
     )
 
 
-def operation_card(operation: Operation) -> Card:
+def operation_card(operation: OperationView) -> Card:
     fields: list[tuple[str, Cell | Pairs]] = [
         ("description", Cell(operation.description or MISSING)),
         ("status", Cell(f"{operation.status or MISSING} ({operation.status_code})")),
@@ -300,7 +395,7 @@ def operation_card(operation: Operation) -> Card:
     return Card("Operation", Cell(operation.id, code=True), fields)
 
 
-def images_table(images: Sequence[Image]) -> Table:
+def images_table(images: Sequence[ImageView]) -> Table:
     # The project column only matters when the list spans projects (all_projects=True).
     by_project = len({image.project for image in images}) > 1
     columns = ["alias", "fingerprint", "public", "description", "architecture", "type", "size"]
@@ -322,7 +417,7 @@ def images_table(images: Sequence[Image]) -> Table:
     return Table(_count(len(images), "image", "images"), columns, rows, len(images) - len(rows))
 
 
-def aliases_table(aliases: Sequence[ImageAlias]) -> Table:
+def aliases_table(aliases: Sequence[AliasView]) -> Table:
     rows = [
         [
             Cell(alias.name),
@@ -339,19 +434,14 @@ def aliases_table(aliases: Sequence[ImageAlias]) -> Table:
 def _view(obj: object) -> Card | Table | None:
     """What to draw for obj; None for a list holding something else than its items' type
     (it is a list: anything can be appended), which then shows as a plain list."""
-    from ._models import Image, ImageAlias, ImageAliasList, ImageList, Operation
-
-    if isinstance(obj, Image):
-        return image_card(obj)
-    if isinstance(obj, ImageAlias):
-        return alias_card(obj)
-    if isinstance(obj, Operation):
-        return operation_card(obj)
-    if isinstance(obj, ImageList) and all(isinstance(item, Image) for item in obj):
-        return images_table(obj)
-    if isinstance(obj, ImageAliasList) and all(isinstance(item, ImageAlias) for item in obj):
-        return aliases_table(obj)
-    return None
+    view: Callable[[Any], Card | Table] | None = getattr(type(obj), "_incus_view", None)
+    if view is None:
+        return None
+    items: type | None = getattr(type(obj), "_incus_items", None)
+    # A list holding anything else than its items' type shows as a plain list.
+    if items is not None and not (isinstance(obj, list) and all(isinstance(i, items) for i in obj)):
+        return None
+    return view(obj)
 
 
 # --------------------------------------------------------------------------------------------

@@ -16,7 +16,14 @@ from typing import Any, Self, SupportsIndex, TypeVar, overload
 
 import attrs
 
-from ._display import displayed
+from ._display import (
+    alias_card,
+    aliases_table,
+    displayed,
+    image_card,
+    images_table,
+    operation_card,
+)
 
 __all__ = [
     "Image",
@@ -42,7 +49,7 @@ class OperationStatus(enum.IntEnum):
     CANCELLED = 401
 
 
-@displayed
+@displayed(alias_card)
 @attrs.frozen(kw_only=True)
 class ImageAlias:
     """An image alias: a name that points at an image.
@@ -69,7 +76,7 @@ class ImageSource:
     image_type: str = ""
 
 
-@displayed
+@displayed(image_card)
 @attrs.frozen(kw_only=True)
 class Image:
     """An image stored on the server. Shown as a small table in Jupyter and IPython."""
@@ -96,7 +103,7 @@ class Image:
     project: str = ""
 
 
-@displayed
+@displayed(operation_card)
 @attrs.frozen(kw_only=True)
 class Operation:
     """A background task on the server (an upload, a deletion, ...), in the state last read."""
@@ -131,7 +138,6 @@ class Operation:
 T = TypeVar("T")
 
 
-@displayed
 class _ModelList(list[T]):
     """A list of models that Jupyter and IPython show as one table, a row per item. It is a
     plain list otherwise (equal to a list with the same items, JSON-encodable and picklable as
@@ -151,12 +157,14 @@ class _ModelList(list[T]):
         return super().__getitem__(index)
 
 
+@displayed(images_table, items=Image)
 class ImageList(_ModelList[Image]):
     """What ``images.list()`` returns: a ``list`` of Image shown as a table of images."""
 
     __slots__ = ()
 
 
+@displayed(aliases_table, items=ImageAlias)
 class ImageAliasList(_ModelList[ImageAlias]):
     """What ``images.list_aliases()`` returns: a ``list`` of ImageAlias shown as a table."""
 
