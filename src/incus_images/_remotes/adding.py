@@ -12,8 +12,6 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-import attrs
-
 from .._endpoint import parse_endpoint
 from .._errors import ForbiddenError, IncusConnectionError, IncusError, InvalidInputError
 from .._protocol import Call
@@ -28,6 +26,8 @@ from .._tls import (
 from .._validate import boolean, seconds, text
 from .config import CONFIG_FILE, Remote, _given_directory, load_remotes, remote_name
 from .files import (
+    _Added,
+    _Certificate,
     _config_text,
     _save,
     check_writable,
@@ -47,14 +47,6 @@ from .tokens import TrustToken, decode_token
 
 # --------------------------------------------------------------------------------------------
 # Adding a remote.
-
-
-@attrs.frozen
-class _Certificate:
-    """A client certificate the configuration does not hold yet (written on success)."""
-
-    certificate: bytes
-    key: bytes
 
 
 def _new_client_certificate() -> _Certificate:
@@ -150,16 +142,6 @@ def _client_certificate(
 
 def _pinned(server_pem: str) -> TrustedCertificates:
     return trusted_certificates(server_pem.encode("ascii"), "the server's certificate")
-
-
-@attrs.frozen(kw_only=True)
-class _Added:
-    """What adding a remote writes: its config.yml entry and the certificates."""
-
-    #: The entry, in the order of cliconfig.Remote's fields (yaml.v2 writes them so).
-    entry: dict[str, Any]
-    server_pem: str | None = None
-    client: _Certificate | None = None
 
 
 def add_remote(

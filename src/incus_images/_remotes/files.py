@@ -9,7 +9,9 @@ import tempfile
 import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
+
+import attrs
 
 from .._errors import IncusError, IncusTimeoutError, InvalidInputError
 from .._small_files import exists
@@ -22,8 +24,23 @@ from .config import (
     read_config_text,
 )
 
-if TYPE_CHECKING:
-    from .adding import _Added, _Certificate
+
+@attrs.frozen
+class _Certificate:
+    """A client certificate the configuration does not hold yet (written on success)."""
+
+    certificate: bytes
+    key: bytes
+
+
+@attrs.frozen(kw_only=True)
+class _Added:
+    """What adding a remote writes: its config.yml entry and the certificates."""
+
+    #: The entry, in the order of cliconfig.Remote's fields (yaml.v2 writes them so).
+    entry: dict[str, Any]
+    server_pem: str | None = None
+    client: _Certificate | None = None
 
 
 # --------------------------------------------------------------------------------------------
