@@ -80,7 +80,8 @@ RENAMES = {
     "anext": "next",
     # The few flavour-specific behaviours live in src/incus_images/_flavours.py.
     "async_flavour": "sync_flavour",
-    # Tests.
+    # Tests: the flavour's own modules (incus_images._async... -> incus_images._sync...).
+    "_async": "_sync",
     "async_https_client": "https_client",
 }
 

@@ -19,7 +19,7 @@ import httpx
 from .._converter import request_body
 from .._endpoint import Endpoint, discover_socket
 from .._flavours import async_flavour
-from .._logging import log_answer, redact_httpx_secrets
+from .._logging import log_answer, logger, redact_httpx_secrets
 from .._protocol import (
     Call,
     Envelope,
@@ -29,7 +29,7 @@ from .._protocol import (
     transport_error,
 )
 from .._version import __version__
-from ._deadlines import Deadline, TransferPace, call_deadline, paused
+from ._deadlines import BODY_BYTES_READ, Deadline, TransferPace, call_deadline, paused
 from ._transport import (
     CALL,
     MAX_CONNECTIONS,
@@ -311,14 +311,35 @@ class AsyncConnection:
                     raise socket_error(call, self.server, exc) from exc
                 yield chunk
             return
-        # After its first body chunk, h11 holds nothing back (a Content-Length body event takes
-        # all it has buffered), so the rest of the body is still in the socket. The iterator
-        # stays referenced: once closed, it would close the connection under the fast reads.
+        # The iterator stays referenced: once closed, it would close the connection under the
+        # fast reads.
         chunks = response.aiter_raw()
         first = await anext(chunks, b"")
         left = int(length) - len(first)
         if first:
             yield first
+        # The rest of the body is still in the socket only if the HTTP parser handed over all
+        # it had read: a Content-Length body event takes its whole buffer (h11 0.14 to 0.16),
+        # but that is checked, not assumed: the SDK's network stream counts what it read of
+        # the body. Reading the socket past bytes the parser kept would lose them.
+        held = _held_back(response, len(first))
+        if left > 0 and held != 0:
+            logger.debug(
+                "incus_images: %s %s: the body goes on through httpx, not straight from the "
+                "socket: %s",
+                call.method,
+                call.path,
+                "what its HTTP parser holds cannot be told"
+                if held is None
+                else f"its HTTP parser holds {held} bytes not handed over",
+            )
+            async for chunk in chunks:
+                try:
+                    pace.moved(len(chunk))
+                except TimeoutError as exc:
+                    raise socket_error(call, self.server, exc) from exc
+                yield chunk
+            return
         while left > 0:
             try:
                 data = await async_flavour.receive(sock, min(_LARGE_READ, left), self.timeout)
@@ -338,9 +359,11 @@ class AsyncConnection:
             yield data
 
     def _raw_socket(self, response: httpx.Response) -> socket.socket | None:
+        """The unix socket under a streamed answer, for the fast path (None over TLS, whose
+        bytes on the socket are not the body, or under a transport that does not say)."""
         endpoint = self._in_use
         if endpoint is None or endpoint.socket_path is None:
-            return None  # over TLS the bytes on the socket are not the body
+            return None
         stream = response.extensions.get("network_stream")
         sock = stream.get_extra_info("socket") if stream is not None else None
         return sock if isinstance(sock, socket.socket) else None
@@ -350,3 +373,12 @@ class AsyncConnection:
             self._detach_finalizer()
             await self._http.aclose()
             self._http = None
+
+
+def _held_back(response: httpx.Response, handed: int) -> int | None:
+    """How many bytes of the body the HTTP parser read from the socket and has not handed
+    over yet (``handed`` were): what the SDK's network stream read of it less what came out.
+    None when the stream cannot tell (a transport of the user's)."""
+    stream = response.extensions.get("network_stream")
+    read = stream.get_extra_info(BODY_BYTES_READ) if stream is not None else None
+    return read - handed if isinstance(read, int) else None

@@ -197,14 +197,40 @@ class AsyncDeadlineBackend(httpcore.AsyncNetworkBackend):
         await self._backend.sleep(seconds)
 
 
+#: What a network stream says, asked (``get_extra_info``) for it: how many bytes of the body
+#: of the answer in progress it has read, counted from the end of the answer's head (None
+#: before the head's end was read).
+BODY_BYTES_READ = "incus_images.body_bytes_read"
+
+
 class AsyncDeadlineStream(httpcore.AsyncNetworkStream):
+    """A network stream whose every step keeps the call's deadline, and which counts what it
+    reads of an answer's body (``BODY_BYTES_READ``): the fast export path reads the socket
+    itself only when the HTTP parser above holds none of the body back."""
+
     def __init__(self, stream: httpcore.AsyncNetworkStream) -> None:
         self._stream = stream
+        # Since the last request was written: bytes read, where the answer's head ended (its
+        # blank line), and the last three bytes read (a blank line may straddle two reads).
+        self._read = 0
+        self._head_end: int | None = None
+        self._tail = b""
 
     async def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
-        return await self._stream.read(max_bytes, _bounded(timeout, httpcore.ReadTimeout))
+        data = await self._stream.read(max_bytes, _bounded(timeout, httpcore.ReadTimeout))
+        if self._head_end is None:
+            seen = self._tail + data
+            blank = seen.find(b"\r\n\r\n")
+            if blank >= 0:
+                self._head_end = self._read - len(self._tail) + blank + 4
+            self._tail = seen[-3:]
+        self._read += len(data)
+        return data
 
     async def write(self, buffer: bytes, timeout: float | None = None) -> None:
+        if self._head_end is not None or self._read:
+            # A new request: the next answer's head is still to come.
+            self._read, self._head_end, self._tail = 0, None, b""
         await self._stream.write(buffer, _bounded(timeout, httpcore.WriteTimeout))
 
     async def aclose(self) -> None:
@@ -222,5 +248,7 @@ class AsyncDeadlineStream(httpcore.AsyncNetworkStream):
         return AsyncDeadlineStream(stream)
 
     def get_extra_info(self, info: str) -> typing.Any:
+        if info == BODY_BYTES_READ:
+            return None if self._head_end is None else self._read - self._head_end
         # The socket and the TLS object stay reachable (the fast export path, pinning).
         return self._stream.get_extra_info(info)
