@@ -5,6 +5,9 @@ and incusd first on a fresh machine.
     tests      the whole test suite, both flavours, against the installed wheel and a real incusd
     interpreters  on every other CPython 3.11-3.13 on the machine: the unit tests and a daemon
                smoke subset (scripts/every_python.py; it says which versions ran)
+    deps-lowest  the same unit tests and daemon smoke subset with the lowest version of every
+               dependency pyproject.toml allows, on the newest CPython found; deps-newest with
+               the newest, on the oldest (scripts/every_python.py --deps; it prints the set)
     lint       ruff check on all code, the generated _sync trees included (the formatter checks
                the hand-written code: it would move the generated lines off their source's)
     typecheck  mypy --strict (generated code included)
@@ -69,6 +72,34 @@ def interpreters(session: nox.Session) -> None:
     # The generator too: tests/conftest.py checks the generated code is current.
     requirements = [*GENERATOR, *_groups("test")]
     session.run("python", "scripts/every_python.py", *session.posargs, "--", *requirements)
+
+
+def _deps(session: nox.Session, resolution: str) -> None:
+    # uv resolves the lowest versions (pip cannot) and installs them; it runs as python -m uv.
+    session.install("uv>=0.5")
+    requirements = [*GENERATOR, *_groups("test")]
+    session.run(
+        "python", "scripts/every_python.py", "--deps", resolution, *session.posargs, "--",
+        *requirements,
+    )  # fmt: skip
+
+
+@nox.session(python=PYTHON, name="deps-lowest")
+def deps_lowest(session: nox.Session) -> None:
+    """Unit tests and the daemon smoke subset with every dependency at its lowest allowed
+    version (uv's lowest-direct resolution), on the newest supported CPython found: old
+    releases break first on new Pythons.
+
+    A bound that does not hold fails here: raise it to the lowest version that works.
+    """
+    _deps(session, "lowest")
+
+
+@nox.session(python=PYTHON, name="deps-newest")
+def deps_newest(session: nox.Session) -> None:
+    """The same with the newest versions available, resolved afresh, on the oldest CPython:
+    new releases drop old Pythons first."""
+    _deps(session, "newest")
 
 
 @nox.session(python=PYTHON)

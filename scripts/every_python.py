@@ -18,6 +18,18 @@ included: one that does not fails this run, loudly, never skipped. One build per
 tested (the first found); a version the full suite ran on is not tested again. ``--all-builds``
 tests every build (another 3.11 patch release, Debian's and pyenv's, ...). The last lines say
 which versions ran, and which did not.
+
+    python scripts/every_python.py --deps lowest|newest [--dry-run] -- REQUIREMENT...
+
+runs the same tests against the two ends of the dependency range pyproject.toml allows,
+instead of whatever pip picks: ``lowest`` takes the lowest version of every direct dependency
+(extras included) on the newest supported CPython found, where old releases break first
+(PyYAML 6.0 does not install on 3.12+; tqdm before 4.66.2 warns there); ``newest`` the newest
+versions on the oldest CPython found, which new releases drop first. The set is resolved
+with uv (``uv pip compile --resolution lowest-direct``, or ``highest``; ``python -m uv``, so
+uv must be installed beside this script's Python) and printed; the requirements (the test
+group) are installed constrained to it, into a virtual environment made afresh, so nothing of
+an earlier resolution stays behind.
 """
 
 from __future__ import annotations
@@ -26,6 +38,7 @@ import argparse
 import hashlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -39,6 +52,12 @@ SUPPORTED = ((3, 11), (3, 12), (3, 13))
 VENVS = ROOT / ".nox" / "every-python"
 #: The daemon smoke subset: the core images calls against a real incusd, both flavours.
 SMOKE = ["tests/_async/test_daemon_images.py", "tests/_sync/test_daemon_images.py"]
+#: With other dependency versions, the HTTPS tests too: how a failed TLS handshake reaches the
+#: SDK is httpcore's to decide, and changed between its versions (see pyproject.toml).
+DEPS_SMOKE = [*SMOKE, "tests/_async/test_daemon_https.py", "tests/_sync/test_daemon_https.py"]
+#: How each end of the dependency range is resolved (uv's --resolution; "lowest-direct":
+#: the SDK's own dependencies at their lowest, what they need at its newest).
+RESOLUTIONS = {"lowest": "lowest-direct", "newest": "highest"}
 #: What an interpreter must answer to count as a working CPython that can make a venv.
 PROBE = (
     "import ensurepip, json, sys, venv; "
@@ -132,6 +151,18 @@ def choose(
     return chosen, left
 
 
+def choose_for_deps(found: list[Interpreter], resolution: str) -> Interpreter | None:
+    """The interpreter one end of the dependency range is tested on, crosswise: the newest
+    supported version found for the lowest dependencies, the oldest for the newest (the first
+    build found of it). None if no supported version was found."""
+    supported = [interpreter for interpreter in found if interpreter.minor in SUPPORTED]
+    if not supported:
+        return None
+    pick = max if resolution == "lowest" else min
+    version = pick(interpreter.version for interpreter in supported)
+    return next(interpreter for interpreter in supported if interpreter.version == version)
+
+
 def run(command: list[str], env: dict[str, str] | None = None) -> int:
     print("+", " ".join(command), flush=True)
     return subprocess.run(command, cwd=ROOT, env=env).returncode
@@ -155,6 +186,51 @@ def test_with(
     pip = [str(python), "-m", "pip", "install", "-q", "--disable-pip-version-check"]
     if run([*pip, ".", *requirements]):
         return time.monotonic() - started, ["pip install failed"]
+    failures = run_tests(python, fuzz_examples, SMOKE)
+    return time.monotonic() - started, failures
+
+
+def compile_command(interpreter: Interpreter, resolution: str, output: Path) -> list[str]:
+    """uv's resolution of the SDK's dependencies (every extra's too) at one end of the range,
+    for this interpreter, written to output."""
+    return [
+        sys.executable, "-m", "uv", "pip", "compile", "pyproject.toml", "--all-extras",
+        "--resolution", RESOLUTIONS[resolution], "--python", str(interpreter.path),
+        "--no-header", "--no-annotate", "--quiet", "--output-file", str(output),
+    ]  # fmt: skip
+
+
+def run_deps(
+    interpreter: Interpreter, resolution: str, requirements: list[str], fuzz_examples: int
+) -> tuple[float, list[str]]:
+    """Resolve one end of the dependency range, print it, install the project with it (and the
+    requirements, constrained to it) into a fresh venv, and run the unit and smoke tests."""
+    started = time.monotonic()
+    venv = VENVS / f"deps-{resolution}"
+    python = venv / "bin" / "python"
+    resolved = VENVS / f"deps-{resolution}.txt"
+    shutil.rmtree(venv, ignore_errors=True)
+    VENVS.mkdir(parents=True, exist_ok=True)
+    if run(compile_command(interpreter, resolution, resolved)):
+        return time.monotonic() - started, [f"uv could not resolve the {resolution} versions"]
+    for line in resolved.read_text().splitlines():
+        if line.strip() and not line.startswith("#"):
+            print(f"every_python: {resolution}: {line.strip()}", flush=True)
+    if run([str(interpreter.path), "-m", "venv", "--without-pip", str(venv)]):
+        return time.monotonic() - started, ["python -m venv failed"]
+    # uv, not pip: the constraints make the set exact, and it installs in seconds. The project
+    # is built from this checkout (never a wheel uv built earlier), with every extra.
+    install = [sys.executable, "-m", "uv", "pip", "install", "--quiet", "--python", str(python)]
+    install += ["--refresh-package", "incus-images", "--constraints", str(resolved)]
+    if run([*install, ".[progress]", *requirements]):
+        return time.monotonic() - started, [f"installing the {resolution} versions failed"]
+    failures = run_tests(python, fuzz_examples, DEPS_SMOKE)
+    return time.monotonic() - started, failures
+
+
+def run_tests(python: Path, fuzz_examples: int, smoke: list[str]) -> list[str]:
+    """The unit tests, then the smoke subset (also after the unit tests failed: each says
+    something of its own), with this venv's python. Returns what failed."""
     pytest = [str(python), "-m", "pytest", "-q", "-p", "no:cacheprovider"]
     # Fewer fuzzing examples than the full suite's 200-300: every property still runs on this
     # version, in seconds instead of most of a minute.
@@ -166,9 +242,9 @@ def test_with(
     unit = [*pytest, "-m", "not incusd", "--ignore=tests/test_generator.py"]
     if code := run(unit, env=unit_env):
         failures.append(f"the unit tests exited {code}")
-    if code := run([*pytest, *SMOKE]):
+    if code := run([*pytest, *smoke]):
         failures.append(f"the daemon smoke tests exited {code}")
-    return time.monotonic() - started, failures
+    return failures
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -178,6 +254,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--all-builds", action="store_true", help="test every build found")
     parser.add_argument("--dry-run", action="store_true", help="only say what would run")
+    parser.add_argument(
+        "--deps",
+        choices=sorted(RESOLUTIONS),
+        default=None,
+        help="test one end of the dependency range (on one interpreter) instead",
+    )
     parser.add_argument(
         "--fuzz-examples",
         type=int,
@@ -205,9 +287,11 @@ def main(argv: list[str] | None = None) -> int:
             known.path.resolve() != interpreter.path.resolve() for known in found
         ):
             found.append(interpreter)
-    chosen, left = choose(found, covered, all_builds=args.all_builds)
     for interpreter in found:
         print(f"every_python: found {interpreter}", flush=True)
+    if args.deps:
+        return deps_main(args, found, broken)
+    chosen, left = choose(found, covered, all_builds=args.all_builds)
 
     timings: list[tuple[Interpreter, float]] = []
     failed: list[str] = []
@@ -230,6 +314,26 @@ def main(argv: list[str] | None = None) -> int:
     for message in broken + failed:
         print(f"every_python: FAILED: {message}", file=sys.stderr)
     return 1 if broken or failed else 0
+
+
+def deps_main(args: argparse.Namespace, found: list[Interpreter], broken: list[str]) -> int:
+    """--deps: the tests with the lowest or the newest dependencies, on one interpreter."""
+    interpreter = choose_for_deps(found, args.deps)
+    failed = list(broken)
+    if interpreter is None:
+        failed.append("no CPython 3.11-3.13 found to test the dependencies on")
+    elif args.dry_run:
+        print(f"every_python: would run with the {args.deps} dependencies on {interpreter}")
+    else:
+        seconds, failures = run_deps(interpreter, args.deps, args.requirements, args.fuzz_examples)
+        print(
+            f"every_python: ran the unit tests and daemon smoke with the {args.deps} "
+            f"dependencies on {interpreter}: {seconds:.0f} s"
+        )
+        failed += [f"{interpreter}, {args.deps} dependencies: {failure}" for failure in failures]
+    for message in failed:
+        print(f"every_python: FAILED: {message}", file=sys.stderr)
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

@@ -8,12 +8,15 @@ import json
 import sys
 from pathlib import Path
 
+import every_python
 import pytest
 from every_python import (
     BrokenInterpreter,
     Interpreter,
     candidate_paths,
     choose,
+    choose_for_deps,
+    compile_command,
     main,
     probe,
 )
@@ -122,3 +125,49 @@ def test_the_run_says_which_versions_it_would_test(
     version = ".".join(map(str, other))
     assert f"every_python: found CPython {version} ({path})" in out
     assert f"every_python: would run on CPython {version} ({path})" in out
+
+
+def test_the_lowest_dependencies_go_to_the_newest_version_the_newest_to_the_oldest() -> None:
+    found = interpreters((3, 12, 1), (3, 13, 0), (3, 11, 7), (3, 11, 2), (3, 14, 0), (3, 10, 9))
+    lowest = choose_for_deps(found, "lowest")
+    newest = choose_for_deps(found, "newest")
+    assert lowest is not None and lowest.version == (3, 13, 0)  # 3.14 is not supported yet
+    assert newest is not None and newest.version == (3, 11, 2)
+    assert choose_for_deps(interpreters((3, 10, 0)), "lowest") is None
+
+
+def test_the_ends_of_the_range_are_uv_s_resolutions(tmp_path: Path) -> None:
+    interpreter = Interpreter(Path("/opt/py/python3.11"), (3, 11, 2))
+    lowest = compile_command(interpreter, "lowest", tmp_path / "lowest.txt")
+    newest = compile_command(interpreter, "newest", tmp_path / "newest.txt")
+    assert lowest[lowest.index("--resolution") + 1] == "lowest-direct"
+    assert newest[newest.index("--resolution") + 1] == "highest"
+    for command in (lowest, newest):
+        # For that interpreter's version and markers, with every extra's dependencies too.
+        assert command[command.index("--python") + 1] == "/opt/py/python3.11"
+        assert "--all-extras" in command
+        assert command[:5] == [sys.executable, "-m", "uv", "pip", "compile"]
+
+
+def test_a_deps_run_says_where_it_would_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # /usr/bin and /usr/local/bin are searched too: these versions win over whatever they hold
+    # (on a tie, the first found, and PATH comes first).
+    old = fake_python(tmp_path / "bin", "python3.11", (3, 11, 0))
+    new = fake_python(tmp_path / "bin", "python3.13", (3, 13, 999))
+    monkeypatch.setenv("PATH", str(tmp_path / "bin"))
+    monkeypatch.setenv("PYENV_ROOT", str(tmp_path / "no-pyenv"))
+    assert main(["--deps", "lowest", "--dry-run"]) == 0
+    assert main(["--deps", "newest", "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert f"would run with the lowest dependencies on CPython 3.13.999 ({new})" in out
+    assert f"would run with the newest dependencies on CPython 3.11.0 ({old})" in out
+
+
+def test_a_deps_run_without_a_supported_interpreter_fails(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(every_python, "candidate_paths", lambda environ: [])
+    assert main(["--deps", "lowest", "--dry-run"]) == 1
+    assert "no CPython 3.11-3.13 found" in capsys.readouterr().err
