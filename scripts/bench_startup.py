@@ -29,9 +29,10 @@ of reaped children). Ratios are medians of per-round ratios, printed with their 
   calls of warm-up (scripts/bench_child.py ``calls``), against plain httpx sending the same
   GET and ``json.loads``-ing the body. Targets: at most 1.2x (sync) and 1.5x (async).
 
-``-X importtime`` of the ``sdk`` list process names the modules that cost the most. The SDK's
-bytecode is written first (``compileall``), as pip does at install: an editable install under
-PYTHONDONTWRITEBYTECODE would otherwise compile it from source in every child.
+``-X importtime`` of the ``sdk`` list process names the modules that cost the most. The
+bytecode of the SDK and its dependencies is written first (bench.py, ``write_bytecode``), as
+pip does at install: an editable install, or packages uv installed, under
+PYTHONDONTWRITEBYTECODE would otherwise be compiled from source in every child.
 """
 
 from __future__ import annotations
@@ -279,25 +280,11 @@ class StartupBench:
         return image.fingerprint
 
     def run(self, rounds: int, verdicts: list[tuple[str, bool]]) -> None:
-        self._compile_sdk()
         print(f"\nstart-up (load average before: {_load()})")
         self._imports(rounds, verdicts)
         self._lists(rounds, verdicts)
         self._get_cpu(verdicts)
         print(f"\n  load average after: {_load()}")
-
-    def _compile_sdk(self) -> None:
-        """Write the SDK's bytecode, as pip does when it installs a package (httpx's is there).
-
-        Without it an editable install, or PYTHONDONTWRITEBYTECODE, makes every child compile
-        the SDK from source (tens of ms) and the figures measure the compiler.
-        """
-        where = subprocess.run(
-            [self.python, "-c", "import incus_images; print(incus_images.__path__[0])"],
-            env=self.env, capture_output=True, text=True, check=True,
-        ).stdout.strip()  # fmt: skip
-        subprocess.run([self.python, "-m", "compileall", "-q", where], env=self.env, check=True)
-        print(f"bytecode written for {where}")
 
     def _imports(self, rounds: int, verdicts: list[tuple[str, bool]]) -> None:
         def measure(variant: str) -> Run:
