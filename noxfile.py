@@ -136,7 +136,7 @@ def bench(session: nox.Session) -> None:
 def reliability(session: nox.Session) -> None:
     """The long versions of the suites CI runs short (RELIABILITY.md has their figures)."""
     _install_with(session, "test")
-    session.run("python", "scripts/faults.py", "--trials", "300", "--kills", "16")
+    session.run("python", "-m", "tests.faults", "--trials", "300", "--kills", "16")
     session.run(
         "python",
         "-m",

@@ -1,8 +1,8 @@
-"""Fault injection, the short version for CI (the long one: ``python scripts/faults.py``).
+"""Fault injection, the short version for CI (the long one: ``python -m tests.faults``).
 
 A loopback proxy cuts, resets, stalls or interrupts the SDK's calls at seeded random byte
 offsets, and a daemon is killed mid-transfer and restarted on its directory; after every trial
-the harness (``scripts/faults.py``) checks the promises: success or a typed error, no partial
+the harness (``tests/faults/``) checks the promises: success or a typed error, no partial
 file, no temporary file, no image left behind without the error saying so. The seed is fixed
 and printed; a failing trial prints the command that replays it.
 
@@ -25,24 +25,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from faults import (
-    DOWN,
-    FINAL_REPORT,
-    FLAVOURS,
-    KILL_OPS,
-    KILL_PAYLOAD,
-    NO_FAULT,
-    STALL_TIMEOUT,
-    UP,
-    FaultDaemon,
-    FaultProxy,
-    Harness,
-    Site,
-    TrialSpec,
-    report,
-)
-from faults import Fault as ProxyFault
 from throwaway_incusd import DaemonUnavailable
+
+from tests.faults.daemon import FaultDaemon
+from tests.faults.fault import DOWN, FINAL_REPORT, NO_FAULT, UP
+from tests.faults.fault import Fault as ProxyFault
+from tests.faults.harness import Harness
+from tests.faults.proxy import FaultProxy
+from tests.faults.report import report
+from tests.faults.site import KILL_PAYLOAD, Site
+from tests.faults.trials import FLAVOURS, KILL_OPS, STALL_TIMEOUT, TrialSpec
 
 SEED = 1010
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
