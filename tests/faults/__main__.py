@@ -61,7 +61,9 @@ def main(argv: list[str] | None = None) -> int:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--trials", type=int, default=300, help="trials under the proxy")
+    parser.add_argument(
+        "--trials", type=int, default=300, help="trials that cut, stall or interrupt a call"
+    )
     parser.add_argument("--kills", type=int, default=16, help="trials that kill the daemon")
     parser.add_argument("--seed", type=int, default=DEFAULT_SEED)
     parser.add_argument("--only", type=int, help="run only this trial of the seed (replay)")

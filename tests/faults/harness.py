@@ -37,6 +37,7 @@ from .trials import (
     TrialSpec,
     WaitTrial,
     body_direction,
+    injector_for,
     notes_and_message,
     trial_class,
 )
@@ -99,13 +100,14 @@ class Harness:
         directory.mkdir()
         return directory
 
-    def calibrated(self, site: Site, op: str, transport: str) -> Traffic:
-        """The bytes this call moves without a fault over this transport, measured once with
-        the blocking client (the async one moves the same bytes, give or take a few), which
-        must succeed."""
-        key = (op, transport)
+    def calibrated(self, site: Site, op: str, injector: str) -> Traffic:
+        """The bytes this call moves without a fault through this injector (IN_PROCESS, or the
+        proxy of a transport), measured once with the blocking client (the async one moves the
+        same bytes, give or take a few), which must succeed."""
+        key = (op, injector)
         if key not in site.calibration:
-            spec = TrialSpec(f"calibrate {op}", op, "sync", transport, NO_FAULT)
+            transport = "https" if injector == "https" else "unix"
+            spec = TrialSpec(f"calibrate {op}", op, "sync", transport, NO_FAULT, injector=injector)
             record = self._run(site, spec)
             self.calibrations.append(record)
             assert record.traffic is not None
@@ -160,7 +162,12 @@ class Harness:
         transport = rng.choice(TRANSPORTS)
         if op == "copy-pull":
             transport = "https"  # the target daemon pulls from the source's HTTPS address
-        traffic = self.calibrated(self.site, op, transport)
+
+        def calibrated(kind: str) -> Traffic:
+            """The call's traffic through the injector that strikes ``kind`` at an offset."""
+            injector = injector_for(op, transport, kind, directed=True)
+            return self.calibrated(self.site, op, injector)
+
         body = body_direction(op)
         kinds = (
             ["close", "reset", "stall"]
@@ -181,6 +188,7 @@ class Harness:
             fault = Fault("interrupt", None, rng.randrange(1, total + 1))
         elif kind == "interrupt":
             assert body is not None
+            traffic = calibrated(kind)
             if self.mid_transfer and body == DOWN:
                 offset = rng.randrange(traffic.bytes(DOWN) // 2)
             else:
@@ -192,7 +200,7 @@ class Harness:
             direction = rng.choice((UP, DOWN))
             if self.mid_transfer and op.startswith("create-"):
                 direction = UP
-            offset = self._body_offset(rng, op, traffic, direction)
+            offset = self._body_offset(rng, op, calibrated(kind), direction)
             seconds = round(rng.uniform(0.2, 1.6), 2) if kind == "stall" else 0.0
             if kind == "stall":
                 timeout = STALL_TIMEOUT
@@ -206,7 +214,7 @@ class Harness:
         # Each call in both flavours, every len(KILL_OPS) trials in the other one.
         flavour = FLAVOURS[(index + index // len(KILL_OPS)) % len(FLAVOURS)]
         transport = rng.choice(TRANSPORTS)
-        traffic = self.calibrated(self.kill_site, op, transport)
+        traffic = self.calibrated(self.kill_site, op, transport)  # the proxy's
         direction = body_direction(op)
         assert direction is not None
         offset = self._body_offset(rng, op, traffic, direction, site=self.kill_site)
@@ -239,7 +247,7 @@ class Harness:
         directory = self._directory()
         record = TrialResult(spec)
         trial = trial_class(spec.op)(self.ledger, site, spec, directory)
-        proxy = site.proxies[spec.transport]
+        injector = site.injectors[spec.injector]
         fault = spec.fault
         interrupts = fault.kind == "interrupt"
         canceller = Canceller() if interrupts and spec.flavour == "async" else None
@@ -252,17 +260,17 @@ class Harness:
         if fault.kind == "kill":
             assert isinstance(site.daemon, FaultDaemon)
             on_fire = site.daemon.kill
-        endpoint, options = site.client_options(spec.transport, spec.timeout)
+        endpoint, options = site.client_options(spec.injector, spec.flavour, spec.timeout)
         hung = threading.Event()
 
         def deadline() -> None:
             hung.set()
-            proxy.abort_all()
+            injector.abort_all()
 
         watchdog = threading.Timer(TRIAL_DEADLINE, deadline)
         watchdog.daemon = True
         started = time.monotonic()
-        proxy.arm(fault if interrupter is None else NO_FAULT, on_fire)
+        injector.arm(fault if interrupter is None else NO_FAULT, on_fire)
         watchdog.start()
         try:
             result, error = invoke(
@@ -271,7 +279,7 @@ class Harness:
         finally:
             watchdog.cancel()
             record.seconds = time.monotonic() - started
-            record.traffic = proxy.disarm()
+            record.traffic = injector.disarm()
         record.fired = record.traffic.fired or bool(interrupter and interrupter.raised)
         if isinstance(error, KeyboardInterrupt) and not (interrupter and interrupter.raised):
             raise error  # a real Ctrl-C

@@ -9,7 +9,8 @@ from typing import Any
 
 from .fault import ARROW, DOWN, UP
 from .harness import Harness
-from .trials import FLAVOURS, KILL_OPS, OPS, TRANSPORTS, TrialResult
+from .site import IN_PROCESS
+from .trials import FLAVOURS, KILL_OPS, OPS, TrialResult
 
 
 def _table(header: list[str], rows: list[list[Any]]) -> str:
@@ -49,6 +50,12 @@ def _leftovers(records: list[TrialResult]) -> list[int]:
     ]
 
 
+#: The rows of the faults table: the transport, and what struck on it.
+INJECTORS = [
+    ("https", "https", "proxy"),
+    ("unix", "unix", "proxy"),
+    ("unix", IN_PROCESS, "in process"),
+]
 LEFTOVERS = ["files", "placed", "temp", "orphans", "stored+said"]
 FIGURES = ["trials", "faults", "ok", "errors", *LEFTOVERS, "broken"]
 LEGEND = (
@@ -97,21 +104,21 @@ def report(harness: Harness, elapsed: float) -> str:
     out.append("")
     out.append("Faults (struck / planned)")
     kinds = ["close", "reset", "stall", "interrupt", "timed"]
-    rows = []
-    for transport in TRANSPORTS:
-        row: list[Any] = [transport, ""]
+
+    def struck(group: list[TrialResult]) -> list[str]:
+        counts = []
         for kind in kinds:
-            group = [r for r in main if r.spec.transport == transport and r.spec.fault.kind == kind]
-            row.append(f"{sum(r.fired for r in group)}/{len(group)}")
-        rows.append(row)
+            of_kind = [r for r in group if r.spec.fault.kind == kind]
+            counts.append(f"{sum(r.fired for r in of_kind)}/{len(of_kind)}")
+        return counts
+
+    rows = [
+        [transport, name, *struck([r for r in main if r.spec.injector == injector])]
+        for transport, injector, name in INJECTORS
+    ]
     for direction in (UP, DOWN):
-        row = [ARROW[direction], ""]
-        for kind in kinds:
-            group = [
-                r for r in main if r.spec.fault.direction == direction and r.spec.fault.kind == kind
-            ]
-            row.append(f"{sum(r.fired for r in group)}/{len(group)}")
-        rows.append(row)
+        group = [r for r in main if r.spec.fault.direction == direction]
+        rows.append([ARROW[direction], "", *struck(group)])
     out.append(_table(["", "", *kinds], rows))
 
     if kills:

@@ -13,19 +13,23 @@ from tiny_image import split_image, unified_image
 
 from tests.helpers import sha256
 
-from .fault import Traffic
+from .fault import Injector, Traffic
+from .inprocess import InProcessInjector
 from .proxy import FaultProxy
 
 #: Random payload of every test image: a few hundred KiB, so that most cuts land in bodies.
 PAYLOAD = 320 * 1024
+#: The name of the in-process injector (the proxies are named after their transport).
+IN_PROCESS = "in-process"
 #: The payload on the daemon that is killed: larger than the socket buffers, so that the
 #: daemon is still sending an export when it dies.
 KILL_PAYLOAD = 8 * 1024 * 1024
 
 
 class Site:
-    """One daemon (serving HTTPS too, and trusting ``certificate``), the two proxies in front
-    of it, the images its export trials read, and the calibration of its calls."""
+    """One daemon (serving HTTPS too, and trusting ``certificate``), its injectors (a proxy in
+    front of its HTTPS port, one in front of its unix socket, and the in-process transport on
+    that socket), the images its export trials read, and the calibration of its calls."""
 
     def __init__(
         self, daemon: ThrowawayIncusd, certificate: tuple[str, str], *, payload: int = PAYLOAD
@@ -39,12 +43,16 @@ class Site:
         address = urlsplit(daemon.https_url)
         assert address.hostname is not None
         assert address.port is not None
-        self.proxies = {
+        self.in_process = InProcessInjector(daemon.socket_path)
+        #: By the names TrialSpec.injector gives.
+        self.injectors: dict[str, Injector] = {
             "https": FaultProxy((address.hostname, address.port)),
             "unix": FaultProxy(daemon.socket_path),
+            IN_PROCESS: self.in_process,
         }
         self._raw: httpx.Client | None = None
         self.exports: dict[str, str] = {}
+        #: The traffic of each call, unfaulted, by (call, injector).
         self.calibration: dict[tuple[str, str], Traffic] = {}
         #: Tasks that were running on the daemon when the current trial began.
         self.foreign_tasks: set[str] = set()
@@ -52,7 +60,7 @@ class Site:
 
     @property
     def raw(self) -> httpx.Client:
-        """Plain httpx on the daemon's own socket, behind the SDK's and the proxy's back."""
+        """Plain httpx on the daemon's own socket, behind the SDK's and the injectors' back."""
         if self._raw is None:
             transport = httpx.HTTPTransport(uds=self.daemon.socket_path)
             self._raw = httpx.Client(transport=transport, base_url="http://incus", timeout=60)
@@ -64,16 +72,25 @@ class Site:
             self._raw = None
 
     def close(self) -> None:
-        for proxy in self.proxies.values():
-            proxy.close()
+        for injector in self.injectors.values():
+            injector.close()
         self.reconnect()
 
-    def client_options(self, transport: str, timeout: float) -> tuple[str, dict[str, Any]]:
+    def client_options(
+        self, injector: str, flavour: str, timeout: float
+    ) -> tuple[str, dict[str, Any]]:
+        """The endpoint and options of a client of this flavour whose calls go through
+        ``injector``."""
         options: dict[str, Any] = {"timeout": timeout}
-        if transport == "https":
+        if injector == IN_PROCESS:
+            options["transport"] = self.in_process.transport(flavour)
+            return self.in_process.endpoint, options
+        proxy = self.injectors[injector]
+        assert isinstance(proxy, FaultProxy)
+        if injector == "https":
             options["cert"] = self.certificate
             options["verify"] = self.daemon.server_certificate
-        return self.proxies[transport].endpoint, options
+        return proxy.endpoint, options
 
     # -- the daemon's state ------------------------------------------------------------------
 
@@ -108,10 +125,10 @@ class Site:
     def settle(self, timeout: float = 20.0) -> None:
         """Wait until no proxied connection is open and no task runs, twice in a row (tasks
         that ran before the trial began are someone else's: they are not waited for)."""
-        for proxy in self.proxies.values():
-            if not proxy.wait_idle(timeout):
-                proxy.abort_all()
-                proxy.wait_idle(5)
+        for injector in self.injectors.values():
+            if not injector.wait_idle(timeout):
+                injector.abort_all()
+                injector.wait_idle(5)
         deadline = time.monotonic() + timeout
         quiet = 0
         while quiet < 2 and time.monotonic() < deadline:

@@ -29,7 +29,7 @@ from tests.helpers import sha256
 
 from .fault import DOWN, UP, Fault, Traffic
 from .flavours import Interrupter
-from .site import Site
+from .site import IN_PROCESS, Site
 
 #: The client's per-step timeout: short in stall trials, so that a stall can outlast it.
 TIMEOUT = 10.0
@@ -61,6 +61,14 @@ TRANSPORTS = ("https", "unix")
 #: The calls under which the second daemon is killed.
 KILL_OPS = ("create-bytes", "create-split", "export-file", "export-split-file")
 
+#: The calls all of whose bytes on the unix socket go through httpx's transport (the body of
+#: an export or a relay is read straight from the socket, beneath any transport).
+IN_PROCESS_OPS = frozenset(
+    {"create-bytes", "create-path", "create-split", "wait-upload", "wait-token", "list"}
+)
+#: The faults at a byte offset that the in-process injector strikes instead of the proxy.
+IN_PROCESS_KINDS = frozenset({"close", "reset", "interrupt"})
+
 #: Words with which an error says that the image is, or may be, on the server after all.
 SAID_STORED = (
     "may still store",
@@ -71,6 +79,15 @@ SAID_STORED = (
     "was stored",
     "is stored",
 )
+
+
+def injector_for(op: str, transport: str, kind: str, *, directed: bool) -> str:
+    """Which injector strikes a fault of this ``kind`` (``directed``: at a byte offset) under
+    this call: in process where a transport strikes as the proxy would, else the proxy of
+    ``transport`` (the package's docstring says why)."""
+    if transport == "unix" and directed and op in IN_PROCESS_OPS and kind in IN_PROCESS_KINDS:
+        return IN_PROCESS
+    return transport
 
 
 def notes_and_message(error: BaseException) -> str:
@@ -98,9 +115,18 @@ class TrialSpec:
     timeout: float = TIMEOUT
     finish_after: float = 0.2  # wait-token: when the harness cancels the token
     payload: int | None = None  # create: the image's random payload (None: the site's)
+    #: What strikes: IN_PROCESS, or the proxy of ``transport`` (default: injector_for's choice).
+    injector: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.injector:
+            directed = self.fault.direction is not None
+            chosen = injector_for(self.op, self.transport, self.fault.kind, directed=directed)
+            object.__setattr__(self, "injector", chosen)
 
     def describe(self) -> str:
-        return f"{self.label} {self.op} {self.flavour} {self.transport}: {self.fault.describe()}"
+        where = f"{self.transport} in process" if self.injector == IN_PROCESS else self.transport
+        return f"{self.label} {self.op} {self.flavour} {where}: {self.fault.describe()}"
 
 
 @dataclasses.dataclass
