@@ -146,4 +146,4 @@ def reliability(session: nox.Session) -> None:
         "-q",
         env={"FUZZ_EXAMPLES": "2000"},
     )
-    session.run("python", "scripts/load.py", "--calls", "2000")
+    session.run("python", "-m", "tests.load", "--calls", "2000")

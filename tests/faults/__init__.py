@@ -46,12 +46,3 @@ The rooms:
 Only loopback addresses and unix sockets are used; the daemons are private to the run
 (``throwaway_incusd``), stopped by PID, and their directories removed.
 """
-
-import sys
-from pathlib import Path
-
-# The tools this package stands on (throwaway_incusd, tiny_image) live in scripts/, which
-# pytest puts on the path (pyproject's pythonpath); ``python -m tests.faults`` needs it too.
-_SCRIPTS = str(Path(__file__).resolve().parents[2] / "scripts")
-if _SCRIPTS not in sys.path:
-    sys.path.append(_SCRIPTS)
