@@ -7,7 +7,8 @@ import json
 import os
 import time
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -209,6 +210,11 @@ def assert_nothing_new_stored(raw_api: httpx.Client, before: set[str]) -> None:
         assert stored_fingerprints(raw_api) == before
 
 
+def everything_under(root: Path) -> list[str]:
+    """Every path below root, hidden temporary files included."""
+    return sorted(str(path.relative_to(root)) for path in root.rglob("*"))
+
+
 def incompressible_image() -> bytes:
     """A unified image of about 8 MiB that does not compress (a random payload)."""
     return unified_image(payload_size=8 * 1024 * 1024)
@@ -253,6 +259,21 @@ def store_image_to_export(raw: httpx.Client, data: bytes, *, split: bool) -> str
 Answer = httpx.Response | Callable[[httpx.Request], httpx.Response]
 
 
+def request_line(request: httpx.Request) -> str:
+    """'METHOD /raw/path?query', as a request went out."""
+    return f"{request.method} {request.url.raw_path.decode()}"
+
+
+def sent(mock: Any) -> list[str]:
+    """Every request a respx mock received, as 'METHOD /raw/path?query', in order."""
+    return [request_line(call.request) for call in mock.calls]
+
+
+def raw_header(request: httpx.Request, name: bytes) -> list[bytes]:
+    """The raw bytes of every header called name, as they went on the wire."""
+    return [value for key, value in request.headers.raw if key.lower() == name]
+
+
 class ScriptedWire:
     """Mocked servers (respx) that answer from a table keyed by (server, method, path): the
     answers in turn, the last one from then on; any request not in the table gets a 599.
@@ -266,7 +287,8 @@ class ScriptedWire:
         self._table: dict[tuple[str, str, str], list[Answer]] = {}
         mock.route().mock(side_effect=self._answer)
 
-    def script(self, who: str, method: str, path: str, answers: Sequence[Answer]) -> None:
+    def on(self, who: str, method: str, path: str, *answers: Answer) -> None:
+        """Answer (who, method, path) with answers in turn, the last one from then on."""
         self._table[(who, method, path)] = list(answers)
 
     def _answer(self, request: httpx.Request) -> httpx.Response:
@@ -282,16 +304,16 @@ class ScriptedWire:
             )
         return answer(request)
 
-    def lines(self) -> list[str]:
+    def sent(self) -> list[str]:
         """Every request, in order."""
         lines = []
         for call in self.mock.calls:
             who = self._servers[call.request.url.host]
-            line = f"{call.request.method} {call.request.url.raw_path.decode()}"
+            line = request_line(call.request)
             lines.append(f"{who} {line}" if who else line)
         return lines
 
-    def matching(self, who: str, method: str, path: str) -> list[httpx.Request]:
+    def requests(self, who: str, method: str, path: str) -> list[httpx.Request]:
         return [
             call.request
             for call in self.mock.calls
@@ -299,3 +321,28 @@ class ScriptedWire:
             and call.request.method == method
             and call.request.url.raw_path.decode().split("?", 1)[0] == path
         ]
+
+    def bodies(self, who: str, method: str, path: str) -> list[Any]:
+        """The JSON bodies of those requests."""
+        return [json.loads(request.content) for request in self.requests(who, method, path)]
+
+
+class ScriptedDaemon:
+    """One mocked daemon on the unix socket, answered from a ScriptedWire's table: the same
+    calls without the server's name."""
+
+    def __init__(self, mock: Any) -> None:
+        self._wire = ScriptedWire(mock, {"incus": ""})
+
+    def on(self, method: str, path: str, *answers: Answer) -> None:
+        self._wire.on("", method, path, *answers)
+
+    def sent(self) -> list[str]:
+        """Every request as 'METHOD /raw/path?query', in order."""
+        return self._wire.sent()
+
+    def requests(self, method: str, path: str) -> list[httpx.Request]:
+        return self._wire.requests("", method, path)
+
+    def bodies(self, method: str, path: str) -> list[Any]:
+        return self._wire.bodies("", method, path)

@@ -52,6 +52,7 @@ from tests.helpers import (
     multipart_parts,
     not_clustered,
     operation,
+    raw_header,
     sha256,
     sync_response,
 )
@@ -104,10 +105,6 @@ class Wire(ScriptedWire):
 
         return respond
 
-    def on(self, who: str, method: str, path: str, *answers: Answer) -> None:
-        """Answer (who, method, path) with answers in turn, the last one from then on."""
-        self.script(who, method, path, answers)
-
     def sent(self, *, raw: bool = False) -> list[str]:
         """Every request as "<server> <method> <path>": S source, T target, U unix socket.
 
@@ -115,7 +112,7 @@ class Wire(ScriptedWire):
         a server is a cluster's member, which each HTTPS client asks once: how long each
         long-poll lasts, and when a client asks, are asserted by the tests about them
         (test_unit_waiting, test_unit_cluster), not by every sequence."""
-        lines = self.lines()
+        lines = super().sent()
         if raw:
             return lines
         return [
@@ -124,12 +121,9 @@ class Wire(ScriptedWire):
             if f" GET {CLUSTER_MEMBERS}?" not in line
         ]
 
-    def requests(self, who: str, method: str, path: str) -> list[httpx.Request]:
-        return self.matching(who, method, path)
-
     def body(self, who: str, method: str, path: str) -> Any:
-        (request,) = self.requests(who, method, path)
-        return json.loads(request.content)
+        (body,) = self.bodies(who, method, path)
+        return body
 
     def writes(self) -> list[str]:
         return [line for line in self.sent() if line.split()[1] != "GET"]
@@ -1011,10 +1005,6 @@ def relay_scenario(wire: Wire, body: dict[str, Any], export: Answer, who: str = 
 def upload(wire: Wire) -> httpx.Request:
     (request,) = wire.requests("T", "POST", "/1.0/images")
     return request
-
-
-def raw_header(request: httpx.Request, name: bytes) -> list[bytes]:
-    return [value for key, value in request.headers.raw if key.lower() == name]
 
 
 async def test_relay_of_a_unified_image_uploads_the_export_with_its_headers(

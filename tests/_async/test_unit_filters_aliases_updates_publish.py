@@ -41,7 +41,6 @@ from tests.helpers import (
     SURVEY,
     UNIX_BASE,
     Answer,
-    ScriptedWire,
     accepted_response,
     error_response,
     image,
@@ -49,6 +48,7 @@ from tests.helpers import (
     sha256,
     sync_response,
 )
+from tests.helpers import ScriptedDaemon as Wire
 
 pytestmark = pytest.mark.anyio
 
@@ -66,26 +66,6 @@ RFC3339 = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{1,9})?(Z|[+-]\d\d:\d\
 
 # --------------------------------------------------------------------------------------------
 # The mock daemon.
-
-
-class Wire(ScriptedWire):
-    """The mocked daemon, answered from a table."""
-
-    def __init__(self, mock: respx.MockRouter) -> None:
-        super().__init__(mock, {"incus": ""})
-
-    def on(self, method: str, path: str, *answers: Answer) -> None:
-        self.script("", method, path, answers)
-
-    def sent(self) -> list[str]:
-        """Every request as 'METHOD /raw/path?query', in order."""
-        return self.lines()
-
-    def requests(self, method: str, path: str) -> list[httpx.Request]:
-        return self.matching("", method, path)
-
-    def bodies(self, method: str, path: str) -> list[Any]:
-        return [json.loads(request.content) for request in self.requests(method, path)]
 
 
 @pytest.fixture
