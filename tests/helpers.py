@@ -5,9 +5,11 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import random
+import socket
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -96,6 +98,12 @@ def error_response(status: int, message: str, *, http_status: int | None = None)
     )
 
 
+def deadline_604() -> httpx.Response:
+    """incusd 6.0.4's /wait answer for a wait that timed out (the operation runs on): an error
+    body with HTTP 200 (6.0.5+ answers with the operation)."""
+    return error_response(500, "context deadline exceeded", http_status=200)
+
+
 def operation(
     op_id: str = "6b9d4f3e-1111-4222-8333-444455556666",
     *,
@@ -161,6 +169,27 @@ def image(fingerprint: str, **overrides: Any) -> dict[str, Any]:
     return body
 
 
+def etagged(fingerprint: str, etag: str, **fields: Any) -> httpx.Response:
+    """The image as incusd answers a GET of it, with its ETag."""
+    return sync_response(image(fingerprint, **fields), headers={"ETag": etag})
+
+
+def closed_port() -> int:
+    """A loopback TCP port nobody listens on: connections to it are refused."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])  # closed again
+
+
+def random_pieces(data: bytes, rng: random.Random, largest: int) -> Iterator[bytes]:
+    """data in pieces of random sizes up to largest, empty ones included."""
+    position = 0
+    while position < len(data):
+        size = rng.randint(0, largest)
+        yield data[position : position + size]
+        position += size
+
+
 def wait_raw(raw: httpx.Client, response: httpx.Response) -> dict[str, Any]:
     """Wait (plain httpx) for the operation a 202 answer started; return its final state."""
     assert response.status_code == 202, response.text
@@ -183,6 +212,17 @@ def upload_split_raw(
     fingerprint = str(finished["metadata"]["fingerprint"])
     assert fingerprint == sha256(metadata, rootfs)
     return fingerprint
+
+
+def deleted_afterwards(raw: httpx.Client) -> Iterator[list[str]]:
+    """For a fixture: the fingerprints a test appends to the list are deleted from the daemon
+    (behind the SDK's back) after it."""
+    fingerprints: list[str] = []
+    yield fingerprints
+    for fingerprint in fingerprints:
+        response = raw.delete(f"/1.0/images/{fingerprint}")
+        if response.status_code != 404:
+            wait_raw(raw, response)
 
 
 def stored_fingerprints(raw_api: httpx.Client) -> set[str]:

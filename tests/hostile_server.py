@@ -104,10 +104,7 @@ class HostileServer:
             buffer = b""
             while not self._stopping.is_set():
                 while b"\r\n\r\n" not in buffer:
-                    try:
-                        data = self._receive(conn)
-                    except OSError:
-                        return
+                    data = self._receive(conn)
                     if not data:
                         return
                     buffer += data
@@ -116,10 +113,7 @@ class HostileServer:
                 method, target = line.split(" ")[:2]
                 length = _content_length(request)
                 while len(buffer) < length:
-                    try:
-                        data = self._receive(conn)
-                    except OSError:
-                        return
+                    data = self._receive(conn)
                     if not data:
                         return
                     buffer += data
@@ -130,7 +124,11 @@ class HostileServer:
                     return
 
     def _receive(self, conn: socket.socket) -> bytes:
-        data = conn.recv(65536)
+        """The next bytes from the client; none once it closed or reset the connection."""
+        try:
+            data = conn.recv(65536)
+        except OSError:
+            return b""
         with self._lock:
             self.received += len(data)
         return data

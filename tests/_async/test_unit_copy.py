@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import logging
 import re
-import subprocess
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
@@ -24,7 +23,6 @@ from typing import Any
 import httpx
 import pytest
 import respx
-from throwaway_incusd import DaemonUnavailable, make_client_certificate
 
 from incus_images import (
     AsyncClient,
@@ -40,13 +38,14 @@ from incus_images import (
     SimpleStreams,
     TransferError,
 )
-from tests.conftest import _unavailable
+from tests.conftest import self_signed_certificate
 from tests.helpers import (
     CLUSTER_MEMBERS,
     OFFLINE_SERVER,
     Answer,
     ScriptedWire,
     accepted_response,
+    deadline_604,
     error_response,
     image,
     multipart_parts,
@@ -150,12 +149,7 @@ async def target() -> AsyncIterator[AsyncClient]:
 @pytest.fixture(scope="module")
 def pem_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A real self-signed certificate (PEM), made with openssl."""
-    directory = tmp_path_factory.mktemp("pem")
-    try:
-        cert, _ = make_client_certificate(directory, "server")
-    except (DaemonUnavailable, subprocess.CalledProcessError) as exc:
-        _unavailable(f"cannot make a certificate: {exc}")
-    return Path(cert)
+    return self_signed_certificate(tmp_path_factory, "server")
 
 
 # --------------------------------------------------------------------------------------------
@@ -198,11 +192,6 @@ def done(op_id: str, fingerprint: str | None = None, size: int = 0) -> httpx.Res
 def failed_604(message: str) -> httpx.Response:
     """incusd 6.0.4's /wait answer for a failed operation: HTTP 200, an error body."""
     return error_response(500, message, http_status=200)
-
-
-def deadline_604() -> httpx.Response:
-    """incusd 6.0.4's /wait answer for a wait that timed out (the operation runs on)."""
-    return error_response(500, "context deadline exceeded", http_status=200)
 
 
 def source_image(wire: Wire, body: dict[str, Any], *, alias: str | None = None) -> None:

@@ -42,7 +42,9 @@ from tests.helpers import (
     UNIX_BASE,
     Answer,
     accepted_response,
+    deadline_604,
     error_response,
+    etagged,
     image,
     operation,
     sha256,
@@ -84,10 +86,6 @@ def assert_instant(sent: str, expected: datetime) -> None:
     """A time as incusd reads it: RFC 3339, with a zone, and the instant meant."""
     assert RFC3339.fullmatch(sent), sent
     assert datetime.fromisoformat(sent) == expected
-
-
-def etagged(fingerprint: str, etag: str, **fields: Any) -> httpx.Response:
-    return sync_response(image(fingerprint, **fields), headers={"ETag": etag})
 
 
 def alias_entry(
@@ -975,7 +973,7 @@ async def test_publish_force_that_times_out_leaves_the_instance_stopped_and_says
 ) -> None:
     """The image is still being made from the stopped instance: starting it could spoil
     the image, so it stays stopped, and the note says so."""
-    still = error_response(500, "context deadline exceeded", http_status=200)
+    still = deadline_604()
     publishing(wire, state="Running", wait=still)
     state_changes(wire)
     with pytest.raises(IncusTimeoutError) as caught:
@@ -1097,7 +1095,7 @@ async def test_publish_progress_from_a_604_daemon(client: AsyncClient, wire: Wir
     wire.on(
         "GET",
         f"/1.0/operations/{PUBLISH_ID}/wait",
-        slowly(error_response(500, "context deadline exceeded", http_status=200)),
+        slowly(deadline_604()),
         PUBLISHED,
     )
     wire.on(

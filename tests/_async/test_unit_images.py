@@ -28,6 +28,7 @@ from tests.helpers import (
     UNIX_BASE,
     accepted_response,
     error_response,
+    etagged,
     image,
     operation,
     sent,
@@ -432,10 +433,6 @@ async def test_delete_refuses_bad_input_before_any_request(
 
 # ------------------------------------------------------------------------------------------
 # update
-
-
-def etagged(fingerprint: str, etag: str, **fields: object) -> httpx.Response:
-    return sync_response(image(fingerprint, **fields), headers={"ETag": etag})
 
 
 async def test_update_patches_with_if_match_and_rereads(
