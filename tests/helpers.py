@@ -42,11 +42,9 @@ def sha256(*parts: bytes) -> str:
     return digest.hexdigest()
 
 
-def sync_response(
-    metadata: Any, status: int = 200, headers: dict[str, str] | None = None
-) -> httpx.Response:
+def sync_envelope(metadata: Any) -> dict[str, Any]:
     """An Incus sync envelope, as incusd sends it."""
-    body = {
+    return {
         "type": "sync",
         "status": "Success",
         "status_code": 200,
@@ -55,7 +53,13 @@ def sync_response(
         "error": "",
         "metadata": metadata,
     }
-    return httpx.Response(status, json=body, headers=headers)
+
+
+def sync_response(
+    metadata: Any, status: int = 200, headers: dict[str, str] | None = None
+) -> httpx.Response:
+    """An answer carrying a sync envelope."""
+    return httpx.Response(status, json=sync_envelope(metadata), headers=headers)
 
 
 #: What a client over HTTPS asks its server once, at its first call: which members its cluster
