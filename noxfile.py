@@ -167,7 +167,7 @@ def bench(session: nox.Session) -> None:
 def reliability(session: nox.Session) -> None:
     """The long versions of the suites CI runs short (RELIABILITY.md has their figures)."""
     _install_with(session, "test")
-    session.run("python", "scripts/faults.py", "--trials", "300", "--kills", "16")
+    session.run("python", "-m", "tests.faults", "--trials", "300", "--kills", "16")
     session.run(
         "python",
         "-m",
@@ -177,4 +177,4 @@ def reliability(session: nox.Session) -> None:
         "-q",
         env={"FUZZ_EXAMPLES": "2000"},
     )
-    session.run("python", "scripts/load.py", "--calls", "2000")
+    session.run("python", "-m", "tests.load", "--calls", "2000")

@@ -57,7 +57,7 @@ from throwaway_incusd import (  # noqa: E402 - scripts/ is on pythonpath (pyproj
 
 import incus_images._protocol  # noqa: E402
 from incus_images._converter import make_converter  # noqa: E402
-from tests.helpers import UNIX_BASE, wait_raw  # noqa: E402
+from tests.helpers import UNIX_BASE, incompressible_image, wait_raw  # noqa: E402
 
 #: The fixtures that are, or stand on, a real daemon.
 DAEMON_FIXTURES = frozenset({"incusd", "https_server", "raw_api", "copy_servers", "container_host"})
@@ -110,6 +110,23 @@ def _unavailable(reason: str) -> None:
     if IN_CI:
         pytest.fail(f"CI needs a real incusd and cannot have one: {reason}", pytrace=False)
     pytest.skip(f"no throwaway incusd: {reason}")
+
+
+def self_signed_certificate(tmp_path_factory: pytest.TempPathFactory, name: str) -> Path:
+    """A real self-signed certificate (PEM; its key beside it), made with openssl as the
+    daemons' client certificates are."""
+    directory = tmp_path_factory.mktemp("pem")
+    try:
+        cert, _ = make_client_certificate(directory, name)
+    except (DaemonUnavailable, subprocess.CalledProcessError) as exc:
+        _unavailable(f"cannot make a certificate: {exc}")
+    return Path(cert)
+
+
+@pytest.fixture(scope="module")
+def big_image() -> bytes:
+    """A unified image of about 8 MiB that does not compress, made once a module."""
+    return incompressible_image()
 
 
 @pytest.fixture(scope="session")

@@ -5,9 +5,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import random
+import socket
 import time
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -39,11 +42,9 @@ def sha256(*parts: bytes) -> str:
     return digest.hexdigest()
 
 
-def sync_response(
-    metadata: Any, status: int = 200, headers: dict[str, str] | None = None
-) -> httpx.Response:
+def sync_envelope(metadata: Any) -> dict[str, Any]:
     """An Incus sync envelope, as incusd sends it."""
-    body = {
+    return {
         "type": "sync",
         "status": "Success",
         "status_code": 200,
@@ -52,7 +53,13 @@ def sync_response(
         "error": "",
         "metadata": metadata,
     }
-    return httpx.Response(status, json=body, headers=headers)
+
+
+def sync_response(
+    metadata: Any, status: int = 200, headers: dict[str, str] | None = None
+) -> httpx.Response:
+    """An answer carrying a sync envelope."""
+    return httpx.Response(status, json=sync_envelope(metadata), headers=headers)
 
 
 #: What a client over HTTPS asks its server once, at its first call: which members its cluster
@@ -93,6 +100,12 @@ def error_response(status: int, message: str, *, http_status: int | None = None)
         content=(json.dumps(body) + "\n").encode(),
         headers={"Content-Type": "application/json"},
     )
+
+
+def deadline_604() -> httpx.Response:
+    """incusd 6.0.4's /wait answer for a wait that timed out (the operation runs on): an error
+    body with HTTP 200 (6.0.5+ answers with the operation)."""
+    return error_response(500, "context deadline exceeded", http_status=200)
 
 
 def operation(
@@ -160,6 +173,27 @@ def image(fingerprint: str, **overrides: Any) -> dict[str, Any]:
     return body
 
 
+def etagged(fingerprint: str, etag: str, **fields: Any) -> httpx.Response:
+    """The image as incusd answers a GET of it, with its ETag."""
+    return sync_response(image(fingerprint, **fields), headers={"ETag": etag})
+
+
+def closed_port() -> int:
+    """A loopback TCP port nobody listens on: connections to it are refused."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])  # closed again
+
+
+def random_pieces(data: bytes, rng: random.Random, largest: int) -> Iterator[bytes]:
+    """data in pieces of random sizes up to largest, empty ones included."""
+    position = 0
+    while position < len(data):
+        size = rng.randint(0, largest)
+        yield data[position : position + size]
+        position += size
+
+
 def wait_raw(raw: httpx.Client, response: httpx.Response) -> dict[str, Any]:
     """Wait (plain httpx) for the operation a 202 answer started; return its final state."""
     assert response.status_code == 202, response.text
@@ -182,6 +216,17 @@ def upload_split_raw(
     fingerprint = str(finished["metadata"]["fingerprint"])
     assert fingerprint == sha256(metadata, rootfs)
     return fingerprint
+
+
+def deleted_afterwards(raw: httpx.Client) -> Iterator[list[str]]:
+    """For a fixture: the fingerprints a test appends to the list are deleted from the daemon
+    (behind the SDK's back) after it."""
+    fingerprints: list[str] = []
+    yield fingerprints
+    for fingerprint in fingerprints:
+        response = raw.delete(f"/1.0/images/{fingerprint}")
+        if response.status_code != 404:
+            wait_raw(raw, response)
 
 
 def stored_fingerprints(raw_api: httpx.Client) -> set[str]:
@@ -207,6 +252,11 @@ def assert_nothing_new_stored(raw_api: httpx.Client, before: set[str]) -> None:
         if attempt:
             time.sleep(0.5)
         assert stored_fingerprints(raw_api) == before
+
+
+def everything_under(root: Path) -> list[str]:
+    """Every path below root, hidden temporary files included."""
+    return sorted(str(path.relative_to(root)) for path in root.rglob("*"))
 
 
 def incompressible_image() -> bytes:
@@ -253,6 +303,21 @@ def store_image_to_export(raw: httpx.Client, data: bytes, *, split: bool) -> str
 Answer = httpx.Response | Callable[[httpx.Request], httpx.Response]
 
 
+def request_line(request: httpx.Request) -> str:
+    """'METHOD /raw/path?query', as a request went out."""
+    return f"{request.method} {request.url.raw_path.decode()}"
+
+
+def sent(mock: Any) -> list[str]:
+    """Every request a respx mock received, as 'METHOD /raw/path?query', in order."""
+    return [request_line(call.request) for call in mock.calls]
+
+
+def raw_header(request: httpx.Request, name: bytes) -> list[bytes]:
+    """The raw bytes of every header called name, as they went on the wire."""
+    return [value for key, value in request.headers.raw if key.lower() == name]
+
+
 class ScriptedWire:
     """Mocked servers (respx) that answer from a table keyed by (server, method, path): the
     answers in turn, the last one from then on; any request not in the table gets a 599.
@@ -266,7 +331,8 @@ class ScriptedWire:
         self._table: dict[tuple[str, str, str], list[Answer]] = {}
         mock.route().mock(side_effect=self._answer)
 
-    def script(self, who: str, method: str, path: str, answers: Sequence[Answer]) -> None:
+    def on(self, who: str, method: str, path: str, *answers: Answer) -> None:
+        """Answer (who, method, path) with answers in turn, the last one from then on."""
         self._table[(who, method, path)] = list(answers)
 
     def _answer(self, request: httpx.Request) -> httpx.Response:
@@ -282,16 +348,16 @@ class ScriptedWire:
             )
         return answer(request)
 
-    def lines(self) -> list[str]:
+    def sent(self) -> list[str]:
         """Every request, in order."""
         lines = []
         for call in self.mock.calls:
             who = self._servers[call.request.url.host]
-            line = f"{call.request.method} {call.request.url.raw_path.decode()}"
+            line = request_line(call.request)
             lines.append(f"{who} {line}" if who else line)
         return lines
 
-    def matching(self, who: str, method: str, path: str) -> list[httpx.Request]:
+    def requests(self, who: str, method: str, path: str) -> list[httpx.Request]:
         return [
             call.request
             for call in self.mock.calls
@@ -299,3 +365,28 @@ class ScriptedWire:
             and call.request.method == method
             and call.request.url.raw_path.decode().split("?", 1)[0] == path
         ]
+
+    def bodies(self, who: str, method: str, path: str) -> list[Any]:
+        """The JSON bodies of those requests."""
+        return [json.loads(request.content) for request in self.requests(who, method, path)]
+
+
+class ScriptedDaemon:
+    """One mocked daemon on the unix socket, answered from a ScriptedWire's table: the same
+    calls without the server's name."""
+
+    def __init__(self, mock: Any) -> None:
+        self._wire = ScriptedWire(mock, {"incus": ""})
+
+    def on(self, method: str, path: str, *answers: Answer) -> None:
+        self._wire.on("", method, path, *answers)
+
+    def sent(self) -> list[str]:
+        """Every request as 'METHOD /raw/path?query', in order."""
+        return self._wire.sent()
+
+    def requests(self, method: str, path: str) -> list[httpx.Request]:
+        return self._wire.requests("", method, path)
+
+    def bodies(self, method: str, path: str) -> list[Any]:
+        return self._wire.bodies("", method, path)

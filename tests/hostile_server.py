@@ -5,6 +5,7 @@ bytes, sends without end, ignores timeouts), so that tests can check the SDK's b
         AsyncClient(server.endpoint, timeout=2)
         server.requests      # "GET /1.0/images?recursion=1", ...
         server.sent          # bytes written to the client, in all
+        server.received      # bytes read from the client, in all
 
 ``answer(method, target)`` returns an iterable of bytes (the raw HTTP answer, head included)
 or of floats (seconds to pause). Writing stops quietly when the client goes away.
@@ -51,6 +52,7 @@ class HostileServer:
         self._answer = answer
         self.requests: list[str] = []
         self.sent = 0
+        self.received = 0
         self._listener: socket.socket | None = None
         self._thread: threading.Thread | None = None
         self._stopping = threading.Event()
@@ -102,10 +104,7 @@ class HostileServer:
             buffer = b""
             while not self._stopping.is_set():
                 while b"\r\n\r\n" not in buffer:
-                    try:
-                        data = conn.recv(65536)
-                    except OSError:
-                        return
+                    data = self._receive(conn)
                     if not data:
                         return
                     buffer += data
@@ -114,7 +113,7 @@ class HostileServer:
                 method, target = line.split(" ")[:2]
                 length = _content_length(request)
                 while len(buffer) < length:
-                    data = conn.recv(65536)
+                    data = self._receive(conn)
                     if not data:
                         return
                     buffer += data
@@ -123,6 +122,16 @@ class HostileServer:
                     self.requests.append(f"{method} {target}")
                 if not self._write(conn, self._answer(method, target)):
                     return
+
+    def _receive(self, conn: socket.socket) -> bytes:
+        """The next bytes from the client; none once it closed or reset the connection."""
+        try:
+            data = conn.recv(65536)
+        except OSError:
+            return b""
+        with self._lock:
+            self.received += len(data)
+        return data
 
     def _write(self, conn: socket.socket, parts: Iterable[bytes | float]) -> bool:
         for part in parts:

@@ -4,18 +4,17 @@ download progress text, SimpleStreams sources and download secrets."""
 from __future__ import annotations
 
 import base64
-import subprocess
 from pathlib import Path
 
 import pytest
-from throwaway_incusd import DaemonUnavailable, make_client_certificate
+from throwaway_incusd import make_client_certificate
 
 from incus_images import Image, InvalidInputError, SimpleStreams, TransferError
 from incus_images._transfer.export import ExportPart
 from incus_images._transfer.progress import daemon_progress
 from incus_images._transfer.relay import RelayFraming
 from incus_images._validate import secret_token
-from tests.conftest import _unavailable
+from tests.conftest import self_signed_certificate
 from tests.helpers import multipart_parts, sha256
 
 DATA = b"\x1f\x8b\x08\x00 unified " + bytes(range(256)) * 3
@@ -243,12 +242,7 @@ def test_daemon_progress_percent_needs_a_known_total() -> None:
 
 @pytest.fixture(scope="module")
 def pem(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    directory = tmp_path_factory.mktemp("pem")
-    try:
-        cert, _ = make_client_certificate(directory, "streams")
-    except (DaemonUnavailable, subprocess.CalledProcessError) as exc:
-        _unavailable(f"cannot make a certificate: {exc}")
-    return Path(cert)
+    return self_signed_certificate(tmp_path_factory, "streams")
 
 
 @pytest.mark.parametrize(

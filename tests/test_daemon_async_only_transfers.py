@@ -22,13 +22,12 @@ from tiny_image import split_image, unified_image
 from incus_images import AsyncClient, Client, Image, InvalidInputError
 from tests.helpers import (
     assert_nothing_new_stored,
-    incompressible_image,
+    deleted_afterwards,
     sha256,
     store_image_to_export,
     stored_fingerprints,
     stored_image,
     upload_split_raw,
-    wait_raw,
 )
 
 pytestmark = pytest.mark.anyio
@@ -90,17 +89,7 @@ async def client(incusd: Any) -> AsyncIterator[AsyncClient]:
 @pytest.fixture
 def cleanup(raw_api: httpx.Client) -> Iterator[list[str]]:
     """Fingerprints appended here are deleted (through the daemon) after the test."""
-    fingerprints: list[str] = []
-    yield fingerprints
-    for fingerprint in fingerprints:
-        response = raw_api.delete(f"/1.0/images/{fingerprint}")
-        if response.status_code != 404:
-            wait_raw(raw_api, response)
-
-
-@pytest.fixture(scope="module")
-def big_image() -> bytes:
-    return incompressible_image()
+    yield from deleted_afterwards(raw_api)
 
 
 # --------------------------------------------------------------------------------------------

@@ -25,7 +25,7 @@ from incus_images._transfer.multipart import (
     content_disposition_filename,
     multipart_boundary,
 )
-from tests.helpers import sha256
+from tests.helpers import random_pieces, sha256
 
 #: A boundary as Go's multipart.Writer makes it (30 random bytes in hex), from the spec (§6.7).
 BOUNDARY = b"e29038f40119e47d1d5fb5816b016d4e72748910f8ad25e9d26082e277cd"
@@ -77,14 +77,6 @@ def parse(chunks: Iterable[bytes], boundary: bytes = BOUNDARY) -> Parsed:
 def split_at(body: bytes, *cuts: int) -> list[bytes]:
     bounds = [0, *cuts, len(body)]
     return [body[a:b] for a, b in itertools.pairwise(bounds)]
-
-
-def random_chunks(body: bytes, rng: random.Random, largest: int) -> Iterator[bytes]:
-    position = 0
-    while position < len(body):
-        size = rng.randint(0, largest)  # empty feeds included
-        yield body[position : position + size]
-        position += size
 
 
 def expected_parts(parts: list[tuple[str, str, bytes]]) -> Parsed:
@@ -298,7 +290,7 @@ def test_parser_random_bodies_and_chunkings() -> None:
             parts.append((f"part{index}", f"file{index}", data))
         body = go_multipart(parts)
         expected = expected_parts(parts)
-        chunks = list(random_chunks(body, rng, rng.choice([1, 3, 8, 70, 200])))
+        chunks = list(random_pieces(body, rng, rng.choice([1, 3, 8, 70, 200])))
         assert b"".join(chunks) == body
         assert parse(chunks) == expected, (parts, [len(c) for c in chunks])
 

@@ -1,13 +1,14 @@
-"""Fault injection, the short version for CI (the long one: ``python scripts/faults.py``).
+"""Fault injection, the short version for CI (the long one: ``python -m tests.faults``).
 
-A loopback proxy cuts, resets, stalls or interrupts the SDK's calls at seeded random byte
-offsets, and a daemon is killed mid-transfer and restarted on its directory; after every trial
-the harness (``scripts/faults.py``) checks the promises: success or a typed error, no partial
-file, no temporary file, no image left behind without the error saying so. The seed is fixed
-and printed; a failing trial prints the command that replays it.
+A loopback proxy, or a fault transport in process, cuts, resets, stalls or interrupts the SDK's
+calls at seeded random byte offsets, and a daemon is killed mid-transfer and restarted on its
+directory; after every trial the harness (``tests/faults/``) checks the promises: success or a
+typed error, no partial file, no temporary file, no image left behind without the error saying
+so. The seed is fixed and printed; a failing trial prints the command that replays it.
 
 The proxy's own behaviour is tested first, against plain loopback servers, so that a finding
-below is the SDK's and not the harness's.
+below is the SDK's and not the harness's (the in-process injector's:
+``tests/test_faults_in_process.py``).
 """
 
 from __future__ import annotations
@@ -25,24 +26,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from faults import (
-    DOWN,
-    FINAL_REPORT,
-    FLAVOURS,
-    KILL_OPS,
-    KILL_PAYLOAD,
-    NO_FAULT,
-    STALL_TIMEOUT,
-    UP,
-    FaultDaemon,
-    FaultProxy,
-    Harness,
-    Site,
-    TrialSpec,
-    report,
-)
-from faults import Fault as ProxyFault
 from throwaway_incusd import DaemonUnavailable
+
+from tests.faults.daemon import FaultDaemon
+from tests.faults.fault import DOWN, FINAL_REPORT, NO_FAULT, UP, Fault
+from tests.faults.harness import Harness
+from tests.faults.proxy import FaultProxy
+from tests.faults.report import report
+from tests.faults.site import IN_PROCESS, KILL_PAYLOAD, Site
+from tests.faults.trials import FLAVOURS, KILL_OPS, STALL_TIMEOUT, TrialSpec, injector_for
 
 SEED = 1010
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
@@ -159,7 +151,7 @@ def test_a_close_lets_exactly_offset_bytes_through_then_ends_both_sides(
     tcp_proxy: tuple[FaultProxy, Upstream],
 ) -> None:
     proxy, upstream = tcp_proxy
-    proxy.arm(ProxyFault("close", UP, 12_345))
+    proxy.arm(Fault("close", UP, 12_345))
     received, _ = exchange(proxy, 100_000)
     upstream.thread.join(10)
     assert (upstream.received, upstream.ended_by, received) == (12_345, "eof", 0)
@@ -170,7 +162,7 @@ def test_a_reset_in_the_answer_resets_the_client_after_offset_bytes(
     tcp_proxy: tuple[FaultProxy, Upstream],
 ) -> None:
     proxy, _ = tcp_proxy
-    proxy.arm(ProxyFault("reset", DOWN, 1_000))
+    proxy.arm(Fault("reset", DOWN, 1_000))
     assert exchange(proxy, 100_000) == (1_000, "ConnectionResetError")
     assert proxy.disarm().fired
 
@@ -179,7 +171,7 @@ def test_a_stall_holds_the_rest_back_and_then_delivers_it(
     tcp_proxy: tuple[FaultProxy, Upstream],
 ) -> None:
     proxy, _ = tcp_proxy
-    proxy.arm(ProxyFault("stall", DOWN, 10, seconds=0.3))
+    proxy.arm(Fault("stall", DOWN, 10, seconds=0.3))
     started = time.monotonic()
     assert exchange(proxy, 100_000) == (50_000, "eof")
     assert time.monotonic() - started >= 0.3
@@ -190,7 +182,7 @@ def test_an_offset_beyond_the_traffic_never_strikes(
     tcp_proxy: tuple[FaultProxy, Upstream],
 ) -> None:
     proxy, _ = tcp_proxy
-    proxy.arm(ProxyFault("reset", DOWN, 50_000))
+    proxy.arm(Fault("reset", DOWN, 50_000))
     assert exchange(proxy, 100_000) == (50_000, "eof")
     assert not proxy.disarm().fired
 
@@ -200,7 +192,7 @@ def test_a_callback_runs_at_the_offset_and_the_bytes_flow_on(
 ) -> None:
     proxy, _ = tcp_proxy
     calls: list[int] = []
-    proxy.arm(ProxyFault("kill", UP, 70_000), on_fire=lambda: calls.append(1))
+    proxy.arm(Fault("kill", UP, 70_000), on_fire=lambda: calls.append(1))
     assert exchange(proxy, 100_000) == (50_000, "eof")
     assert calls == [1]
     assert proxy.disarm().up == 100_000
@@ -212,7 +204,7 @@ def test_a_unix_socket_proxy_cuts_the_same_way() -> None:
         proxy = FaultProxy(upstream.address)
         try:
             assert proxy.endpoint.startswith("unix://")
-            proxy.arm(ProxyFault("close", UP, 777))
+            proxy.arm(Fault("close", UP, 777))
             with socket.socket(socket.AF_UNIX) as client:
                 client.connect(proxy.endpoint.removeprefix("unix://"))
                 with contextlib.suppress(OSError):
@@ -229,6 +221,27 @@ def test_a_unix_socket_proxy_cuts_the_same_way() -> None:
 def test_the_proxy_forwards_only_to_loopback(host: str) -> None:
     with pytest.raises(ValueError, match="loopback"):
         FaultProxy((host, 8443))
+
+
+@pytest.mark.parametrize(
+    ("op", "transport", "kind", "directed", "injector"),
+    [
+        ("create-split", "unix", "close", True, IN_PROCESS),
+        ("wait-token", "unix", "reset", True, IN_PROCESS),
+        ("create-bytes", "unix", "interrupt", True, IN_PROCESS),
+        ("create-bytes", "https", "reset", True, "https"),  # TLS records
+        ("export-file", "unix", "close", True, "unix"),  # read beneath the transport
+        ("copy-relay", "unix", "reset", True, "unix"),
+        ("list", "unix", "stall", True, "unix"),  # the SDK's own deadlines
+        ("wait-token", "unix", "timed", False, "unix"),
+        ("create-bytes", "unix", "kill", True, "unix"),
+        ("create-bytes", "unix", "interrupt", False, "unix"),  # the progress callback's
+    ],
+)
+def test_a_fault_strikes_in_process_only_where_a_transport_strikes_as_the_proxy_would(
+    op: str, transport: str, kind: str, directed: bool, injector: str
+) -> None:
+    assert injector_for(op, transport, kind, directed=directed) == injector
 
 
 # --------------------------------------------------------------------------------------------
@@ -304,11 +317,14 @@ def test_copies_from_a_faulted_source_lose_and_leave_nothing_unannounced(
     keep_promises(harness, started)
 
 
-def _upload_turns(harness: Harness, site: Site) -> tuple[list[int], list[int], int]:
-    """Where, on the unix socket, an upload's requests and answers begin: the POST and its
-    202, the operation's wait and its answer, the image's GET and its answer (after the
-    survey of the images already there, and its answer, which come first)."""
-    traffic = harness.calibrated(site, "create-bytes", "unix")
+def _upload_turns(
+    harness: Harness, site: Site, injector: str = IN_PROCESS
+) -> tuple[list[int], list[int], int]:
+    """Where, on the unix socket, an upload's requests and answers begin, counted by
+    ``injector`` (it strikes cuts there; the proxy strikes stalls): the POST and its 202, the
+    operation's wait and its answer, the image's GET and its answer (after the survey of the
+    images already there, and its answer, which come first)."""
+    traffic = harness.calibrated(site, "create-bytes", injector)
     requests, answers = traffic.starts(UP), traffic.starts(DOWN)
     assert len(requests) == 4, traffic.turns
     assert len(answers) == 4, traffic.turns
@@ -330,22 +346,22 @@ def _run_after_acceptance(
     harness: Harness,
     site: Site,
     flavour: str,
-    fault: ProxyFault,
+    fault: Fault,
     where: str,
     *,
     succeeds: bool = False,
 ) -> None:
-    spec = TrialSpec(where, "create-bytes", flavour, "unix", fault)
+    spec = TrialSpec(where, "create-bytes", flavour, "unix", fault, injector=IN_PROCESS)
     _run_one(harness, site, spec, succeeds=succeeds)
 
 
-def _wait_fault(harness: Harness, site: Site, where: str) -> ProxyFault:
+def _wait_fault(harness: Harness, site: Site, where: str) -> Fault:
     requests, answers, _ = _upload_turns(harness, site)
     if where == "request":
-        return ProxyFault("reset", UP, (requests[1] + requests[2]) // 2)
+        return Fault("reset", UP, (requests[1] + requests[2]) // 2)
     if where == "answer":
-        return ProxyFault("close", DOWN, (answers[1] + answers[2]) // 2)
-    return ProxyFault("interrupt", UP, (requests[1] + requests[2]) // 2)
+        return Fault("close", DOWN, (answers[1] + answers[2]) // 2)
+    return Fault("interrupt", UP, (requests[1] + requests[2]) // 2)
 
 
 @pytest.mark.incusd
@@ -376,7 +392,7 @@ def test_a_connection_lost_while_create_reads_the_new_image_is_repeated(
 ) -> None:
     harness = harness_for(site, tmp_path)
     _, answers, down = _upload_turns(harness, site)
-    fault = ProxyFault("reset", DOWN, (answers[2] + down) // 2)
+    fault = Fault("reset", DOWN, (answers[2] + down) // 2)
     _run_after_acceptance(harness, site, flavour, fault, "the image's answer", succeeds=True)
 
 
@@ -387,10 +403,11 @@ def test_a_stall_while_create_reads_the_new_image_says_the_image_is_stored(
 ) -> None:
     """A timeout is not repeated (the server may just be slow): the error says what is there."""
     harness = harness_for(site, tmp_path)
-    _, answers, down = _upload_turns(harness, site)
+    _, answers, down = _upload_turns(harness, site, "unix")
     # Longer than the trial's timeout.
-    fault = ProxyFault("stall", DOWN, (answers[2] + down) // 2, STALL_TIMEOUT * 2.5)
+    fault = Fault("stall", DOWN, (answers[2] + down) // 2, STALL_TIMEOUT * 2.5)
     spec = TrialSpec("the image's answer stalled", "create-bytes", flavour, "unix", fault)
+    assert spec.injector == "unix"  # the proxy: the SDK's own pool keeps the deadline
     _run_one(harness, site, dataclasses.replace(spec, timeout=STALL_TIMEOUT))
 
 
@@ -401,7 +418,7 @@ def test_a_task_cancelled_as_the_last_upload_bytes_go_out_does_not_say_nothing_w
     harness = harness_for(site, tmp_path)
     # From the progress callback, at the report of the last byte (one 1 MiB chunk holds the
     # whole of a small image); the same happens when another task cancels at that moment.
-    fault = ProxyFault("interrupt", None, FINAL_REPORT)
+    fault = Fault("interrupt", None, FINAL_REPORT)
     spec = TrialSpec("cancelled at the last byte", "create-bytes", "async", "https", fault)
     _run_one(harness, site, dataclasses.replace(spec, payload=4096))
 
@@ -412,7 +429,7 @@ def test_a_task_cancelled_at_the_last_export_report_leaves_nothing_under_the_tar
     site: Site, tmp_path: Path, op: str
 ) -> None:
     harness = harness_for(site, tmp_path)
-    fault = ProxyFault("interrupt", None, FINAL_REPORT)
+    fault = Fault("interrupt", None, FINAL_REPORT)
     _run_one(harness, site, TrialSpec("cancelled at the last report", op, "async", "unix", fault))
 
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import socket
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -30,6 +29,7 @@ from incus_images._remotes.adding import _new_client_certificate
 from incus_images._remotes.connect import remote_endpoint, simplestreams_remote
 from incus_images._remotes.files import _config_text
 from tests.fuzz_settings import FEWER, SLOW
+from tests.helpers import closed_port
 
 # Shrinking a failure builds the repr of the recursive strategies, which Hypothesis warns is
 # large; under filterwarnings=error that warning would replace the failure's own report.
@@ -137,12 +137,6 @@ def environment() -> Iterator[Path]:
                     os.environ.pop(name, None)
                 else:
                     os.environ[name] = value
-
-
-def closed_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])  # closed again: connections are refused
 
 
 def write(path: Path, data: bytes) -> Path:

@@ -17,20 +17,13 @@ import incus_images._transfer.threads
 from incus_images._transfer.progress import Progress
 from incus_images._transfer.threads import CHUNK_SIZE, Hasher
 from incus_images.progress import TqdmProgress
+from tests.helpers import random_pieces
 
 WORKER = "incus-images-sha256"
 
 
 def workers() -> set[threading.Thread]:
     return {thread for thread in threading.enumerate() if thread.name == WORKER}
-
-
-def random_splits(data: bytes, rng: random.Random, largest: int) -> Iterator[bytes]:
-    position = 0
-    while position < len(data):
-        size = rng.randint(0, largest)  # empty updates included
-        yield data[position : position + size]
-        position += size
 
 
 class Gate:
@@ -85,7 +78,7 @@ def test_digest_equals_hashlib_for_random_splits(inline_limit: int, seed: int) -
     rng = random.Random(seed)
     data = rng.randbytes(6 * CHUNK_SIZE + rng.randint(0, 1000))
     hasher = Hasher(inline_limit=inline_limit)
-    for piece in random_splits(data, rng, 3 * CHUNK_SIZE // 4):
+    for piece in random_pieces(data, rng, 3 * CHUNK_SIZE // 4):
         hasher.update(piece if rng.random() < 0.5 else memoryview(piece))
         if hasher.backlogged:
             hasher.wait_for_room()

@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 
 import incus_images
-from tests.helpers import image
+from tests.helpers import image, sync_envelope
 
 FINGERPRINTS = ["a" * 64, "b" * 64]
 
@@ -62,15 +62,7 @@ class _ImagesHandler(http.server.BaseHTTPRequestHandler):
         if self.path != "/1.0/images?recursion=1":
             self.send_error(404)
             return
-        envelope = {
-            "type": "sync",
-            "status": "Success",
-            "status_code": 200,
-            "operation": "",
-            "error_code": 0,
-            "error": "",
-            "metadata": [image(fingerprint) for fingerprint in FINGERPRINTS],
-        }
+        envelope = sync_envelope([image(fingerprint) for fingerprint in FINGERPRINTS])
         body = json.dumps(envelope).encode()
         self.send_response(200)
         self.send_header("Content-Type", "application/json")

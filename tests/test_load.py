@@ -4,7 +4,8 @@ Client, against the session's throwaway daemon over its unix socket and over HTT
 Every call must succeed, no warning may be raised (ResourceWarning for an unclosed socket
 included: the clients are closed and garbage collected inside the test), and the daemon is left
 as it was found. The throughput is printed (``pytest -s``) and recorded in the test's report
-(``record_property``). The workload lives in ``scripts/load.py``, which runs it longer.
+(``record_property``). The workload lives in ``tests/load.py``, which runs it longer
+(``python -m tests.load``).
 """
 
 from __future__ import annotations
@@ -18,9 +19,9 @@ from typing import Any
 import anyio
 import httpx
 import pytest
-from load import Base, Result, clean_up, make_base, run_async, run_threads
 
 from incus_images import AsyncClient, Client, IncusError
+from tests.load import Base, Result, clean_up, make_base, run_async, run_threads
 
 pytestmark = pytest.mark.incusd
 

@@ -23,6 +23,7 @@ import pytest
 
 import incus_images._remotes.adding as adding_module
 from incus_images import IncusConnectionError, IncusTimeoutError, add_remote, load_remotes
+from tests.helpers import closed_port
 from tests.pki import Authority, TlsServer, self_signed
 
 #: A child process: waits for a line on stdin (so that all start together), adds each remote
@@ -60,12 +61,6 @@ def server(tmp_path: Path) -> Iterator[TlsServer]:
     with TlsServer(self_signed(ips=["127.0.0.1"]), tmp_path / "server") as serving:
         serving.info["public"] = True
         yield serving
-
-
-def closed_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])  # closed again: connections are refused
 
 
 @pytest.mark.timeout(120)

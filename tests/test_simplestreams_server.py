@@ -29,7 +29,14 @@ from simplestreams_server import (
 from throwaway_incusd import ThrowawayIncusd
 from tiny_image import split_image, unified_image
 
-from tests.helpers import multipart_parts, sha256, stored_image, unique, wait_raw
+from tests.helpers import (
+    deleted_afterwards,
+    multipart_parts,
+    sha256,
+    stored_image,
+    unique,
+    wait_raw,
+)
 
 #: What incusd 6.0.4 writes in an operation's ``download_progress`` while it downloads from a
 #: simplestreams server: the file, the percentage and the speed (lxc/incus shared/util/net.go).
@@ -45,12 +52,7 @@ def server() -> Iterator[SimpleStreamsServer]:
 @pytest.fixture
 def pulled(raw_api: httpx.Client) -> Iterator[list[str]]:
     """Fingerprints appended here are deleted from the daemon after the test."""
-    fingerprints: list[str] = []
-    yield fingerprints
-    for fingerprint in fingerprints:
-        response = raw_api.delete(f"/1.0/images/{fingerprint}")
-        if response.status_code != 404:
-            wait_raw(raw_api, response)
+    yield from deleted_afterwards(raw_api)
 
 
 def address(server: SimpleStreamsServer) -> tuple[str, int]:

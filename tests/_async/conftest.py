@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import sys
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -32,6 +33,14 @@ def clock(client: AsyncClient, monkeypatch: pytest.MonkeyPatch) -> FakeClock:
     module = sys.modules[type(client.operations).wait.__module__]
     monkeypatch.setattr(module, "time", fake)
     return fake
+
+
+@pytest.fixture
+def out(tmp_path: Path) -> Path:
+    """An empty directory for an export; its parent lets tests see escapes."""
+    directory = tmp_path / "out"
+    directory.mkdir()
+    return directory
 
 
 @pytest.fixture

@@ -39,7 +39,6 @@ from incus_images import (
 from incus_images.progress import TqdmProgress
 from tests.helpers import (
     assert_nothing_new_stored,
-    incompressible_image,
     sha256,
     store_image_to_export,
     stored_fingerprints,
@@ -146,11 +145,6 @@ class Interrupter:
 
 def notes_of(exc: BaseException) -> list[str]:
     return list(getattr(exc, "__notes__", []))
-
-
-@pytest.fixture(scope="module")
-def big_image() -> bytes:
-    return incompressible_image()
 
 
 @pytest.fixture

@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import logging
 import re
-import subprocess
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
@@ -24,7 +23,6 @@ from typing import Any
 import httpx
 import pytest
 import respx
-from throwaway_incusd import DaemonUnavailable, make_client_certificate
 
 from incus_images import (
     AsyncClient,
@@ -40,18 +38,20 @@ from incus_images import (
     SimpleStreams,
     TransferError,
 )
-from tests.conftest import _unavailable
+from tests.conftest import self_signed_certificate
 from tests.helpers import (
     CLUSTER_MEMBERS,
     OFFLINE_SERVER,
     Answer,
     ScriptedWire,
     accepted_response,
+    deadline_604,
     error_response,
     image,
     multipart_parts,
     not_clustered,
     operation,
+    raw_header,
     sha256,
     sync_response,
 )
@@ -104,10 +104,6 @@ class Wire(ScriptedWire):
 
         return respond
 
-    def on(self, who: str, method: str, path: str, *answers: Answer) -> None:
-        """Answer (who, method, path) with answers in turn, the last one from then on."""
-        self.script(who, method, path, answers)
-
     def sent(self, *, raw: bool = False) -> list[str]:
         """Every request as "<server> <method> <path>": S source, T target, U unix socket.
 
@@ -115,7 +111,7 @@ class Wire(ScriptedWire):
         a server is a cluster's member, which each HTTPS client asks once: how long each
         long-poll lasts, and when a client asks, are asserted by the tests about them
         (test_unit_waiting, test_unit_cluster), not by every sequence."""
-        lines = self.lines()
+        lines = super().sent()
         if raw:
             return lines
         return [
@@ -124,12 +120,9 @@ class Wire(ScriptedWire):
             if f" GET {CLUSTER_MEMBERS}?" not in line
         ]
 
-    def requests(self, who: str, method: str, path: str) -> list[httpx.Request]:
-        return self.matching(who, method, path)
-
     def body(self, who: str, method: str, path: str) -> Any:
-        (request,) = self.requests(who, method, path)
-        return json.loads(request.content)
+        (body,) = self.bodies(who, method, path)
+        return body
 
     def writes(self) -> list[str]:
         return [line for line in self.sent() if line.split()[1] != "GET"]
@@ -156,12 +149,7 @@ async def target() -> AsyncIterator[AsyncClient]:
 @pytest.fixture(scope="module")
 def pem_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A real self-signed certificate (PEM), made with openssl."""
-    directory = tmp_path_factory.mktemp("pem")
-    try:
-        cert, _ = make_client_certificate(directory, "server")
-    except (DaemonUnavailable, subprocess.CalledProcessError) as exc:
-        _unavailable(f"cannot make a certificate: {exc}")
-    return Path(cert)
+    return self_signed_certificate(tmp_path_factory, "server")
 
 
 # --------------------------------------------------------------------------------------------
@@ -204,11 +192,6 @@ def done(op_id: str, fingerprint: str | None = None, size: int = 0) -> httpx.Res
 def failed_604(message: str) -> httpx.Response:
     """incusd 6.0.4's /wait answer for a failed operation: HTTP 200, an error body."""
     return error_response(500, message, http_status=200)
-
-
-def deadline_604() -> httpx.Response:
-    """incusd 6.0.4's /wait answer for a wait that timed out (the operation runs on)."""
-    return error_response(500, "context deadline exceeded", http_status=200)
 
 
 def source_image(wire: Wire, body: dict[str, Any], *, alias: str | None = None) -> None:
@@ -1011,10 +994,6 @@ def relay_scenario(wire: Wire, body: dict[str, Any], export: Answer, who: str = 
 def upload(wire: Wire) -> httpx.Request:
     (request,) = wire.requests("T", "POST", "/1.0/images")
     return request
-
-
-def raw_header(request: httpx.Request, name: bytes) -> list[bytes]:
-    return [value for key, value in request.headers.raw if key.lower() == name]
 
 
 async def test_relay_of_a_unified_image_uploads_the_export_with_its_headers(

@@ -29,6 +29,8 @@ from tests.helpers import (
     image,
     mock_survey,
     operation,
+    raw_header,
+    sent,
     sha256,
     sync_response,
 )
@@ -42,15 +44,6 @@ FP = sha256(DATA)
 UPLOAD_ID = "11111111-2222-4333-8444-555555555555"
 DELETE_ID = "99999999-8888-4777-8666-555555555555"
 DUPLICATE = "Image with same fingerprint already exists"
-
-
-def sent(router: respx.MockRouter) -> list[str]:
-    return [f"{call.request.method} {call.request.url.raw_path.decode()}" for call in router.calls]
-
-
-def raw_header(request: httpx.Request, name: bytes) -> list[bytes]:
-    """The raw bytes of every header called name, as they went on the wire."""
-    return [value for key, value in request.headers.raw if key.lower() == name]
 
 
 def upload_done(fingerprint: str = FP, op_id: str = UPLOAD_ID) -> httpx.Response:

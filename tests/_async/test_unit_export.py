@@ -39,14 +39,6 @@ ROOTFS = b"hsqs squashfs rootfs" + bytes(reversed(range(256))) * 5
 SPLIT_FP = sha256(META, ROOTFS)
 
 
-@pytest.fixture
-def out(tmp_path: Path) -> Path:
-    """An empty directory for the export; its parent lets tests see escapes."""
-    directory = tmp_path / "out"
-    directory.mkdir()
-    return directory
-
-
 def listing(directory: Path) -> list[str]:
     """Every entry in directory, hidden temporary files included."""
     return sorted(entry.name for entry in directory.iterdir())

@@ -41,14 +41,16 @@ from tests.helpers import (
     SURVEY,
     UNIX_BASE,
     Answer,
-    ScriptedWire,
     accepted_response,
+    deadline_604,
     error_response,
+    etagged,
     image,
     operation,
     sha256,
     sync_response,
 )
+from tests.helpers import ScriptedDaemon as Wire
 
 pytestmark = pytest.mark.anyio
 
@@ -68,26 +70,6 @@ RFC3339 = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{1,9})?(Z|[+-]\d\d:\d\
 # The mock daemon.
 
 
-class Wire(ScriptedWire):
-    """The mocked daemon, answered from a table."""
-
-    def __init__(self, mock: respx.MockRouter) -> None:
-        super().__init__(mock, {"incus": ""})
-
-    def on(self, method: str, path: str, *answers: Answer) -> None:
-        self.script("", method, path, answers)
-
-    def sent(self) -> list[str]:
-        """Every request as 'METHOD /raw/path?query', in order."""
-        return self.lines()
-
-    def requests(self, method: str, path: str) -> list[httpx.Request]:
-        return self.matching("", method, path)
-
-    def bodies(self, method: str, path: str) -> list[Any]:
-        return [json.loads(request.content) for request in self.requests(method, path)]
-
-
 @pytest.fixture
 def wire(router: respx.MockRouter) -> Wire:
     return Wire(router)
@@ -104,10 +86,6 @@ def assert_instant(sent: str, expected: datetime) -> None:
     """A time as incusd reads it: RFC 3339, with a zone, and the instant meant."""
     assert RFC3339.fullmatch(sent), sent
     assert datetime.fromisoformat(sent) == expected
-
-
-def etagged(fingerprint: str, etag: str, **fields: Any) -> httpx.Response:
-    return sync_response(image(fingerprint, **fields), headers={"ETag": etag})
 
 
 def alias_entry(
@@ -995,7 +973,7 @@ async def test_publish_force_that_times_out_leaves_the_instance_stopped_and_says
 ) -> None:
     """The image is still being made from the stopped instance: starting it could spoil
     the image, so it stays stopped, and the note says so."""
-    still = error_response(500, "context deadline exceeded", http_status=200)
+    still = deadline_604()
     publishing(wire, state="Running", wait=still)
     state_changes(wire)
     with pytest.raises(IncusTimeoutError) as caught:
@@ -1117,7 +1095,7 @@ async def test_publish_progress_from_a_604_daemon(client: AsyncClient, wire: Wir
     wire.on(
         "GET",
         f"/1.0/operations/{PUBLISH_ID}/wait",
-        slowly(error_response(500, "context deadline exceeded", http_status=200)),
+        slowly(deadline_604()),
         PUBLISHED,
     )
     wire.on(

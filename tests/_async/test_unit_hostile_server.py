@@ -30,6 +30,7 @@ from incus_images import (
 from tests.helpers import (
     UNIX_BASE,
     accepted_response,
+    everything_under,
     image,
     mock_survey,
     operation,
@@ -68,11 +69,6 @@ def nest(tmp_path: Path) -> Path:
     target = tmp_path / "inside" / "out"
     target.mkdir(parents=True)
     return tmp_path
-
-
-def everything_under(root: Path) -> list[str]:
-    """Every path below root, hidden temporary files included."""
-    return sorted(str(path.relative_to(root)) for path in root.rglob("*"))
 
 
 def export_answer(body: bytes, **headers: str) -> httpx.Response:

@@ -28,8 +28,10 @@ from tests.helpers import (
     UNIX_BASE,
     accepted_response,
     error_response,
+    etagged,
     image,
     operation,
+    sent,
     sha256,
     sync_response,
 )
@@ -42,11 +44,6 @@ FP_A = sha256(b"image a")
 FP_B = sha256(b"image b")
 FP_C = sha256(b"image c")
 OP_ID = "0f4c3e2a-1b2c-4d5e-8f90-a1b2c3d4e5f6"
-
-
-def sent(router: respx.MockRouter) -> list[str]:
-    """Every request the mock server received, as 'METHOD /raw/path?query', in order."""
-    return [f"{call.request.method} {call.request.url.raw_path.decode()}" for call in router.calls]
 
 
 def body(request: httpx.Request) -> object:
@@ -436,10 +433,6 @@ async def test_delete_refuses_bad_input_before_any_request(
 
 # ------------------------------------------------------------------------------------------
 # update
-
-
-def etagged(fingerprint: str, etag: str, **fields: object) -> httpx.Response:
-    return sync_response(image(fingerprint, **fields), headers={"ETag": etag})
 
 
 async def test_update_patches_with_if_match_and_rereads(

@@ -28,21 +28,23 @@ from incus_images import (
     OperationStatus,
 )
 from tests._async.conftest import FakeClock
-from tests.helpers import OFFLINE_SERVER, UNIX_BASE, error_response, operation, sync_response
+from tests.helpers import (
+    OFFLINE_SERVER,
+    UNIX_BASE,
+    deadline_604,
+    error_response,
+    operation,
+    sync_response,
+)
 
 pytestmark = pytest.mark.anyio
 
 OP_ID = "41b69ae9-44bf-4b27-a0e5-23d3b8614fbf"
 WAIT = f"/1.0/operations/{OP_ID}/wait"
-DEADLINE = "context deadline exceeded"
 
 
 def done(status_code: int = 200, **fields: object) -> httpx.Response:
     return sync_response(operation(OP_ID, status_code=status_code, **fields))  # type: ignore[arg-type]
-
-
-def deadline_604() -> httpx.Response:
-    return error_response(500, DEADLINE, http_status=200)
 
 
 def timeouts(route: respx.Route) -> list[str]:

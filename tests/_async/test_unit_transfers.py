@@ -38,10 +38,12 @@ from tests.helpers import (
     UNIX_BASE,
     accepted_response,
     error_response,
+    everything_under,
     image,
     mock_survey,
     multipart_parts,
     operation,
+    sent,
     sha256,
     sync_response,
 )
@@ -80,22 +82,6 @@ def ticking(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(
         incus_images._transfer.progress, "time", types.SimpleNamespace(monotonic=monotonic)
     )
-
-
-@pytest.fixture
-def out(tmp_path: Path) -> Path:
-    directory = tmp_path / "out"
-    directory.mkdir()
-    return directory
-
-
-def listing(directory: Path) -> list[str]:
-    """Every entry below directory, hidden temporary files included."""
-    return sorted(str(path.relative_to(directory)) for path in directory.rglob("*"))
-
-
-def sent(router: respx.MockRouter) -> list[str]:
-    return [f"{call.request.method} {call.request.url.raw_path.decode()}" for call in router.calls]
 
 
 class Uploads:
@@ -565,7 +551,7 @@ async def test_connection_lost_mid_export_leaves_nothing(
     assert "nothing was written" in message
     assert OFFLINE_SERVER in message
     assert caught.value.server == OFFLINE_SERVER
-    assert listing(out) == []
+    assert everything_under(out) == []
 
 
 async def test_connection_lost_mid_export_into_a_directory_leaves_nothing(
@@ -578,8 +564,8 @@ async def test_connection_lost_mid_export_into_a_directory_leaves_nothing(
     serve(router, broken())
     with pytest.raises(IncusConnectionError):
         await client.images.export(FP, out)
-    assert listing(out) == []
-    assert listing(out.parent) == ["out"]
+    assert everything_under(out) == []
+    assert everything_under(out.parent) == ["out"]
 
 
 async def test_connection_refused_on_export_leaves_nothing(
@@ -589,7 +575,7 @@ async def test_connection_refused_on_export_leaves_nothing(
     router.get(f"/1.0/images/{FP}/export").mock(side_effect=httpx.ReadError("reset"))
     with pytest.raises(IncusConnectionError):
         await client.images.export(FP, out / "image.tar.gz")
-    assert listing(out) == []
+    assert everything_under(out) == []
 
 
 async def test_interrupted_export_message_reads_well(
@@ -619,7 +605,7 @@ async def test_keyboard_interrupt_mid_export_leaves_nothing(
     assert len(notes) == 1
     assert f"interrupted after {MIB} of {len(DATA)} bytes" in notes[0]
     assert "nothing was written" in notes[0]
-    assert listing(out) == []
+    assert everything_under(out) == []
 
 
 async def test_keyboard_interrupt_at_the_first_export_progress_call_leaves_nothing(
@@ -632,7 +618,7 @@ async def test_keyboard_interrupt_at_the_first_export_progress_call_leaves_nothi
     with pytest.raises(KeyboardInterrupt) as caught:
         await client.images.export(FP, out / "image.tar.gz", progress=progress)
     notes = getattr(caught.value, "__notes__", [])
-    left = listing(out)
+    left = everything_under(out)
     # While the bug lasts, the leaked temporary file object is collected here, quietly, not
     # in a later test.
     with warnings.catch_warnings():

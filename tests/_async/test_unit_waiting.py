@@ -34,6 +34,7 @@ from tests.helpers import (
     SURVEY,
     UNIX_BASE,
     accepted_response,
+    deadline_604,
     error_response,
     image,
     mock_survey,
@@ -48,7 +49,6 @@ DATA = b"\x1f\x8b\x08\x00 an image to wait for " + bytes(range(256))
 FP = sha256(DATA)
 UPLOAD_ID = "11111111-2222-4333-8444-555555555555"
 DELETE_ID = "99999999-8888-4777-8666-555555555555"
-DEADLINE = "context deadline exceeded"
 
 
 @pytest.fixture
@@ -86,7 +86,7 @@ class Upload:
             return sync_response(operation(UPLOAD_ID, status_code=200, metadata=metadata))
         if self.clock is not None:
             self.clock.now += int(request.url.params["timeout"])
-        return error_response(500, DEADLINE, http_status=200)
+        return deadline_604()
 
 
 # ------------------------------------------------------------------------------------------
@@ -206,7 +206,7 @@ async def test_delete_timeout_says_the_image_may_still_be_deleted(
 
     def still(request: httpx.Request) -> httpx.Response:
         clock.now += int(request.url.params["timeout"])
-        return error_response(500, DEADLINE, http_status=200)
+        return deadline_604()
 
     router.get(f"/1.0/operations/{DELETE_ID}/wait").mock(side_effect=still)
     with pytest.raises(IncusTimeoutError) as caught:
