@@ -23,6 +23,7 @@ from incus_images._errors import (
     OperationError,
     OperationGoneError,
     PreconditionFailedError,
+    UnexpectedResponseError,
 )
 from incus_images._models import Image, Operation, OperationStatus
 from incus_images._protocol import (
@@ -645,8 +646,8 @@ def test_parse_envelope_error_envelope_with_junk_code_raises_incus_error() -> No
         parse_envelope(GET_CALL, SERVER, raw_response(200, body))
 
 
-def test_parse_envelope_non_json_raises_incus_error_quoting_the_body() -> None:
-    with pytest.raises(IncusError, match="not JSON: <html>gateway</html>") as info:
+def test_parse_envelope_non_json_raises_unexpected_response_quoting_the_body() -> None:
+    with pytest.raises(UnexpectedResponseError, match="not JSON: <html>gateway</html>") as info:
         parse_envelope(GET_CALL, SERVER, raw_response(200, b"<html>gateway</html>"))
     assert not isinstance(info.value, APIError)
     assert info.value.server == SERVER
@@ -666,7 +667,7 @@ def test_parse_envelope_non_json_raises_incus_error_quoting_the_body() -> None:
     ],
 )
 def test_parse_envelope_refuses_non_envelopes(body: bytes) -> None:
-    with pytest.raises(IncusError, match="not an Incus response envelope"):
+    with pytest.raises(UnexpectedResponseError, match="not an Incus response envelope"):
         parse_envelope(GET_CALL, SERVER, raw_response(200, body))
 
 
@@ -740,9 +741,9 @@ def test_wait_other_error_status_raises_api_error() -> None:
 
 
 def test_wait_non_json_and_malformed_operation() -> None:
-    with pytest.raises(IncusError, match="not JSON"):
+    with pytest.raises(UnexpectedResponseError, match="not JSON"):
         parse_wait(WAIT_CALL, SERVER, raw_response(200, b"garbage"))
-    with pytest.raises(IncusError, match="cannot read it as Operation"):
+    with pytest.raises(UnexpectedResponseError, match="cannot read it as Operation"):
         parse_wait(WAIT_CALL, SERVER, sync_response({"status_code": 200}))
 
 

@@ -31,6 +31,7 @@ from ._errors import (
     OperationError,
     OperationGoneError,
     PreconditionFailedError,
+    UnexpectedResponseError,
 )
 from ._models import Operation, OperationStatus
 
@@ -191,8 +192,9 @@ def api_error(call: Call, server: str, status: int, body: bytes) -> APIError:
     )
 
 
-def unexpected(call: Call, server: str, detail: str) -> IncusError:
-    return IncusError(
+def unexpected(call: Call, server: str, detail: str) -> UnexpectedResponseError:
+    """The exception for an answer that makes no sense (``detail`` says why)."""
+    return UnexpectedResponseError(
         f"Could not {call.action} on {server}: unexpected answer to "
         f"{call.method} {call.path}: {detail}",
         server=server,
@@ -238,7 +240,8 @@ _STRUCTURE_ERRORS = (
 
 
 def structure(call: Call, server: str, data: Any, cls: type[T]) -> T:
-    """Turn response metadata into a model; a malformed answer raises an IncusError."""
+    """Turn response metadata into a model; a malformed answer raises an
+    UnexpectedResponseError."""
     try:
         return converter.structure(data, cls)
     except _STRUCTURE_ERRORS as exc:
