@@ -27,11 +27,13 @@ from ._errors import (
     IncusConnectionError,
     IncusError,
     IncusTimeoutError,
+    LeftBehind,
     NotFoundError,
     OperationError,
     OperationGoneError,
     PreconditionFailedError,
     UnexpectedResponseError,
+    note_left_behind,
 )
 from ._models import Operation, OperationStatus
 
@@ -378,18 +380,24 @@ def parse_wait(call: Call, server: str, response: httpx.Response) -> WaitResult:
     return WaitResult(operation=structure(call, server, envelope.metadata, Operation))
 
 
-def interrupted(exc: BaseException, what: str) -> BaseException:
-    """The exception to raise for a transfer that was cut short.
+def record_interruption(
+    exc: BaseException, left: LeftBehind, sentence: str, *, any_error: bool = False
+) -> None:
+    """Record on a transfer's exception what the transfer left behind (``sentence``: how far
+    it got, and what that means); the exception is then raised as it is.
 
-    A lost connection or a timeout keeps its class and gets ``what`` added to its message;
-    anything else from outside (KeyboardInterrupt, task cancellation) keeps its identity and
-    gets ``what`` as a note. An error the SDK or the server reported is left as it is.
+    A lost connection or a timeout, and anything from outside (KeyboardInterrupt, task
+    cancellation), get the record. Another error the SDK or the server reported is left as
+    it is, unless ``any_error`` (the transfer's state alone says what is left, whatever
+    stopped it). An error whose record says more than that a request may have been applied
+    keeps it.
     """
-    if isinstance(exc, IncusConnectionError | IncusTimeoutError):
-        return exc._amended(f"{exc}. {what[:1].upper()}{what[1:]}.")
-    if not isinstance(exc, IncusError):
-        exc.add_note(f"incus_images: {what}.")
-    return exc
+    if isinstance(exc, IncusError):
+        if not any_error and not isinstance(exc, IncusConnectionError | IncusTimeoutError):
+            return
+        if exc.left_behind not in (None, LeftBehind.MAY_BE_APPLIED):
+            return
+    note_left_behind(exc, left, sentence)
 
 
 def operation_failure(

@@ -12,7 +12,14 @@ from typing import IO, TYPE_CHECKING, Literal, Protocol, overload
 
 import httpx
 
-from .._errors import APIError, InvalidInputError, NotFoundError, PreconditionFailedError
+from .._errors import (
+    APIError,
+    InvalidInputError,
+    LeftBehind,
+    NotFoundError,
+    PreconditionFailedError,
+    note_left_behind,
+)
 from .._flavours import async_flavour
 from .._models import Image, ImageAlias, ImageAliasList, ImageList, Operation
 from .._protocol import (
@@ -555,10 +562,12 @@ class AsyncImagesAPI:
                 )
             except PreconditionFailedError as exc:
                 if attempt == UPDATE_ATTEMPTS:
-                    raise exc._amended(
-                        f"{exc} The image changed under every one of {UPDATE_ATTEMPTS} attempts; "
-                        "nothing was written.",
+                    failure = exc._amended(
+                        f"{exc} The image changed under every one of {UPDATE_ATTEMPTS} attempts.",
                         fingerprint=current.fingerprint,
+                    )
+                    raise note_left_behind(
+                        failure, LeftBehind.NOTHING, "nothing was written"
                     ) from exc
                 continue
             updated = await self.get(current.fingerprint)

@@ -503,7 +503,7 @@ class UploadMeter:
     def _release_head(self) -> bytes:
         head, self._head = self._head or b"", None
         if looks_like_json(head.lstrip(JSON_WHITESPACE)[:4]):
-            raise InvalidInputError(f"{_JSON_MESSAGE}; the upload was stopped, nothing stored")
+            raise InvalidInputError(f"{_JSON_MESSAGE}; the upload was stopped")
         return head
 
     def _size_changed(self) -> TransferError:
