@@ -12,6 +12,7 @@ import pytest
 from incus_images._errors import (
     AmbiguousFingerprintError,
     APIError,
+    ChecksumMismatchError,
     ConflictError,
     ForbiddenError,
     ImageExistsError,
@@ -924,3 +925,15 @@ def test_record_interruption_keeps_a_record_that_says_more() -> None:
     applied = note_left_behind(IncusConnectionError("lost"), LeftBehind.MAY_BE_APPLIED, "maybe")
     record_interruption(applied, LeftBehind.NOTHING, "nothing was stored")
     assert applied.left_behind is LeftBehind.NOTHING
+
+
+def test_a_refused_fingerprint_is_a_checksum_mismatch_that_stored_nothing() -> None:
+    wrong = "b" * 64
+    message = f"fingerprints don't match, got {FP} expected {wrong}"
+    error = operation_failure("upload image 'x'", SERVER, None, message)
+    assert isinstance(error, ChecksumMismatchError)
+    assert not isinstance(error, OperationError)
+    assert error.fingerprint == wrong
+    assert error.server_message == message
+    assert error.left_behind is LeftBehind.NOTHING
+    assert f"hash to {FP}, not to the fingerprint given, {wrong}" in str(error)

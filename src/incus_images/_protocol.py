@@ -21,6 +21,7 @@ from ._converter import converter
 from ._errors import (
     AmbiguousFingerprintError,
     APIError,
+    ChecksumMismatchError,
     ConflictError,
     ForbiddenError,
     ImageExistsError,
@@ -67,6 +68,11 @@ _DENSITY_CHECKED_FROM = 1024 * 1024
 
 AMBIGUOUS_MESSAGE = "More than one image matches"
 DUPLICATE_IMAGE_MESSAGE = "Image with same fingerprint already exists"
+#: How incusd refuses an upload whose X-Incus-fingerprint is not the hash of its bytes:
+#: "fingerprints don't match, got <actual> expected <sent>" (incusd 6.0.4).
+FINGERPRINT_MISMATCH = re.compile(
+    r"fingerprints don't match, got ([0-9a-f]{64}) expected ([0-9a-f]{64})"
+)
 WAIT_DEADLINE_MESSAGE = "context deadline exceeded"
 
 
@@ -408,8 +414,9 @@ def operation_failure(
     *,
     error_code: int | None = None,
     fingerprint: str | None = None,
-) -> OperationError:
-    """The exception for an operation that ended without success.
+) -> OperationError | ChecksumMismatchError:
+    """The exception for an operation that ended without success (an upload refused for its
+    ``fingerprint=``: a ChecksumMismatchError).
 
     fingerprint names the image concerned when the operation itself does not (incusd 6.0.4
     reports a failed wait without the operation's metadata).
@@ -423,6 +430,18 @@ def operation_failure(
     }
     if operation is not None and operation.status_code == OperationStatus.CANCELLED:
         return OperationError(f"Could not {action} on {server}: {where} was cancelled", **context)
+    if mismatch := FINGERPRINT_MISMATCH.search(message):
+        # The upload's fingerprint= is not the hash of the bytes: incusd stores nothing.
+        return note_left_behind(
+            ChecksumMismatchError(
+                f"Could not {action} on {server}: {where} failed: the bytes sent hash to "
+                f"{mismatch[1]}, not to the fingerprint given, {mismatch[2]}",
+                fingerprint=mismatch[2],
+                **context,
+            ),
+            LeftBehind.NOTHING,
+            "the server refused the image, so nothing was stored",
+        )
     if DUPLICATE_IMAGE_MESSAGE in message:
         metadata = operation.metadata if operation is not None else None
         reported = metadata.get("fingerprint") if isinstance(metadata, dict) else None

@@ -27,10 +27,12 @@ from tiny_image import metadata_yaml, split_image, unified_image
 
 from incus_images import (
     AsyncClient,
+    ChecksumMismatchError,
     ConflictError,
     Image,
     IncusConnectionError,
     InvalidInputError,
+    LeftBehind,
     NotFoundError,
     Operation,
     OperationError,
@@ -38,8 +40,10 @@ from incus_images import (
 )
 from incus_images.progress import TqdmProgress
 from tests.helpers import (
+    assert_left,
     assert_nothing_new_stored,
     incompressible_image,
+    notes_of,
     sha256,
     store_image_to_export,
     stored_fingerprints,
@@ -142,10 +146,6 @@ class Interrupter:
             self.raised_at = done
             raise self.error
         time.sleep(0.12)
-
-
-def notes_of(exc: BaseException) -> list[str]:
-    return list(getattr(exc, "__notes__", []))
 
 
 @pytest.fixture(scope="module")
@@ -679,9 +679,15 @@ async def test_a_wrong_fingerprint_fails_the_upload_and_stores_nothing(
     actual = sha256(metadata, rootfs) if split else sha256(data)
     cleanup.append(actual)  # in case it is stored after all
     wrong = sha256(b"something else")
-    with pytest.raises(OperationError) as caught:
+    # incusd 6.0.4 fails the operation: "fingerprints don't match, got <actual> expected <sent>".
+    with pytest.raises(ChecksumMismatchError) as caught:
         await daemon_client.images.create(data, fingerprint=wrong, wait=True, **options)
-    assert "fingerprints don't match" in str(caught.value)
+    error = caught.value
+    assert f"the bytes sent hash to {actual}, not to the fingerprint given, {wrong}" in str(error)
+    assert error.server_message is not None
+    assert "fingerprints don't match" in error.server_message
+    assert error.fingerprint == wrong
+    assert_left(error, LeftBehind.NOTHING, "nothing was stored")
     assert stored_image(raw_api, actual) is None
     assert stored_image(raw_api, wrong) is None
     assert stored_fingerprints(raw_api) == before
@@ -742,7 +748,7 @@ async def test_options_with_a_failed_upload_leave_neither_image_nor_aliases(
     data = unified_image()
     cleanup.append(sha256(data))
     name = unique("never")
-    with pytest.raises(OperationError):
+    with pytest.raises(ChecksumMismatchError):
         await daemon_client.images.create(
             data,
             aliases=[name],

@@ -21,6 +21,7 @@ from incus_images import (
     Operation,
     OperationError,
     OperationGoneError,
+    TransferError,
     UnexpectedResponseError,
 )
 from tests.helpers import (
@@ -302,6 +303,49 @@ async def test_create_without_reported_fingerprint_does_not_claim_a_deletion(
     assert sent(router)[-1].startswith("GET /1.0/operations/")  # no DELETE was possible
     assert_left(caught.value, LeftBehind.MAY_BE_STORED, "no image could be identified")
     assert "was deleted" not in " ".join(caught.value.__notes__)
+
+
+#: How incusd 6.0.4 refuses an upload whose X-Incus-fingerprint is not the hash of its bytes.
+WRONG = sha256(b"not the image")
+MISMATCH = f"fingerprints don't match, got {FP} expected {WRONG}"
+
+
+@pytest.mark.parametrize("shape", ["6.0.4", "6.0.5"])
+async def test_a_fingerprint_the_server_refuses_is_a_checksum_mismatch(
+    client: AsyncClient, router: respx.MockRouter, shape: str
+) -> None:
+    """Every hash mismatch is a ChecksumMismatchError: also the server's own check of the
+    fingerprint= given, which fails the upload's operation and stores nothing."""
+    mock_upload(router)
+    failed = operation(UPLOAD_ID, status_code=400, err=MISMATCH)
+    if shape == "6.0.4":
+        mock_wait(router, error_response(500, MISMATCH, http_status=200))
+        router.get(f"/1.0/operations/{UPLOAD_ID}").mock(return_value=sync_response(failed))
+    else:
+        mock_wait(router, sync_response(failed))
+    with pytest.raises(ChecksumMismatchError) as caught:
+        await client.images.create(DATA, fingerprint=WRONG, wait=True)
+    error = caught.value
+    assert isinstance(error, TransferError)
+    assert error.fingerprint == WRONG
+    assert error.server_message == MISMATCH
+    assert error.operation is not None and error.operation.id == UPLOAD_ID
+    assert f"the bytes sent hash to {FP}, not to the fingerprint given, {WRONG}" in str(error)
+    assert OFFLINE_SERVER in str(error)
+    assert_left(error, LeftBehind.NOTHING, "nothing was stored")
+    assert "DELETE" not in " ".join(sent(router))
+
+
+async def test_a_refused_fingerprint_waited_for_later_is_a_checksum_mismatch(
+    client: AsyncClient, router: respx.MockRouter
+) -> None:
+    mock_upload(router)
+    router.get(f"/1.0/operations/{UPLOAD_ID}/wait").mock(
+        return_value=sync_response(operation(UPLOAD_ID, status_code=400, err=MISMATCH))
+    )
+    started = await client.images.create(DATA, fingerprint=WRONG)
+    with pytest.raises(ChecksumMismatchError):
+        await client.operations.wait(started)
 
 
 async def test_create_duplicate_604_shape(client: AsyncClient, router: respx.MockRouter) -> None:
