@@ -30,6 +30,7 @@ from incus_images import (
     AsyncClient,
     ChecksumMismatchError,
     ConflictError,
+    ForbiddenError,
     Image,
     IncusError,
     IncusTimeoutError,
@@ -684,9 +685,14 @@ async def test_private_pull_from_an_untrusting_source_is_refused_before_any_writ
     source_image(wire, image(FP, public=False))
     wire.on("T", "GET", f"/1.0/images/{FP}", missing())
     wire.on("S", "GET", "/1.0", server_info(trusted=False))
-    with pytest.raises(InvalidInputError) as caught:
+    # A trust condition of the source, not the caller's argument: what the source would
+    # answer (403) if it were asked for the secret.
+    with pytest.raises(ForbiddenError) as caught:
         await target.images.copy(FP, source)
+    assert not isinstance(caught.value, ValueError)
     assert "private" in str(caught.value)
+    assert f"{SOURCE} does not trust this client" in str(caught.value)
+    assert (caught.value.server, caught.value.fingerprint) == (SOURCE, FP)
     assert_left(caught.value, LeftBehind.NOTHING, "nothing was copied")
     assert wire.writes() == []
 
@@ -897,8 +903,10 @@ async def test_push_from_an_untrusting_source_is_refused_before_any_write(
     source_image(wire, public_image())
     wire.on("T", "GET", f"/1.0/images/{FP}", missing())
     wire.on("S", "GET", "/1.0", server_info(trusted=False))
-    with pytest.raises(InvalidInputError, match="trusts this client") as caught:
+    with pytest.raises(ForbiddenError, match="does not trust this client") as caught:
         await target.images.copy(FP, source, mode="push")
+    assert not isinstance(caught.value, ValueError)
+    assert caught.value.server == SOURCE
     assert_left(caught.value, LeftBehind.NOTHING, "nothing was copied")
     assert wire.writes() == []
 
@@ -916,8 +924,11 @@ async def test_push_of_a_virtual_machine_image_is_refused_before_the_target_is_a
 ) -> None:
     """incusd pushes a VM image's disk as a container rootfs: the copy would change type."""
     source_image(wire, public_image(type="virtual-machine"))
-    with pytest.raises(InvalidInputError, match="virtual-machine") as caught:
+    # The image's type rules the push out, as a running instance rules out publish().
+    with pytest.raises(ConflictError, match="virtual-machine") as caught:
         await target.images.copy(FP, source, mode="push")
+    assert not isinstance(caught.value, ValueError)
+    assert (caught.value.server, caught.value.status_code) == (SOURCE, None)
     assert_left(caught.value, LeftBehind.NOTHING, "nothing was copied")
     assert wire.sent() == [f"S GET /1.0/images/aliases/{FP}", f"S GET /1.0/images/{FP}"]
 

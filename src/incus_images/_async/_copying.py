@@ -28,6 +28,8 @@ from typing import ClassVar, Literal
 import attrs
 
 from .._errors import (
+    ConflictError,
+    ForbiddenError,
     IncusError,
     IncusTimeoutError,
     InvalidInputError,
@@ -480,10 +482,12 @@ class _Pull(_Mode):
         if not found.public:
             with _nothing_copied():
                 if not (await source.server_info()).trusted:
-                    raise InvalidInputError(
+                    raise ForbiddenError(
                         f"Could not {job.action} on {job.target.server}: the image is private "
-                        "and the source does not trust this client, so it cannot issue the "
-                        "secret a private copy needs"
+                        f"and {source.server} does not trust this client, so it cannot issue "
+                        "the secret a private copy needs",
+                        server=source.server,
+                        fingerprint=found.fingerprint,
                     )
                 secret, self.token = await source.create_secret(found.fingerprint)
         # By alias, the server records the alias, so that refreshes follow it to new images;
@@ -658,10 +662,14 @@ class _Push(_Mode):
         job = self.job
         if job.found.type == "virtual-machine":
             # incusd (6.0.4, and upstream still) pushes the disk as a container's rootfs
-            # part, so the copy would arrive as a container image.
-            raise InvalidInputError(
-                f"Could not {job.action} on {job.target.server}: incusd pushes a "
-                "virtual-machine image as a container image; use mode='pull' or 'relay'"
+            # part, so the copy would arrive as a container image. The image's type, not
+            # the caller's arguments, rules the push out: a conflict with its state.
+            raise ConflictError(
+                f"Could not {job.action} on {job.target.server}: the image is a "
+                "virtual-machine image, which incusd pushes as a container image; use "
+                "mode='pull' or 'relay'",
+                server=job.source.server,
+                fingerprint=job.found.fingerprint,
             )
 
     async def move(self) -> Operation:
@@ -669,9 +677,11 @@ class _Push(_Mode):
         found, source, options = job.found, job.source, job.options
         with _nothing_copied():
             if not (await source.server_info()).trusted:
-                raise InvalidInputError(
-                    f"Could not {job.action} on {job.target.server}: only a source that "
-                    "trusts this client can be asked to push"
+                raise ForbiddenError(
+                    f"Could not {job.action} on {job.target.server}: {source.server} does not "
+                    "trust this client, and only a source that does can be asked to push",
+                    server=source.server,
+                    fingerprint=found.fingerprint,
                 )
         connection = job.target.connection
         token_call = Call(
