@@ -25,6 +25,7 @@ import attrs
 from .._errors import (
     ChecksumMismatchError,
     ConflictError,
+    ImageDataError,
     IncusError,
     LeftBehind,
     OperationError,
@@ -135,7 +136,14 @@ class AsyncImporter:
     ) -> Operation:
         """POST an image body this client streams; return the upload's operation."""
         call = Call(method="POST", path=IMAGES, action=self.action, headers=headers)
-        envelope = await self._calls.connection.request(call, content=body)
+        try:
+            envelope = await self._calls.connection.request(call, content=body)
+        except ImageDataError as exc:
+            # httpcore's pool re-raises what the body raised "from None": the OSError that
+            # caused it is left as its context only. It is the cause again.
+            if exc.__cause__ is None and isinstance(exc.__context__, OSError):
+                raise exc from exc.__context__
+            raise
         return structure(call, self.server, envelope.metadata, Operation)
 
     @contextlib.contextmanager
@@ -392,7 +400,8 @@ class AsyncImporter:
                 operation=finished,
             )
             left = await self.discard(stored_fingerprint(finished))
-            raise note_left_behind(failure, *left) from exc
+            # The cause is the OSError when reading the sources again failed.
+            raise note_left_behind(failure, *left) from exc.__cause__ or exc
 
 
 class _UploadCompletion:

@@ -19,7 +19,14 @@ from .._logging import logger
 from .._protocol import Call, record_interruption, transport_error
 from .._transfer.export import ExportReader, ExportReceiver
 from .._transfer.relay import RelayFraming
-from .._transfer.upload import Segment, UploadMeter, UploadPlan, chunk_bytes, read_chunks
+from .._transfer.upload import (
+    Segment,
+    UploadMeter,
+    UploadPlan,
+    chunk_bytes,
+    read_chunks,
+    reading,
+)
 from ._connection import AsyncConnection
 
 
@@ -58,8 +65,9 @@ async def _source_chunks(segment: Segment) -> AsyncIterator[bytes]:
     source = segment.source
     assert source is not None
     if source.kind == "async_iterable":
-        async for chunk in source.value:
-            yield chunk_bytes(chunk, segment.argument)
+        with reading(source, segment.argument):
+            async for chunk in source.value:
+                yield chunk_bytes(chunk, segment.argument)
     else:
         for chunk in read_chunks(source, segment.argument):
             yield chunk
