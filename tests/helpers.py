@@ -16,6 +16,7 @@ from typing import Any
 import httpx
 from tiny_image import split_image, unified_image
 
+from incus_images import IncusError, LeftBehind
 from incus_images._transfer.multipart import (
     MultipartParser,
     PartData,
@@ -28,6 +29,24 @@ from incus_images._transfer.multipart import (
 UNIX_BASE = "http://incus"
 #: A socket nobody listens on: the endpoint of the clients that unit tests mock with respx.
 OFFLINE_SERVER = "unix:///nonexistent/incus.sock"
+
+
+def notes_of(error: BaseException) -> list[str]:
+    """The notes (PEP 678) on an exception."""
+    return list(getattr(error, "__notes__", []))
+
+
+def assert_left(error: BaseException, left: LeftBehind | None, *said: str) -> None:
+    """The error records that the call left ``left`` behind (None: an interruption from outside,
+    which keeps its class and has only the note), in a note holding each of ``said``; its
+    message says none of that."""
+    notes = " ".join(notes_of(error))
+    if left is not None:
+        assert isinstance(error, IncusError), repr(error)
+        assert error.left_behind is left, (error.left_behind, str(error), notes)
+    missing = [words for words in said if words not in notes]
+    assert not missing, f"{missing} not in the notes: {notes!r} ({error})"
+    assert not [words for words in said if words in str(error)], str(error)
 
 
 def unique(prefix: str = "t") -> str:

@@ -19,8 +19,9 @@ import httpx
 import pytest
 from tiny_image import split_image, unified_image
 
-from incus_images import AsyncClient, Client, Image, InvalidInputError
+from incus_images import AsyncClient, Client, Image, ImageDataError, InvalidInputError, LeftBehind
 from tests.helpers import (
+    assert_left,
     assert_nothing_new_stored,
     deleted_afterwards,
     sha256,
@@ -219,7 +220,7 @@ async def test_the_blocking_client_refuses_an_async_iterable_before_sending(
     assert stored_fingerprints(raw_api) == before
 
 
-async def test_an_async_source_that_fails_mid_way_propagates_its_error_and_stores_nothing(
+async def test_an_async_source_that_fails_mid_way_is_an_image_data_error_and_stores_nothing(
     client: AsyncClient, cleanup: list[str], raw_api: httpx.Client, big_image: bytes
 ) -> None:
     cleanup.append(sha256(big_image))
@@ -232,10 +233,10 @@ async def test_an_async_source_that_fails_mid_way_propagates_its_error_and_store
         yield big_image[2 * MiB : 3 * MiB]
         raise error
 
-    with pytest.raises(OSError, match="simulated") as caught:
+    with pytest.raises(ImageDataError, match="simulated") as caught:
         await client.images.create(failing(), wait=True)
-    assert caught.value is error
-    assert any("upload" in note for note in getattr(caught.value, "__notes__", []))
+    assert caught.value.__cause__ is error
+    assert_left(caught.value, LeftBehind.NOTHING, "upload", "nothing was stored")
     assert_nothing_new_stored(raw_api, before)
 
 

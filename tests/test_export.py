@@ -13,7 +13,12 @@ from pathlib import Path
 
 import pytest
 
-from incus_images._errors import ChecksumMismatchError, InvalidInputError, TransferError
+from incus_images._errors import (
+    ChecksumMismatchError,
+    InvalidInputError,
+    LeftBehind,
+    TransferError,
+)
 from incus_images._transfer.export import ExportReceiver
 from incus_images._transfer.files import check_export_target, safe_basename, temporary_name
 from incus_images._transfer.multipart import (
@@ -25,7 +30,7 @@ from incus_images._transfer.multipart import (
     content_disposition_filename,
     multipart_boundary,
 )
-from tests.helpers import random_pieces, sha256
+from tests.helpers import assert_left, random_pieces, sha256
 
 #: A boundary as Go's multipart.Writer makes it (30 random bytes in hex), from the spec (§6.7).
 BOUNDARY = b"e29038f40119e47d1d5fb5816b016d4e72748910f8ad25e9d26082e277cd"
@@ -586,7 +591,7 @@ def test_checksum_mismatch_leaves_no_file_at_all(
     assert isinstance(info.value, TransferError)
     assert info.value.fingerprint == wrong
     assert f"{data_size} bytes received" in str(info.value)
-    assert "nothing was written" in str(info.value)
+    assert_left(info.value, LeftBehind.NOTHING, "nothing was written")
     assert listing(tmp_path) == []
 
 

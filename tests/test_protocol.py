@@ -12,6 +12,7 @@ import pytest
 from incus_images._errors import (
     AmbiguousFingerprintError,
     APIError,
+    ChecksumMismatchError,
     ConflictError,
     ForbiddenError,
     ImageExistsError,
@@ -19,10 +20,13 @@ from incus_images._errors import (
     IncusError,
     IncusTimeoutError,
     InvalidInputError,
+    LeftBehind,
     NotFoundError,
     OperationError,
     OperationGoneError,
     PreconditionFailedError,
+    UnexpectedResponseError,
+    note_left_behind,
 )
 from incus_images._models import Image, Operation, OperationStatus
 from incus_images._protocol import (
@@ -37,6 +41,7 @@ from incus_images._protocol import (
     operation_failure,
     parse_envelope,
     parse_wait,
+    record_interruption,
     server_error_text,
     transport_error,
 )
@@ -645,8 +650,8 @@ def test_parse_envelope_error_envelope_with_junk_code_raises_incus_error() -> No
         parse_envelope(GET_CALL, SERVER, raw_response(200, body))
 
 
-def test_parse_envelope_non_json_raises_incus_error_quoting_the_body() -> None:
-    with pytest.raises(IncusError, match="not JSON: <html>gateway</html>") as info:
+def test_parse_envelope_non_json_raises_unexpected_response_quoting_the_body() -> None:
+    with pytest.raises(UnexpectedResponseError, match="not JSON: <html>gateway</html>") as info:
         parse_envelope(GET_CALL, SERVER, raw_response(200, b"<html>gateway</html>"))
     assert not isinstance(info.value, APIError)
     assert info.value.server == SERVER
@@ -666,7 +671,7 @@ def test_parse_envelope_non_json_raises_incus_error_quoting_the_body() -> None:
     ],
 )
 def test_parse_envelope_refuses_non_envelopes(body: bytes) -> None:
-    with pytest.raises(IncusError, match="not an Incus response envelope"):
+    with pytest.raises(UnexpectedResponseError, match="not an Incus response envelope"):
         parse_envelope(GET_CALL, SERVER, raw_response(200, body))
 
 
@@ -740,9 +745,9 @@ def test_wait_other_error_status_raises_api_error() -> None:
 
 
 def test_wait_non_json_and_malformed_operation() -> None:
-    with pytest.raises(IncusError, match="not JSON"):
+    with pytest.raises(UnexpectedResponseError, match="not JSON"):
         parse_wait(WAIT_CALL, SERVER, raw_response(200, b"garbage"))
-    with pytest.raises(IncusError, match="cannot read it as Operation"):
+    with pytest.raises(UnexpectedResponseError, match="cannot read it as Operation"):
         parse_wait(WAIT_CALL, SERVER, sync_response({"status_code": 200}))
 
 
@@ -851,3 +856,84 @@ def test_transport_error_other_transport_failures_are_connection_errors() -> Non
     error = transport_error(GET_CALL, SERVER, httpx.RemoteProtocolError("peer closed"))
     assert type(error) is IncusConnectionError
     assert "peer closed" in str(error)
+
+
+# --------------------------------------------------------------------------------------------
+# What a failure left behind: left_behind and a note, never the message (issue 15).
+
+
+def test_note_left_behind_sets_the_attribute_and_a_note_and_keeps_the_message() -> None:
+    error = OperationError("Could not upload image 'x' on unix:///s: disk full")
+    assert error.left_behind is None
+    assert note_left_behind(error, LeftBehind.NOTHING, "nothing was stored") is error
+    assert error.left_behind is LeftBehind.NOTHING
+    assert error.__notes__ == ["incus_images: nothing was stored."]
+    assert str(error) == "Could not upload image 'x' on unix:///s: disk full"
+    # A later record, by the caller that cleaned up, replaces the attribute; notes add up.
+    note_left_behind(error, LeftBehind.DELETED, "image ab was deleted again")
+    assert error.left_behind is LeftBehind.DELETED
+    assert len(error.__notes__) == 2
+
+
+def test_left_behind_is_a_string_enum() -> None:
+    assert LeftBehind.MAY_BE_STORED == "image may be stored"
+    assert {member.value for member in LeftBehind} >= {"nothing", "image deleted again"}
+
+
+def test_an_interruption_from_outside_gets_the_note_only() -> None:
+    interrupt = KeyboardInterrupt()
+    note_left_behind(interrupt, LeftBehind.MAY_BE_STORED, "the image may be stored")
+    assert interrupt.__notes__ == ["incus_images: the image may be stored."]
+    assert not hasattr(interrupt, "left_behind")
+
+
+def test_amended_copies_keep_their_notes_apart() -> None:
+    error = note_left_behind(IncusError("first"), LeftBehind.NOTHING, "nothing was sent")
+    amended = error._amended("first, with more")
+    amended.add_note("only on the copy")
+    assert error.__notes__ == ["incus_images: nothing was sent."]
+    assert amended.__notes__[-1] == "only on the copy"
+    assert amended.left_behind is LeftBehind.NOTHING
+
+
+def test_record_interruption_records_lost_connections_timeouts_and_outside_interruptions() -> None:
+    lost = IncusConnectionError("connection lost")
+    late = IncusTimeoutError("too late")
+    interrupt = KeyboardInterrupt()
+    for error in (lost, late, interrupt):
+        record_interruption(error, LeftBehind.MAY_BE_STORED, "the image may be stored")
+        assert error.__notes__ == ["incus_images: the image may be stored."]
+    assert lost.left_behind is late.left_behind is LeftBehind.MAY_BE_STORED
+
+
+def test_record_interruption_leaves_the_servers_and_the_sdks_own_errors_alone() -> None:
+    refused = APIError("refused")
+    record_interruption(refused, LeftBehind.MAY_BE_STORED, "the image may be stored")
+    assert refused.left_behind is None
+    assert not hasattr(refused, "__notes__")
+    # Unless the transfer's state alone says what is left, whatever stopped it.
+    record_interruption(refused, LeftBehind.NOTHING, "nothing was stored", any_error=True)
+    assert refused.left_behind is LeftBehind.NOTHING
+
+
+def test_record_interruption_keeps_a_record_that_says_more() -> None:
+    deleted = note_left_behind(IncusConnectionError("lost"), LeftBehind.DELETED, "deleted")
+    record_interruption(deleted, LeftBehind.MAY_BE_STORED, "the image may be stored")
+    assert deleted.left_behind is LeftBehind.DELETED
+    assert len(deleted.__notes__) == 1
+    # "A request may have been applied" says less than what the transfer knows.
+    applied = note_left_behind(IncusConnectionError("lost"), LeftBehind.MAY_BE_APPLIED, "maybe")
+    record_interruption(applied, LeftBehind.NOTHING, "nothing was stored")
+    assert applied.left_behind is LeftBehind.NOTHING
+
+
+def test_a_refused_fingerprint_is_a_checksum_mismatch_that_stored_nothing() -> None:
+    wrong = "b" * 64
+    message = f"fingerprints don't match, got {FP} expected {wrong}"
+    error = operation_failure("upload image 'x'", SERVER, None, message)
+    assert isinstance(error, ChecksumMismatchError)
+    assert not isinstance(error, OperationError)
+    assert error.fingerprint == wrong
+    assert error.server_message == message
+    assert error.left_behind is LeftBehind.NOTHING
+    assert f"hash to {FP}, not to the fingerprint given, {wrong}" in str(error)

@@ -29,6 +29,7 @@ from incus_images import (
     ImageAlias,
     ImageSource,
     IncusError,
+    LeftBehind,
     NotFoundError,
     Operation,
     Remote,
@@ -38,6 +39,7 @@ from incus_images import (
     SimpleStreams,
 )
 from incus_images._converter import make_converter
+from incus_images._errors import note_left_behind
 from tests.helpers import UNIX_BASE, error_response, image, operation
 
 FP = "6bcb9190f8bea56cb09463728faddd8b72e996506d3575f0e027cdbbe0440c05"
@@ -124,6 +126,20 @@ def test_every_error_pickles_by_its_public_name(name: str) -> None:
     )
 
 
+@pytest.mark.parametrize("name", sorted(ERRORS))
+def test_what_an_error_left_behind_survives_a_pickle(name: str) -> None:
+    error = note_left_behind(ERRORS[name](f"{name} happened"), LeftBehind.DELETED, "deleted")
+    restored = pickle.loads(pickle.dumps(error))
+    assert restored.left_behind is LeftBehind.DELETED
+    assert restored.__notes__ == error.__notes__
+    assert b"cincus_images\nLeftBehind\n" in pickle.dumps(LeftBehind.DELETED, protocol=0)
+
+
+def test_a_configuration_error_keeps_its_path_through_a_pickle() -> None:
+    error = incus_images.ConfigurationError("config.yml is broken", path="/c/config.yml")
+    assert pickle.loads(pickle.dumps(error)).path == "/c/config.yml"
+
+
 def _sample_models() -> list[Any]:
     when = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
     alias = ImageAlias(name="debian/12", target=FP, description="d", type="container")
@@ -202,6 +218,10 @@ def test_a_converter_made_after_the_relabelling_structures_every_answer_model(
 def test_the_error_hierarchy_is_unchanged_by_the_relabelling() -> None:
     assert all(issubclass(error, IncusError) for error in ERRORS.values())
     assert issubclass(incus_images.InvalidInputError, ValueError)
+    assert not issubclass(incus_images.ConfigurationError, ValueError)
+    assert not issubclass(incus_images.UnexpectedResponseError, ValueError)
+    assert issubclass(incus_images.ChecksumMismatchError, incus_images.TransferError)
+    assert issubclass(incus_images.ImageDataError, incus_images.TransferError)
 
 
 # --------------------------------------------------------------------------------------------

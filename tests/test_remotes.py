@@ -25,7 +25,9 @@ import incus_images._remotes.files as files_module
 from incus_images import (
     AsyncClient,
     Client,
+    ConfigurationError,
     InvalidInputError,
+    LeftBehind,
     Remote,
     SimpleStreams,
     add_remote,
@@ -36,6 +38,7 @@ from incus_images._remotes.config import _DEFAULT_CONFIG_YAML, config_directory,
 from incus_images._remotes.connect import remote_endpoint
 from incus_images._remotes.files import _config_text, _save, write_atomically
 from incus_images._remotes.tokens import decode_token, host_port
+from tests.helpers import assert_left
 
 FINGERPRINT = "21d3f7cbe0c68493e9c5a7c39cddc330b06eb7b214385ad5d60f86a132d3cabb"
 SECRET = "f3eaacd7d52974af94acaec117c56a22303f7b17e63749ebce26aa283ff70bb6"
@@ -263,6 +266,15 @@ def test_an_explicit_config_dir_wins(tmp_path: Path) -> None:
         load_remotes(42)  # type: ignore[arg-type]
 
 
+def broken_configuration(error: BaseException, path: Path | None) -> None:
+    """A file of the CLI's configuration, not an argument: a ConfigurationError naming it."""
+    assert isinstance(error, ConfigurationError), repr(error)
+    assert not isinstance(error, ValueError)
+    if path is not None:
+        assert error.path == str(path)
+        assert str(path) in str(error)
+
+
 @pytest.mark.parametrize(
     ("content", "complaint"),
     [
@@ -279,25 +291,37 @@ def test_an_explicit_config_dir_wins(tmp_path: Path) -> None:
 )
 def test_a_garbled_config_names_the_file(conf: Path, content: str, complaint: str) -> None:
     path = write(conf / "config.yml", content)
-    with pytest.raises(InvalidInputError, match=complaint) as caught:
+    with pytest.raises(ConfigurationError, match=complaint) as caught:
         load_remotes()
-    assert str(path) in str(caught.value)
+    broken_configuration(caught.value, path)
 
 
 def test_a_config_that_is_not_text_or_too_large_is_refused(conf: Path) -> None:
     path = conf / "config.yml"
     path.parent.mkdir()
     path.write_bytes(b"remotes: {}\n# \xff\xfe\n")
-    with pytest.raises(InvalidInputError, match="not UTF-8") as caught:
+    with pytest.raises(ConfigurationError, match="not UTF-8") as caught:
         load_remotes()
-    assert str(path) in str(caught.value)
+    broken_configuration(caught.value, path)
     path.write_bytes(b"#" * (1024 * 1024 + 1))
-    with pytest.raises(InvalidInputError, match="larger than"):
+    with pytest.raises(ConfigurationError, match="larger than") as caught:
         load_remotes()
+    broken_configuration(caught.value, path)
     path.unlink()
     path.mkdir()  # a directory where the file should be
-    with pytest.raises(InvalidInputError, match="is a directory, not a regular file"):
+    with pytest.raises(ConfigurationError, match="is a directory, not a regular file") as caught:
         load_remotes()
+    broken_configuration(caught.value, path)
+
+
+def test_an_unreadable_config_is_refused_with_the_oserror_as_cause(conf: Path) -> None:
+    conf.mkdir()
+    path = conf / "config.yml"
+    path.symlink_to(path.name)  # a loop: opening it fails (ELOOP), even for root
+    with pytest.raises(ConfigurationError, match="Cannot read") as caught:
+        load_remotes()
+    broken_configuration(caught.value, path)
+    assert isinstance(caught.value.__cause__, OSError)
 
 
 def test_an_empty_config_file_is_an_empty_configuration(conf: Path) -> None:
@@ -371,17 +395,18 @@ def test_a_remote_object_is_accepted(tmp_path: Path) -> None:
     other = tmp_path / "other"
     write(other / "config.yml", CLI_CONFIG.replace("project: default", "project: dev"))
     remote = load_remotes(other).remote("prod")
-    with pytest.raises(InvalidInputError, match="needs the client certificate"):
+    with pytest.raises(ConfigurationError, match="needs the client certificate") as caught:
         Client(remote=remote)
+    broken_configuration(caught.value, other / "client.crt")
     local = load_remotes(other).remote("local")
     assert Client(remote=local).project is None
 
 
 def test_a_private_remote_without_client_certificate_is_refused(conf: Path) -> None:
     write(conf / "config.yml", CLI_CONFIG)
-    with pytest.raises(InvalidInputError) as caught:
+    with pytest.raises(ConfigurationError) as caught:
         Client(remote="prod")
-    assert str(conf / "client.crt") in str(caught.value)
+    broken_configuration(caught.value, conf / "client.crt")
 
 
 def test_a_public_remote_needs_no_client_certificate(conf: Path) -> None:
@@ -395,9 +420,29 @@ def test_a_garbled_pinned_certificate_names_the_file(conf: Path, pair: _Certific
     write(conf / "config.yml", CLI_CONFIG)
     with_client_certificate(conf, pair)
     path = write(conf / "servercerts" / "prod.crt", "not a certificate\n")
-    with pytest.raises(InvalidInputError, match="holds no PEM certificate") as caught:
+    with pytest.raises(ConfigurationError, match="holds no PEM certificate") as caught:
         Client(remote="prod")
-    assert str(path) in str(caught.value)
+    broken_configuration(caught.value, path)
+
+
+def test_a_remote_address_that_cannot_be_used_is_the_configuration(conf: Path) -> None:
+    write(conf / "config.yml", "remotes:\n  p: {addr: 'https://host:99999', public: true}\n")
+    with pytest.raises(ConfigurationError, match="Port out of range") as caught:
+        Client(remote="p")
+    broken_configuration(caught.value, None)
+    assert "'p'" in str(caught.value)
+
+
+def test_a_simplestreams_remote_whose_address_cannot_be_used_is_the_configuration(
+    conf: Path,
+) -> None:
+    write(
+        conf / "config.yml",
+        "remotes:\n  m: {addr: 'http://mirror.example', protocol: simplestreams, public: true}\n",
+    )
+    with pytest.raises(ConfigurationError, match="over HTTPS") as caught:
+        SimpleStreams.from_remote("m")
+    broken_configuration(caught.value, None)
 
 
 def test_a_unix_remote_is_its_socket(conf: Path) -> None:
@@ -410,9 +455,9 @@ def test_a_unix_remote_is_its_socket(conf: Path) -> None:
     assert target.endpoint is not None
     assert target.endpoint.socket_path == "/run/other/unix.socket"
     assert target.project == "p"
-    with pytest.raises(InvalidInputError, match="absolute path"):
+    with pytest.raises(ConfigurationError, match="absolute path"):
         remote_endpoint("bad")
-    with pytest.raises(InvalidInputError, match="expected https:// or unix://"):
+    with pytest.raises(ConfigurationError, match="expected https:// or unix://"):
         remote_endpoint("ftp")
 
 
@@ -590,7 +635,7 @@ def test_an_expired_token_is_refused_before_anything_is_sent_or_written(conf: Pa
     expired = token(expires_at="2020-01-01T00:00:00Z")
     with pytest.raises(InvalidInputError, match="expired at 2020-01-01") as caught:
         add_remote("prod", expired)
-    assert "nothing was sent" in str(caught.value)
+    assert_left(caught.value, LeftBehind.NOTHING, "nothing was sent")
     assert not conf.exists()
 
 
@@ -613,6 +658,16 @@ def test_add_remote_checks_its_arguments_before_anything(conf: Path) -> None:
     with pytest.raises(InvalidInputError, match="timeout"):
         add_remote("prod", token(), timeout=-1)
     assert not conf.exists()
+
+
+def test_add_remote_without_a_configuration_directory_is_refused_before_anything(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Where the configuration goes is the environment's, not an argument."""
+    monkeypatch.setattr("incus_images._remotes.adding._given_directory", lambda _: None)
+    with pytest.raises(ConfigurationError, match="no configuration directory") as caught:
+        add_remote("prod", "https://127.0.0.1:9")
+    broken_configuration(caught.value, None)
 
 
 def test_an_existing_remote_is_refused_as_by_the_cli(conf: Path) -> None:
@@ -785,8 +840,9 @@ def test_names_that_yaml_would_read_otherwise_are_quoted(conf: Path) -> None:
 
 def test_a_remote_that_appeared_meanwhile_is_not_written_twice(conf: Path) -> None:
     path = write(conf / "config.yml", CLI_CONFIG)
-    with pytest.raises(InvalidInputError, match="appeared"):
+    with pytest.raises(ConfigurationError, match="appeared") as caught:
         _save(conf, path, "prod", added())
+    broken_configuration(caught.value, path)
     assert path.read_text() == CLI_CONFIG
     assert not (conf / "servercerts").exists()
 
@@ -804,15 +860,16 @@ def test_a_client_certificate_that_appeared_meanwhile_is_not_overwritten(
     conf: Path, pair: _Certificate
 ) -> None:
     write(conf / "client.crt", "theirs")
-    with pytest.raises(InvalidInputError, match="appeared"):
+    with pytest.raises(ConfigurationError, match="appeared") as caught:
         _save(conf, conf / "config.yml", "prod", added(client=pair))
+    broken_configuration(caught.value, conf / "client.crt")
     assert (conf / "client.crt").read_text() == "theirs"
     assert not (conf / "config.yml").exists()
 
 
 # --------------------------------------------------------------------------------------------
 # Files of the configuration that are not what they should be (issue 14, item 7): each is
-# refused with an InvalidInputError naming it, and none can make a call hang.
+# refused with a ConfigurationError naming it (issue 15), and none can make a call hang.
 
 
 def _fifo(path: Path) -> None:
@@ -900,9 +957,12 @@ def test_a_file_of_the_configuration_that_is_no_file_of_its_kind_is_refused(
         VALID["config.yml"] = path.read_bytes()
     path.unlink(missing_ok=True)
     FAULTS[fault](path)
-    with pytest.raises(InvalidInputError) as caught:
+    with pytest.raises(ConfigurationError) as caught:
         remote_endpoint("prod")
     assert str(path) in str(caught.value)
+    assert not isinstance(caught.value, ValueError)
+    if role != "client.key":  # a pair that does not load is named by its certificate
+        assert caught.value.path == str(path)
 
 
 @pytest.mark.timeout(30)
@@ -912,18 +972,18 @@ def test_a_file_of_the_configuration_that_is_no_file_of_its_kind_is_refused(
 )
 def test_a_deeply_nested_config_is_refused_naming_it(conf: Path, nested: str) -> None:
     path = write(conf / "config.yml", f"remotes:\n  x:\n    {nested}\n")
-    with pytest.raises(InvalidInputError, match="nests deeper than") as caught:
+    with pytest.raises(ConfigurationError, match="nests deeper than") as caught:
         load_remotes()
-    assert str(path) in str(caught.value)
+    broken_configuration(caught.value, path)
 
 
 @pytest.mark.timeout(30)
 def test_add_remote_refuses_a_config_that_is_a_fifo_before_anything_is_sent(conf: Path) -> None:
     conf.mkdir()
     os.mkfifo(conf / "config.yml")
-    with pytest.raises(InvalidInputError, match="is a FIFO, not a regular file") as caught:
+    with pytest.raises(ConfigurationError, match="is a FIFO, not a regular file") as caught:
         add_remote("new", "https://127.0.0.1:9")
-    assert str(conf / "config.yml") in str(caught.value)
+    broken_configuration(caught.value, conf / "config.yml")
 
 
 # --------------------------------------------------------------------------------------------
@@ -940,11 +1000,12 @@ def test_half_a_client_key_pair_is_refused_before_anything_is_sent(
     write(conf / there, (pair.key if there == "client.key" else pair.certificate).decode())
     before = tree(conf)
     for target in (token(), "https://127.0.0.1:9"):
-        with pytest.raises(InvalidInputError, match="go together") as caught:
+        with pytest.raises(ConfigurationError, match="go together") as caught:
             add_remote("prod", target)
         message = str(caught.value)
         assert f"{conf / there} is there but {conf / missing} is not" in message
-        assert "nothing was sent" in message
+        broken_configuration(caught.value, conf / missing)
+        assert_left(caught.value, LeftBehind.NOTHING, "nothing was sent")
     assert tree(conf) == dict(before, **{"config.yml.lock": "0o644"})
 
 
@@ -953,8 +1014,9 @@ def test_a_remote_with_half_a_client_key_pair_names_the_missing_file(
 ) -> None:
     write(conf / "config.yml", CLI_CONFIG)
     write(conf / "client.crt", pair.certificate.decode())
-    with pytest.raises(InvalidInputError, match=r"client\.key does not exist") as caught:
+    with pytest.raises(ConfigurationError, match=r"client\.key does not exist") as caught:
         Client(remote="prod")
+    broken_configuration(caught.value, conf / "client.key")
     assert str(conf / "client.crt") not in str(caught.value).split(";")[1]
 
 
@@ -963,9 +1025,10 @@ def test_a_configuration_that_cannot_take_the_remote_is_refused_before_anything_
 ) -> None:
     with_client_certificate(conf, pair)
     write(conf / "servercerts", "a file where the directory should be")
-    with pytest.raises(InvalidInputError, match="servercerts is not a directory") as caught:
+    with pytest.raises(ConfigurationError, match="servercerts is not a directory") as caught:
         add_remote("prod", token())
-    assert "nothing was sent" in str(caught.value)
+    broken_configuration(caught.value, conf / "servercerts")
+    assert_left(caught.value, LeftBehind.NOTHING, "nothing was sent")
 
 
 def test_a_client_certificate_that_does_not_load_is_refused_before_anything_is_sent(
@@ -973,5 +1036,6 @@ def test_a_client_certificate_that_does_not_load_is_refused_before_anything_is_s
 ) -> None:
     write(conf / "client.crt", pair.certificate.decode())
     write(conf / "client.key", _new_client_certificate().key.decode(), 0o600)  # another's
-    with pytest.raises(InvalidInputError, match="cannot load the client certificate"):
+    with pytest.raises(ConfigurationError, match="cannot load the client certificate") as caught:
         add_remote("prod", token())
+    broken_configuration(caught.value, conf / "client.crt")

@@ -22,8 +22,15 @@ from pathlib import Path
 import pytest
 
 import incus_images._remotes.adding as adding_module
-from incus_images import IncusConnectionError, IncusTimeoutError, add_remote, load_remotes
-from tests.helpers import closed_port
+from incus_images import (
+    ForbiddenError,
+    IncusConnectionError,
+    IncusTimeoutError,
+    LeftBehind,
+    add_remote,
+    load_remotes,
+)
+from tests.helpers import assert_left, closed_port
 from tests.pki import Authority, TlsServer, self_signed
 
 #: A child process: waits for a line on stdin (so that all start together), adds each remote
@@ -116,9 +123,8 @@ def test_a_held_lock_is_waited_for_only_within_the_timeout(
         fcntl.flock(held, fcntl.LOCK_EX)
         with pytest.raises(IncusTimeoutError) as caught:
             add_remote("r", server.url(), accept_certificate=True, config_dir=conf, timeout=0.5)
-        message = str(caught.value)
-        assert str(conf / "config.yml.lock") in message
-        assert "nothing was sent or written" in message
+        assert str(conf / "config.yml.lock") in str(caught.value)
+        assert_left(caught.value, LeftBehind.NOTHING, "nothing was sent or written")
         # Without a timeout too: the wait is bounded (LOCK_WAIT_WITHOUT_TIMEOUT, made short).
         monkeypatch.setattr(adding_module, "LOCK_WAIT_WITHOUT_TIMEOUT", 0.5)
         with pytest.raises(IncusTimeoutError, match="held the lock"):
@@ -127,6 +133,18 @@ def test_a_held_lock_is_waited_for_only_within_the_timeout(
     assert sorted(path.name for path in conf.iterdir()) == ["config.yml.lock"]
     # Released: the next call gets it.
     assert add_remote("r", server.url(), accept_certificate=True, config_dir=conf).public
+
+
+def test_a_server_that_accepts_no_client_certificate_is_refused_as_untrusting(
+    conf: Path, server: TlsServer
+) -> None:
+    """The server's state, not the caller's argument: it will trust no client certificate."""
+    server.info.update(public=False, auth_methods=["oidc"])
+    with pytest.raises(ForbiddenError, match="does not accept client certificates") as caught:
+        add_remote("r", server.url(), accept_certificate=True, config_dir=conf, timeout=10)
+    assert not isinstance(caught.value, ValueError)
+    assert caught.value.server == server.url()
+    assert not (conf / "config.yml").exists()
 
 
 def token_for(addresses: list[str], der: bytes) -> str:

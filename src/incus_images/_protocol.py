@@ -21,16 +21,20 @@ from ._converter import converter
 from ._errors import (
     AmbiguousFingerprintError,
     APIError,
+    ChecksumMismatchError,
     ConflictError,
     ForbiddenError,
     ImageExistsError,
     IncusConnectionError,
     IncusError,
     IncusTimeoutError,
+    LeftBehind,
     NotFoundError,
     OperationError,
     OperationGoneError,
     PreconditionFailedError,
+    UnexpectedResponseError,
+    note_left_behind,
 )
 from ._models import Operation, OperationStatus
 
@@ -64,6 +68,11 @@ _DENSITY_CHECKED_FROM = 1024 * 1024
 
 AMBIGUOUS_MESSAGE = "More than one image matches"
 DUPLICATE_IMAGE_MESSAGE = "Image with same fingerprint already exists"
+#: How incusd refuses an upload whose X-Incus-fingerprint is not the hash of its bytes:
+#: "fingerprints don't match, got <actual> expected <sent>" (incusd 6.0.4).
+FINGERPRINT_MISMATCH = re.compile(
+    r"fingerprints don't match, got ([0-9a-f]{64}) expected ([0-9a-f]{64})"
+)
 WAIT_DEADLINE_MESSAGE = "context deadline exceeded"
 
 
@@ -191,8 +200,9 @@ def api_error(call: Call, server: str, status: int, body: bytes) -> APIError:
     )
 
 
-def unexpected(call: Call, server: str, detail: str) -> IncusError:
-    return IncusError(
+def unexpected(call: Call, server: str, detail: str) -> UnexpectedResponseError:
+    """The exception for an answer that makes no sense (``detail`` says why)."""
+    return UnexpectedResponseError(
         f"Could not {call.action} on {server}: unexpected answer to "
         f"{call.method} {call.path}: {detail}",
         server=server,
@@ -238,7 +248,8 @@ _STRUCTURE_ERRORS = (
 
 
 def structure(call: Call, server: str, data: Any, cls: type[T]) -> T:
-    """Turn response metadata into a model; a malformed answer raises an IncusError."""
+    """Turn response metadata into a model; a malformed answer raises an
+    UnexpectedResponseError."""
     try:
         return converter.structure(data, cls)
     except _STRUCTURE_ERRORS as exc:
@@ -375,18 +386,24 @@ def parse_wait(call: Call, server: str, response: httpx.Response) -> WaitResult:
     return WaitResult(operation=structure(call, server, envelope.metadata, Operation))
 
 
-def interrupted(exc: BaseException, what: str) -> BaseException:
-    """The exception to raise for a transfer that was cut short.
+def record_interruption(
+    exc: BaseException, left: LeftBehind, sentence: str, *, any_error: bool = False
+) -> None:
+    """Record on a transfer's exception what the transfer left behind (``sentence``: how far
+    it got, and what that means); the exception is then raised as it is.
 
-    A lost connection or a timeout keeps its class and gets ``what`` added to its message;
-    anything else from outside (KeyboardInterrupt, task cancellation) keeps its identity and
-    gets ``what`` as a note. An error the SDK or the server reported is left as it is.
+    A lost connection or a timeout, and anything from outside (KeyboardInterrupt, task
+    cancellation), get the record. Another error the SDK or the server reported is left as
+    it is, unless ``any_error`` (the transfer's state alone says what is left, whatever
+    stopped it). An error whose record says more than that a request may have been applied
+    keeps it.
     """
-    if isinstance(exc, IncusConnectionError | IncusTimeoutError):
-        return exc._amended(f"{exc}. {what[:1].upper()}{what[1:]}.")
-    if not isinstance(exc, IncusError):
-        exc.add_note(f"incus_images: {what}.")
-    return exc
+    if isinstance(exc, IncusError):
+        if not any_error and not isinstance(exc, IncusConnectionError | IncusTimeoutError):
+            return
+        if exc.left_behind not in (None, LeftBehind.MAY_BE_APPLIED):
+            return
+    note_left_behind(exc, left, sentence)
 
 
 def operation_failure(
@@ -397,8 +414,9 @@ def operation_failure(
     *,
     error_code: int | None = None,
     fingerprint: str | None = None,
-) -> OperationError:
-    """The exception for an operation that ended without success.
+) -> OperationError | ChecksumMismatchError:
+    """The exception for an operation that ended without success (an upload refused for its
+    ``fingerprint=``: a ChecksumMismatchError).
 
     fingerprint names the image concerned when the operation itself does not (incusd 6.0.4
     reports a failed wait without the operation's metadata).
@@ -412,6 +430,18 @@ def operation_failure(
     }
     if operation is not None and operation.status_code == OperationStatus.CANCELLED:
         return OperationError(f"Could not {action} on {server}: {where} was cancelled", **context)
+    if mismatch := FINGERPRINT_MISMATCH.search(message):
+        # The upload's fingerprint= is not the hash of the bytes: incusd stores nothing.
+        return note_left_behind(
+            ChecksumMismatchError(
+                f"Could not {action} on {server}: {where} failed: the bytes sent hash to "
+                f"{mismatch[1]}, not to the fingerprint given, {mismatch[2]}",
+                fingerprint=mismatch[2],
+                **context,
+            ),
+            LeftBehind.NOTHING,
+            "the server refused the image, so nothing was stored",
+        )
     if DUPLICATE_IMAGE_MESSAGE in message:
         metadata = operation.metadata if operation is not None else None
         reported = metadata.get("fingerprint") if isinstance(metadata, dict) else None

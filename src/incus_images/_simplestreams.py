@@ -10,7 +10,7 @@ from urllib.parse import urlsplit
 import attrs
 import httpx
 
-from ._errors import InvalidInputError
+from ._errors import ConfigurationError, InvalidInputError
 
 if TYPE_CHECKING:
     from ._remotes import Remote
@@ -51,7 +51,13 @@ class SimpleStreams:
 
         found = remote if isinstance(remote, Remote) else load_remotes(config_dir).remote(remote)
         url, certificate = simplestreams_remote(found)
-        return cls(url, certificate=certificate)
+        try:
+            return cls(url, certificate=certificate)
+        except InvalidInputError as exc:
+            # Not the caller's arguments: what the configuration holds for the remote.
+            raise ConfigurationError(
+                f"Remote {found.name!r} of the incus CLI's configuration cannot be used: {exc}"
+            ) from None
 
 
 def _server_url(url: object) -> str:

@@ -29,8 +29,7 @@ from typing import Any
 
 import attrs
 
-from ._errors import InvalidInputError
-from ._small_files import read_small_file
+from ._small_files import Refusal, argument_file, read_small_file
 
 _PEM_CERTIFICATE = re.compile(
     r"-----BEGIN CERTIFICATE-----\r?\n[A-Za-z0-9+/=\r\n]+-----END CERTIFICATE-----"
@@ -54,6 +53,10 @@ class TrustedCertificates:
     pinned: bytes
     #: How messages name the file: ``the pinned server certificate /path/prod.crt``.
     where: str
+    #: The file, when they were read from one, and how it is refused when a context cannot
+    #: load them (an argument's file, or one of the incus CLI's configuration).
+    path: str | None = None
+    refuse: Refusal = attrs.field(default=argument_file, eq=False, repr=False)
 
 
 @attrs.frozen
@@ -64,41 +67,58 @@ class ClientCertificate:
     key: bytes | None
     #: How messages name it: ``the client certificate /path/client.crt (key /path/client.key)``.
     where: str
+    #: The certificate's file, and how the pair is refused when a context cannot load it.
+    path: str | None = None
+    refuse: Refusal = attrs.field(default=argument_file, eq=False, repr=False)
 
 
-def trusted_certificates(data: bytes, where: str) -> TrustedCertificates:
-    """The certificates of a PEM file's text; InvalidInputError naming ``where`` if it
-    holds none, or a block that is not base64 (what else is wrong in one, a context that
-    loads them refuses)."""
+def trusted_certificates(
+    data: bytes, where: str, *, path: str | None = None, refuse: Refusal = argument_file
+) -> TrustedCertificates:
+    """The certificates of a PEM file's text (the file at ``path``, if any); the error
+    ``refuse`` makes, naming ``where``, if it holds none, or a block that is not base64 (what
+    else is wrong in one, a context that loads them refuses)."""
     blocks = _PEM_CERTIFICATE.findall(data.decode("ascii", errors="replace"))
     if not blocks:
-        raise InvalidInputError(f"{where} holds no PEM certificate")
+        raise refuse(f"{where} holds no PEM certificate", path)
     try:
         pinned = ssl.PEM_cert_to_DER_cert(blocks[0])
         for block in blocks[1:]:
             ssl.PEM_cert_to_DER_cert(block)
     except ValueError:
-        raise InvalidInputError(f"{where} holds no valid PEM certificate") from None
+        raise refuse(f"{where} holds no valid PEM certificate", path) from None
     # OpenSSL parses what base64 cannot judge when a context loads them (client_context).
-    return TrustedCertificates(pem="\n".join(blocks) + "\n", pinned=pinned, where=where)
+    return TrustedCertificates(
+        pem="\n".join(blocks) + "\n", pinned=pinned, where=where, path=path, refuse=refuse
+    )
 
 
-def read_trusted_certificates(path: str | os.PathLike[str], what: str) -> TrustedCertificates:
+def read_trusted_certificates(
+    path: str | os.PathLike[str], what: str, *, refuse: Refusal = argument_file
+) -> TrustedCertificates:
     """The certificates of a PEM file (read as every small file is: ``_small_files``)."""
-    return trusted_certificates(read_small_file(path, what), f"{what} {os.fspath(path)}")
+    name = os.fspath(path)
+    return trusted_certificates(
+        read_small_file(path, what, refuse=refuse), f"{what} {name}", path=name, refuse=refuse
+    )
 
 
 def read_client_certificate(
-    certificate: str | os.PathLike[str], key: str | os.PathLike[str] | None
+    certificate: str | os.PathLike[str],
+    key: str | os.PathLike[str] | None,
+    *,
+    refuse: Refusal = argument_file,
 ) -> ClientCertificate:
     """A client certificate and key from PEM files (``key`` None: both in ``certificate``)."""
     where = f"the client certificate {os.fspath(certificate)}"
     if key is not None:
         where += f" (key {os.fspath(key)})"
     return ClientCertificate(
-        certificate=read_small_file(certificate, "client certificate file"),
-        key=None if key is None else read_small_file(key, "client key file"),
+        certificate=read_small_file(certificate, "client certificate file", refuse=refuse),
+        key=None if key is None else read_small_file(key, "client key file", refuse=refuse),
         where=where,
+        path=os.fspath(certificate),
+        refuse=refuse,
     )
 
 
@@ -122,8 +142,8 @@ def client_context(
         try:
             context = ssl.create_default_context(cadata=verify.pem)
         except ssl.SSLError as exc:
-            raise InvalidInputError(
-                f"{verify.where} holds no usable PEM certificate: {exc}"
+            raise verify.refuse(
+                f"{verify.where} holds no usable PEM certificate: {exc}", verify.path
             ) from None
         context.check_hostname = False  # checked after the handshake, unless pinned
         # A pinned certificate need not be self-signed (the CLI pins whatever the server
@@ -258,9 +278,10 @@ def _load_client_certificate(context: ssl.SSLContext, client: ClientCertificate)
             assert certfile is not None
             context.load_cert_chain(certfile, keyfile, password=_no_password)
     except _EncryptedKey:
-        raise InvalidInputError(
+        raise client.refuse(
             f"cannot load {client.where}: the key is encrypted (protected by a password); "
-            "give a key without one"
+            "give a key without one",
+            client.path,
         ) from None
     except (ssl.SSLError, OSError) as exc:
-        raise InvalidInputError(f"cannot load {client.where}: {exc}") from None
+        raise client.refuse(f"cannot load {client.where}: {exc}", client.path) from exc

@@ -32,17 +32,19 @@ from tiny_image import unified_image
 
 from incus_images import (
     AsyncClient,
+    ConfigurationError,
     ForbiddenError,
     Image,
     IncusConnectionError,
     InvalidInputError,
+    LeftBehind,
     NotFoundError,
     add_remote,
     load_remotes,
 )
 from incus_images._remotes import decode_token
 from tests.conftest import Certificates, _daemon, _unavailable
-from tests.helpers import unique
+from tests.helpers import assert_left, unique
 
 pytestmark = [pytest.mark.anyio, pytest.mark.incusd]
 
@@ -343,7 +345,7 @@ async def test_an_expired_token_is_refused_before_anything_is_sent(
     time.sleep(max(0.0, (expires_at - datetime.now(UTC)).total_seconds()) + 0.2)
     with pytest.raises(InvalidInputError, match="expired") as caught:
         add_remote("prod", token)
-    assert "nothing was sent" in str(caught.value)
+    assert_left(caught.value, LeftBehind.NOTHING, "nothing was sent")
     assert files(isolated) == {}
 
 
@@ -446,9 +448,11 @@ async def test_half_a_client_key_pair_spends_no_token(
     }
     for there, source in halves.items():
         shutil.copy(source, isolated / there)
-        with pytest.raises(InvalidInputError, match="go together") as caught:
+        # The configuration's state, not an argument: a ConfigurationError (issue 15).
+        with pytest.raises(ConfigurationError, match="go together") as caught:
             add_remote("prod", token)
         assert str(isolated / there) in str(caught.value)
+        assert_left(caught.value, LeftBehind.NOTHING, "nothing was sent")
         (isolated / there).unlink()
     assert trusted_fingerprints(server) == before
     assert files(isolated) == {}
@@ -463,8 +467,9 @@ async def test_a_configuration_that_cannot_take_the_remote_spends_no_token(
     before = trusted_fingerprints(server)
     isolated.mkdir(parents=True)
     (isolated / "servercerts").write_text("a file where the directory should be")
-    with pytest.raises(InvalidInputError, match="nothing was sent"):
+    with pytest.raises(ConfigurationError, match="servercerts is not a directory") as caught:
         add_remote("prod", token)
+    assert_left(caught.value, LeftBehind.NOTHING, "nothing was sent")
     assert trusted_fingerprints(server) == before
     (isolated / "servercerts").unlink()
     add_remote("prod", token)

@@ -27,10 +27,13 @@ from tiny_image import metadata_yaml, split_image, unified_image
 
 from incus_images import (
     AsyncClient,
+    ChecksumMismatchError,
     ConflictError,
     Image,
+    ImageDataError,
     IncusConnectionError,
     InvalidInputError,
+    LeftBehind,
     NotFoundError,
     Operation,
     OperationError,
@@ -38,7 +41,9 @@ from incus_images import (
 )
 from incus_images.progress import TqdmProgress
 from tests.helpers import (
+    assert_left,
     assert_nothing_new_stored,
+    notes_of,
     sha256,
     store_image_to_export,
     stored_fingerprints,
@@ -141,10 +146,6 @@ class Interrupter:
             self.raised_at = done
             raise self.error
         time.sleep(0.12)
-
-
-def notes_of(exc: BaseException) -> list[str]:
-    return list(getattr(exc, "__notes__", []))
 
 
 @pytest.fixture
@@ -673,9 +674,15 @@ async def test_a_wrong_fingerprint_fails_the_upload_and_stores_nothing(
     actual = sha256(metadata, rootfs) if split else sha256(data)
     cleanup.append(actual)  # in case it is stored after all
     wrong = sha256(b"something else")
-    with pytest.raises(OperationError) as caught:
+    # incusd 6.0.4 fails the operation: "fingerprints don't match, got <actual> expected <sent>".
+    with pytest.raises(ChecksumMismatchError) as caught:
         await daemon_client.images.create(data, fingerprint=wrong, wait=True, **options)
-    assert "fingerprints don't match" in str(caught.value)
+    error = caught.value
+    assert f"the bytes sent hash to {actual}, not to the fingerprint given, {wrong}" in str(error)
+    assert error.server_message is not None
+    assert "fingerprints don't match" in error.server_message
+    assert error.fingerprint == wrong
+    assert_left(error, LeftBehind.NOTHING, "nothing was stored")
     assert stored_image(raw_api, actual) is None
     assert stored_image(raw_api, wrong) is None
     assert stored_fingerprints(raw_api) == before
@@ -736,7 +743,7 @@ async def test_options_with_a_failed_upload_leave_neither_image_nor_aliases(
     data = unified_image()
     cleanup.append(sha256(data))
     name = unique("never")
-    with pytest.raises(OperationError):
+    with pytest.raises(ChecksumMismatchError):
         await daemon_client.images.create(
             data,
             aliases=[name],
@@ -1017,7 +1024,7 @@ async def test_keyboard_interrupt_mid_export_into_a_directory_leaves_no_file(
 
 
 @pytest.mark.parametrize("where", ["generator", "file object"])
-async def test_a_source_that_fails_mid_way_propagates_its_error_and_stores_nothing(
+async def test_a_source_that_fails_mid_way_is_an_image_data_error_and_stores_nothing(
     daemon_client: AsyncClient,
     cleanup: list[str],
     raw_api: httpx.Client,
@@ -1047,10 +1054,11 @@ async def test_a_source_that_fails_mid_way_propagates_its_error_and_stores_nothi
             return chunk
 
     source: Any = failing_chunks() if where == "generator" else FailingReader()
-    with pytest.raises(OSError, match="simulated") as caught:
+    # Not the OSError itself (no OSError reaches the caller): the SDK's error, caused by it.
+    with pytest.raises(ImageDataError, match="simulated") as caught:
         await daemon_client.images.create(source, wait=True)
-    assert caught.value is error
-    assert any("upload" in note for note in notes_of(caught.value))
+    assert caught.value.__cause__ is error
+    assert_left(caught.value, LeftBehind.NOTHING, "upload", "nothing was stored")
     assert_nothing_new_stored(raw_api, before)
 
 

@@ -28,15 +28,18 @@ from incus_images import (
     AsyncClient,
     ChecksumMismatchError,
     ConflictError,
+    ForbiddenError,
     Image,
     IncusError,
     IncusTimeoutError,
     InvalidInputError,
+    LeftBehind,
     NotFoundError,
     Operation,
     OperationError,
     SimpleStreams,
     TransferError,
+    UnexpectedResponseError,
 )
 from tests.conftest import self_signed_certificate
 from tests.helpers import (
@@ -45,11 +48,13 @@ from tests.helpers import (
     Answer,
     ScriptedWire,
     accepted_response,
+    assert_left,
     deadline_604,
     error_response,
     image,
     multipart_parts,
     not_clustered,
+    notes_of,
     operation,
     raw_header,
     sha256,
@@ -545,9 +550,9 @@ async def test_a_source_image_with_a_negative_size_is_refused_before_any_transfe
     wire: Wire, source: AsyncClient, target: AsyncClient, mode: str
 ) -> None:
     source_image(wire, public_image(size=-1))
-    with pytest.raises(IncusError, match="image size -1 is not a size") as caught:
+    with pytest.raises(UnexpectedResponseError, match="image size -1 is not a size") as caught:
         await target.images.copy(FP, source, mode=mode)
-    assert "nothing was copied" in str(caught.value)
+    assert_left(caught.value, LeftBehind.NOTHING, "nothing was copied")
     assert wire.writes() == []
     assert not [line for line in wire.sent() if line.startswith("T ")]
 
@@ -577,7 +582,7 @@ async def test_type_refuses_an_alias_of_the_other_type(
     assert "virtual-machine image 'tiny'" in message
     assert SOURCE in message
     assert TARGET in message
-    assert "nothing was copied" in message
+    assert_left(caught.value, LeftBehind.NOTHING, "nothing was copied")
     assert not [line for line in wire.sent() if line.startswith("T ")]
 
 
@@ -676,10 +681,15 @@ async def test_private_pull_from_an_untrusting_source_is_refused_before_any_writ
     source_image(wire, image(FP, public=False))
     wire.on("T", "GET", f"/1.0/images/{FP}", missing())
     wire.on("S", "GET", "/1.0", server_info(trusted=False))
-    with pytest.raises(InvalidInputError) as caught:
+    # A trust condition of the source, not the caller's argument: what the source would
+    # answer (403) if it were asked for the secret.
+    with pytest.raises(ForbiddenError) as caught:
         await target.images.copy(FP, source)
+    assert not isinstance(caught.value, ValueError)
     assert "private" in str(caught.value)
-    assert "nothing was copied" in str(caught.value)
+    assert f"{SOURCE} does not trust this client" in str(caught.value)
+    assert (caught.value.server, caught.value.fingerprint) == (SOURCE, FP)
+    assert_left(caught.value, LeftBehind.NOTHING, "nothing was copied")
     assert wire.writes() == []
 
 
@@ -889,8 +899,11 @@ async def test_push_from_an_untrusting_source_is_refused_before_any_write(
     source_image(wire, public_image())
     wire.on("T", "GET", f"/1.0/images/{FP}", missing())
     wire.on("S", "GET", "/1.0", server_info(trusted=False))
-    with pytest.raises(InvalidInputError, match="trusts this client"):
+    with pytest.raises(ForbiddenError, match="does not trust this client") as caught:
         await target.images.copy(FP, source, mode="push")
+    assert not isinstance(caught.value, ValueError)
+    assert caught.value.server == SOURCE
+    assert_left(caught.value, LeftBehind.NOTHING, "nothing was copied")
     assert wire.writes() == []
 
 
@@ -907,9 +920,12 @@ async def test_push_of_a_virtual_machine_image_is_refused_before_the_target_is_a
 ) -> None:
     """incusd pushes a VM image's disk as a container rootfs: the copy would change type."""
     source_image(wire, public_image(type="virtual-machine"))
-    with pytest.raises(InvalidInputError, match="virtual-machine") as caught:
+    # The image's type rules the push out, as a running instance rules out publish().
+    with pytest.raises(ConflictError, match="virtual-machine") as caught:
         await target.images.copy(FP, source, mode="push")
-    assert "nothing was copied" in str(caught.value)
+    assert not isinstance(caught.value, ValueError)
+    assert (caught.value.server, caught.value.status_code) == (SOURCE, None)
+    assert_left(caught.value, LeftBehind.NOTHING, "nothing was copied")
     assert wire.sent() == [f"S GET /1.0/images/aliases/{FP}", f"S GET /1.0/images/{FP}"]
 
 
@@ -1137,7 +1153,7 @@ async def test_relay_of_an_export_that_does_not_hash_to_the_fingerprint_is_stopp
     message = str(caught.value)
     assert FP in message
     assert TARGET in message
-    assert "nothing was stored" in message
+    assert_left(caught.value, LeftBehind.NOTHING, "nothing was stored")
     # The upload never completed: the mock never got a whole body, and nothing followed.
     assert upload_attempts(wire) == []
     assert wire.sent()[-1] == f"S GET /1.0/images/{FP}/export"
@@ -1167,6 +1183,7 @@ async def test_relay_of_an_oci_image_is_refused_before_the_upload(
     with pytest.raises(TransferError, match="OCI") as caught:
         await target.images.copy(FP, source, mode="relay")
     assert TARGET in str(caught.value)
+    assert_left(caught.value, LeftBehind.NOTHING, "nothing was stored")
     assert upload_attempts(wire) == []
 
 
@@ -1205,10 +1222,10 @@ async def test_relay_whose_source_connection_breaks_says_how_far_it_got(
     with pytest.raises(IncusError) as caught:
         await target.images.copy(FP, source, mode="relay")
     assert isinstance(caught.value, ConnectionError)
-    message = str(caught.value)
-    assert "Connection reset by peer" in message
-    assert f"after 100 of {len(DATA)} bytes" in message
-    assert "nothing was stored" in message
+    assert "Connection reset by peer" in str(caught.value)
+    assert_left(
+        caught.value, LeftBehind.NOTHING, f"after 100 of {len(DATA)} bytes", "nothing was stored"
+    )
     assert upload_attempts(wire) == []
 
 
@@ -1391,6 +1408,7 @@ async def test_a_taken_alias_is_refused_before_anything_is_copied(
         await target.images.copy(FP, source, aliases=["free", "taken"])
     assert "'taken'" in str(caught.value)
     assert TARGET in str(caught.value)
+    assert_left(caught.value, LeftBehind.NOTHING, "nothing was sent")
     assert wire.writes() == []
 
 
@@ -1414,9 +1432,8 @@ async def test_a_failed_alias_after_the_copy_deletes_the_copy_and_says_so(
     deletes(wire, "T", FP)
     with pytest.raises(ConflictError) as caught:
         await target.images.copy(FP, source, aliases=["x"])
-    message = str(caught.value)
-    assert 'Alias "x" already exists' in message
-    assert f"image {FP} was deleted again" in message
+    assert 'Alias "x" already exists' in str(caught.value)
+    assert_left(caught.value, LeftBehind.DELETED, f"image {FP} was deleted again")
     assert caught.value.fingerprint == FP
     assert wire.writes() == [
         "T POST /1.0/images",
@@ -1435,7 +1452,7 @@ async def test_a_failed_alias_on_an_image_that_was_there_keeps_the_image(
     with pytest.raises(IncusError) as caught:
         await target.images.copy(FP, source, aliases=["x"])
     assert "database is locked" in str(caught.value)
-    assert "there before and stays" in str(caught.value)
+    assert_left(caught.value, LeftBehind.KEPT, f"image {FP} was on the server before and stays")
     assert wire.writes() == ["T POST /1.0/images/aliases"]
 
 
@@ -1451,9 +1468,8 @@ async def test_a_copy_stored_as_another_type_is_deleted(
     deletes(wire, "T", FP)
     with pytest.raises(TransferError) as caught:
         await target.images.copy(FP, source, aliases=["x"])
-    message = str(caught.value)
-    assert "container image, not a virtual-machine one" in message
-    assert f"image {FP} was deleted again" in message
+    assert "container image, not a virtual-machine one" in str(caught.value)
+    assert_left(caught.value, LeftBehind.DELETED, f"image {FP} was deleted again")
     # Nothing is applied to the wrong copy: no alias.
     assert wire.writes() == ["T POST /1.0/images", f"T DELETE /1.0/images/{FP}"]
 
@@ -1463,8 +1479,9 @@ async def test_a_pull_reported_done_without_the_image_is_an_error(
 ) -> None:
     pull_scenario(wire, public_image())
     wire.on("T", "GET", f"/1.0/images/{FP}", missing())
-    with pytest.raises(TransferError, match="the image is not there; nothing was copied"):
+    with pytest.raises(TransferError, match="the image is not there") as caught:
         await target.images.copy(FP, source)
+    assert_left(caught.value, LeftBehind.NOTHING, "nothing was copied")
     assert wire.writes() == ["T POST /1.0/images"]
 
 
@@ -1474,12 +1491,13 @@ async def test_a_copy_stored_under_another_fingerprint_is_deleted(
     other = sha256(b"something else")
     pull_scenario(wire, public_image(), wait=done(PULL_ID, other))
     deletes(wire, "T", other)
-    with pytest.raises(TransferError) as caught:
+    # A hash mismatch: the target stored the image under another fingerprint.
+    with pytest.raises(ChecksumMismatchError) as caught:
         await target.images.copy(FP, source)
     message = str(caught.value)
     assert other in message
     assert FP in message
-    assert f"image {other} was deleted again" in message
+    assert_left(caught.value, LeftBehind.DELETED, f"image {other} was deleted again")
     assert wire.writes() == ["T POST /1.0/images", f"T DELETE /1.0/images/{other}"]
 
 
@@ -1492,11 +1510,10 @@ async def test_a_copy_reported_as_an_image_the_target_held_never_deletes_it(
     wire.held["T"].append(held)
     pull_scenario(wire, public_image(), wait=done(PULL_ID, held))
     deletes(wire, "T", held)
-    with pytest.raises(TransferError) as caught:
+    with pytest.raises(ChecksumMismatchError) as caught:
         await target.images.copy(FP, source)
-    message = str(caught.value)
-    assert f"image {held} was on the server before and stays" in message
-    assert "deleted" not in message
+    assert_left(caught.value, LeftBehind.KEPT, f"image {held} was on the server before and stays")
+    assert "deleted" not in " ".join(notes_of(caught.value))
     assert wire.writes() == ["T POST /1.0/images"]
 
 
@@ -1659,7 +1676,7 @@ async def test_simplestreams_aliases_are_created_and_a_new_copy_deleted_on_failu
     deletes(wire, "U", FP)
     with pytest.raises(IncusError) as caught:
         await client.images.copy("debian/12", SimpleStreams(STREAMS), aliases=["x"])
-    assert f"image {FP} was deleted again" in str(caught.value)
+    assert_left(caught.value, LeftBehind.DELETED, f"image {FP} was deleted again")
     assert wire.writes()[-2:] == ["U POST /1.0/images/aliases", f"U DELETE /1.0/images/{FP}"]
 
 
@@ -1669,8 +1686,9 @@ async def test_simplestreams_failure_keeps_an_image_that_was_there_before(
     streams_scenario(wire, before=[FP])
     wire.on("U", "GET", "/1.0/images/aliases/x", missing("Image alias not found"))
     wire.on("U", "POST", "/1.0/images/aliases", error_response(500, "alias broke"))
-    with pytest.raises(IncusError, match="there before and stays"):
+    with pytest.raises(IncusError) as caught:
         await client.images.copy("debian/12", SimpleStreams(STREAMS), aliases=["x"])
+    assert_left(caught.value, LeftBehind.KEPT, f"image {FP} was on the server before and stays")
     assert "DELETE" not in " ".join(wire.sent())
 
 

@@ -11,20 +11,24 @@ import respx
 from incus_images import (
     APIError,
     AsyncClient,
+    ChecksumMismatchError,
     ConflictError,
     Image,
     ImageExistsError,
     IncusError,
     InvalidInputError,
+    LeftBehind,
     Operation,
     OperationError,
     OperationGoneError,
     TransferError,
+    UnexpectedResponseError,
 )
 from tests.helpers import (
     OFFLINE_SERVER,
     SURVEY,
     accepted_response,
+    assert_left,
     error_response,
     image,
     mock_survey,
@@ -240,7 +244,8 @@ async def test_create_fingerprint_mismatch_deletes_the_reported_image(
     router.get(f"/1.0/operations/{DELETE_ID}/wait").mock(
         return_value=sync_response(operation(DELETE_ID, status_code=200))
     )
-    with pytest.raises(TransferError) as caught:
+    # A hash mismatch: the server stored another fingerprint than the bytes sent hash to.
+    with pytest.raises(ChecksumMismatchError) as caught:
         await client.images.create(DATA, properties={"a": "b"}, wait=True)
     assert delete.call_count == 1
     error = caught.value
@@ -248,6 +253,7 @@ async def test_create_fingerprint_mismatch_deletes_the_reported_image(
     assert other in str(error)
     assert FP in str(error)
     assert OFFLINE_SERVER in str(error)
+    assert_left(error, LeftBehind.DELETED, f"image {other} was deleted again")
     # Nothing is patched or read after the mismatch.
     assert sent(router)[-1] == f"GET /1.0/operations/{DELETE_ID}/wait?timeout=30"
 
@@ -260,9 +266,9 @@ async def test_create_fingerprint_mismatch_never_deletes_an_image_that_was_there
     mock_upload(router)
     router.get(f"/1.0/operations/{UPLOAD_ID}/wait").mock(return_value=upload_done(other))
     mock_survey(router, other)
-    with pytest.raises(TransferError) as caught:
+    with pytest.raises(ChecksumMismatchError) as caught:
         await client.images.create(DATA, wait=True)
-    assert f"image {other} was on the server before and stays" in str(caught.value)
+    assert_left(caught.value, LeftBehind.KEPT, f"image {other} was on the server before and stays")
     assert [line.split()[0] for line in sent(router)] == ["GET", "POST", "GET"]
 
 
@@ -273,10 +279,10 @@ async def test_create_fingerprint_mismatch_message_tells_when_delete_failed(
     mock_upload(router)
     mock_wait(router, upload_done(other))
     router.delete(f"/1.0/images/{other}").mock(return_value=error_response(500, "db locked"))
-    with pytest.raises(TransferError) as caught:
+    with pytest.raises(ChecksumMismatchError) as caught:
         await client.images.create(DATA, wait=True)
-    assert "was deleted" not in str(caught.value)
-    assert "still on the server" in str(caught.value)
+    assert_left(caught.value, LeftBehind.STILL_THERE, "db locked", "still on the server")
+    assert "was deleted" not in " ".join(caught.value.__notes__)
 
 
 async def test_create_without_reported_fingerprint_does_not_claim_a_deletion(
@@ -284,10 +290,55 @@ async def test_create_without_reported_fingerprint_does_not_claim_a_deletion(
 ) -> None:
     mock_upload(router)
     mock_wait(router, sync_response(operation(UPLOAD_ID, status_code=200, metadata=None)))
-    with pytest.raises(TransferError) as caught:
+    # A success that names nothing stored is an answer that makes no sense.
+    with pytest.raises(UnexpectedResponseError, match="reports no fingerprint") as caught:
         await client.images.create(DATA, wait=True)
     assert sent(router)[-1].startswith("GET /1.0/operations/")  # no DELETE was possible
-    assert "was deleted" not in str(caught.value)
+    assert_left(caught.value, LeftBehind.MAY_BE_STORED, "no image could be identified")
+    assert "was deleted" not in " ".join(caught.value.__notes__)
+
+
+#: How incusd 6.0.4 refuses an upload whose X-Incus-fingerprint is not the hash of its bytes.
+WRONG = sha256(b"not the image")
+MISMATCH = f"fingerprints don't match, got {FP} expected {WRONG}"
+
+
+@pytest.mark.parametrize("shape", ["6.0.4", "6.0.5"])
+async def test_a_fingerprint_the_server_refuses_is_a_checksum_mismatch(
+    client: AsyncClient, router: respx.MockRouter, shape: str
+) -> None:
+    """Every hash mismatch is a ChecksumMismatchError: also the server's own check of the
+    fingerprint= given, which fails the upload's operation and stores nothing."""
+    mock_upload(router)
+    failed = operation(UPLOAD_ID, status_code=400, err=MISMATCH)
+    if shape == "6.0.4":
+        mock_wait(router, error_response(500, MISMATCH, http_status=200))
+        router.get(f"/1.0/operations/{UPLOAD_ID}").mock(return_value=sync_response(failed))
+    else:
+        mock_wait(router, sync_response(failed))
+    with pytest.raises(ChecksumMismatchError) as caught:
+        await client.images.create(DATA, fingerprint=WRONG, wait=True)
+    error = caught.value
+    assert isinstance(error, TransferError)
+    assert error.fingerprint == WRONG
+    assert error.server_message == MISMATCH
+    assert error.operation is not None and error.operation.id == UPLOAD_ID
+    assert f"the bytes sent hash to {FP}, not to the fingerprint given, {WRONG}" in str(error)
+    assert OFFLINE_SERVER in str(error)
+    assert_left(error, LeftBehind.NOTHING, "nothing was stored")
+    assert "DELETE" not in " ".join(sent(router))
+
+
+async def test_a_refused_fingerprint_waited_for_later_is_a_checksum_mismatch(
+    client: AsyncClient, router: respx.MockRouter
+) -> None:
+    mock_upload(router)
+    router.get(f"/1.0/operations/{UPLOAD_ID}/wait").mock(
+        return_value=sync_response(operation(UPLOAD_ID, status_code=400, err=MISMATCH))
+    )
+    started = await client.images.create(DATA, fingerprint=WRONG)
+    with pytest.raises(ChecksumMismatchError):
+        await client.operations.wait(started)
 
 
 async def test_create_duplicate_604_shape(client: AsyncClient, router: respx.MockRouter) -> None:
@@ -397,7 +448,7 @@ async def test_create_failed_patch_deletes_the_image_and_says_so(
     assert error.status_code == 400
     assert error.fingerprint == FP
     assert "bad properties" in str(error)
-    assert f"image {FP} was deleted" in str(error)
+    assert_left(error, LeftBehind.DELETED, f"image {FP} was deleted again")
     assert [line.split()[0] for line in sent(router)] == [
         "GET",
         "POST",
@@ -417,10 +468,8 @@ async def test_create_failed_patch_and_failed_delete_says_the_image_remains(
     router.delete(f"/1.0/images/{FP}").mock(return_value=error_response(500, "delete broke"))
     with pytest.raises(APIError) as caught:
         await client.images.create(DATA, auto_update=True, wait=True)
-    message = str(caught.value)
-    assert "patch broke" in message
-    assert "delete broke" in message
-    assert "still on the server" in message
+    assert "patch broke" in str(caught.value)
+    assert_left(caught.value, LeftBehind.STILL_THERE, "delete broke", "still on the server")
 
 
 async def test_create_upload_refused_by_the_server(

@@ -26,6 +26,7 @@ from incus_images import (
     IncusTimeoutError,
     InvalidInputError,
     TransferError,
+    UnexpectedResponseError,
 )
 from tests.helpers import (
     UNIX_BASE,
@@ -90,7 +91,7 @@ async def test_a_hostile_fingerprint_writes_nothing_anywhere(
     export = router.route(path__regex=r".*/export$").mock(
         return_value=export_answer(BODY, **({"X-Incus-Type": "oci"} if oci else {}))
     )
-    with pytest.raises(IncusError, match="Could not get image") as info:
+    with pytest.raises(UnexpectedResponseError, match="Could not get image") as info:
         await client.images.export(FP[:12], nest / "inside" / "out", allow_unverified=oci)
     assert not isinstance(info.value, InvalidInputError)  # the server's fault, not the caller's
     assert not export.called
@@ -103,9 +104,9 @@ async def test_an_image_other_than_the_one_asked_for_is_refused(
     other = sha256(b"another image")
     assert not other.startswith(FP[:12])
     router.get(f"/1.0/images/{FP[:12]}").mock(return_value=sync_response(image(other)))
-    with pytest.raises(IncusError, match=f"describes another image, {other}"):
+    with pytest.raises(UnexpectedResponseError, match=f"describes another image, {other}"):
         await client.images.export(FP[:12], nest / "inside" / "out")
-    with pytest.raises(IncusError, match="describes another image"):
+    with pytest.raises(UnexpectedResponseError, match="describes another image"):
         await client.images.get(FP[:12])
     assert everything_under(nest) == ["inside", "inside/out"]
 
@@ -431,7 +432,7 @@ async def test_an_endless_chunked_answer_is_cut_off(tmp_path: Path) -> None:
 
     with HostileServer(tmp_path, answer) as server:
         async with AsyncClient(server.endpoint, timeout=10) as incus:
-            with pytest.raises(IncusError, match="larger than 16 MiB"):
+            with pytest.raises(UnexpectedResponseError, match="larger than 16 MiB"):
                 await incus.images.list()
         assert server.sent < 32 * MIB
 
@@ -445,7 +446,7 @@ async def test_json_too_dense_to_parse_safely_is_refused(tmp_path: Path) -> None
 
     with HostileServer(tmp_path, answer) as server:
         async with AsyncClient(server.endpoint) as incus:
-            with pytest.raises(IncusError, match="JSON values"):
+            with pytest.raises(UnexpectedResponseError, match="JSON values"):
                 await incus.images.list()
 
 
@@ -477,6 +478,6 @@ async def test_absurdly_deep_json_is_an_unexpected_answer(
 ) -> None:
     body = b'{"type":"sync","metadata":' + b"[" * depth + b"]" * depth + b"}"
     router.get("/1.0/images").mock(return_value=httpx.Response(200, content=body))
-    with pytest.raises(IncusError, match="unexpected answer") as caught:
+    with pytest.raises(UnexpectedResponseError, match="unexpected answer") as caught:
         await client.images.list()
     assert not isinstance(caught.value, InvalidInputError)

@@ -18,6 +18,7 @@ from incus_images import (
     ImageList,
     IncusError,
     InvalidInputError,
+    LeftBehind,
     NotFoundError,
     Operation,
     OperationError,
@@ -27,6 +28,7 @@ from tests.helpers import (
     OFFLINE_SERVER,
     UNIX_BASE,
     accepted_response,
+    assert_left,
     error_response,
     etagged,
     image,
@@ -545,7 +547,7 @@ async def test_update_gives_up_after_five_412s(
     assert error.status_code == 412
     assert error.fingerprint == FP_A
     assert "5 attempts" in str(error)
-    assert "nothing was written" in str(error)
+    assert_left(error, LeftBehind.NOTHING, "nothing was written")
     assert OFFLINE_SERVER in str(error)
 
 

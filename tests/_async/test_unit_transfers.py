@@ -14,8 +14,9 @@ import json
 import random
 import types
 import warnings
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -27,16 +28,20 @@ from incus_images import (
     AsyncClient,
     ConflictError,
     Image,
+    ImageDataError,
     IncusConnectionError,
     InvalidInputError,
+    LeftBehind,
     NotFoundError,
     Operation,
+    TransferError,
 )
 from tests.helpers import (
     OFFLINE_SERVER,
     SURVEY,
     UNIX_BASE,
     accepted_response,
+    assert_left,
     error_response,
     everything_under,
     image,
@@ -226,9 +231,10 @@ async def test_json_looking_iterable_is_stopped_on_the_way(
     client: AsyncClient, loose: respx.MockRouter
 ) -> None:
     post = loose.post("/1.0/images").mock(return_value=accepted_response(operation(UPLOAD_ID)))
-    with pytest.raises(InvalidInputError, match="JSON"):
+    with pytest.raises(InvalidInputError, match="JSON") as caught:
         await client.images.create([b"  \n", b"{", b'"source": {"type": "image"}}'])
     assert post.call_count == 0
+    assert_left(caught.value, LeftBehind.NOTHING, "nothing was stored")
 
 
 async def test_empty_binary_file_is_refused(
@@ -358,7 +364,7 @@ async def test_a_taken_alias_is_refused_before_the_upload(
     with pytest.raises(ConflictError) as caught:
         await client.images.create(DATA, aliases=["taken"])
     assert "'taken'" in str(caught.value)
-    assert "nothing was sent" in str(caught.value)
+    assert_left(caught.value, LeftBehind.NOTHING, "nothing was sent")
     assert sent(router) == ["GET /1.0/images/aliases/taken"]
 
 
@@ -424,7 +430,7 @@ async def test_a_failing_alias_after_the_upload_deletes_the_image_and_says_so(
     assert delete.call_count == 1
     assert error.fingerprint == FP
     assert "Alias already exists: web" in str(error)
-    assert f"image {FP} was deleted" in str(error)
+    assert_left(error, LeftBehind.DELETED, f"image {FP} was deleted again")
     assert [line.split()[0] for line in sent(router)] == [
         "GET",
         "GET",
@@ -434,6 +440,112 @@ async def test_a_failing_alias_after_the_upload_deletes_the_image_and_says_so(
         "DELETE",
         "GET",
     ]
+
+
+# ------------------------------------------------------------------------------------------
+# Image data that cannot be read: ImageDataError, with the OSError as its cause (issue 15).
+
+#: What a failing disk raises.
+DISK_ERROR = OSError(5, "Input/output error (simulated)")
+
+
+class FailingReader:
+    """A binary file object (not seekable: hashed as it is sent) whose read() fails after
+    ``after`` bytes."""
+
+    def __init__(self, after: int) -> None:
+        self.after = after
+        self.position = 0
+
+    def read(self, size: int = -1) -> bytes:
+        if self.position >= self.after:
+            raise DISK_ERROR
+        chunk = DATA[self.position : self.position + min(size, MIB)]
+        self.position += len(chunk)
+        return chunk
+
+
+def failing_chunks() -> Iterator[bytes]:
+    yield DATA[:MIB]
+    raise DISK_ERROR
+
+
+@pytest.mark.parametrize("source", ["file object", "iterable"])
+async def test_image_data_whose_read_fails_is_an_image_data_error_and_stores_nothing(
+    client: AsyncClient, loose: respx.MockRouter, source: str
+) -> None:
+    uploads = mock_upload(loose)
+    mock_survey(loose)
+    data: Any = FailingReader(2 * MIB) if source == "file object" else failing_chunks()
+    with pytest.raises(ImageDataError, match="Input/output error") as caught:
+        await client.images.create(data, wait=True)
+    error = caught.value
+    assert isinstance(error, TransferError)
+    assert not isinstance(error, (OSError, ValueError))
+    assert error.__cause__ is DISK_ERROR
+    assert "image_data" in str(error)
+    assert_left(error, LeftBehind.NOTHING, "interrupted after", "nothing was stored")
+    assert uploads.bodies == []  # no whole body ever reached the server
+
+
+async def test_an_exception_of_the_callers_own_iterable_stays_what_it_is(
+    client: AsyncClient, loose: respx.MockRouter
+) -> None:
+    """Only an OSError is the SDK's to map: the caller's own exception is theirs."""
+    mistake = LookupError("the caller's own bug")
+
+    def chunks() -> Iterator[bytes]:
+        yield DATA[:MIB]
+        raise mistake
+
+    mock_upload(loose)
+    mock_survey(loose)
+    with pytest.raises(LookupError) as caught:
+        await client.images.create(chunks(), wait=True)
+    assert caught.value is mistake
+    assert_left(caught.value, None, "nothing was stored")
+
+
+async def test_a_path_that_cannot_be_opened_is_refused_with_the_oserror_as_cause(
+    client: AsyncClient, router: respx.MockRouter, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An unreadable path given as image data is the caller's argument: InvalidInputError,
+    before anything is sent."""
+    path = write(tmp_path, "x.tar.gz", DATA)
+    refused = PermissionError(13, "Permission denied")
+
+    def denied(name: Any, mode: str = "r") -> Any:
+        raise refused
+
+    monkeypatch.setattr("incus_images._transfer.upload.open", denied, raising=False)
+    with pytest.raises(InvalidInputError, match="cannot read") as caught:
+        await client.images.create(path)
+    assert caught.value.__cause__ is refused
+    assert str(path) in str(caught.value)
+    assert sent(router) == []
+
+
+async def test_a_path_that_cannot_be_read_again_to_hash_it_is_an_image_data_error(
+    client: AsyncClient, router: respx.MockRouter, tmp_path: Path
+) -> None:
+    """A path is hashed by reading it again while incusd stores the upload: when that read
+    fails, what was stored cannot be verified, and it is deleted again."""
+    path = write(tmp_path, "x.tar.gz", DATA)
+
+    def vanish(done: int, total: int | None) -> None:
+        if done == total:
+            path.unlink()  # sent from the file still open; it cannot be read again
+
+    uploads = mock_upload(router)
+    mock_wait(router)
+    delete = mock_delete(router)
+    with pytest.raises(ImageDataError, match="cannot be verified") as caught:
+        await client.images.create(path, progress=vanish, wait=True)
+    assert uploads.body == DATA
+    assert isinstance(caught.value.__cause__, FileNotFoundError)
+    assert OFFLINE_SERVER in str(caught.value)
+    assert delete.call_count == 1
+    assert_left(caught.value, LeftBehind.DELETED, f"image {FP} was deleted again")
 
 
 # ------------------------------------------------------------------------------------------
@@ -518,6 +630,7 @@ async def test_keyboard_interrupt_from_the_upload_progress_callback(
     assert len(notes) == 1
     assert f"interrupted after {MIB} of {len(DATA)} bytes" in notes[0]
     assert "nothing was stored" in notes[0]
+    assert not hasattr(caught.value, "left_behind")  # not ours: a note only
     assert post.call_count == 0
 
 
@@ -527,11 +640,14 @@ async def test_connection_lost_during_the_upload(
     router.post("/1.0/images").mock(side_effect=httpx.WriteError("broken pipe"))
     with pytest.raises(IncusConnectionError) as caught:
         await client.images.create(DATA)
-    message = str(caught.value)
-    assert "broken pipe" in message
-    assert f"of {len(DATA)} bytes" in message
+    assert "broken pipe" in str(caught.value)
     # respx takes the whole body before it fails, so incusd could have the image: say so.
-    assert "incusd may still store it" in message
+    assert_left(
+        caught.value,
+        LeftBehind.MAY_BE_STORED,
+        f"was interrupted after {len(DATA)} of {len(DATA)} bytes",
+        "incusd may still store it",
+    )
 
 
 async def test_connection_lost_mid_export_leaves_nothing(
@@ -547,8 +663,12 @@ async def test_connection_lost_mid_export_leaves_nothing(
         await client.images.export(FP, out / "image.tar.gz")
     message = str(caught.value)
     assert "connection reset by peer" in message
-    assert f"interrupted after 3000 of {len(DATA)} bytes" in message
-    assert "nothing was written" in message
+    assert_left(
+        caught.value,
+        LeftBehind.NOTHING,
+        f"interrupted after 3000 of {len(DATA)} bytes",
+        "nothing was written",
+    )
     assert OFFLINE_SERVER in message
     assert caught.value.server == OFFLINE_SERVER
     assert everything_under(out) == []

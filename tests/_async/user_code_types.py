@@ -14,10 +14,13 @@ from typing import Any, assert_type
 
 from incus_images import (
     AsyncClient,
+    ConfigurationError,
     Image,
     ImageAlias,
     ImageAliasList,
     ImageList,
+    IncusError,
+    LeftBehind,
     Operation,
     Remote,
     RemoteConfig,
@@ -137,3 +140,18 @@ def remotes_calls() -> None:
     assert_type(load_remotes(), RemoteConfig)
     assert_type(load_remotes().remote("prod"), Remote)
     assert_type(SimpleStreams.from_remote("images"), SimpleStreams)
+
+
+async def errors_calls(client: AsyncClient) -> None:
+    """What a user reads off an error: what the call left behind, and where a bad file is."""
+    try:
+        await client.images.create(b"data", aliases=["web"], wait=True)
+    except IncusError as exc:
+        assert_type(exc.left_behind, LeftBehind | None)
+        if exc.left_behind in (LeftBehind.MAY_BE_STORED, LeftBehind.STILL_THERE):
+            assert_type(exc.fingerprint, str | None)
+        assert_type(exc.__notes__, list[str])
+    try:
+        load_remotes()
+    except ConfigurationError as broken:
+        assert_type(broken.path, str | None)

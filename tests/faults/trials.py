@@ -24,7 +24,7 @@ from typing import Any
 
 from tiny_image import split_image, unified_image
 
-from incus_images import AsyncClient, Client, Image, Operation
+from incus_images import AsyncClient, Client, Image, LeftBehind, Operation
 from tests.helpers import sha256
 
 from .fault import DOWN, UP, Fault, Traffic
@@ -79,6 +79,10 @@ SAID_STORED = (
     "was stored",
     "is stored",
 )
+#: What an error's ``left_behind`` says when the image is, or may be, on the server after all.
+STORED_RECORDS = frozenset(
+    {LeftBehind.MAY_BE_STORED, LeftBehind.STORED, LeftBehind.STILL_THERE, LeftBehind.KEPT}
+)
 
 
 def injector_for(op: str, transport: str, kind: str, *, directed: bool) -> str:
@@ -96,7 +100,13 @@ def notes_and_message(error: BaseException) -> str:
 
 def says_stored(error: BaseException) -> bool:
     """Whether the error (or a note on it) says the image is or may be on the server. An error
-    that says it deleted the image again does not, unless it adds that it is still there."""
+    that says it deleted the image again does not, unless it adds that it is still there.
+
+    The SDK's own errors record it (``left_behind``); an interruption from outside (Ctrl-C, a
+    cancellation) keeps its class and says it in a note only."""
+    left = getattr(error, "left_behind", None)
+    if left is not None:
+        return left in STORED_RECORDS
     text = notes_and_message(error).lower().replace("nothing was stored", "")
     if "deleted again" in text and "still on the server" not in text:
         return False

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from .._errors import IncusError, NotFoundError
+from .._errors import IncusError, LeftBehind, NotFoundError
 from .._models import Image, ImageAlias, Operation, ServerInfo
 from .._protocol import (
     ALIASES,
@@ -134,15 +134,23 @@ class AsyncImageCalls:
             )
         return operation
 
-    async def discard(self, fingerprint: object) -> str:
-        """Delete an image this client just brought in but must not keep; say what happened."""
+    async def discard(self, fingerprint: object) -> tuple[LeftBehind, str]:
+        """Delete an image this client just brought in but must not keep; what is left behind,
+        and the sentence that says so (see ``note_left_behind``)."""
         if not isinstance(fingerprint, str) or not fingerprint:
-            return "no image could be identified to delete"
+            return (
+                LeftBehind.MAY_BE_STORED,
+                "no image could be identified to delete, so one may be stored: look for it",
+            )
         try:
             await self.delete(fingerprint, wait=True)
         except IncusError as exc:
-            return f"deleting image {fingerprint} failed too ({exc}); it is still on the server"
-        return f"image {fingerprint} was deleted again"
+            return (
+                LeftBehind.STILL_THERE,
+                f"image {fingerprint} had to be deleted again, but deleting it failed too "
+                f"({exc}): it is still on the server",
+            )
+        return LeftBehind.DELETED, f"image {fingerprint} was deleted again"
 
     async def create_secret(self, fingerprint: str) -> tuple[str, str]:
         """A one-time download secret for the image, and the id of the token operation that

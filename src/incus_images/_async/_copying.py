@@ -13,7 +13,9 @@ bytes, and public image servers.
 
 Every mode ends on the import path (``_importing``): the fingerprint stored must be the
 source's, and a copy that fails after the image arrived is deleted again; an image this server
-held before the copy began is never deleted.
+held before the copy began is never deleted. Every error of a copy names the source, this
+server, the image and the mode in its message (``_naming`` completes the message of a step that
+knows only part of it); what the copy left behind is its record (``note_left_behind``).
 """
 
 from __future__ import annotations
@@ -26,11 +28,15 @@ from typing import ClassVar, Literal
 import attrs
 
 from .._errors import (
+    ConflictError,
+    ForbiddenError,
     IncusError,
     IncusTimeoutError,
     InvalidInputError,
+    LeftBehind,
     NotFoundError,
     TransferError,
+    note_left_behind,
 )
 from .._logging import logger
 from .._models import Image, Operation
@@ -133,7 +139,7 @@ class AsyncCopier:
         logger.debug("copy of %s started", described)
         started = time.monotonic()
         with _naming(described, source.server, self._target, f"{mode.name} mode"):
-            with _amended(f"while copying {described}; nothing was copied"):
+            with _nothing_copied():
                 found, by_alias = await _resolve(source, image, options.image_type)
             job = _Job(
                 target=self._calls,
@@ -150,7 +156,8 @@ class AsyncCopier:
                 started=started,
             )
             moving = mode(job)
-            moving.check()
+            with _nothing_copied():
+                moving.check()
             copied = await self._copy(job, moving, described)
         if isinstance(copied, Image):
             logger.info("copied %s in %.1f s", described, time.monotonic() - started)
@@ -395,16 +402,17 @@ async def _check_copy(job: _Job) -> None:
     if copy is not None and copy.type == found.type:
         return
     if copy is None:
-        detail, outcome = "the image is not there", "nothing was copied"
+        detail = "the image is not there"
+        left = (LeftBehind.NOTHING, "nothing was copied")
     else:
         detail = f"it stored a {copy.type} image, not a {found.type} one"
-        outcome = await job.importer.discard(found.fingerprint)
-    raise TransferError(
-        f"Could not {job.action} on {job.target.server}: the copy was reported done, but "
-        f"{detail}; {outcome}",
+        left = await job.importer.discard(found.fingerprint)
+    failure = TransferError(
+        f"Could not {job.action} on {job.target.server}: the copy was reported done, but {detail}",
         server=job.target.server,
         fingerprint=found.fingerprint,
     )
+    raise note_left_behind(failure, *left)
 
 
 def _already_there(image: Image) -> Operation:
@@ -472,13 +480,15 @@ class _Pull(_Mode):
         found, source, options = job.found, job.source, job.options
         secret = None
         if not found.public:
-            if not (await source.server_info()).trusted:
-                raise InvalidInputError(
-                    f"Could not {job.action} on {job.target.server}: the image is private and "
-                    "the source does not trust this client, so it cannot issue the secret a "
-                    "private copy needs; nothing was copied"
-                )
-            with _amended(f"while preparing to {job.action}; nothing was copied"):
+            with _nothing_copied():
+                if not (await source.server_info()).trusted:
+                    raise ForbiddenError(
+                        f"Could not {job.action} on {job.target.server}: the image is private "
+                        f"and {source.server} does not trust this client, so it cannot issue "
+                        "the secret a private copy needs",
+                        server=source.server,
+                        fingerprint=found.fingerprint,
+                    )
                 secret, self.token = await source.create_secret(found.fingerprint)
         # By alias, the server records the alias, so that refreshes follow it to new images;
         # a private image is fetched with its secret, which names a fingerprint.
@@ -575,9 +585,9 @@ class _Relay(_Mode):
         target = job.target.server
 
         def failure(detail: str, cls: type[TransferError] = TransferError) -> TransferError:
+            # Raised before the last bytes go: interruptions() records that nothing is stored.
             return cls(
-                f"Could not {importer.action} on {target}: {detail}; the upload was stopped, "
-                "so nothing was stored",
+                f"Could not {importer.action} on {target}: {detail}; the upload was stopped",
                 server=target,
                 fingerprint=fingerprint,
             )
@@ -652,21 +662,27 @@ class _Push(_Mode):
         job = self.job
         if job.found.type == "virtual-machine":
             # incusd (6.0.4, and upstream still) pushes the disk as a container's rootfs
-            # part, so the copy would arrive as a container image.
-            raise InvalidInputError(
-                f"Could not {job.action} on {job.target.server}: incusd pushes a "
-                "virtual-machine image as a container image; use mode='pull' or 'relay' "
-                "(nothing was copied)"
+            # part, so the copy would arrive as a container image. The image's type, not
+            # the caller's arguments, rules the push out: a conflict with its state.
+            raise ConflictError(
+                f"Could not {job.action} on {job.target.server}: the image is a "
+                "virtual-machine image, which incusd pushes as a container image; use "
+                "mode='pull' or 'relay'",
+                server=job.source.server,
+                fingerprint=job.found.fingerprint,
             )
 
     async def move(self) -> Operation:
         job = self.job
         found, source, options = job.found, job.source, job.options
-        if not (await source.server_info()).trusted:
-            raise InvalidInputError(
-                f"Could not {job.action} on {job.target.server}: only a source that trusts "
-                "this client can be asked to push; nothing was copied"
-            )
+        with _nothing_copied():
+            if not (await source.server_info()).trusted:
+                raise ForbiddenError(
+                    f"Could not {job.action} on {job.target.server}: {source.server} does not "
+                    "trust this client, and only a source that does can be asked to push",
+                    server=source.server,
+                    fingerprint=found.fingerprint,
+                )
         connection = job.target.connection
         token_call = Call(
             method="POST",
@@ -841,10 +857,11 @@ def _naming(described: str, *names: str) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def _amended(context: str) -> Iterator[None]:
-    """Add what was being done to an SDK error raised inside (the source's own errors name
-    only the source)."""
+def _nothing_copied() -> Iterator[None]:
+    """Record on an SDK error raised inside that nothing was copied (what comes before the
+    copy starts: the source's image looked up, what the mode needs checked)."""
     try:
         yield
     except IncusError as exc:
-        raise exc._amended(f"{exc} ({context})") from exc
+        note_left_behind(exc, LeftBehind.NOTHING, "nothing was copied")
+        raise

@@ -7,10 +7,11 @@
     follow-up    what the start could not carry: settings, profiles, aliases
     result       the Image
 
-When anything fails once the image was stored, the image is deleted again and the error says
-so. An image the server had when the call began is never deleted, whatever the server or a
-copy's source reports: the preflight notes which images were there (``survey``), and only an
-image that was not is ever discarded.
+When anything fails once the image was stored, the image is deleted again. What a failure
+leaves behind is recorded on its error (``left_behind`` and a note: ``note_left_behind``),
+never in its message. An image the server had when the call began is never deleted, whatever
+the server or a copy's source reports: the preflight notes which images were there
+(``survey``), and only an image that was not is ever discarded.
 """
 
 from __future__ import annotations
@@ -22,16 +23,21 @@ from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 import attrs
 
 from .._errors import (
+    ChecksumMismatchError,
     ConflictError,
+    ImageDataError,
     IncusError,
+    LeftBehind,
     OperationError,
     OperationGoneError,
     TransferError,
+    UnexpectedResponseError,
+    note_left_behind,
 )
 from .._flavours import async_flavour
 from .._logging import logger
 from .._models import Image, Operation, OperationStatus
-from .._protocol import IMAGES, Call, interrupted, stored_fingerprint, structure
+from .._protocol import IMAGES, Call, record_interruption, stored_fingerprint, structure
 from .._requests import FollowUp, ImageAliasesPost, ImagePut
 from .._transfer.upload import PreparedUpload, Rehash, UploadMeter
 from .._waiting import WaitBudget
@@ -92,26 +98,30 @@ class AsyncImporter:
         survey was not made)."""
         return self._before is None or fingerprint in self._before
 
-    async def discard(self, fingerprint: object) -> str:
+    async def discard(self, fingerprint: object) -> tuple[LeftBehind, str]:
         """Delete an image this import brought in but must not keep; an image that was there
-        before stays. Say what happened."""
+        before stays. What is left behind, and the sentence that says so."""
         if isinstance(fingerprint, str) and self.had(fingerprint):
-            return f"image {fingerprint} was on the server before and stays"
+            return LeftBehind.KEPT, f"image {fingerprint} was on the server before and stays"
         return await self._calls.discard(fingerprint)
 
     async def preflight(self, aliases: Sequence[str], profiles: Sequence[str]) -> None:
         """Refuse aliases already taken and profiles that do not exist, before anything."""
-        for name in aliases:
-            if not await self._calls.alias_is_free(name):
-                raise ConflictError(
-                    f"Could not {self.action} on {self.server}: alias {name!r} is already "
-                    "taken; nothing was sent",
-                    server=self.server,
+        try:
+            for name in aliases:
+                if not await self._calls.alias_is_free(name):
+                    raise ConflictError(
+                        f"Could not {self.action} on {self.server}: alias {name!r} is already "
+                        "taken",
+                        server=self.server,
+                    )
+            for profile in profiles:
+                await self._calls.require_profile(
+                    profile, f"find profile {profile!r} for: {self.action}"
                 )
-        for profile in profiles:
-            await self._calls.require_profile(
-                profile, f"find profile {profile!r} for: {self.action} (nothing was sent)"
-            )
+        except IncusError as exc:
+            note_left_behind(exc, LeftBehind.NOTHING, "nothing was sent")
+            raise
 
     # ----------------------------------------------------------------------------------------
     # Start.
@@ -126,40 +136,62 @@ class AsyncImporter:
     ) -> Operation:
         """POST an image body this client streams; return the upload's operation."""
         call = Call(method="POST", path=IMAGES, action=self.action, headers=headers)
-        envelope = await self._calls.connection.request(call, content=body)
+        try:
+            envelope = await self._calls.connection.request(call, content=body)
+        except ImageDataError as exc:
+            # httpcore's pool re-raises what the body raised "from None": the OSError that
+            # caused it is left as its context only. It is the cause again.
+            if exc.__cause__ is None and isinstance(exc.__context__, OSError):
+                raise exc from exc.__context__
+            raise
         return structure(call, self.server, envelope.metadata, Operation)
 
     @contextlib.contextmanager
     def interruptions(
         self, *, complete: Callable[[], bool], describe: Callable[[], str]
     ) -> Iterator[None]:
-        """Say what an interrupted body means for the server: ``complete()`` tells whether its
-        last bytes had been handed over (then incusd may have them all and store the image),
-        ``describe()`` how far it got."""
+        """Record what a body that did not go through means for the server: ``complete()``
+        tells whether its last bytes had been handed over (then incusd may have them all and
+        store the image), ``describe()`` how far it got.
+
+        Before the last bytes, every failure (the SDK's own checks of the bytes, a source
+        that cannot be read, the server's early refusal) leaves nothing: incusd discards an
+        incomplete upload. After them, only an interruption is recorded (a lost connection,
+        a timeout, Ctrl-C); the server's own answer says what it did."""
         try:
             yield
-        except BaseException as exc:  # noqa: BLE001 - re-raised with what was interrupted
+        except BaseException as exc:
             if complete():
-                outcome = (
-                    "the image's last bytes had been sent, so incusd may still store it: look "
-                    "for it before retrying"
+                record_interruption(
+                    exc,
+                    LeftBehind.MAY_BE_STORED,
+                    f"{describe()}; the image's last bytes had been sent, so incusd may still "
+                    "store it: look for it before retrying",
                 )
-            else:
-                outcome = "incusd discards an incomplete upload, so nothing was stored"
-            raise interrupted(exc, f"{describe()}; {outcome}") from None
+                raise
+            record_interruption(
+                exc,
+                LeftBehind.NOTHING,
+                f"{describe()}; incusd discards an incomplete upload, so nothing was stored",
+                any_error=True,
+            )
+            raise
 
     @contextlib.contextmanager
     def accepted(self, what: Callable[[], str]) -> Iterator[None]:
         """Once the server accepted the image, a lost connection, a timeout or an interruption
-        no longer means that nothing was stored: say so. ``what()`` names the image."""
+        no longer means that nothing was stored: record that it may be. ``what()`` names the
+        image."""
         try:
             yield
-        except BaseException as exc:  # noqa: BLE001 - re-raised with what it means
-            raise interrupted(
+        except BaseException as exc:
+            record_interruption(
                 exc,
+                LeftBehind.MAY_BE_STORED,
                 f"the server had accepted {what()} ({self.action}), so it may be stored: "
                 "look for it before retrying",
-            ) from None
+            )
+            raise
 
     # ----------------------------------------------------------------------------------------
     # Wait, verify, follow up.
@@ -191,24 +223,35 @@ class AsyncImporter:
         self, finished: Operation, expected: str | None, *, expected_is: str = "expected"
     ) -> str:
         """The fingerprint the finished operation stored, checked against ``expected`` (which
-        ``expected_is`` names: "the bytes sent hash to")."""
+        ``expected_is`` names: "the bytes sent hash to"). A server that reports none answers
+        nonsense (UnexpectedResponseError); another one than expected is a
+        ChecksumMismatchError. Either way what it stored is discarded."""
         reported = stored_fingerprint(finished)
-        if reported is None or (expected is not None and reported != expected):
-            outcome = await self.discard(reported)
-            said = repr(reported) if reported else f"no fingerprint ({finished.metadata!r:.200})"
-            raise TransferError(
-                f"Could not {self.action} on {self.server}: the server stored {said}"
-                + (f", but {expected_is} {expected}" if expected else "")
-                + f"; {outcome}",
+        if reported is not None and (expected is None or reported == expected):
+            return reported
+        failure: IncusError
+        if reported is None:
+            failure = UnexpectedResponseError(
+                f"Could not {self.action} on {self.server}: the operation succeeded but "
+                f"reports no fingerprint ({finished.metadata!r:.200})",
                 server=self.server,
                 operation=finished,
                 fingerprint=expected,
             )
-        return reported
+        else:
+            failure = ChecksumMismatchError(
+                f"Could not {self.action} on {self.server}: the server stored {reported!r}, "
+                f"but {expected_is} {expected}",
+                server=self.server,
+                operation=finished,
+                fingerprint=expected,
+            )
+        raise note_left_behind(failure, *await self.discard(reported))
 
     async def follow_up(self, fingerprint: str, follow_up: FollowUp) -> None:
         """Apply what the start could not carry; on failure delete the image again (unless it
-        was there before: see discard())."""
+        was there before: see discard()). The error's message says which call it was part
+        of; its record, what is left."""
         if not follow_up.needed:
             return
         what = f"the new image '{fingerprint}'"
@@ -227,16 +270,10 @@ class AsyncImporter:
                     f"create alias {alias.name!r} for {what}",
                 )
         except IncusError as exc:
-            if self.had(fingerprint):
-                raise exc._amended(
-                    f"{exc} (while trying to {self.action}: the image was there before and stays)"
-                ) from exc
-            outcome = await self.discard(fingerprint)
-            raise exc._amended(
-                f"{exc} (while trying to {self.action}: the image was stored, but this "
-                f"failed, so {outcome})",
-                fingerprint=fingerprint,
-            ) from exc
+            failure = exc._amended(
+                f"{exc} (while trying to {self.action})", fingerprint=fingerprint
+            )
+            raise note_left_behind(failure, *await self.discard(fingerprint)) from exc
 
     async def _put(self, fingerprint: str, follow_up: FollowUp, what: str) -> None:
         # Only PUT sets profiles, and a PUT resets what it omits: send back what was read.
@@ -259,12 +296,14 @@ class AsyncImporter:
         """The new image, read back once everything about it succeeded."""
         try:
             image, _ = await self._calls.get(fingerprint)
-        except BaseException as exc:  # noqa: BLE001 - re-raised with what it means
-            raise interrupted(
+        except BaseException as exc:
+            record_interruption(
                 exc,
+                LeftBehind.STORED,
                 f"image {fingerprint} is stored and complete ({self.action} succeeded); only "
                 "reading it back failed",
-            ) from None
+            )
+            raise
         return image
 
     # ----------------------------------------------------------------------------------------
@@ -354,13 +393,15 @@ class AsyncImporter:
         try:
             return await async_flavour.run_blocking(rehash.result)
         except TransferError as exc:
-            outcome = await self.discard(stored_fingerprint(finished))
-            raise exc._amended(
+            failure = exc._amended(
                 f"Could not {self.action} on {self.server}: {exc}, so what was stored cannot "
-                f"be verified; {outcome}",
+                "be verified",
                 server=self.server,
                 operation=finished,
-            ) from exc
+            )
+            left = await self.discard(stored_fingerprint(finished))
+            # The cause is the OSError when reading the sources again failed.
+            raise note_left_behind(failure, *left) from exc.__cause__ or exc
 
 
 class _UploadCompletion:

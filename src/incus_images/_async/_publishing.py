@@ -11,7 +11,14 @@ from datetime import datetime
 
 import attrs
 
-from .._errors import ConflictError, IncusError, IncusTimeoutError, InvalidInputError
+from .._errors import (
+    ConflictError,
+    IncusError,
+    IncusTimeoutError,
+    InvalidInputError,
+    LeftBehind,
+    note_left_behind,
+)
 from .._models import Image, Operation
 from .._protocol import IMAGES, Call, named_path, structure
 from .._requests import AliasEntry, FollowUp, ImagesPost, ImagesPostSource
@@ -106,12 +113,12 @@ class AsyncPublisher:
         await importer.preflight(options.aliases, [])
         running = not snapshot and await self._running(name)
         if running and not options.force:
-            raise ConflictError(
+            refused = ConflictError(
                 f"Could not {importer.action} on {self._calls.server}: the instance is "
-                "running; publish(..., force=True) stops it, publishes it and starts it again "
-                "(nothing was done)",
+                "running; publish(..., force=True) stops it, publishes it and starts it again",
                 server=self._calls.server,
             )
+            raise note_left_behind(refused, LeftBehind.NOTHING, "nothing was done")
         if options.wait or options.aliases:
             # A publish that waits may clean up after a failure (before any instance stops).
             await importer.survey()

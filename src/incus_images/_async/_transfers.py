@@ -13,13 +13,20 @@ from pathlib import Path
 
 import httpx
 
-from .._errors import TransferError
+from .._errors import LeftBehind
 from .._flavours import async_flavour
 from .._logging import logger
-from .._protocol import Call, interrupted, transport_error
+from .._protocol import Call, record_interruption, transport_error
 from .._transfer.export import ExportReader, ExportReceiver
 from .._transfer.relay import RelayFraming
-from .._transfer.upload import Segment, UploadMeter, UploadPlan, chunk_bytes, read_chunks
+from .._transfer.upload import (
+    Segment,
+    UploadMeter,
+    UploadPlan,
+    chunk_bytes,
+    read_chunks,
+    reading,
+)
 from ._connection import AsyncConnection
 
 
@@ -58,8 +65,9 @@ async def _source_chunks(segment: Segment) -> AsyncIterator[bytes]:
     source = segment.source
     assert source is not None
     if source.kind == "async_iterable":
-        async for chunk in source.value:
-            yield chunk_bytes(chunk, segment.argument)
+        with reading(source, segment.argument):
+            async for chunk in source.value:
+                yield chunk_bytes(chunk, segment.argument)
     else:
         for chunk in read_chunks(source, segment.argument):
             yield chunk
@@ -115,9 +123,10 @@ async def receive_export(
     """Send the export request and feed its body into the receiver ``receiver_for(response)``
     makes; return the files placed.
 
-    A failure of the SDK's own checks (TransferError) is raised as it is; anything else that
-    cuts the transfer short (a lost connection, Ctrl-C, a cancelled task) gets the text of
-    ``interruption(bytes_received)`` added.
+    Whatever stops it once the answer is there, nothing is written: a failure of the SDK's
+    own checks says so already, and anything else that cuts the transfer short (a lost
+    connection, Ctrl-C, a cancelled task) gets the record, with the sentence
+    ``interruption(bytes_received)``.
     """
     receiver: ExportReceiver | None = None
     started = time.monotonic()
@@ -134,9 +143,12 @@ async def receive_export(
         # (an async cancellation is raised at the next await), which must leave nothing.
         placed = receiver.place()
     except BaseException as exc:
-        if receiver is None or isinstance(exc, TransferError):
+        if receiver is None:
             raise
-        raise interrupted(exc, interruption(receiver.received)) from None
+        record_interruption(
+            exc, LeftBehind.NOTHING, interruption(receiver.received), any_error=True
+        )
+        raise
     finally:
         if receiver is not None:
             receiver.discard()

@@ -12,7 +12,14 @@ from typing import IO, TYPE_CHECKING, Literal, Protocol, overload
 
 import httpx
 
-from .._errors import APIError, InvalidInputError, NotFoundError, PreconditionFailedError
+from .._errors import (
+    APIError,
+    InvalidInputError,
+    LeftBehind,
+    NotFoundError,
+    PreconditionFailedError,
+    note_left_behind,
+)
 from .._flavours import async_flavour
 from .._models import Image, ImageAlias, ImageAliasList, ImageList, Operation
 from .._protocol import (
@@ -307,8 +314,10 @@ class AsyncImagesAPI:
         progress(done, total) reports bytes: counted in relay mode, the server's own
         download reports (scaled to the image's size) in pull and push mode.
 
-        Failures name the source, this server, the image and the mode, and say what was
-        left where; a copy that fails after the image arrived is deleted again.
+        Failures name the source, this server, the image and the mode, and record what was
+        left where (``left_behind`` and a note); a copy that fails after the image arrived is
+        deleted again. A source that does not trust this client, where the mode needs one that
+        does, raises ForbiddenError; a push of a virtual-machine image, ConflictError.
         """
         from .._simplestreams import SimpleStreams
         from ._copying import AsyncCopier, copy_options
@@ -458,10 +467,13 @@ class AsyncImagesAPI:
         Operation is waited for with ``operations.wait()``.
 
         fingerprint is the SHA-256 you expect; the server refuses the upload if the bytes
-        differ. A call that waits also hashes the bytes sent (as they stream, or, for sources
-        that can be read again, by reading them again while incusd processes the upload); a
-        server that reports another fingerprint raises TransferError, and the image it
-        stored is deleted again (unless it was there before).
+        differ (ChecksumMismatchError; nothing is stored). A call that waits also hashes the
+        bytes sent (as they stream, or, for sources that can be read again, by reading them
+        again while incusd processes the upload); a server that reports another fingerprint
+        raises ChecksumMismatchError, and the image it stored is deleted again (unless it was
+        there before). Image data that cannot be read while it is sent raises
+        ImageDataError (its ``__cause__`` is the OSError). What a failure left behind is the
+        error's ``left_behind`` and a note.
 
         progress(done, total) is called as the bytes go (total None when unknown).
 
@@ -555,10 +567,12 @@ class AsyncImagesAPI:
                 )
             except PreconditionFailedError as exc:
                 if attempt == UPDATE_ATTEMPTS:
-                    raise exc._amended(
-                        f"{exc} The image changed under every one of {UPDATE_ATTEMPTS} attempts; "
-                        "nothing was written.",
+                    failure = exc._amended(
+                        f"{exc} The image changed under every one of {UPDATE_ATTEMPTS} attempts.",
                         fingerprint=current.fingerprint,
+                    )
+                    raise note_left_behind(
+                        failure, LeftBehind.NOTHING, "nothing was written"
                     ) from exc
                 continue
             updated = await self.get(current.fingerprint)

@@ -1,4 +1,10 @@
-"""Adding a remote as ``incus remote add`` does: by trust token or by URL."""
+"""Adding a remote as ``incus remote add`` does: by trust token or by URL.
+
+The arguments (the name, the token or URL) are refused with InvalidInputError, the
+configuration they go into (its files, its directory) with ConfigurationError, a server that
+will not trust this client with ForbiddenError; what can be checked locally is checked before
+anything is sent.
+"""
 
 from __future__ import annotations
 
@@ -13,9 +19,18 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from .._endpoint import parse_endpoint
-from .._errors import ForbiddenError, IncusConnectionError, IncusError, InvalidInputError
+from .._errors import (
+    ConfigurationError,
+    ForbiddenError,
+    IncusConnectionError,
+    IncusError,
+    InvalidInputError,
+    LeftBehind,
+    UnexpectedResponseError,
+    note_left_behind,
+)
 from .._protocol import Call
-from .._small_files import exists
+from .._small_files import configuration_file, exists
 from .._tls import (
     ClientCertificate,
     TrustedCertificates,
@@ -123,17 +138,19 @@ def _client_certificate(
     place the half holds."""
     own = directory / "clientcerts" / f"{name}.crt", directory / "clientcerts" / f"{name}.key"
     if exists(own[0]) and exists(own[1]):
-        return read_client_certificate(*own), None
+        return read_client_certificate(*own, refuse=configuration_file), None
     certificate, key = directory / "client.crt", directory / "client.key"
     if exists(certificate) and exists(key):
-        return read_client_certificate(certificate, key), None
+        return read_client_certificate(certificate, key, refuse=configuration_file), None
     if exists(certificate) or exists(key):
         there, missing = (certificate, key) if exists(certificate) else (key, certificate)
-        raise InvalidInputError(
+        half = ConfigurationError(
             f"{there} is there but {missing} is not: a client certificate and its key go "
             f"together. Put {missing.name} back, or move {there.name} away so that a new pair "
-            "is made; nothing was sent"
+            "is made",
+            path=str(missing),
         )
+        raise note_left_behind(half, LeftBehind.NOTHING, "nothing was sent")
     if not generate:
         return None, None
     new = _new_client_certificate()
@@ -141,7 +158,14 @@ def _client_certificate(
 
 
 def _pinned(server_pem: str) -> TrustedCertificates:
-    return trusted_certificates(server_pem.encode("ascii"), "the server's certificate")
+    return trusted_certificates(
+        server_pem.encode("ascii"), "the server's certificate", refuse=_sent_by_the_server
+    )
+
+
+def _sent_by_the_server(message: str, path: str | None) -> IncusError:
+    """The refusal of a certificate the server showed: its answer, not the caller's input."""
+    return UnexpectedResponseError(message)
 
 
 def add_remote(
@@ -201,14 +225,15 @@ def add_remote(
         token = decode_token(value)
         if token.expired():
             assert token.expires_at is not None
-            raise InvalidInputError(
+            expired = InvalidInputError(
                 f"The trust token for {token.client_name!r} expired at "
                 f"{token.expires_at.isoformat()}: ask the server for a new one "
-                "(`incus config trust add NAME`); nothing was sent"
+                "(`incus config trust add NAME`)"
             )
+            raise note_left_behind(expired, LeftBehind.NOTHING, "nothing was sent")
     directory = _given_directory(config_dir)
     if directory is None:
-        raise InvalidInputError(
+        raise ConfigurationError(
             "There is no configuration directory to add the remote to: set $INCUS_CONF or "
             "$HOME, or pass config_dir="
         )
@@ -372,7 +397,11 @@ def _add_from_url(
             return _Added(entry={"addr": url, "public": True}, server_pem=server_pem)
         methods = info.get("auth_methods")
         if isinstance(methods, list) and "tls" not in methods:
-            raise InvalidInputError(f"{url} does not accept client certificates (tls)")
+            # Not the caller's argument: the server will trust no client certificate.
+            raise ForbiddenError(
+                f"{url} does not accept client certificates (tls), so it cannot trust this client",
+                server=url,
+            )
         if info["auth"] != "trusted":
             which = client.where if client else "no client certificate"
             raise ForbiddenError(

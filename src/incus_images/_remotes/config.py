@@ -1,4 +1,8 @@
-"""Reading the incus CLI's configuration: its remotes, certificates and defaults."""
+"""Reading the incus CLI's configuration: its remotes, certificates and defaults.
+
+A file of the configuration that cannot be used raises ConfigurationError naming it; a name
+the caller gives that names no remote is an argument's InvalidInputError.
+"""
 
 from __future__ import annotations
 
@@ -11,8 +15,13 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
-from .._errors import InvalidInputError
-from .._small_files import MAX_SMALL_FILE_BYTES, exists, read_small_file_if_any
+from .._errors import ConfigurationError, InvalidInputError
+from .._small_files import (
+    MAX_SMALL_FILE_BYTES,
+    configuration_file,
+    exists,
+    read_small_file_if_any,
+)
 from .._validate import text
 
 if TYPE_CHECKING:
@@ -191,19 +200,23 @@ def _given_directory(config_dir: object) -> Path | None:
     return Path(text(path, "config_dir", empty=False))
 
 
+def _broken(path: Path, message: str) -> ConfigurationError:
+    return ConfigurationError(message, path=str(path))
+
+
 def read_config_text(path: Path) -> str | None:
-    """The text of a config.yml (None: there is none), or InvalidInputError naming it."""
-    data = read_small_file_if_any(path, _CONFIG, limit=_MAX_CONFIG_BYTES)
+    """The text of a config.yml (None: there is none), or ConfigurationError naming it."""
+    data = read_small_file_if_any(path, _CONFIG, limit=_MAX_CONFIG_BYTES, refuse=configuration_file)
     if data is None:
         return None
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise InvalidInputError(f"{_CONFIG} {path} is not UTF-8 text: {exc}") from None
+        raise _broken(path, f"{_CONFIG} {path} is not UTF-8 text: {exc}") from None
 
 
 def compose_config(text: str, path: Path) -> yaml.Node | None:
-    """config.yml's text as a YAML node tree (None: empty), or InvalidInputError naming it."""
+    """config.yml's text as a YAML node tree (None: empty), or ConfigurationError naming it."""
     import yaml
 
     try:
@@ -213,15 +226,16 @@ def compose_config(text: str, path: Path) -> yaml.Node | None:
             if isinstance(event, yaml.CollectionStartEvent):
                 depth += 1
                 if depth > _MAX_DEPTH:
-                    raise InvalidInputError(
+                    raise _broken(
+                        path,
                         f"{_CONFIG} {path} nests deeper than {_MAX_DEPTH} levels: it is not "
-                        "one (its remotes are three levels deep)"
+                        "one (its remotes are three levels deep)",
                     )
             elif isinstance(event, yaml.CollectionEndEvent):
                 depth -= 1
         return yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.YAMLError as exc:
-        raise InvalidInputError(f"{_CONFIG} {path} is not valid YAML: {exc}") from None
+        raise _broken(path, f"{_CONFIG} {path} is not valid YAML: {exc}") from None
 
 
 def _pairs(node: yaml.Node | None, where: str, path: Path) -> list[tuple[str, yaml.Node]]:
@@ -231,11 +245,11 @@ def _pairs(node: yaml.Node | None, where: str, path: Path) -> list[tuple[str, ya
     if node is None or (isinstance(node, yaml.ScalarNode) and node.tag == _NULL_TAG):
         return []
     if not isinstance(node, yaml.MappingNode):
-        raise InvalidInputError(f"{path}: {where} must be a mapping, got {_describe(node)}")
+        raise _broken(path, f"{path}: {where} must be a mapping, got {_describe(node)}")
     pairs = []
     for key, value in node.value:
         if not isinstance(key, yaml.ScalarNode):
-            raise InvalidInputError(f"{path}: {where} has a key that is not a name")
+            raise _broken(path, f"{path}: {where} has a key that is not a name")
         pairs.append((key.value, value))
     return pairs
 
@@ -255,7 +269,7 @@ def _string(node: yaml.Node, where: str, path: Path) -> str:
     import yaml
 
     if not isinstance(node, yaml.ScalarNode):
-        raise InvalidInputError(f"{path}: {where} must be a string, got {_describe(node)}")
+        raise _broken(path, f"{path}: {where} must be a string, got {_describe(node)}")
     return "" if node.tag == _NULL_TAG else str(node.value)
 
 
@@ -267,7 +281,7 @@ def _boolean(node: yaml.Node, where: str, path: Path) -> bool:
             return False
         if node.style is None and node.value in _YAML_TRUE | _YAML_FALSE:
             return node.value in _YAML_TRUE
-    raise InvalidInputError(f"{path}: {where} must be true or false, got {_describe(node)}")
+    raise _broken(path, f"{path}: {where} must be true or false, got {_describe(node)}")
 
 
 def _parse_file(path: Path) -> tuple[str, dict[str, dict[str, Any]]] | None:
@@ -305,7 +319,7 @@ def load_remotes(config_dir: str | os.PathLike[str] | None = None) -> RemoteConf
 
     ``config_dir`` is the configuration directory; None: ``$INCUS_CONF``, else
     ``~/.config/incus``. Without a config.yml there, the CLI's built-in remotes ``local`` and
-    ``images``. A file that is not a CLI configuration raises InvalidInputError naming it.
+    ``images``. A file that is not a CLI configuration raises ConfigurationError naming it.
     """
     directory = _given_directory(config_dir)
     path = directory / CONFIG_FILE if directory is not None else None

@@ -1,4 +1,8 @@
-"""Writing the CLI's configuration, each file atomically, under the configuration's lock."""
+"""Writing the CLI's configuration, each file atomically, under the configuration's lock.
+
+A configuration that cannot be written, or that changes under the lock (the incus CLI does not
+take it), raises ConfigurationError naming the file or directory.
+"""
 
 from __future__ import annotations
 
@@ -13,7 +17,7 @@ from typing import Any
 
 import attrs
 
-from .._errors import IncusError, IncusTimeoutError, InvalidInputError
+from .._errors import ConfigurationError, IncusTimeoutError, LeftBehind, note_left_behind
 from .._small_files import exists
 from .config import (
     _DEFAULT_CONFIG_YAML,
@@ -96,8 +100,10 @@ def _config_text(path: Path | None, name: str, entry: Mapping[str, Any]) -> str:
             names = [str(k.value) for k, _ in value.value]
             if name in names:
                 # yaml.v2 refuses a mapping that names a key twice: the CLI could not start.
-                raise InvalidInputError(
-                    f"Remote {name!r} appeared in {path} while it was added: not added again"
+                raise ConfigurationError(
+                    f"Remote {name!r} appeared in {path} while it was added (another program "
+                    "changed the file): not added again",
+                    path=None if path is None else str(path),
                 )
             # yaml.v2 writes remotes sorted by name: keep a sorted file sorted.
             after = [i for i, other in enumerate(names) if other > name]
@@ -119,15 +125,18 @@ def check_writable(directory: Path) -> None:
         if place.name == "servercerts" and not exists(place):
             continue  # made when it is needed, in the directory checked already
         if not place.is_dir():
-            raise InvalidInputError(
-                f"{place} is not a directory: the remote cannot be added to the incus CLI's "
-                "configuration; nothing was sent"
-            )
+            _unwritable(place, f"{place} is not a directory")
         if not os.access(place, os.W_OK | os.X_OK):
-            raise InvalidInputError(
-                f"Cannot write to {place} (permission denied, or a read-only file system): "
-                "the remote cannot be added to the incus CLI's configuration; nothing was sent"
+            _unwritable(
+                place, f"Cannot write to {place} (permission denied, or a read-only file system)"
             )
+
+
+def _unwritable(place: Path, why: str) -> None:
+    refused = ConfigurationError(
+        f"{why}: the remote cannot be added to the incus CLI's configuration", path=str(place)
+    )
+    raise note_left_behind(refused, LeftBehind.NOTHING, "nothing was sent")
 
 
 def kept_note(directory: Path) -> str:
@@ -142,7 +151,11 @@ def keep_client_certificate(directory: Path, certificate: _Certificate) -> None:
     """Write a new client certificate as client.crt and client.key (mode 0600)."""
     key, public = directory / "client.key", directory / "client.crt"
     if exists(key) or exists(public):
-        raise InvalidInputError(f"{public} appeared while the remote was added: add it again")
+        raise ConfigurationError(
+            f"{public} appeared while the remote was added (another program made it): add "
+            "the remote again",
+            path=str(public),
+        )
     write_atomically(key, certificate.key, 0o600)
     write_atomically(public, certificate.certificate, 0o644)
 
@@ -174,16 +187,17 @@ def _save(directory: Path, config_path: Path, name: str, added: _Added) -> None:
                 pinned.unlink()
         failure = exc
         if isinstance(exc, OSError):
-            failure = IncusError(
+            failure = ConfigurationError(
                 f"Could not write the incus CLI's configuration in {directory}: "
                 f"{exc.strerror or exc} ({exc.filename or 'a file'}); the remote {name!r} "
-                "was not added"
+                "was not added",
+                path=None if exc.filename is None else os.fsdecode(exc.filename),
             )
         if kept:
             failure.add_note(kept_note(directory))
         if failure is exc:
             raise
-        raise failure from None
+        raise failure from exc
 
 
 # --------------------------------------------------------------------------------------------
@@ -209,10 +223,7 @@ def configuration_lock(directory: Path, wait: float) -> Iterator[None]:
         flags = os.O_RDONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
         fd = os.open(lock, flags, 0o644)
     except OSError as exc:
-        raise InvalidInputError(
-            f"Cannot lock the incus CLI's configuration with {lock}: {exc.strerror or exc}; "
-            "nothing was sent"
-        ) from None
+        raise _unlockable(lock, exc) from exc
     try:
         ends = time.monotonic() + wait
         pause = 0.001
@@ -223,18 +234,25 @@ def configuration_lock(directory: Path, wait: float) -> Iterator[None]:
             except BlockingIOError:
                 left = ends - time.monotonic()
                 if left <= 0:
-                    raise IncusTimeoutError(
+                    busy = IncusTimeoutError(
                         f"Another process held the lock {lock} on the incus CLI's "
-                        f"configuration for {wait:g} s (another add_remote adding a remote): "
-                        "nothing was sent or written"
+                        f"configuration for {wait:g} s (another add_remote adding a remote)"
+                    )
+                    raise note_left_behind(
+                        busy, LeftBehind.NOTHING, "nothing was sent or written"
                     ) from None
                 time.sleep(min(pause, left))
                 pause = min(2 * pause, _LOCK_POLL_SECONDS)
             except OSError as exc:
-                raise InvalidInputError(
-                    f"Cannot lock the incus CLI's configuration with {lock}: "
-                    f"{exc.strerror or exc}; nothing was sent"
-                ) from None
+                raise _unlockable(lock, exc) from exc
         yield
     finally:
         os.close(fd)  # which releases the lock
+
+
+def _unlockable(lock: Path, exc: OSError) -> ConfigurationError:
+    refused = ConfigurationError(
+        f"Cannot lock the incus CLI's configuration with {lock}: {exc.strerror or exc}",
+        path=str(lock),
+    )
+    return note_left_behind(refused, LeftBehind.NOTHING, "nothing was sent")

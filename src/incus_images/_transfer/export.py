@@ -17,7 +17,7 @@ from typing import Literal
 
 import attrs
 
-from .._errors import ChecksumMismatchError, TransferError
+from .._errors import ChecksumMismatchError, LeftBehind, TransferError, note_left_behind
 from .files import ExportFiles
 from .multipart import (
     MultipartError,
@@ -219,11 +219,8 @@ class ExportReceiver:
         server: str | None = None,
     ) -> None:
         def failure(detail: str, cls: type[TransferError] = TransferError) -> TransferError:
-            return cls(
-                f"{failure_context}: {detail}; nothing was written",
-                server=server,
-                fingerprint=fingerprint,
-            )
+            error = cls(f"{failure_context}: {detail}", server=server, fingerprint=fingerprint)
+            return note_left_behind(error, LeftBehind.NOTHING, "nothing was written")
 
         self._reader = ExportReader(
             fingerprint,

@@ -8,10 +8,16 @@ produced chunk by chunk by the flavour's client, which passes each chunk through
 A unified image goes as the raw body; a split image as ``multipart/form-data`` with the parts
 ``metadata`` and ``rootfs`` (``rootfs.img`` for a virtual machine), in that order. When every
 size is known the body carries a Content-Length; only then does incusd read it at full speed.
+
+What the caller gives is checked before anything is sent (InvalidInputError, naming the
+argument: a path that cannot be opened is one). A source that fails while it is read (an
+OSError from a file's ``read()``, a path's disk, an iterable), or that changes while it is
+sent, raises ImageDataError, with the OSError as its ``__cause__``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import os
@@ -24,7 +30,7 @@ from urllib.parse import urlencode
 
 import attrs
 
-from .._errors import InvalidInputError, TransferError
+from .._errors import ImageDataError, InvalidInputError
 from .._requests import AliasEntry, FollowUp, ImagePatch
 from .._validate import (
     IMAGE_TYPES,
@@ -164,7 +170,7 @@ def open_source(data: object, argument: str, *, accept_async: bool) -> Source:
             with open(path, "rb") as file:
                 status = os.fstat(file.fileno())
         except OSError as exc:
-            raise InvalidInputError(f"{argument}: cannot read {path!r}: {exc.strerror}") from None
+            raise InvalidInputError(f"{argument}: cannot read {path!r}: {exc.strerror}") from exc
         if status.st_size == 0:
             raise InvalidInputError(f"{argument}: {path!r} is empty")
         return Source(
@@ -221,13 +227,29 @@ _JSON_MESSAGE = (
 )
 
 
+@contextlib.contextmanager
+def reading(source: Source, argument: str) -> Iterator[None]:
+    """Raise an OSError from reading the source (its file, its disk, an iterable's own
+    reads) as the ImageDataError that names it."""
+    try:
+        yield
+    except OSError as exc:
+        if source.kind == "path":
+            what = f"{argument} {source.value!r}"
+        elif source.name:
+            what = f"{argument} ({source.name!r})"
+        else:
+            what = argument
+        raise ImageDataError(f"Could not read {what}: {exc.strerror or exc}") from exc
+
+
 def _head(source: Source) -> bytes | None:
     """The first bytes past any whitespace, read without consuming the source, when possible."""
     if source.kind == "bytes":
         data: bytes = source.value
         return data.lstrip(JSON_WHITESPACE)[:4]
     if source.kind == "path":
-        with open(source.value, "rb") as file:
+        with reading(source, "image_data"), open(source.value, "rb") as file:
             return _head_of(file)
     if source.kind == "file":
         file = source.value
@@ -237,10 +259,11 @@ def _head(source: Source) -> bytes | None:
             return None
         if not getattr(file, "seekable", lambda: False)():
             return None
-        try:
-            return _head_of(file)
-        finally:
-            file.seek(position)
+        with reading(source, "image_data"):
+            try:
+                return _head_of(file)
+            finally:
+                file.seek(position)
     return None
 
 
@@ -276,15 +299,17 @@ def read_chunks(source: Source, argument: str) -> Iterator[bytes]:
         for start in range(0, len(data), CHUNK_SIZE):
             yield data[start : start + CHUNK_SIZE]
     elif source.kind == "path":
-        with open(source.value, "rb") as file:
+        with reading(source, argument), open(source.value, "rb") as file:
             while chunk := file.read(CHUNK_SIZE):
                 yield chunk
     elif source.kind == "file":
-        while chunk := source.value.read(CHUNK_SIZE):
-            yield chunk_bytes(chunk, argument)
+        with reading(source, argument):
+            while chunk := source.value.read(CHUNK_SIZE):
+                yield chunk_bytes(chunk, argument)
     elif source.kind == "iterable":
-        for chunk in source.value:
-            yield chunk_bytes(chunk, argument)
+        with reading(source, argument):
+            for chunk in source.value:
+                yield chunk_bytes(chunk, argument)
     else:  # pragma: no cover - async iterables are read by the async flavour itself
         raise AssertionError(f"read_chunks cannot read a {source.kind} source")
 
@@ -503,13 +528,13 @@ class UploadMeter:
     def _release_head(self) -> bytes:
         head, self._head = self._head or b"", None
         if looks_like_json(head.lstrip(JSON_WHITESPACE)[:4]):
-            raise InvalidInputError(f"{_JSON_MESSAGE}; the upload was stopped, nothing stored")
+            raise InvalidInputError(f"{_JSON_MESSAGE}; the upload was stopped")
         return head
 
-    def _size_changed(self) -> TransferError:
+    def _size_changed(self) -> ImageDataError:
         source = self._segment.source
         assert source is not None
-        return TransferError(
+        return ImageDataError(
             f"{self._segment.argument} delivered {self._part_bytes} bytes or more instead of "
             f"the {source.size} it had when the upload started (did the file change?)"
         )
@@ -565,8 +590,9 @@ class Rehash:
         sha256 = hashlib.sha256()
         try:
             for source in self._sources:
-                for chunk in _reread(source):
-                    sha256.update(chunk)
+                with reading(source, "the image data"):
+                    for chunk in _reread(source):
+                        sha256.update(chunk)
         except BaseException as exc:  # noqa: BLE001 - handed over in result()
             self._failure = exc
         else:
@@ -592,7 +618,7 @@ def _reread(source: Source) -> Iterator[bytes]:
         file, close = source.value, False
     try:
         if _identity(os.fstat(file.fileno())) != source.identity:
-            raise TransferError(f"{source.name or 'the source file'} changed during the upload")
+            raise ImageDataError(f"{source.name or 'the source file'} changed during the upload")
         position = file.tell()
         file.seek(source.offset or 0)
         left = source.size or 0
@@ -601,7 +627,7 @@ def _reread(source: Source) -> Iterator[bytes]:
             yield chunk
         file.seek(position)
         if left or _identity(os.fstat(file.fileno())) != source.identity:
-            raise TransferError(f"{source.name or 'the source file'} changed during the upload")
+            raise ImageDataError(f"{source.name or 'the source file'} changed during the upload")
     finally:
         if close:
             file.close()
