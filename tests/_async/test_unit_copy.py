@@ -739,6 +739,28 @@ async def test_a_secret_that_cannot_be_cancelled_is_said_to_be_still_valid(
     assert ("connection refused" if refusal == "unreachable" else "database is locked") in notes
 
 
+@pytest.mark.parametrize("lost", ["reset", "garbled"])
+async def test_a_secret_whose_answer_was_lost_is_said_to_be_maybe_still_valid(
+    wire: Wire, source: AsyncClient, target: AsyncClient, lost: str
+) -> None:
+    """The request for a secret reached the source, but its answer (the token's id) was
+    lost: nothing can cancel that secret, and the error says it may still be valid."""
+    private_pull(wire)
+
+    def issue(request: httpx.Request) -> httpx.Response:
+        if lost == "reset":
+            raise httpx.ReadError("connection reset by peer", request=request)
+        return sync_response({"not": "an operation"}, status=202)
+
+    wire.on("S", "POST", f"/1.0/images/{FP}/secret", issue)
+    with pytest.raises(IncusError) as caught:
+        await target.images.copy(FP, source)
+    notes = "\n".join(notes_of(caught.value))
+    assert f"a download secret for image {FP} may have been issued by {SOURCE}" in notes
+    assert "still valid" in notes
+    assert "T POST /1.0/images" not in wire.sent()
+
+
 async def test_a_secret_already_used_or_gone_adds_no_note(
     wire: Wire, source: AsyncClient, target: AsyncClient
 ) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from .._errors import IncusError, LeftBehind, NotFoundError
+from .._errors import IncusError, LeftBehind, NotFoundError, UnexpectedResponseError
 from .._models import Image, ImageAlias, Operation, ServerInfo
 from .._protocol import (
     ALIASES,
@@ -161,8 +161,22 @@ class AsyncImageCalls:
             action=f"create a download secret for image '{fingerprint}'",
             json={},
         )
-        envelope = await self.connection.request(call)
-        token = structure(call, self.server, envelope.metadata, Operation)
+        try:
+            envelope = await self.connection.request(call)
+            token = structure(call, self.server, envelope.metadata, Operation)
+        except IncusError as exc:
+            if exc.left_behind is LeftBehind.MAY_BE_APPLIED or isinstance(
+                exc, UnexpectedResponseError
+            ):
+                # The request may have been carried out, and its answer (the token's id) is
+                # lost: nothing can cancel that token.
+                exc.add_note(
+                    f"incus_images: a download secret for image {fingerprint} may have been "
+                    f"issued by {self.server}; its id is unknown, so it could not be "
+                    "cancelled: if it was issued, it is still valid until it is used or the "
+                    "daemon restarts"
+                )
+            raise
         try:
             return token_secret(call, self.server, token), token.id
         except IncusError:

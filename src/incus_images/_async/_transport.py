@@ -31,7 +31,13 @@ import httpcore
 import httpx
 
 from .._endpoint import MAX_CLUSTER_MEMBERS, Endpoint, learnt_members
-from .._errors import IncusConnectionError, IncusError, IncusTimeoutError
+from .._errors import (
+    IncusConnectionError,
+    IncusError,
+    IncusTimeoutError,
+    LeftBehind,
+    note_left_behind,
+)
 from .._logging import logger
 from .._protocol import (
     MAX_ERROR_BODY,
@@ -259,9 +265,11 @@ class Attempt:
         if dead and self._safe and self._first_here:
             return self._judged("again", f"the connection to {server} was dead ({exc})")
         if not self._safe and not nothing_sent:
-            self._error = mapped._amended(
-                f"{mapped} The request may have reached the server and been applied: check "
-                "before repeating it."
+            note_left_behind(
+                mapped,
+                LeftBehind.MAY_BE_APPLIED,
+                "the request may have reached the server and been applied: check before "
+                "repeating it",
             )
         return self._judged("failed", str(exc))
 
@@ -294,7 +302,7 @@ class Attempt:
             error = error._amended(f"{error} (cluster members tried: {names}; {why})")
             if timed_out and not isinstance(error, IncusTimeoutError):
                 # A member refused, or was going down, just as the time ran out.
-                error = IncusTimeoutError(
+                timed_out_error = IncusTimeoutError(
                     error.message,
                     server=error.server,
                     method=error.method,
@@ -303,6 +311,10 @@ class Attempt:
                     error_code=error.error_code,
                     server_message=error.server_message,
                 )
+                timed_out_error.left_behind = error.left_behind
+                for note in getattr(error, "__notes__", ()):
+                    timed_out_error.add_note(note)
+                error = timed_out_error
         raise error from self._cause
 
 

@@ -16,7 +16,14 @@ from typing import Any
 from urllib.parse import unquote
 
 from .._endpoint import Endpoint
-from .._errors import IncusConnectionError, IncusError, IncusTimeoutError, InvalidInputError
+from .._errors import (
+    ConflictError,
+    IncusConnectionError,
+    IncusError,
+    IncusTimeoutError,
+    LeftBehind,
+    note_left_behind,
+)
 from .._protocol import Call, Envelope, named_path, parse_envelope, unexpected
 from .._tls import client_context
 from .tokens import TrustToken, host_port
@@ -114,12 +121,18 @@ def find_token_server(token: TrustToken, deadline: Deadline) -> tuple[str, bytes
             server=wrong[0],
         )
     if silent:
-        raise IncusTimeoutError(
-            f"None of the trust token's addresses showed its certificate within "
-            f"timeout={deadline.seconds:g} s; nothing was sent; tried: {tried}"
+        raise note_left_behind(
+            IncusTimeoutError(
+                f"None of the trust token's addresses showed its certificate within "
+                f"timeout={deadline.seconds:g} s; tried: {tried}"
+            ),
+            LeftBehind.NOTHING,
+            "nothing was sent: the token was not used",
         )
-    raise IncusConnectionError(
-        f"None of the trust token's addresses answers; nothing was sent; tried: {tried}"
+    raise note_left_behind(
+        IncusConnectionError(f"None of the trust token's addresses answers; tried: {tried}"),
+        LeftBehind.NOTHING,
+        "nothing was sent: the token was not used",
     )
 
 
@@ -199,9 +212,12 @@ class Server:
             return names[0]
         if not names or "default" in names:
             return ""
-        raise InvalidInputError(
+        # The server's state, not an argument of the caller's: a conflict to resolve by
+        # naming one.
+        raise ConflictError(
             f"{self.url} lets this client use several projects ({', '.join(names)}) and not "
-            "the default one: name the one to use with project="
+            "the default one: name the one to use with project=",
+            server=self.url,
         )
 
 
