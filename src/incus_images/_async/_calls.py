@@ -1,27 +1,20 @@
 """Single requests about images and aliases: the building blocks the public calls, imports and
 copies are made of.
 
-Each takes checked input (``_validate``), builds one :class:`Call` whose ``action`` names the
-object, sends it and structures the answer. Nothing here decides policy (retries, rollbacks):
-the rooms above do.
+Each takes checked input (``_validate``), sends the request ``_api`` builds for it (whose
+``action`` names the object) and structures the answer. Nothing here decides policy (retries,
+rollbacks): the rooms above do.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from .. import _api as api
 from .._errors import IncusError, LeftBehind, NotFoundError, UnexpectedResponseError
 from .._models import Image, ImageAlias, Operation, ServerInfo
 from .._protocol import (
-    ALIASES,
-    IMAGES,
-    OPERATIONS,
-    PROFILES,
-    Call,
-    alias_path,
     fingerprints_from_urls,
-    image_path,
-    named_path,
     structure,
     token_secret,
     unexpected,
@@ -46,13 +39,13 @@ class AsyncImageCalls:
         return self.connection.server
 
     async def server_info(self) -> ServerInfo:
-        call = Call(method="GET", path="/1.0", action="read the server's information")
+        call = api.server_info()
         envelope = await self.connection.request(call)
         return structure(call, self.server, envelope.metadata, ServerInfo)
 
     async def fingerprints(self) -> list[str]:
         """Every image's full fingerprint, sorted."""
-        call = Call(method="GET", path=IMAGES, params={"recursion": "0"}, action="list images")
+        call = api.image_fingerprints()
         envelope = await self.connection.request(call)
         return fingerprints_from_urls(call, self.server, envelope.metadata)
 
@@ -63,12 +56,7 @@ class AsyncImageCalls:
 
         A missing image over HTTPS says so when the server does not trust this client
         (``explain_missing``; it costs a request)."""
-        call = Call(
-            method="GET",
-            path=image_path(prefix),
-            action=f"get image '{prefix}'",
-            params={"secret": secret} if secret is not None else {},
-        )
+        call = api.get_image(prefix, secret=secret)
         try:
             envelope = await self.connection.request(call)
         except NotFoundError as exc:
@@ -111,26 +99,20 @@ class AsyncImageCalls:
         with the ETag it was read with, a concurrent change fails it (412)."""
         from .._requests import ImagePatch  # request bodies load with the first write
 
+        replace = not isinstance(body, ImagePatch)
         await self.connection.request(
-            Call(
-                method="PATCH" if isinstance(body, ImagePatch) else "PUT",
-                path=image_path(fingerprint),
-                action=action,
-                headers={"If-Match": etag} if etag else {},
-                json=body,
-            )
+            api.write_image(fingerprint, body, replace=replace, action=action, etag=etag)
         )
 
     async def delete(
         self, prefix: str, *, wait: bool, budget: WaitBudget | None = None
     ) -> Operation:
-        action = f"delete image '{prefix}'"
-        call = Call(method="DELETE", path=image_path(prefix), action=action)
+        call = api.delete_image(prefix)
         envelope = await self.connection.request(call)
         operation = structure(call, self.server, envelope.metadata, Operation)
         if wait:
             return await self.operations._wait_noting(
-                operation, budget, action=action, left="the image may still be deleted"
+                operation, budget, action=call.action, left="the image may still be deleted"
             )
         return operation
 
@@ -155,12 +137,7 @@ class AsyncImageCalls:
     async def create_secret(self, fingerprint: str) -> tuple[str, str]:
         """A one-time download secret for the image, and the id of the token operation that
         holds it (the token never ends by itself: cancel it when it goes unused)."""
-        call = Call(
-            method="POST",
-            path=image_path(fingerprint, "secret"),
-            action=f"create a download secret for image '{fingerprint}'",
-            json={},
-        )
+        call = api.image_secret(fingerprint)
         try:
             envelope = await self.connection.request(call)
             token = structure(call, self.server, envelope.metadata, Operation)
@@ -186,14 +163,8 @@ class AsyncImageCalls:
     async def cancel(self, operation_id: str) -> IncusError | None:
         """Cancel a token that went unused; a token already used or gone is left as it is.
         Return why it could not be cancelled (it is then still valid), else None."""
-        call = Call(
-            method="DELETE",
-            path=f"{OPERATIONS}/{operation_id}",
-            action=f"cancel operation {operation_id}",
-            project_scoped=False,
-        )
         try:
-            await self.connection.request(call)
+            await self.connection.request(api.cancel_operation(operation_id))
         except NotFoundError:
             return None  # used, or gone: nothing is left to cancel
         except IncusError as exc:
@@ -201,7 +172,7 @@ class AsyncImageCalls:
         return None
 
     async def get_alias(self, name: str) -> ImageAlias:
-        call = Call(method="GET", path=alias_path(name), action=f"get alias {name!r}")
+        call = api.get_alias(name)
         envelope = await self.connection.request(call)
         return structure(call, self.server, envelope.metadata, ImageAlias)
 
@@ -213,9 +184,8 @@ class AsyncImageCalls:
         return False
 
     async def create_alias(self, body: ImageAliasesPost, action: str) -> None:
-        await self.connection.request(Call(method="POST", path=ALIASES, action=action, json=body))
+        await self.connection.request(api.create_alias(body, action=action))
 
     async def require_profile(self, name: str, action: str) -> None:
         """Raise NotFoundError unless the profile exists (in the client's project)."""
-        call = Call(method="GET", path=named_path(PROFILES, name), action=action)
-        await self.connection.request(call)
+        await self.connection.request(api.profile(name, action))

@@ -27,6 +27,7 @@ from typing import ClassVar, Literal
 
 import attrs
 
+from .. import _api as api
 from .._errors import (
     ConflictError,
     ForbiddenError,
@@ -40,7 +41,7 @@ from .._errors import (
 )
 from .._logging import logger
 from .._models import Image, Operation
-from .._protocol import IMAGES, Call, image_path, structure, token_secret
+from .._protocol import structure, token_secret
 from .._requests import AliasEntry, FollowUp, ImageExportPost, ImagesPost, ImagesPostSource
 from .._simplestreams import SimpleStreams
 from .._transfer.export import ExportReader
@@ -275,9 +276,7 @@ class AsyncCopier:
         # The image's size is known only once it is here: the daemon's reports are amounts.
         progress = Progress(options.progress, None)
         progress.start()
-        started = await importer.start(
-            Call(method="POST", path=IMAGES, action=importer.action, json=request)
-        )
+        started = await importer.start(api.new_image(action=importer.action, json=request))
         if not options.wait and not follow_up.needed:
             return started
         completion = _StreamsCompletion(importer, follow_up, progress, described, options)
@@ -512,9 +511,7 @@ class _Pull(_Mode):
             filename=found.filename or None,
         )
         try:
-            started = await job.importer.start(
-                Call(method="POST", path=IMAGES, action=job.action, json=request)
-            )
+            started = await job.importer.start(api.new_image(action=job.action, json=request))
         except BaseException as exc:
             await self._cancel_secret(exc)
             raise
@@ -592,10 +589,8 @@ class _Relay(_Mode):
                 fingerprint=fingerprint,
             )
 
-        call = Call(
-            method="GET",
-            path=image_path(fingerprint, "export"),
-            action=f"export image '{fingerprint}' to relay it to {target}",
+        call = api.export_image(
+            fingerprint, action=f"export image '{fingerprint}' to relay it to {target}"
         )
         reader: ExportReader | None = None
         logger.debug(
@@ -684,9 +679,7 @@ class _Push(_Mode):
                     fingerprint=found.fingerprint,
                 )
         connection = job.target.connection
-        token_call = Call(
-            method="POST",
-            path=IMAGES,
+        token_call = api.new_image(
             action=f"prepare to receive image '{found.fingerprint}' from {source.server} (push "
             "mode)",
             json=ImagesPost(
@@ -701,17 +694,16 @@ class _Push(_Mode):
         job.progress.start()
         try:
             secret = token_secret(token_call, job.target.server, token)
-            export_call = Call(
-                method="POST",
-                path=image_path(found.fingerprint, "export"),
-                action=self._pushing,
-                json=ImageExportPost(
+            export_call = api.push_image(
+                found.fingerprint,
+                ImageExportPost(
                     target=connection.https_url or "",
                     secret=secret,
                     certificate=connection.pinned_certificate,
                     project=connection.project,
                     profiles=options.profiles or None,
                 ),
+                action=self._pushing,
             )
             envelope = await source.connection.request(export_call)
             return structure(export_call, source.server, envelope.metadata, Operation)

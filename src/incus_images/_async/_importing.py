@@ -22,6 +22,7 @@ from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 
 import attrs
 
+from .. import _api as api
 from .._errors import (
     ChecksumMismatchError,
     ConflictError,
@@ -37,7 +38,7 @@ from .._errors import (
 from .._flavours import async_flavour
 from .._logging import logger
 from .._models import Image, Operation, OperationStatus
-from .._protocol import IMAGES, Call, record_interruption, stored_fingerprint, structure
+from .._protocol import Call, record_interruption, stored_fingerprint, structure
 from .._requests import FollowUp, ImageAliasesPost, ImagePut
 from .._transfer.upload import PreparedUpload, Rehash, UploadMeter
 from .._waiting import WaitBudget
@@ -135,7 +136,7 @@ class AsyncImporter:
         self, headers: dict[str, str | bytes], body: AsyncIterator[bytes]
     ) -> Operation:
         """POST an image body this client streams; return the upload's operation."""
-        call = Call(method="POST", path=IMAGES, action=self.action, headers=headers)
+        call = api.new_image(action=self.action, headers=headers)
         try:
             envelope = await self._calls.connection.request(call, content=body)
         except ImageDataError as exc:

@@ -11,6 +11,7 @@ from datetime import datetime
 
 import attrs
 
+from .. import _api as api
 from .._errors import (
     ConflictError,
     IncusError,
@@ -20,7 +21,7 @@ from .._errors import (
     note_left_behind,
 )
 from .._models import Image, Operation
-from .._protocol import IMAGES, Call, named_path, structure
+from .._protocol import structure
 from .._requests import AliasEntry, FollowUp, ImagesPost, ImagesPostSource
 from .._transfer.progress import Progress, ProgressCallback, daemon_progress
 from .._validate import (
@@ -36,7 +37,6 @@ from .._waiting import WaitBudget
 from ._calls import AsyncImageCalls
 from ._importing import AsyncImporter, follow_up_description
 
-INSTANCES = "/1.0/instances"
 #: An instance name (letters, digits, hyphens), optionally "/" and a snapshot name.
 _SOURCE = re.compile(r"[A-Za-z0-9][A-Za-z0-9-]{0,62}(/[^/]{1,255})?")
 _RUNNING_STATUSES = ("Running", "Frozen")
@@ -156,9 +156,7 @@ class AsyncPublisher:
             compression_algorithm=options.compression,
             expires_at=options.expires_at,
         )
-        started = await importer.start(
-            Call(method="POST", path=IMAGES, action=importer.action, json=request)
-        )
+        started = await importer.start(api.new_image(action=importer.action, json=request))
         follow_up = FollowUp(aliases=[AliasEntry(name=alias) for alias in options.aliases])
         if not options.wait and not follow_up.needed:
             return started
@@ -175,19 +173,12 @@ class AsyncPublisher:
         return image
 
     async def _running(self, name: str) -> bool:
-        call = Call(method="GET", path=named_path(INSTANCES, name), action=f"get instance {name!r}")
-        envelope = await self._calls.connection.request(call)
+        envelope = await self._calls.connection.request(api.get_instance(name))
         metadata = envelope.metadata if isinstance(envelope.metadata, dict) else {}
         return metadata.get("status") in _RUNNING_STATUSES
 
     async def _change_state(self, name: str, action: str, budget: WaitBudget | None) -> None:
-        call = Call(
-            method="PUT",
-            path=named_path(INSTANCES, name) + "/state",
-            action=f"{action} instance {name!r} (publish force=True)",
-            # As incus publish --force: no time limit on the stop, and force it.
-            json={"action": action, "timeout": -1, "force": True},
-        )
+        call = api.change_instance_state(name, action)
         envelope = await self._calls.connection.request(call)
         operation = structure(call, self._calls.server, envelope.metadata, Operation)
         left = (

@@ -30,6 +30,7 @@ from typing import Any, NoReturn
 import httpcore
 import httpx
 
+from .. import _api as api
 from .._endpoint import MAX_CLUSTER_MEMBERS, Endpoint, learnt_members
 from .._errors import (
     IncusConnectionError,
@@ -516,16 +517,10 @@ class AsyncPolicyTransport(httpx.AsyncBaseTransport):
         members = self._members
         if members is None or members.learnt or members.asking:
             return
-        call = Call(
-            method="GET",
-            path="/1.0/cluster/members",
-            params={"recursion": "1"},
-            action="list the cluster's members",
-            project_scoped=False,
-        )
+        call = api.cluster_members()
         question = httpx.Request(
             "GET",
-            request.url.copy_with(raw_path=b"/1.0/cluster/members?recursion=1"),
+            request.url.copy_with(path=call.path, params=call.params),
             headers={"User-Agent": request.headers.get("User-Agent", "")},
             extensions={**request.extensions, CALL: call, STREAMED: False, TRIED: tried},
         )

@@ -12,6 +12,7 @@ from typing import IO, TYPE_CHECKING, Literal, Protocol, overload
 
 import httpx
 
+from .. import _api as api
 from .._errors import (
     APIError,
     InvalidInputError,
@@ -23,12 +24,7 @@ from .._errors import (
 from .._flavours import async_flavour
 from .._models import Image, ImageAlias, ImageAliasList, ImageList, Operation
 from .._protocol import (
-    ALIASES,
-    IMAGES,
-    Call,
-    alias_path,
     fingerprints_from_urls,
-    image_path,
     structure,
     structure_list,
 )
@@ -131,18 +127,10 @@ class AsyncImagesAPI:
         """
         if type(recursion) is not int or recursion not in (0, 1):
             raise InvalidInputError(f"recursion must be 0 or 1, got {recursion!r}")
-        params = {"recursion": str(recursion)}
-        if filter is not None:
-            params["filter"] = image_filter(filter)
-        if boolean(all_projects, "all_projects"):
-            params["all-projects"] = "true"
-        call = Call(
-            method="GET",
-            path=IMAGES,
-            params=params,
-            action="list images" + (f" matching {filter!r}" if filter is not None else ""),
-            # With all-projects, a project parameter other than the default is refused.
-            project_scoped=not all_projects,
+        call = api.list_images(
+            recursion=recursion,
+            filter=None if filter is None else image_filter(filter),
+            all_projects=boolean(all_projects, "all_projects"),
         )
         try:
             envelope = await self._connection.request(call)
@@ -193,13 +181,15 @@ class AsyncImagesAPI:
         wait = boolean(wait, "wait")
         budget = WaitBudget(timeout)
         image = await self.get(fingerprint)
-        action = f"refresh image '{image.fingerprint}'"
-        call = Call(method="POST", path=image_path(image.fingerprint, "refresh"), action=action)
+        call = api.refresh_image(image.fingerprint)
         envelope = await self._connection.request(call)
         operation = structure(call, self._connection.server, envelope.metadata, Operation)
         if wait:
             return await self._calls.operations._wait_noting(
-                operation, budget, action=action, left="the refresh may still replace the image"
+                operation,
+                budget,
+                action=call.action,
+                left="the refresh may still replace the image",
             )
         return operation
 
@@ -725,12 +715,7 @@ class AsyncImagesAPI:
         image, _ = await self._calls.get(prefix, secret=secret)
         server = self._connection.server
         action = f"export image '{image.fingerprint}' to {str(target)!r}"
-        call = Call(
-            method="GET",
-            path=image_path(image.fingerprint, "export"),
-            action=action,
-            params={"secret": secret} if secret is not None else {},
-        )
+        call = api.export_image(image.fingerprint, action=action, secret=secret)
 
         def receiver_for(response: httpx.Response) -> ExportReceiver:
             return ExportReceiver(
@@ -799,7 +784,7 @@ class AsyncImagesAPI:
     async def list_aliases(self) -> ImageAliasList:
         """Return every alias (of the client's project), sorted by name (code point order), as
         an ImageAliasList (a list that notebooks show as a table)."""
-        call = Call(method="GET", path=ALIASES, params={"recursion": "1"}, action="list aliases")
+        call = api.list_aliases()
         envelope = await self._connection.request(call)
         aliases = structure_list(call, self._connection.server, envelope.metadata, ImageAlias)
         return ImageAliasList(sorted(aliases, key=lambda alias: alias.name))
@@ -810,13 +795,9 @@ class AsyncImagesAPI:
 
         name = alias_name(name)
         new_name = new_alias_name(new_name, argument="new_name")
-        call = Call(
-            method="POST",
-            path=alias_path(name),
-            action=f"rename alias {name!r} to {new_name!r}",
-            json=ImageAliasesEntryPost(name=new_name),
+        await self._connection.request(
+            api.rename_alias(name, new_name, ImageAliasesEntryPost(name=new_name))
         )
-        await self._connection.request(call)
         return await self.get_alias(new_name)
 
     async def update_alias(
@@ -828,17 +809,12 @@ class AsyncImagesAPI:
         name = alias_name(name)
         fields = alias_fields(target, description)
         # PATCH changes only the fields sent, so an omitted description is kept.
-        call = Call(
-            method="PATCH",
-            path=alias_path(name),
-            action=f"update alias {name!r} to image '{fields['target']}'",
-            json=ImageAliasPatch(**fields),
+        await self._connection.request(
+            api.update_alias(name, fields["target"], ImageAliasPatch(**fields))
         )
-        await self._connection.request(call)
         return await self.get_alias(name)
 
     async def delete_alias(self, name: str) -> None:
         """Delete the alias (the image stays)."""
         name = alias_name(name)
-        call = Call(method="DELETE", path=alias_path(name), action=f"delete alias {name!r}")
-        await self._connection.request(call)
+        await self._connection.request(api.delete_alias(name))

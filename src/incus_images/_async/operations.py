@@ -14,13 +14,12 @@ from typing import Protocol
 
 import httpx
 
+from .. import _api as api
 from .._errors import IncusTimeoutError, NotFoundError, OperationError
 from .._flavours import async_flavour
 from .._logging import logger
 from .._models import Operation
 from .._protocol import (
-    OPERATIONS,
-    Call,
     operation_failure,
     parse_wait,
     structure,
@@ -74,12 +73,7 @@ class AsyncOperationsAPI:
     async def get(self, operation: Operation | str) -> Operation:
         """Return the current state of an operation (given as Operation, id or URL)."""
         op_id = operation_id(operation)
-        call = Call(
-            method="GET",
-            path=f"{OPERATIONS}/{op_id}",
-            action=f"get operation {op_id}",
-            project_scoped=False,
-        )
+        call = api.get_operation(op_id)
         envelope = await self._connection.request(call)
         return structure(call, self._connection.server, envelope.metadata, Operation)
 
@@ -196,13 +190,7 @@ class AsyncOperationsAPI:
             else:
                 # The server counts whole seconds; the deadline is checked here after each poll.
                 slice_seconds = min(longest, max(1, math.ceil(deadline - time.monotonic())))
-            call = Call(
-                method="GET",
-                path=f"{OPERATIONS}/{op_id}/wait",
-                params={"timeout": str(slice_seconds)},
-                action=action,
-                project_scoped=False,
-            )
+            call = api.wait_operation(op_id, slice_seconds, action=action)
             asked = time.monotonic()
             longest_read = slice_seconds + _READ_MARGIN_SECONDS
             response = await self._connection.send(

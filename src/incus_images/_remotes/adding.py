@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from .. import _api as api
 from .._endpoint import parse_endpoint
 from .._errors import (
     ConfigurationError,
@@ -29,7 +30,6 @@ from .._errors import (
     UnexpectedResponseError,
     note_left_behind,
 )
-from .._protocol import Call
 from .._small_files import configuration_file, exists
 from .._tls import (
     ClientCertificate,
@@ -307,12 +307,7 @@ def _add_from_token(
         # A client certificate the server trusts already (added before) needs no token:
         # it is not sent, and stays usable.
         if server.info()["auth"] != "trusted":
-            call = Call(
-                method="POST",
-                path="/1.0/certificates",
-                action=f"join with the trust token for {token.client_name!r}",
-                json={"trust_token": token.encoded},
-            )
+            call = api.join_with_token(token.client_name, token.encoded)
             try:
                 server.send(call)
             except ForbiddenError as exc:

@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from typing import Any
 from urllib.parse import unquote
 
+from .. import _api as api
 from .._endpoint import Endpoint
 from .._errors import (
     ConflictError,
@@ -24,7 +25,7 @@ from .._errors import (
     LeftBehind,
     note_left_behind,
 )
-from .._protocol import Call, Envelope, named_path, parse_envelope, unexpected
+from .._protocol import Call, Envelope, parse_envelope, unexpected
 from .._tls import client_context
 from .tokens import TrustToken, host_port
 
@@ -184,7 +185,7 @@ class Server:
         return parse_envelope(call, self.url, response)
 
     def info(self) -> dict[str, Any]:
-        call = Call(method="GET", path="/1.0", action="read the server's information")
+        call = api.server_info()
         metadata = self.send(call).metadata
         if not isinstance(metadata, dict) or not isinstance(metadata.get("auth"), str):
             raise unexpected(call, self.url, "GET /1.0 holds no server information")
@@ -195,18 +196,12 @@ class Server:
         asked for, once the server shows it; else the only project this client may use;
         else none (the default project)."""
         if requested is not None:
-            self.send(
-                Call(
-                    method="GET",
-                    path=named_path("/1.0/projects", requested),
-                    action=f"find project {requested!r}",
-                )
-            )
+            self.send(api.project(requested))
             return requested
         extensions = info.get("api_extensions")
         if not isinstance(extensions, list) or "projects" not in extensions:
             return ""
-        call = Call(method="GET", path="/1.0/projects", action="list the projects")
+        call = api.projects()
         names = _project_names(call, self.url, self.send(call).metadata)
         if len(names) == 1:
             return names[0]
