@@ -47,12 +47,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-import attrs
+from bench_common import GIB, GNU_TIME, HERE, MIB, RSS_LIMIT_MIB, Run, run_child, size_text
 from throwaway_incusd import ThrowawayIncusd, incusd_binary, unix_request
-
-HERE = Path(__file__).resolve().parent
-GIB = 1024**3
-MIB = 1024**2
 
 UPLOAD_VARIANTS = ["sdk-sync", "sdk-async", "incus-cli", "curl", "httpx"]
 EXPORT_VARIANTS = ["sdk-sync", "sdk-async", "incus-cli", "curl", "httpx"]
@@ -60,8 +56,6 @@ TARGETS = {  # (reference, highest allowed ratio of the SDK's time to the refere
     "upload": [("incus-cli", 1.00), ("curl", 1.10)],
     "export": [("incus-cli", 1.00), ("curl", 1.25)],
 }
-GNU_TIME = "/usr/bin/time"
-RSS_LIMIT_MIB = 64
 RSS_SPREAD_MIB = 8
 
 
@@ -72,47 +66,6 @@ def parse_size(text: str) -> int:
         if value.endswith(suffix):
             return int(float(value.removesuffix(suffix)) * unit)
     return int(float(value) * GIB)
-
-
-def size_text(size: int) -> str:
-    if size % GIB == 0:
-        return f"{size // GIB} GiB"
-    if size >= GIB:
-        return f"{size / GIB:.2f} GiB"
-    return f"{size / MIB:.0f} MiB" if size % MIB == 0 else f"{size / MIB:.1f} MiB"
-
-
-@attrs.frozen
-class Run:
-    seconds: float
-    peak_rss_mib: float
-    #: The child's CPU time, user + system (GNU time).
-    cpu: float
-
-
-def run_child(argv: list[str], env: dict[str, str]) -> tuple[Run, str]:
-    """Run argv to completion; its wall time, peak RSS, CPU time and stdout.
-
-    The peak RSS comes from GNU time, not from wait4() here: Linux counts the memory of the
-    process that forked a child into the child's peak, so a child of this (bigger) Python
-    process would inherit its size. GNU time is a small C program; it adds ~1 ms.
-    """
-    with tempfile.NamedTemporaryFile("r") as report:
-        started = time.perf_counter()
-        result = subprocess.run(
-            [GNU_TIME, "-f", "%M %U %S", "-o", report.name, *argv],
-            env=env,
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        seconds = time.perf_counter() - started
-        if result.returncode != 0:
-            raise RuntimeError(
-                f"{argv} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}"
-            )
-        peak_kib, user, system = report.read().split()[-3:]
-    return Run(seconds, int(peak_kib) / 1024, float(user) + float(system)), result.stdout
 
 
 def write_bytecode(python: str, env: dict[str, str]) -> None:

@@ -66,7 +66,7 @@ from types import TracebackType
 from typing import Any
 
 import attrs
-from bench import HERE, MIB, RSS_LIMIT_MIB, Run, run_child, size_text
+from bench_common import HERE, MIB, RSS_LIMIT_MIB, Run, run_child, size_text
 from throwaway_incusd import ThrowawayIncusd, make_client_certificate, unix_request
 
 #: variant -> (who runs it, mode, clients over HTTPS)

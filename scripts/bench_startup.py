@@ -50,7 +50,7 @@ from pathlib import Path
 from types import TracebackType
 
 import attrs
-from bench import HERE
+from bench_common import HERE
 from throwaway_incusd import ThrowawayIncusd
 from tiny_image import unified_image
 

@@ -11,8 +11,8 @@ from throwaway_incusd import make_client_certificate
 
 from incus_images import Image, InvalidInputError, SimpleStreams, TransferError
 from incus_images._transfer.export import ExportPart
-from incus_images._transfer.progress import daemon_progress
 from incus_images._transfer.relay import RelayFraming
+from incus_images._transfer.reports import daemon_progress
 from incus_images._validate import secret_token
 from tests.conftest import self_signed_certificate
 from tests.helpers import multipart_parts, sha256

@@ -78,7 +78,8 @@ from incus_images._protocol import (
     token_secret,
 )
 from incus_images._transfer.files import check_export_target, rootfs_path, temporary_name
-from incus_images._transfer.upload import PreparedUpload, Source, open_source, prepare_upload
+from incus_images._transfer.plan import PreparedUpload, prepare_upload
+from incus_images._transfer.sources import Source, open_source
 from tests.fuzz_settings import FEWER, FUZZ, SLOW
 
 # Shrinking a failure builds the repr of the recursive strategies, which Hypothesis warns is

@@ -27,7 +27,7 @@ from hypothesis import strategies as st
 from incus_images import IncusError, add_remote, load_remotes
 from incus_images._remotes.adding import _new_client_certificate
 from incus_images._remotes.connect import remote_endpoint, simplestreams_remote
-from incus_images._remotes.files import _config_text
+from incus_images._remotes.writing import _config_text
 from tests.fuzz_settings import FEWER, SLOW
 from tests.helpers import closed_port
 

@@ -12,9 +12,9 @@ from collections.abc import Iterator
 
 import pytest
 
-import incus_images._transfer.progress
+import incus_images._transfer.reports
 import incus_images._transfer.threads
-from incus_images._transfer.progress import Progress
+from incus_images._transfer.reports import Progress
 from incus_images._transfer.threads import CHUNK_SIZE, Hasher
 from incus_images.progress import TqdmProgress
 from tests.helpers import random_pieces
@@ -56,10 +56,10 @@ def gate(monkeypatch: pytest.MonkeyPatch) -> Iterator[threading.Event]:
 
 @pytest.fixture
 def clock(monkeypatch: pytest.MonkeyPatch) -> list[float]:
-    """A settable time.monotonic for incus_images._transfer.progress (only there)."""
+    """A settable time.monotonic for incus_images._transfer.reports (only there)."""
     now = [1000.0]
     monkeypatch.setattr(
-        incus_images._transfer.progress, "time", types.SimpleNamespace(monotonic=lambda: now[0])
+        incus_images._transfer.reports, "time", types.SimpleNamespace(monotonic=lambda: now[0])
     )
     return now
 

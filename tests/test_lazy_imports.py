@@ -50,7 +50,7 @@ NOT_FOR_READING = (
     "incus_images._requests",
 )
 #: The rooms of each flavour that only writing calls use.
-WRITING_ROOMS = ("_copying", "_importing", "_publishing", "_transfers")
+WRITING_ROOMS = ("_copying", "_importing", "_publishing", "_bodies")
 
 
 class _ImagesHandler(http.server.BaseHTTPRequestHandler):

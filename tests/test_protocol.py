@@ -46,7 +46,8 @@ from incus_images._protocol import (
     transport_error,
 )
 from incus_images._requests import ImageChanges, ImagePatch, ImagePut
-from incus_images._transfer.upload import list_header, looks_like_json
+from incus_images._transfer.plan import list_header
+from incus_images._transfer.sources import looks_like_json
 from incus_images._validate import (
     alias_name,
     filename_header,

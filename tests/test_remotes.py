@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-import incus_images._remotes.files as files_module
+import incus_images._remotes.writing as files_module
 from incus_images import (
     AsyncClient,
     Client,
@@ -36,8 +36,8 @@ from incus_images import (
 from incus_images._remotes.adding import _Added, _Certificate, _new_client_certificate
 from incus_images._remotes.config import _DEFAULT_CONFIG_YAML, config_directory, remote_name
 from incus_images._remotes.connect import remote_endpoint
-from incus_images._remotes.files import _config_text, _save, write_atomically
 from incus_images._remotes.tokens import decode_token, host_port
+from incus_images._remotes.writing import _config_text, _save, write_atomically
 from tests.helpers import assert_left
 
 FINGERPRINT = "21d3f7cbe0c68493e9c5a7c39cddc330b06eb7b214385ad5d60f86a132d3cabb"

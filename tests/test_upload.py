@@ -1,4 +1,5 @@
-"""Unit tests of upload planning and metering (incus_images._transfer.upload), flavour-neutral.
+"""Unit tests of upload planning and metering (incus_images._transfer: sources, plan, meter,
+rehash), flavour-neutral.
 
 The flavours' clients produce the body as :func:`body` does here: the framing of every segment
 as it is, and the chunks of every source through :class:`UploadMeter`.
@@ -16,20 +17,20 @@ from pathlib import Path
 
 import pytest
 
-import incus_images._transfer.progress
+import incus_images._transfer.reports
 from incus_images._errors import InvalidInputError, TransferError
+from incus_images._transfer.meter import UploadMeter
 from incus_images._transfer.multipart import (
     multipart_boundary,
 )
-from incus_images._transfer.threads import CHUNK_SIZE
-from incus_images._transfer.upload import (
+from incus_images._transfer.plan import UploadPlan
+from incus_images._transfer.sources import (
     Source,
-    UploadMeter,
-    UploadPlan,
     open_source,
     read_chunks,
     refuse_json_before_sending,
 )
+from incus_images._transfer.threads import CHUNK_SIZE
 from tests.helpers import multipart_parts, sha256
 
 #: Stand-in image bytes: gzip magic, then noise (never JSON-looking).
@@ -680,7 +681,7 @@ def test_meter_progress_reports_every_chunk_with_a_ticking_clock(
 ) -> None:
     clock = iter(range(0, 10**6, 10))  # 10 seconds pass between any two readings
     monkeypatch.setattr(
-        incus_images._transfer.progress,
+        incus_images._transfer.reports,
         "time",
         types.SimpleNamespace(monotonic=lambda: next(clock)),
     )

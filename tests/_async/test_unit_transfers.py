@@ -22,7 +22,7 @@ import httpx
 import pytest
 import respx
 
-import incus_images._transfer.progress
+import incus_images._transfer.reports
 from incus_images import (
     APIError,
     AsyncClient,
@@ -76,7 +76,7 @@ async def loose() -> AsyncIterator[respx.MockRouter]:
 
 @pytest.fixture
 def ticking(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Ten seconds pass between any two clock readings of incus_images._transfer.progress (only
+    """Ten seconds pass between any two clock readings of incus_images._transfer.reports (only
     there), so that progress is reported for every chunk."""
     now = [0.0]
 
@@ -85,7 +85,7 @@ def ticking(monkeypatch: pytest.MonkeyPatch) -> None:
         return now[0]
 
     monkeypatch.setattr(
-        incus_images._transfer.progress, "time", types.SimpleNamespace(monotonic=monotonic)
+        incus_images._transfer.reports, "time", types.SimpleNamespace(monotonic=monotonic)
     )
 
 
@@ -517,7 +517,7 @@ async def test_a_path_that_cannot_be_opened_is_refused_with_the_oserror_as_cause
     def denied(name: Any, mode: str = "r") -> Any:
         raise refused
 
-    monkeypatch.setattr("incus_images._transfer.upload.open", denied, raising=False)
+    monkeypatch.setattr("incus_images._transfer.sources.open", denied, raising=False)
     with pytest.raises(InvalidInputError, match="cannot read") as caught:
         await client.images.create(path)
     assert caught.value.__cause__ is refused

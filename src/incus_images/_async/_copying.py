@@ -45,9 +45,9 @@ from .._protocol import structure, token_secret
 from .._requests import AliasEntry, FollowUp, ImageExportPost, ImagesPost, ImagesPostSource
 from .._simplestreams import SimpleStreams
 from .._transfer.export import ExportReader
-from .._transfer.progress import Progress, ProgressCallback, daemon_progress
+from .._transfer.plan import list_header
 from .._transfer.relay import RelayFraming
-from .._transfer.upload import list_header
+from .._transfer.reports import Progress, ProgressCallback, daemon_progress
 from .._validate import (
     IMAGE_TYPES,
     alias_name,
@@ -61,9 +61,9 @@ from .._validate import (
     profile_name,
 )
 from .._waiting import WaitBudget
+from ._bodies import RelayState, relay_body
 from ._calls import AsyncImageCalls
 from ._importing import AsyncImporter, follow_up_description
-from ._transfers import RelayState, relay_body
 
 __all__ = ["MAX_COPIED_ALIASES", "AsyncCopier", "CopyOptions", "copy_options"]
 

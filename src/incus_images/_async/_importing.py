@@ -40,10 +40,12 @@ from .._logging import logger
 from .._models import Image, Operation, OperationStatus
 from .._protocol import Call, record_interruption, stored_fingerprint, structure
 from .._requests import FollowUp, ImageAliasesPost, ImagePut
-from .._transfer.upload import PreparedUpload, Rehash, UploadMeter
+from .._transfer.meter import UploadMeter
+from .._transfer.plan import PreparedUpload
+from .._transfer.rehash import Rehash
 from .._waiting import WaitBudget
+from ._bodies import upload_body
 from ._calls import AsyncImageCalls
-from ._transfers import upload_body
 
 #: Called with each new state of a running operation (for progress reports).
 OperationWatcher = Callable[[Operation], object]

@@ -23,7 +23,7 @@ from .._errors import (
 from .._models import Image, Operation
 from .._protocol import structure
 from .._requests import AliasEntry, FollowUp, ImagesPost, ImagesPostSource
-from .._transfer.progress import Progress, ProgressCallback, daemon_progress
+from .._transfer.reports import Progress, ProgressCallback, daemon_progress
 from .._validate import (
     aware_datetime,
     boolean,

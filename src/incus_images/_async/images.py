@@ -54,7 +54,7 @@ from .operations import AsyncOperationsAPI
 # a script that lists or reads images never loads them (start-up time, BENCHMARKS.md).
 if TYPE_CHECKING:
     from .._simplestreams import SimpleStreams
-    from .._transfer.progress import ProgressCallback
+    from .._transfer.reports import ProgressCallback
     from ._copying import CopyMode
 
 #: What an image (or one part of a split image) can be given as.
@@ -470,7 +470,7 @@ class AsyncImagesAPI:
         An image that is already stored raises ImageExistsError (its ``fingerprint`` names
         it); a failed upload raises OperationError with the server's message.
         """
-        from .._transfer.upload import prepare_upload
+        from .._transfer.plan import prepare_upload
         from ._importing import AsyncImporter
 
         prepared = prepare_upload(
@@ -705,7 +705,7 @@ class AsyncImagesAPI:
         """
         from .._transfer.export import ExportReceiver
         from .._transfer.files import check_export_target
-        from ._transfers import receive_export
+        from ._bodies import receive_export
 
         prefix = fingerprint_prefix(fingerprint)
         target = check_export_target(target_path)

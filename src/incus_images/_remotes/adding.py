@@ -40,16 +40,6 @@ from .._tls import (
 )
 from .._validate import boolean, seconds, text
 from .config import CONFIG_FILE, Remote, _given_directory, load_remotes, remote_name
-from .files import (
-    _Added,
-    _Certificate,
-    _config_text,
-    _save,
-    check_writable,
-    configuration_lock,
-    keep_client_certificate,
-    kept_note,
-)
 from .reaching import (
     Deadline,
     Server,
@@ -59,6 +49,16 @@ from .reaching import (
     peer_certificate,
 )
 from .tokens import TrustToken, decode_token
+from .writing import (
+    _Added,
+    _Certificate,
+    _config_text,
+    _save,
+    check_writable,
+    configuration_lock,
+    keep_client_certificate,
+    kept_note,
+)
 
 # --------------------------------------------------------------------------------------------
 # Adding a remote.

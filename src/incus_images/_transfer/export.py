@@ -27,7 +27,7 @@ from .multipart import (
     content_disposition_filename,
     multipart_boundary,
 )
-from .progress import Progress, ProgressCallback
+from .reports import Progress, ProgressCallback
 from .threads import Hasher
 
 __all__ = ["ExportPart", "ExportReader", "ExportReceiver"]

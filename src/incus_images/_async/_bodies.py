@@ -18,15 +18,10 @@ from .._flavours import async_flavour
 from .._logging import logger
 from .._protocol import Call, record_interruption, transport_error
 from .._transfer.export import ExportReader, ExportReceiver
+from .._transfer.meter import UploadMeter
+from .._transfer.plan import Segment, UploadPlan
 from .._transfer.relay import RelayFraming
-from .._transfer.upload import (
-    Segment,
-    UploadMeter,
-    UploadPlan,
-    chunk_bytes,
-    read_chunks,
-    reading,
-)
+from .._transfer.sources import chunk_bytes, read_chunks, reading
 from ._connection import AsyncConnection
 
 
