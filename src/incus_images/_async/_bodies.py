@@ -1,8 +1,8 @@
 """Driving the transfer room's pieces over the wire: upload bodies and export bodies.
 
-The sans-IO pieces (``_transfer/``) decide what goes out and what came in; these loops move the
-bytes, hand the slow work (hashing, writing) to worker threads when it falls behind, and are the
-only place where the two flavours wait differently (``async_flavour.run_blocking``).
+The transfer room (``_transfer/``) decides what goes out and what came in; these loops move
+the bytes, hand the slow work (hashing, writing) to worker threads when it falls behind, and
+are the only place where the two flavours wait differently (``async_flavour.run_blocking``).
 """
 
 from __future__ import annotations

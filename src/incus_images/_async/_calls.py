@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 
 
 class AsyncImageCalls:
-    """One request each, on one server."""
+    """One request each, on the client's server (for a cluster, the member in use)."""
 
     def __init__(self, connection: AsyncConnection, operations: AsyncOperationsAPI) -> None:
         self.connection = connection

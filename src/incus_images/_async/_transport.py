@@ -51,7 +51,7 @@ from .._protocol import (
 from .._sockets import AsyncSocketBackend
 from ._deadlines import AsyncDeadlineBackend, call_deadline, current_deadline
 
-#: Connections to one server at most (httpx's default), and so calls in flight at once.
+#: Connections a client holds at most (httpx's default), and so its calls in flight at once.
 MAX_CONNECTIONS = 100
 
 #: The largest answer read (a listing of about ten thousand images). With the JSON density

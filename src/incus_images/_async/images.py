@@ -81,7 +81,7 @@ class AsyncImageServer(Protocol):
 
 
 class AsyncImagesAPI:
-    """Images and image aliases on one server, in the client's project.
+    """Images and image aliases on the client's server (or cluster), in its project.
 
     Every method that takes a fingerprint accepts the full SHA-256 or any unique prefix of it,
     in either case. Results are typed models; failures raise subclasses of IncusError.
