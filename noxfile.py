@@ -174,6 +174,8 @@ def reliability(session: nox.Session) -> None:
         "pytest",
         "tests/test_fuzz.py",
         "tests/test_fuzz_remotes.py",
+        "tests/test_fuzz_cluster.py",
+        "tests/test_fuzz_copy.py",
         "-q",
         env={"FUZZ_EXAMPLES": "2000"},
     )

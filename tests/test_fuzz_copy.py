@@ -26,8 +26,9 @@ from hypothesis import strategies as st
 from incus_images import Client, Image, IncusError, InvalidInputError
 from incus_images._async._copying import MAX_COPIED_ALIASES
 from incus_images._validate import new_alias_name
+from tests.fuzz_settings import FEWER
 from tests.helpers import accepted_response, error_response, operation, sha256, sync_response
-from tests.test_fuzz import FEWER, NASTY, any_text, json_values
+from tests.test_fuzz import NASTY, any_text, json_values
 
 SOURCE = "https://source.test:8443"
 TARGET = "https://target.test:8443"
