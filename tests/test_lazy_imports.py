@@ -138,6 +138,8 @@ def test_a_blocking_list_loads_only_what_reading_needs(images_server: str) -> No
     assert classes_module.split() == ["incus_images", "incus_images"]
     assert _among(modules, NOT_FOR_READING) == []
     assert _among(modules, ("incus_images._async",)) == []
+    # A client of the local socket speaks no TLS and reads no certificate file.
+    assert _among(modules, ("incus_images._tls", "incus_images._small_files")) == []
     # httpcore imports anyio's top level whatever the flavour; the SDK adds none of it.
     plain_httpx, _ = loaded_by(
         "import httpx\n"

@@ -10,20 +10,17 @@ import os
 import socket
 import ssl
 from collections.abc import Mapping, Sequence
-from typing import TypeAlias
+from typing import TYPE_CHECKING, TypeAlias
 from urllib.parse import SplitResult, unquote, urlsplit
 
 import attrs
 import httpx
 
 from ._errors import IncusConnectionError, InvalidInputError
-from ._tls import (
-    ClientCertificate,
-    client_context,
-    read_client_certificate,
-    read_trusted_certificates,
-)
 from ._validate import text as checked_text
+
+if TYPE_CHECKING:
+    from ._tls import ClientCertificate
 
 __all__ = [
     "SYSTEM_SOCKETS",
@@ -164,6 +161,7 @@ def _path(value: object, argument: str) -> str:
 def _client_certificate(cert: CertificateArg) -> ClientCertificate | None:
     if cert is None:
         return None
+    from ._tls import read_client_certificate
     if isinstance(cert, tuple):
         if len(cert) != 2:
             raise InvalidInputError(
@@ -175,6 +173,9 @@ def _client_certificate(cert: CertificateArg) -> ClientCertificate | None:
 
 def _tls(verify: VerifyArg, cert: CertificateArg) -> tuple[ssl.SSLContext, str | None]:
     """The TLS context of verify= and cert=, and the PEM text of a verify= file."""
+    # Here only: a client of the local socket never needs TLS (3 ms of its start-up).
+    from ._tls import client_context, read_trusted_certificates
+
     if isinstance(verify, ssl.SSLContext):
         if cert is not None:
             raise InvalidInputError(

@@ -51,6 +51,17 @@ async def test_a_get_on_a_dead_connection_is_repeated_once(
     assert logged[1][1].startswith(f"GET /1.0/images/{FP} on {client.server}: 200, ")
 
 
+async def test_a_repeat_says_what_failed_even_when_the_failure_says_nothing(
+    client: AsyncClient, router: respx.MockRouter, caplog: pytest.LogCaptureFixture
+) -> None:
+    silent = httpx.ReadError("")
+    router.get(f"/1.0/images/{FP}").mock(side_effect=[silent, sync_response(image(FP))])
+    with caplog.at_level(logging.WARNING, logger="incus_images"):
+        await client.images.get(FP)
+    (warning,) = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert "was dead (ReadError); trying again" in warning
+
+
 async def test_a_get_is_repeated_only_once(client: AsyncClient, router: respx.MockRouter) -> None:
     route = router.get(f"/1.0/images/{FP}").mock(side_effect=[DEAD, DEAD, sync_response({})])
     with pytest.raises(IncusConnectionError, match="Server disconnected"):

@@ -261,10 +261,10 @@ class Attempt:
         self._error = mapped
         nothing_sent = isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout)
         if nothing_sent and self._replayable:
-            return self._judged("elsewhere", f"{server} cannot be reached ({exc})")
+            return self._judged("elsewhere", f"{server} cannot be reached ({_reason(exc)})")
         dead = isinstance(exc, httpx.RemoteProtocolError | httpx.ReadError | httpx.WriteError)
         if dead and self._safe and self._first_here:
-            return self._judged("again", f"the connection to {server} was dead ({exc})")
+            return self._judged("again", f"the connection to {server} was dead ({_reason(exc)})")
         if not self._safe and not nothing_sent:
             note_left_behind(
                 mapped,
@@ -581,6 +581,12 @@ async def raw_chunks(response: httpx.Response) -> AsyncIterator[bytes]:
         return
     async for chunk in response.aiter_raw():
         yield chunk
+
+
+def _reason(exc: BaseException) -> str:
+    """What a failure says, for a log line: its text, else its kind (httpx's ConnectTimeout
+    and ReadError may carry none)."""
+    return str(exc) or type(exc).__name__
 
 
 def _peer_certificate(response: httpx.Response) -> str | None:
