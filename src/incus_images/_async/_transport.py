@@ -392,6 +392,8 @@ class AsyncPolicyTransport(httpx.AsyncBaseTransport):
             self._members = None
         #: Whether the caller named a cluster (else an unanswered question is no news).
         self._cluster_named = bool(members)
+        #: The member in use and its base URL, parsed once.
+        self._base: tuple[Endpoint, httpx.URL] | None = None
 
     @property
     def server(self) -> str:
@@ -423,20 +425,7 @@ class AsyncPolicyTransport(httpx.AsyncBaseTransport):
         self, request: httpx.Request, call: Call, attempt: Attempt, *, streamed: bool
     ) -> httpx.Response:
         """One try on the member in use; an answer to read is read whole, within limits."""
-        base = httpx.URL(self.endpoint.base_url)
-        url = request.url.copy_with(scheme=base.scheme, host=base.host, port=base.port)
-        # Host follows the member the request goes to (httpx sets it only for a request it
-        # builds from content, not from a stream).
-        headers = [(b"Host", url.netloc)]
-        headers += [(key, value) for key, value in request.headers.raw if key.lower() != b"host"]
-        sent = httpx.Request(
-            request.method,
-            url,
-            headers=headers,
-            stream=request.stream,
-            extensions=request.extensions,
-        )
-        response = await self._inner.handle_async_request(sent)
+        response = await self._inner.handle_async_request(self._addressed(request))
         extensions = dict(response.extensions)
         peer = _peer_certificate(response)
         if peer is not None:
@@ -454,6 +443,28 @@ class AsyncPolicyTransport(httpx.AsyncBaseTransport):
             headers=response.headers,
             content=body,
             extensions=extensions,
+        )
+
+    def _addressed(self, request: httpx.Request) -> httpx.Request:
+        """The request, sent to the member in use: as it is when it names that member already
+        (every request but those a failover moves), else a copy for the member."""
+        if self._base is None or self._base[0] is not self.endpoint:
+            self._base = (self.endpoint, httpx.URL(self.endpoint.base_url))
+        base = self._base[1]
+        url = request.url
+        if (url.scheme, url.host, url.port) == (base.scheme, base.host, base.port):
+            return request
+        url = url.copy_with(scheme=base.scheme, host=base.host, port=base.port)
+        # Host follows the member the request goes to (httpx sets it only for a request it
+        # builds from content, not from a stream).
+        headers = [(b"Host", url.netloc)]
+        headers += [(key, value) for key, value in request.headers.raw if key.lower() != b"host"]
+        return httpx.Request(
+            request.method,
+            url,
+            headers=headers,
+            stream=request.stream,
+            extensions=request.extensions,
         )
 
     def _retries(
