@@ -162,6 +162,7 @@ def _client_certificate(cert: CertificateArg) -> ClientCertificate | None:
     if cert is None:
         return None
     from ._tls import read_client_certificate
+
     if isinstance(cert, tuple):
         if len(cert) != 2:
             raise InvalidInputError(
