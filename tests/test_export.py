@@ -20,7 +20,14 @@ from incus_images._errors import (
     TransferError,
 )
 from incus_images._transfer.export import ExportReceiver
-from incus_images._transfer.files import check_export_target, safe_basename, temporary_name
+from incus_images._transfer.files import (
+    ExportTarget,
+    check_export_target,
+    make_directories,
+    remove_made_directories,
+    safe_basename,
+    temporary_name,
+)
 from incus_images._transfer.multipart import (
     MultipartError,
     MultipartParser,
@@ -407,7 +414,7 @@ def feed_all(receiver: ExportReceiver, body: bytes, size: int = 97) -> None:
 
 def receive(target: Path, fingerprint: str, body: bytes, **options: object) -> list[Path]:
     """Run a receiver as the client does: feed, finish, and always discard."""
-    receiver = ExportReceiver(target, fingerprint, **options)  # type: ignore[arg-type]
+    receiver = ExportReceiver(ExportTarget(target), fingerprint, **options)  # type: ignore[arg-type]
     try:
         feed_all(receiver, body)
         return receiver.finish()
@@ -559,7 +566,7 @@ def test_split_export_with_two_parts_of_one_name_is_refused(tmp_path: Path) -> N
 def test_temporary_files_live_beside_the_target(tmp_path: Path) -> None:
     fp = sha256(UNIFIED)
     target = tmp_path / "image.tar.gz"
-    receiver = ExportReceiver(target, fp, **unified_options(None))  # type: ignore[arg-type]
+    receiver = ExportReceiver(ExportTarget(target), fp, **unified_options(None))  # type: ignore[arg-type]
     receiver.feed(UNIFIED[:100])
     names = listing(tmp_path)
     assert len(names) == 1
@@ -608,7 +615,7 @@ def test_checksum_mismatch_keeps_a_previous_file_untouched(tmp_path: Path) -> No
 
 def test_checksum_mismatch_file_remains_only_until_discard(tmp_path: Path) -> None:
     fp = sha256(b"other")
-    receiver = ExportReceiver(tmp_path / "x", fp, **unified_options(None))  # type: ignore[arg-type]
+    receiver = ExportReceiver(ExportTarget(tmp_path / "x"), fp, **unified_options(None))  # type: ignore[arg-type]
     receiver.feed(UNIFIED)
     with pytest.raises(ChecksumMismatchError):
         receiver.finish()
@@ -619,7 +626,7 @@ def test_checksum_mismatch_file_remains_only_until_discard(tmp_path: Path) -> No
 
 def test_discard_removes_temporary_files_midway(tmp_path: Path) -> None:
     fp = sha256(META, ROOT)
-    receiver = ExportReceiver(tmp_path / "image", fp, **SPLIT_OPTIONS)  # type: ignore[arg-type]
+    receiver = ExportReceiver(ExportTarget(tmp_path / "image"), fp, **SPLIT_OPTIONS)  # type: ignore[arg-type]
     body = split_body(fp)
     receiver.feed(body[: len(body) - 50])  # into the rootfs part
     assert len(listing(tmp_path)) == 2
@@ -686,7 +693,7 @@ def test_malformed_split_export_is_a_transfer_error(tmp_path: Path) -> None:
 def test_multipart_content_type_without_boundary(tmp_path: Path) -> None:
     with pytest.raises(TransferError, match="without a boundary") as info:
         ExportReceiver(
-            tmp_path / "x",
+            ExportTarget(tmp_path / "x"),
             "ab",
             content_type="multipart/form-data",
             content_disposition=None,
@@ -745,11 +752,39 @@ def test_failed_commit_of_the_rootfs_leaves_nothing_under_the_target_name(
 def test_check_export_target_accepts_new_and_existing_files_and_directories(
     tmp_path: Path,
 ) -> None:
-    assert check_export_target(tmp_path) == tmp_path
-    assert check_export_target(str(tmp_path / "new.tar")) == tmp_path / "new.tar"
+    assert check_export_target(tmp_path) == ExportTarget(tmp_path)
+    assert check_export_target(str(tmp_path / "new.tar")) == ExportTarget(tmp_path / "new.tar")
     existing = tmp_path / "old.tar"
     existing.write_bytes(b"x")
-    assert check_export_target(existing) == existing
+    assert check_export_target(existing) == ExportTarget(existing)
+
+
+def test_check_export_target_a_separator_names_a_directory(tmp_path: Path) -> None:
+    assert check_export_target(f"{tmp_path}/") == ExportTarget(tmp_path)
+    wanted = check_export_target(f"{tmp_path}/a/b/")
+    assert wanted == ExportTarget(tmp_path / "a" / "b", make_directory=True)
+    assert str(wanted) == f"{tmp_path}/a/b/"
+    assert list(tmp_path.iterdir()) == []  # made only once the export starts
+
+
+def test_check_export_target_a_separator_after_a_file_or_symlink(tmp_path: Path) -> None:
+    (tmp_path / "file").write_bytes(b"x")
+    (tmp_path / "dangling").symlink_to(tmp_path / "nowhere")
+    for raw in ("file/", "file/sub/", "dangling/"):
+        with pytest.raises(InvalidInputError, match="not a directory"):
+            check_export_target(f"{tmp_path}/{raw}")
+    with pytest.raises(InvalidInputError, match="too long"):
+        check_export_target(f"{tmp_path}/{'d' * 256}/")
+
+
+def test_make_directories_returns_what_it_made_and_removal_spares_the_rest(
+    tmp_path: Path,
+) -> None:
+    made = make_directories(tmp_path / "a" / "b" / "c")
+    assert made == [tmp_path / "a" / "b" / "c", tmp_path / "a" / "b", tmp_path / "a"]
+    (tmp_path / "a" / "kept").write_bytes(b"someone else's")
+    remove_made_directories(made)
+    assert sorted(p.name for p in (tmp_path / "a").iterdir()) == ["kept"]
 
 
 def test_check_export_target_missing_directory(tmp_path: Path) -> None:

@@ -77,7 +77,13 @@ from incus_images._protocol import (
     structure,
     token_secret,
 )
-from incus_images._transfer.files import check_export_target, rootfs_path, temporary_name
+from incus_images._transfer.files import (
+    check_export_target,
+    make_directories,
+    remove_made_directories,
+    rootfs_path,
+    temporary_name,
+)
 from incus_images._transfer.plan import PreparedUpload, prepare_upload
 from incus_images._transfer.sources import Source, open_source
 from tests.fuzz_settings import FEWER, FUZZ, SLOW
@@ -629,6 +635,10 @@ path_names = st.one_of(
             "fifo",
             "missing",
             "missing/new",
+            "missing/new/",
+            "file/",
+            "file/sub/",
+            "a" * 256 + "/",
             "",
             ".",
             "new.tar.gz",
@@ -670,14 +680,22 @@ non_paths = st.one_of(
 def test_check_export_target(sandbox: Path, name: str, as_path: bool, other: object) -> None:
     target_path = under(sandbox, name, as_path) if other is None else other
     try:
-        target = check_export_target(target_path)  # type: ignore[arg-type]
+        checked = check_export_target(target_path)  # type: ignore[arg-type]
     except InvalidInputError:
         return
+    target = checked.path
     assert isinstance(target, Path)
     assert isinstance(target_path, str | os.PathLike)
     sendable(str(target))
     os.fsencode(target)
     if target.is_dir():
+        return
+    if checked.make_directory:
+        # A directory to make: what mkdir -p will do must work, and leave nothing once undone.
+        made = make_directories(target)
+        assert made and made[0] == target and target.is_dir()
+        remove_made_directories(made)
+        assert not target.exists()
         return
     assert target.parent.is_dir()
     for path in (target, rootfs_path(target)):

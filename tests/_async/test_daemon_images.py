@@ -384,6 +384,16 @@ async def test_export_into_a_directory_uses_the_servers_file_name(
     assert hashlib.sha256(written[0].read_bytes()).hexdigest() == image.fingerprint
 
 
+async def test_export_into_a_missing_directory_named_with_a_separator(
+    daemon_client: AsyncClient, new_image: Any, tmp_path: Path
+) -> None:
+    image = await new_image()
+    written = await daemon_client.images.export(image.fingerprint, f"{tmp_path}/out/")
+    assert written == [tmp_path / "out" / f"{image.fingerprint}.tar.gz"]
+    assert hashlib.sha256(written[0].read_bytes()).hexdigest() == image.fingerprint
+    assert (tmp_path / "out").is_dir()
+
+
 async def test_export_replaces_an_existing_file(
     daemon_client: AsyncClient, new_image: Any, tmp_path: Path
 ) -> None:

@@ -7,7 +7,9 @@ Bodies are shaped like incusd 6.0.4's (spec 6.7): a unified image is one raw bod
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import os
+import stat
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import httpx
@@ -205,6 +207,84 @@ async def test_server_file_names_stay_inside_the_directory(
     assert listing(out) == [expected]
     assert listing(out.parent) == ["out"]  # nothing escaped into the parent
     assert written[0].read_bytes() == UNIFIED
+
+
+# ------------------------------------------------------------------------------------------
+# A target that ends in a separator names a directory (made if missing, as mkdir -p would).
+
+
+@pytest.fixture
+def umask_027() -> Iterator[None]:
+    previous = os.umask(0o027)
+    try:
+        yield
+    finally:
+        os.umask(previous)
+
+
+async def test_a_missing_directory_named_with_a_separator_is_made(
+    client: AsyncClient, router: respx.MockRouter, out: Path, umask_027: None
+) -> None:
+    serve(router, UNIFIED_FP, unified_response(UNIFIED, UNIFIED_FP))
+    written = await client.images.export(UNIFIED_FP, f"{out}/new/deeper/")
+    made = out / "new" / "deeper"
+    assert written == [made / f"{UNIFIED_FP}.tar.gz"]
+    assert written[0].read_bytes() == UNIFIED
+    assert listing(out) == ["new"]  # never a file named "new" or "deeper"
+    assert listing(made) == [f"{UNIFIED_FP}.tar.gz"]
+    # mkdir -p's mode: 0o755 under the umask, for the parent made on the way too.
+    assert [stat.S_IMODE(p.stat().st_mode) for p in (out / "new", made)] == [0o750, 0o750]
+
+
+async def test_a_split_image_goes_into_a_directory_named_with_a_separator(
+    client: AsyncClient, router: respx.MockRouter, out: Path
+) -> None:
+    serve(router, SPLIT_FP, split_response(multipart(SPLIT_FP, META, ROOTFS)))
+    written = await client.images.export(SPLIT_FP, Path(out, "split").as_posix() + "/")
+    made = out / "split"
+    assert written == [made / f"meta-{SPLIT_FP}.tar.xz", made / f"{SPLIT_FP}.squashfs"]
+    assert [p.read_bytes() for p in written] == [META, ROOTFS]
+
+
+async def test_an_existing_directory_named_with_a_separator_is_used_as_it_is(
+    client: AsyncClient, router: respx.MockRouter, out: Path
+) -> None:
+    serve(router, UNIFIED_FP, unified_response(UNIFIED, UNIFIED_FP))
+    written = await client.images.export(UNIFIED_FP, f"{out}/")
+    assert written == [out / f"{UNIFIED_FP}.tar.gz"]
+
+
+async def test_a_failed_export_removes_the_directories_it_made(
+    client: AsyncClient, router: respx.MockRouter, out: Path
+) -> None:
+    serve(router, SPLIT_FP, split_response(multipart(SPLIT_FP, META, ROOTFS[:-1] + b"x")))
+    with pytest.raises(incus_images.ChecksumMismatchError) as caught:
+        await client.images.export(SPLIT_FP, f"{out}/a/b/")
+    assert listing(out) == []
+    assert "'" + str(out / "a" / "b") + os.sep + "'" in str(caught.value)
+
+
+async def test_a_failed_export_keeps_a_directory_it_did_not_make(
+    client: AsyncClient, router: respx.MockRouter, out: Path
+) -> None:
+    (out / "mine").mkdir()
+    serve(router, UNIFIED_FP, unified_response(UNIFIED[:-1] + b"x", UNIFIED_FP))
+    with pytest.raises(incus_images.ChecksumMismatchError):
+        await client.images.export(UNIFIED_FP, f"{out}/mine/made/")
+    assert listing(out) == ["mine"]
+    assert listing(out / "mine") == []
+
+
+@pytest.mark.parametrize("below", ["", "sub/"])
+async def test_a_separator_after_a_file_is_refused_before_any_request(
+    client: AsyncClient, router: respx.MockRouter, out: Path, below: str
+) -> None:
+    (out / "file").write_bytes(b"mine")
+    with pytest.raises(InvalidInputError, match="not a directory"):
+        await client.images.export(UNIFIED_FP, f"{out}/file/{below}")
+    assert not router.calls
+    assert listing(out) == ["file"]
+    assert (out / "file").read_bytes() == b"mine"
 
 
 # ------------------------------------------------------------------------------------------

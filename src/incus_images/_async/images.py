@@ -690,10 +690,13 @@ class AsyncImagesAPI:
         A unified image gives one file at target_path; a split image gives the metadata at
         target_path and the rootfs at target_path + ".root". When target_path is an existing
         directory, the server's file names are used (reduced to safe base names that cannot
-        leave the directory). The body is streamed to temporary files beside the targets and
-        renamed only once the SHA-256 of everything received matches the fingerprint; on any
-        failure or interruption nothing is left under the target names and no temporary file
-        remains.
+        leave the directory). A target_path ending in a separator (``"out/"``) always names a
+        directory: if it does not exist it is made, with its missing parents, as ``mkdir -p``
+        would (mode 0o755 under the umask), and removed again if the export fails.
+
+        The body is streamed to temporary files beside the targets and renamed only once the
+        SHA-256 of everything received matches the fingerprint; on any failure or
+        interruption nothing is left under the target names and no temporary file remains.
 
         Some images cannot be checked that way: Incus marks OCI images (``X-Incus-Type:
         oci``), whose fingerprint is not the hash of their export. They are refused with

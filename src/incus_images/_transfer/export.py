@@ -18,7 +18,7 @@ from typing import Literal
 import attrs
 
 from .._errors import ChecksumMismatchError, LeftBehind, TransferError, note_left_behind
-from .files import ExportFiles
+from .files import ExportFiles, ExportTarget
 from .multipart import (
     MultipartError,
     MultipartParser,
@@ -206,7 +206,7 @@ class ExportReceiver:
 
     def __init__(
         self,
-        target: Path,
+        target: ExportTarget,
         fingerprint: str,
         *,
         content_type: str | None,

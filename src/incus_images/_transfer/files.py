@@ -15,12 +15,15 @@ import secrets
 from collections.abc import Callable
 from pathlib import Path
 
+import attrs
+
 from .._errors import InvalidInputError, TransferError
 from .._validate import text
 from .threads import ChunkWorker
 
 __all__ = [
     "ExportFiles",
+    "ExportTarget",
     "PendingFile",
     "check_export_target",
     "rootfs_path",
@@ -44,7 +47,24 @@ def rootfs_path(target: Path) -> Path:
     return target.with_name(target.name + ".root")
 
 
-def check_export_target(target_path: str | os.PathLike[str]) -> Path:
+@attrs.frozen
+class ExportTarget:
+    """Where an export goes, as checked before anything is requested.
+
+    ``path`` is a file, or a directory (the server's file names are then used). A path that
+    ends in a separator (``"out/"``) names a directory; when it does not exist yet,
+    ``make_directory`` is true and the directory (with its missing parents, as ``mkdir -p``
+    makes them) is made once the export starts, then removed again if the export fails.
+    """
+
+    path: Path
+    make_directory: bool = False
+
+    def __str__(self) -> str:
+        return f"{self.path}{os.sep}" if self.make_directory else str(self.path)
+
+
+def check_export_target(target_path: str | os.PathLike[str]) -> ExportTarget:
     """Refuse, before anything is requested, a target that could not be written."""
     if not isinstance(target_path, str | os.PathLike):
         raise InvalidInputError(f"target_path must be a path, got {type(target_path).__name__}")
@@ -56,12 +76,70 @@ def check_export_target(target_path: str | os.PathLike[str]) -> Path:
         raise InvalidInputError("target_path is empty; give a file or directory name")
     text(raw, "target_path")
     target = Path(raw)
+    # Path() drops a trailing separator, which is how a caller says "a directory".
+    names_directory = raw.endswith(_SEPARATORS)
     try:
+        if names_directory and not target.is_dir():
+            directory = _directory_to_make(target, raw)
+            _probe_writable(directory)
+            return ExportTarget(target, make_directory=True)
         directory = _target_directory(target)
     except OSError as exc:  # a name too long for the file system, a loop of symlinks, ...
         raise InvalidInputError(f"target_path {raw!r}: {exc.strerror or exc}") from None
     _probe_writable(directory)
-    return target
+    return ExportTarget(target)
+
+
+_SEPARATORS = tuple(sep for sep in (os.sep, os.altsep) if sep)
+
+
+def _directory_to_make(target: Path, raw: str) -> Path:
+    """The existing directory a missing ``target`` directory would be made in."""
+    if target.exists() or target.is_symlink():
+        raise InvalidInputError(
+            f"target_path {raw!r} ends with a separator, so it names a directory, but "
+            f"{str(target)!r} exists and is not a directory"
+        )
+    for part in target.parts:
+        if len(part.encode("utf-8", "surrogateescape")) > _NAME_MAX:
+            raise InvalidInputError(f"target_path {raw!r}: a directory name is too long")
+    ancestor = target.parent
+    while not ancestor.exists():
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise InvalidInputError(
+            f"target_path {raw!r}: {str(ancestor)!r} exists and is not a directory"
+        )
+    return ancestor
+
+
+def make_directories(directory: Path) -> list[Path]:
+    """Make ``directory`` and its missing parents (mode 0o755 under the umask, as ``mkdir
+    -p``); return the ones made, deepest first, for :func:`remove_made_directories`."""
+    missing = []
+    while not directory.is_dir():
+        missing.append(directory)
+        directory = directory.parent
+    made: list[Path] = []
+    for path in reversed(missing):
+        try:
+            path.mkdir(mode=0o755)
+        except FileExistsError:
+            if not path.is_dir():
+                remove_made_directories(made[::-1])
+                raise
+            continue  # made by someone else meanwhile: theirs, never removed
+        made.append(path)
+    return made[::-1]
+
+
+def remove_made_directories(made: list[Path]) -> None:
+    """Remove directories an export made, deepest first, as long as they are empty."""
+    for path in made:
+        try:
+            path.rmdir()
+        except OSError:  # no longer empty (someone else's file), or gone: leave it
+            return
 
 
 def _target_directory(target: Path) -> Path:
@@ -199,14 +277,24 @@ class ExportFiles:
     file names. Server-given names are reduced to safe base names first.
     """
 
-    def __init__(self, target: Path, fingerprint: str, failure: Failure) -> None:
-        self._target = target
+    def __init__(self, target: ExportTarget, fingerprint: str, failure: Failure) -> None:
+        self._target = target.path
+        self._make_directory = target.make_directory
+        self._made_directories: list[Path] = []
         self._fingerprint = fingerprint
         self._failure = failure
         self._files: list[PendingFile] = []
         self._current: PendingFile | None = None
 
     def _path_for(self, server_name: str | None, role: str) -> Path:
+        if self._make_directory:
+            self._make_directory = False
+            try:
+                self._made_directories = make_directories(self._target)
+            except OSError as exc:
+                raise self._failure(
+                    f"cannot make the directory {str(self._target)!r}: {exc}"
+                ) from exc
         if self._target.is_dir():
             fallback = {
                 "metadata": f"meta-{self._fingerprint}",
@@ -277,6 +365,7 @@ class ExportFiles:
                 path.unlink(missing_ok=True)
             raise self._failure(f"cannot move the file into place: {exc}") from exc
         self._files = []
+        self._made_directories = []  # they hold the export now: the caller's
         return written
 
     def discard(self) -> None:
@@ -285,3 +374,5 @@ class ExportFiles:
             pending.discard()
         self._files = []
         self._current = None
+        remove_made_directories(self._made_directories)
+        self._made_directories = []
