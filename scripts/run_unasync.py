@@ -135,6 +135,7 @@ def _generate_into(out_root: Path) -> None:
             shown = f"{target_rel}/{relative}"
             try:
                 _tidy_renamed_imports(path, generated, shown)
+                _tidy_renamed_unions(path, generated, shown)
             except GenerationError as exc:
                 problems.append(str(exc))
             problems.extend(_leftovers(generated, shown))
@@ -165,6 +166,67 @@ def _tidy_renamed_imports(source: Path, generated: Path, shown: str) -> None:
         changed = True
     if changed:
         generated.write_text("".join(lines))
+
+
+def _tidy_renamed_unions(source: Path, generated: Path, shown: str) -> None:
+    """Name each member of a ``X | Y`` union once where renaming made two the same
+    (``Iterable[bytes] | AsyncIterable[bytes]`` becomes ``Iterable[bytes]``, not
+    ``Iterable[bytes] | Iterable[bytes]``, which the API reference would show), on the lines
+    the union had."""
+    before = source.read_text().splitlines(keepends=True)
+    lines = generated.read_text().splitlines(keepends=True)
+    changed = False
+    while (edit := _first_repeated_union(lines, before, shown)) is not None:
+        row, start, end, text = edit
+        encoded = lines[row].encode()
+        lines[row] = (encoded[:start] + text.encode() + encoded[end:]).decode()
+        changed = True
+    if changed:
+        generated.write_text("".join(lines))
+
+
+def _first_repeated_union(
+    lines: list[str], before: list[str], shown: str
+) -> tuple[int, int, int, str] | None:
+    """The first union on a renamed line that names a member twice, as (line index, start and
+    end byte offsets, the union written with each member once)."""
+    tree = ast.parse("".join(lines), shown)
+    inner = {
+        id(child)
+        for node in ast.walk(tree)
+        if _is_union(node)
+        for child in (node.left, node.right)  # type: ignore[attr-defined]
+        if _is_union(child)
+    }
+    for node in ast.walk(tree):
+        if not _is_union(node) or id(node) in inner:
+            continue
+        assert isinstance(node, ast.BinOp)
+        assert node.end_lineno is not None
+        row = node.lineno - 1
+        if lines[row : node.end_lineno] == before[row : node.end_lineno]:
+            continue  # untouched by renaming: as ruff already accepted it in the source
+        members = [ast.unparse(member) for member in _union_members(node)]
+        unique = list(dict.fromkeys(members))
+        if unique == members:
+            continue
+        if node.end_lineno != node.lineno or node.end_col_offset is None:
+            raise GenerationError(
+                f"{shown}:{node.lineno}: renaming made a union over several lines name a "
+                "member twice; write it on one line (or as an alias) in the async source"
+            )
+        return row, node.col_offset, node.end_col_offset, " | ".join(unique)
+    return None
+
+
+def _is_union(node: ast.AST) -> bool:
+    return isinstance(node, ast.BinOp) and isinstance(node.op, ast.BitOr)
+
+
+def _union_members(node: ast.expr) -> list[ast.expr]:
+    if isinstance(node, ast.BinOp) and isinstance(node.op, ast.BitOr):
+        return _union_members(node.left) + _union_members(node.right)
+    return [node]
 
 
 def _isort_member_order(member: tuple[str, str | None]) -> tuple[object, ...]:

@@ -293,3 +293,53 @@ def test_an_import_whose_tidying_would_move_lines_fails(own_tree: Path) -> None:
     )
     with pytest.raises(GenerationError, match=r"pkg/_sync/mod.py:1: renaming made this import"):
         generate(check=True)
+
+
+UNION_SOURCE = textwrap.dedent(
+    """\
+    from collections.abc import AsyncIterable, Iterable
+
+    Data = bytes | Iterable[bytes] | AsyncIterable[bytes]
+    Pair = tuple[AsyncThing | Thing, int]
+    Same = int | int
+
+
+    async def take(data: Iterable[bytes] | AsyncIterable[bytes] | None = None) -> None:
+        await AsyncThing().aclose()
+    """
+)
+
+
+def test_unions_that_renaming_made_repeat_a_member_name_it_once(
+    own_tree: Path, tmp_path: Path
+) -> None:
+    (own_tree / "mod.py").write_text(UNION_SOURCE)
+    generate()
+    twin = (tmp_path / "pkg" / "_sync" / "mod.py").read_text().splitlines()
+    assert twin[2] == "Data = bytes | Iterable[bytes]"
+    assert twin[3] == "Pair = tuple[Thing, int]"
+    # A line renaming did not touch is left as its author (and ruff, on the source) had it.
+    assert twin[4] == "Same = int | int"
+    assert twin[7] == "def take(data: Iterable[bytes] | None = None) -> None:"
+    assert twin[0] == "from collections.abc import Iterable"
+    assert len(twin) == len(UNION_SOURCE.splitlines())
+
+
+def test_a_repeating_union_over_several_lines_fails(own_tree: Path) -> None:
+    source = "Data = (\n    AsyncThing\n    | Thing\n)\nAsyncThing.aclose\n"
+    (own_tree / "mod.py").write_text(source)
+    with pytest.raises(GenerationError, match=r"pkg/_sync/mod.py:2: renaming made a union"):
+        generate(check=True)
+
+
+def test_no_generated_union_names_a_member_twice(fresh_generation: None) -> None:
+    """What the API reference shows of the blocking client: each type once."""
+    repeated = []
+    for _, target in run_unasync.TREES:
+        for path in sorted((run_unasync.ROOT / target).rglob("*.py")):
+            for node in ast.walk(ast.parse(path.read_text())):
+                if isinstance(node, ast.BinOp) and isinstance(node.op, ast.BitOr):
+                    members = [ast.unparse(m) for m in run_unasync._union_members(node)]
+                    if len(set(members)) != len(members):
+                        repeated.append(f"{path}:{node.lineno}: {ast.unparse(node)}")
+    assert repeated == []
