@@ -10,6 +10,7 @@ at the end.
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import sys
 import tempfile
@@ -44,7 +45,12 @@ def connect(stack: ExitStack) -> Client:
     return stack.enter_context(Client(daemon.endpoint))
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+    argparse.ArgumentParser(
+        prog="python scripts/demo.py",
+        description=__doc__.split("\n\n")[0],
+        epilog=__doc__.split("\n\n", 2)[2],
+    ).parse_args(argv)
     with ExitStack() as stack:
         client = connect(stack)
         images = client.images
