@@ -84,9 +84,11 @@ def main(argv: list[str] | None = None) -> int:
         again = images.get(target[:8])
         print(f"{again.fingerprint[:12]} uploaded at {again.uploaded_at:%Y-%m-%d %H:%M:%S %Z}")
 
-        step("update its properties (everything else is kept)")
-        updated = images.update(image.fingerprint, {"description": "updated by the demo"})
+        step("update one property (the properties given replace them all: merge to keep them)")
+        wanted = {**image.properties, "release": "2"}
+        updated = images.update(image.fingerprint, wanted)
         print(f"properties now: {updated.properties}; public={updated.public}")
+        assert updated.properties == wanted
 
         step("export it and verify")
         with tempfile.TemporaryDirectory() as directory:
