@@ -1,35 +1,116 @@
 #!/bin/sh
-# Set up a fresh machine and run nox sessions: sh scripts/bootstrap.sh SESSION [SESSION...]
+# Set up this machine for nox sessions and run them:
+#
+#   sh scripts/bootstrap.sh [--dry-run] [SESSION...] [-- ARGS...]
 #
 #   sh scripts/bootstrap.sh demo     the demo against the local daemon (throwaway if none runs)
-#   sh scripts/bootstrap.sh tests    the whole test suite
+#   sh scripts/bootstrap.sh tests    the whole test suite (the default)
+#   sh scripts/bootstrap.sh docs     the documentation site, into site/
 #
-# As root it installs what is missing: incusd from Debian's packages (scripts/install-incus.sh),
-# openssl, iproute2, busybox-static, dnsmasq-base and Python's venv module. nox itself goes into .tools/ inside the checkout.
-# Arguments after "--" go to the sessions (e.g. pytest options).
+# As root it first installs from Debian's archive what the sessions asked for need and the
+# machine lacks, and nothing else:
+#   every session   python3-venv (Python's venv module)
+#   demo            incusd and the incus CLI (incus-base, incus-client: scripts/install-incus.sh,
+#                   which on Debian 12 adds bookworm-backports as an apt source)
+#   tests, interpreters, deps-lowest, deps-newest, reliability
+#                   incusd and the incus CLI, openssl, iproute2, busybox-static, dnsmasq-base
+#   bench           incusd and the incus CLI, openssl, curl, time
+#   gen, lint, typecheck, build, docs   nothing more
+# Then nox goes into a venv in .tools/, and nox makes each session's venv in .nox/ (both inside
+# the checkout), into which the session installs the Python packages it needs.
+# Arguments after "--" go to the sessions (e.g. pytest options). --dry-run only says what the
+# sessions need and what of it the machine lacks, and installs and runs nothing.
 set -eu
+
+# Before anything else: asking for help must install and run nothing.
+case "${1:-}" in
+    -h | --help)
+        sed -n '2,/^[^#]/s/^# \{0,1\}//p' "$0"
+        exit 0
+        ;;
+esac
 cd "$(dirname "$0")/.."
 
-if [ "$(id -u)" = 0 ]; then
-    sh scripts/install-incus.sh
-    missing=""
-    command -v openssl >/dev/null 2>&1 || missing="$missing openssl"
+dry_run=0
+if [ "${1:-}" = --dry-run ]; then
+    dry_run=1
+    shift
+fi
+# No session named (nothing, or only arguments for it): the test suite.
+[ $# -gt 0 ] && [ "$1" != -- ] || set -- tests "$@"
+
+# What the sessions asked for need (the names before "--"; any other name is refused here,
+# before anything is installed for it).
+incus=0 tests=0 bench=0
+for name; do
+    [ "$name" != -- ] || break
+    case "$name" in
+        demo) incus=1 ;;
+        tests | interpreters | deps-lowest | deps-newest | reliability) incus=1 tests=1 ;;
+        bench) incus=1 bench=1 ;;
+        gen | lint | typecheck | build | docs) ;;
+        *)
+            echo "bootstrap: unknown session '$name' (sh scripts/bootstrap.sh --help lists them)" >&2
+            exit 2
+            ;;
+    esac
+done
+
+needs="" missing=""
+# need PACKAGE CHECK...: the sessions need Debian's PACKAGE; the machine lacks it unless CHECK
+# succeeds.
+need() {
+    package=$1
+    shift
+    needs="$needs $package"
+    "$@" >/dev/null 2>&1 || missing="$missing $package"
+}
+# The .tools/ and .nox/ venvs (a minimal Debian has not even python3: this brings it).
+need python3-venv python3 -c 'import ensurepip, venv'
+if [ $tests = 1 ] || [ $bench = 1 ]; then
+    # Client certificates of the HTTPS tests and of the copy benchmark.
+    need openssl command -v openssl
+fi
+if [ $tests = 1 ]; then
     # The copy tests run one daemon in a network namespace of its own (ip netns).
-    command -v ip >/dev/null 2>&1 || missing="$missing iproute2"
+    need iproute2 command -v ip
     # The publish tests start containers whose whole userland is busybox.
-    [ -x /bin/busybox ] || missing="$missing busybox-static"
+    need busybox-static test -x /bin/busybox
     # The incus-user test: incus-user gives each user a bridge, which incusd runs dnsmasq for.
-    [ -x /usr/sbin/dnsmasq ] || missing="$missing dnsmasq-base"
-    # The benchmark's references and its RSS probe (nox -s bench).
-    command -v curl >/dev/null 2>&1 || missing="$missing curl"
-    [ -x /usr/bin/time ] || missing="$missing time"
-    python3 -c 'import ensurepip, venv' 2>/dev/null || missing="$missing python3-venv"
+    need dnsmasq-base test -x /usr/sbin/dnsmasq
+fi
+if [ $bench = 1 ]; then
+    # The benchmark's references and its RSS probe.
+    need curl command -v curl
+    need time test -x /usr/bin/time
+fi
+# incusd and the CLI come from scripts/install-incus.sh (a backports source on Debian 12), not
+# from the apt-get line below; it does nothing when both are there.
+incus_missing=0
+if [ $incus = 1 ]; then
+    needs="$needs incus-base incus-client"
+    if [ ! -x /usr/libexec/incus/incusd ] || ! command -v incus >/dev/null 2>&1; then
+        incus_missing=1
+    fi
+fi
+
+if [ $dry_run = 1 ]; then
+    echo "needs:$needs"
+    [ $incus_missing = 0 ] || missing="$missing incus-base incus-client"
+    echo "missing:$missing"
+    exit 0
+fi
+
+if [ "$(id -u)" = 0 ]; then
+    [ $incus_missing = 0 ] || sh scripts/install-incus.sh
     if [ -n "$missing" ]; then
         apt-get update -q
         DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $missing
     fi
 else
-    echo "bootstrap: not root; assuming incusd, openssl and python3-venv are installed" >&2
+    # Not root: nothing can be installed; a session that needs what is missing fails itself.
+    [ $incus_missing = 0 ] || missing="$missing incus-base incus-client"
+    [ -z "$missing" ] || echo "bootstrap: not root, so not installing:$missing" >&2
 fi
 
 if [ ! -x .tools/bin/nox ]; then
@@ -37,6 +118,5 @@ if [ ! -x .tools/bin/nox ]; then
     .tools/bin/python -m pip install -q --disable-pip-version-check "nox>=2025.2"
 fi
 
-[ $# -gt 0 ] || set -- tests
 # nox takes the session names, then whatever follows "--" as the sessions' arguments.
 exec .tools/bin/nox --sessions "$@"

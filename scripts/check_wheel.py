@@ -10,6 +10,7 @@ must also be the one the build generated in this checkout (byte for byte), which
 
 from __future__ import annotations
 
+import argparse
 import sys
 import tarfile
 import zipfile
@@ -19,11 +20,14 @@ ROOT = Path(__file__).resolve().parent.parent
 REQUIRED = sorted(p.name for p in (ROOT / "src" / "incus_images" / "_async").glob("*.py"))
 
 
-def main(argv: list[str]) -> int:
-    if len(argv) != 1:
-        print("usage: check_wheel.py DIST_DIR", file=sys.stderr)
-        return 2
-    dist = Path(argv[0])
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python scripts/check_wheel.py",
+        description=__doc__.split("\n\n")[0],
+        epilog=__doc__.split("\n\n", 2)[2],
+    )
+    parser.add_argument("dist", metavar="DIST_DIR", help="where python -m build wrote them")
+    dist = Path(parser.parse_args(argv).dist)
     wheels = sorted(dist.glob("*.whl"))
     sdists = sorted(dist.glob("*.tar.gz"))
     if len(wheels) != 1 or len(sdists) != 1:
@@ -59,4 +63,4 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    sys.exit(main())

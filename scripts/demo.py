@@ -10,6 +10,7 @@ at the end.
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import sys
 import tempfile
@@ -44,7 +45,12 @@ def connect(stack: ExitStack) -> Client:
     return stack.enter_context(Client(daemon.endpoint))
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+    argparse.ArgumentParser(
+        prog="python scripts/demo.py",
+        description=__doc__.split("\n\n")[0],
+        epilog=__doc__.split("\n\n", 2)[2],
+    ).parse_args(argv)
     with ExitStack() as stack:
         client = connect(stack)
         images = client.images
@@ -78,9 +84,11 @@ def main() -> int:
         again = images.get(target[:8])
         print(f"{again.fingerprint[:12]} uploaded at {again.uploaded_at:%Y-%m-%d %H:%M:%S %Z}")
 
-        step("update its properties (everything else is kept)")
-        updated = images.update(image.fingerprint, {"description": "updated by the demo"})
+        step("update one property (the properties given replace them all: merge to keep them)")
+        wanted = {**image.properties, "release": "2"}
+        updated = images.update(image.fingerprint, wanted)
         print(f"properties now: {updated.properties}; public={updated.public}")
+        assert updated.properties == wanted
 
         step("export it and verify")
         with tempfile.TemporaryDirectory() as directory:

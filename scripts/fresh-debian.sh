@@ -18,12 +18,17 @@
 set -eu
 cd "$(dirname "$0")/.."
 
-usage() {
-    sed -n '2,5p' "$0" | sed 's/^# \{0,1\}//' >&2
-    exit 2
-}
-[ $# -ge 1 ] || usage
-case "$1" in -h | --help) usage ;; esac
+# The header above: asked for, on stdout; for a missing SUITE, its first lines on stderr.
+case "${1:-}" in
+    -h | --help)
+        sed -n '2,/^[^#]/s/^# \{0,1\}//p' "$0"
+        exit 0
+        ;;
+    "")
+        sed -n '2,5s/^# \{0,1\}//p' "$0" >&2
+        exit 2
+        ;;
+esac
 suite=$1
 shift
 [ $# -gt 0 ] || set -- tests

@@ -1,12 +1,21 @@
 #!/bin/sh
-# Install incusd 6.0.x and the incus CLI from Debian's own packages (incus-base, incus-client:
-# the tests check remotes against the real CLI, and the benchmarks measure against it).
+# Install incusd 6.0.x and the incus CLI from Debian's own packages: sh scripts/install-incus.sh
+# (incus-base, and incus-client, which it depends on: the tests check remotes against the real
+# CLI, and the benchmarks measure against it).
 #
 # Debian 13 (trixie) carries it in its main suite; Debian 12 (bookworm) only in
 # bookworm-backports, which this script adds by reusing the Debian mirror the machine
 # is already configured with, so no mirror host name is written here.
 # Needs root. Idempotent: does nothing when both are already installed.
 set -eu
+
+# Before anything else: asking for help must install nothing.
+case "${1:-}" in
+    -h | --help)
+        sed -n '2,/^[^#]/s/^# \{0,1\}//p' "$0"
+        exit 0
+        ;;
+esac
 
 INCUSD=/usr/libexec/incus/incusd
 if [ -x "$INCUSD" ] && command -v incus >/dev/null 2>&1; then

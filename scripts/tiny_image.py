@@ -1,6 +1,8 @@
-"""Build small, valid Incus images in memory (for tests and the demo).
+"""Build small, valid Incus images in memory (for tests, the demo and the README's quick start).
 
-    python scripts/tiny_image.py OUT.tar.gz          # write a unified container image
+    python scripts/tiny_image.py image.tar.gz                   # a unified container image
+    python scripts/tiny_image.py image.tar.gz -p os=debian -p release=12
+    python scripts/tiny_image.py image.tar.gz --busybox         # one that really starts
 
 Each image carries a random payload, so every call gives a new fingerprint. YAML is written
 with JSON-quoted strings (valid YAML), so property text of any kind round-trips.
@@ -8,6 +10,8 @@ with JSON-quoted strings (valid YAML), so property text of any kind round-trips.
 
 from __future__ import annotations
 
+import argparse
+import hashlib
 import io
 import json
 import os
@@ -139,14 +143,52 @@ def busybox_image(properties: Mapping[str, str] | None = None) -> bytes:
     return buffer.getvalue()
 
 
-def main(argv: list[str]) -> int:
-    if len(argv) != 1:
-        print("usage: tiny_image.py OUT.tar.gz", file=sys.stderr)
-        return 2
-    with open(argv[0], "wb") as out:
-        out.write(unified_image())
+def _property(text: str) -> tuple[str, str]:
+    key, equals, value = text.partition("=")
+    if not equals or not key:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    return key, value
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python scripts/tiny_image.py",
+        description="Write a small, valid Incus container image (a unified tar.gz) to OUT.",
+        epilog="Import it with Client().images.create(OUT, wait=True): its fingerprint is "
+        "the SHA-256 this prints, new on every run (the image holds a random payload).",
+    )
+    parser.add_argument("out", metavar="OUT", help="the file to write, e.g. image.tar.gz")
+    parser.add_argument(
+        "-p",
+        "--property",
+        type=_property,
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a property of metadata.yaml (repeatable; default: "
+        + ", ".join(f"{key}={value}" for key, value in DEFAULT_PROPERTIES.items())
+        + ")",
+    )
+    parser.add_argument(
+        "--busybox",
+        action="store_true",
+        help=f"an image that really starts: {BUSYBOX} as its userland (Debian's busybox-static)",
+    )
+    args = parser.parse_args(argv)
+    properties = dict(args.property) or None
+    try:
+        data = (
+            busybox_image(properties)
+            if args.busybox
+            else unified_image(properties or DEFAULT_PROPERTIES)
+        )
+    except FileNotFoundError as exc:
+        parser.exit(1, f"tiny_image.py: {exc}\n")
+    with open(args.out, "wb") as out:
+        out.write(data)
+    print(f"wrote {args.out}: {len(data)} bytes, sha256 {hashlib.sha256(data).hexdigest()}")
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    sys.exit(main())

@@ -58,3 +58,46 @@ def test_the_readme_links_pages_that_exist() -> None:
     assert {"docs/getting-started.md", "docs/errors.md"} <= set(links)
     missing = [link for link in links if not (ROOT / link).is_file()]
     assert missing == []
+
+
+#: The one way to install, from a checkout: the SDK, or with the progress extra (other
+#: packages may follow, e.g. ipywidgets for the notebook's bars).
+FROM_A_CHECKOUT = {".", "'.[progress]'"}
+#: What to write once the package is published; only ever said as such.
+ONCE_PUBLISHED = {"incus_images", "'incus_images[progress]'"}
+
+
+def _install_mentions() -> list[tuple[str, str, str]]:
+    """(file, the first argument, the text just before) of every pip install the user reads."""
+    files = [ROOT / "README.md", *PAGES, *DOCS.glob("*.ipynb")]
+    files += sorted((ROOT / "src").rglob("*.py"))
+    mentions = []
+    for path in files:
+        # A notebook's JSON strings are read as their text.
+        text = path.read_text().replace('\\"', '"').replace("\\n", "\n")
+        # The argument: quoted whole, or up to a space, a backtick or a quote.
+        for match in re.finditer(r"pip install +('[^']*'|[^\s`'\"]+)", text):
+            before = " ".join(text[max(0, match.start() - 80) : match.start()].split())
+            mentions.append((str(path.relative_to(ROOT)), match[1], before))
+    return mentions
+
+
+def test_every_install_instruction_is_the_one_agreed_form() -> None:
+    mentions = _install_mentions()
+    assert len(mentions) >= 6, mentions
+    wrong = [
+        mention
+        for mention in mentions
+        if not (
+            mention[1] in FROM_A_CHECKOUT
+            or (mention[1] in ONCE_PUBLISHED and "published" in mention[2])
+        )
+    ]
+    assert wrong == []
+
+
+def test_the_readme_first_screen_says_how_to_install() -> None:
+    first_screen = "\n".join((ROOT / "README.md").read_text().splitlines()[:40])
+    assert "pip install .  " in first_screen
+    assert "pip install '.[progress]'" in first_screen
+    assert "pip install 'incus_images[progress]'" in first_screen

@@ -21,7 +21,8 @@ class TqdmProgress:
         with TqdmProgress("importing") as bar:
             client.images.create("image.tar.gz", progress=bar)
 
-    Needs tqdm: ``pip install 'incus_images[progress]'``. Keyword arguments go to tqdm.
+    Needs tqdm: ``pip install '.[progress]'`` in a checkout of incus_images (once it is
+    published: ``pip install 'incus_images[progress]'``). Keyword arguments go to tqdm.
     """
 
     def __init__(self, description: str | None = None, **options: Any) -> None:
@@ -29,7 +30,8 @@ class TqdmProgress:
             from tqdm.auto import tqdm
         except ImportError as exc:
             raise ImportError(
-                "TqdmProgress needs tqdm: pip install 'incus_images[progress]'"
+                "TqdmProgress needs tqdm: pip install '.[progress]' in a checkout of incus_images"
+                " (once it is published: pip install 'incus_images[progress]')"
             ) from exc
         options = {"unit": "B", "unit_scale": True, "unit_divisor": 1024, **options}
         self.bar = tqdm(desc=description, **options)

@@ -111,7 +111,7 @@ async def readme_examples() -> None:
         image = await client.images.create("image.tar.gz", properties={"os": "debian"}, wait=True)
         assert_type(image, Image)
         await client.images.create_alias("debian/12", image.fingerprint, description="Debian 12")
-        await client.images.update(image.fingerprint, {"os": "debian", "release": "12"})
+        await client.images.update(image.fingerprint, {**image.properties, "release": "12"})
         assert_type(await client.images.export(image.fingerprint, "backup.tar.gz"), list[Path])
         assert_type((await client.images.delete(image.fingerprint, wait=True)).succeeded, bool)
         alias = await client.images.get_alias("debian/12")
