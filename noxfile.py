@@ -13,7 +13,8 @@ and incusd first on a fresh machine.
     typecheck  mypy --strict (generated code included)
     build      sdist + wheel, and proof that the wheel holds the generated _sync package
     demo       the SDK's main job against the local daemon (a throwaway one if none runs)
-    docs       the documentation site (mkdocs.yml, docs/), built with --strict into site/
+    docs       the documentation site (mkdocs.yml, docs/), built with --strict into site/ (the
+               tour executed against a throwaway daemon: root), then checked as files
     bench      start-up, then big transfers, against the incus CLI, curl and httpx (root;
                minutes; GBs of disk; --only startup for the start-up part alone)
     reliability  the long runs behind RELIABILITY.md: fault injection, fuzzing, load (root)
@@ -130,24 +131,26 @@ def build(session: nox.Session) -> None:
 
 @nox.session(python=PYTHON)
 def docs(session: nox.Session) -> None:
-    """Build the site offline with --strict: a broken link or cross-reference fails it.
+    """Build the site offline with --strict (a broken link or cross-reference fails it), then
+    check what was built (tests/test_docs_site.py): it works opened as files.
 
-    mkdocstrings reads the source statically from src/ (no install needed), so the generated
-    _sync package, which the blocking Client's reference comes from, is made first.
+    mkdocstrings reads the source statically from src/, so the generated _sync package, which
+    the blocking Client's reference comes from, is made first. The tour page is
+    docs/tour.ipynb executed at build time (scripts/docs_tour_page.py): the SDK is installed
+    for its kernel, and the build runs against a throwaway daemon (root and incusd; without
+    them the build fails, it never makes a page without outputs).
     """
     session.install(*GENERATOR)
-    session.install(*_groups("docs"))
+    # The test group for pytest and the fixtures of tests/conftest.py.
+    _install_with(session, "docs", "test")
     session.run("python", "scripts/run_unasync.py")
     # NO_MKDOCS_2_WARNING: Material's banner about MkDocs 2 says nothing about this site.
     session.run(
-        "mkdocs",
-        "build",
-        "--strict",
-        "--clean",
-        "--site-dir",
-        "site",
+        "python", "scripts/throwaway_incusd.py", "run", "--",
+        "mkdocs", "build", "--strict", "--clean", "--site-dir", "site",
         env={"NO_MKDOCS_2_WARNING": "1"},
-    )
+    )  # fmt: skip
+    session.run("python", "-m", "pytest", "tests/test_docs_site.py", env={"DOCS_SITE": "site"})
 
 
 @nox.session(python=PYTHON)

@@ -1,7 +1,8 @@
-"""The documentation's own checks that do not need mkdocs (nox -s docs builds the site).
+"""The documentation's own checks that do not need mkdocs (nox -s docs builds the site;
+tests/test_docs_site.py checks what it built).
 
-The API reference documents every public name and nothing else, the examples are Python, and
-the README's links into docs/ lead somewhere.
+The API reference documents every public name and nothing else, the examples are Python and
+fit the page's column, and the README's links into docs/ lead somewhere.
 """
 
 from __future__ import annotations
@@ -19,6 +20,13 @@ DOCS = ROOT / "docs"
 PAGES = sorted(DOCS.rglob("*.md"))
 #: Public names that live in a public module of their own rather than in incus_images.
 OTHER_PUBLIC = {"progress.TqdmProgress"}
+#: The longest code line a page shows whole, without scrolling, in a 1280 px wide window: the
+#: theme's grid is 61rem (1220 px; 1rem is 20 px there), less the navigation (12.1rem, with the
+#: contents folded into it: mkdocs.yml's toc.integrate) and the column's margins (2 x 1.2rem)
+#: leaves about 930 px; less a code block's padding (2 x 1.18em of 13.6 px code text) about
+#: 900 px. A monospace character is about 0.6em, 8.2 px: 110 characters fit. 100, ruff's line
+#: length, leaves room for a wider monospace font. Text blocks (messages, output) wrap instead.
+LONGEST_CODE_LINE = 100
 
 
 def test_the_reference_documents_exactly_the_public_names() -> None:
@@ -32,14 +40,19 @@ def test_the_reference_documents_exactly_the_public_names() -> None:
     assert set(directives) == public | OTHER_PUBLIC
 
 
-def _python_blocks(page: Path) -> list[tuple[int, str]]:
+def _code_blocks(page: Path) -> list[tuple[int, str, str]]:
+    """(line, language, code) of each fenced block, its indentation removed."""
     text = page.read_text()
     blocks = []
-    for match in re.finditer(r"^( *)```python\n(.*?)^\1```", text, re.MULTILINE | re.DOTALL):
+    for match in re.finditer(r"^( *)```(\w*)\n(.*?)^\1```", text, re.MULTILINE | re.DOTALL):
         indent = len(match[1])
-        code = "\n".join(line[indent:] for line in match[2].splitlines())
-        blocks.append((text.count("\n", 0, match.start()) + 1, code))
+        code = "\n".join(line[indent:] for line in match[3].splitlines())
+        blocks.append((text.count("\n", 0, match.start()) + 1, match[2], code))
     return blocks
+
+
+def _python_blocks(page: Path) -> list[tuple[int, str]]:
+    return [(line, code) for line, language, code in _code_blocks(page) if language == "python"]
 
 
 @pytest.mark.parametrize("page", PAGES, ids=lambda page: str(page.relative_to(DOCS)))
@@ -47,6 +60,18 @@ def test_every_python_example_compiles(page: Path) -> None:
     for line, code in _python_blocks(page):
         # Notebook cells may await at the top level (docs/async.md).
         compile(code, f"{page.name}:{line}", "exec", flags=ast.PyCF_ALLOW_TOP_LEVEL_AWAIT)
+
+
+@pytest.mark.parametrize("page", PAGES, ids=lambda page: str(page.relative_to(DOCS)))
+def test_every_code_line_fits_the_column(page: Path) -> None:
+    too_long = [
+        line
+        for _, language, code in _code_blocks(page)
+        if language != "text"
+        for line in code.splitlines()
+        if len(line) > LONGEST_CODE_LINE
+    ]
+    assert too_long == []
 
 
 def test_the_examples_were_found() -> None:
