@@ -56,7 +56,8 @@ def gen(session: nox.Session) -> None:
 @nox.session(python=PYTHON)
 def tests(session: nox.Session) -> None:
     session.install(*GENERATOR)
-    _install_with(session, "test")
+    # The docs group too: tests/test_docs_site.py builds the site and checks it.
+    _install_with(session, "test", "docs")
     # The suite proper fuzzes at full strength; a bare pytest run fuzzes lightly
     # (tests/fuzz_settings.py).
     session.run("python", "-m", "pytest", *session.posargs, env={"FUZZ_THOROUGH": "1"})

@@ -10,12 +10,12 @@
 # As root it first installs from Debian's archive what the sessions asked for need and the
 # machine lacks, and nothing else:
 #   every session   python3-venv (Python's venv module)
-#   demo            incusd and the incus CLI (incus-base, incus-client: scripts/install-incus.sh,
+#   demo, docs      incusd and the incus CLI (incus-base, incus-client: scripts/install-incus.sh,
 #                   which on Debian 12 adds bookworm-backports as an apt source)
 #   tests, interpreters, deps-lowest, deps-newest, reliability
 #                   incusd and the incus CLI, openssl, iproute2, busybox-static, dnsmasq-base
 #   bench           incusd and the incus CLI, openssl, curl, time
-#   gen, lint, typecheck, build, docs   nothing more
+#   gen, lint, typecheck, build   nothing more
 # Then nox goes into a venv in .tools/, and nox makes each session's venv in .nox/ (both inside
 # the checkout), into which the session installs the Python packages it needs.
 # Arguments after "--" go to the sessions (e.g. pytest options). --dry-run only says what the
@@ -48,7 +48,9 @@ for name; do
         demo) incus=1 ;;
         tests | interpreters | deps-lowest | deps-newest | reliability) incus=1 tests=1 ;;
         bench) incus=1 bench=1 ;;
-        gen | lint | typecheck | build | docs) ;;
+        # The site's tour page is the notebook run against a throwaway daemon.
+        docs) incus=1 ;;
+        gen | lint | typecheck | build) ;;
         *)
             echo "bootstrap: unknown session '$name' (sh scripts/bootstrap.sh --help lists them)" >&2
             exit 2

@@ -57,7 +57,9 @@ def execute(
             "JUPYTER_PLATFORM_DIRS": "1",
         }
         try:
-            runner.execute(env={**env, **private})
+            # cleanup_kc: nbclient stops the kernel client's sockets only for a kernel manager
+            # of its own; without it they are left to the garbage collector (ResourceWarning).
+            runner.execute(env={**env, **private}, cleanup_kc=True)
         finally:
             # nbclient stops only the kernels it starts itself.
             if manager.has_kernel:

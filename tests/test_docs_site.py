@@ -1,9 +1,9 @@
 """The built documentation site works opened as files, and its tour page shows the tour run.
 
 ``nox -s docs`` builds site/ and then runs this module on it (``DOCS_SITE=site``). Run on its
-own with the docs dependency group installed, the module builds the site once, into a
-temporary directory, with the tour executed against the session's throwaway daemon. Without
-mkdocs (the test session installs the test group only) it is skipped: nox -s docs runs it.
+own, or in the test suite (``nox -s tests`` installs the docs dependency group too), the
+module builds the site once, into a temporary directory, with the tour executed against the
+session's throwaway daemon; without mkdocs it fails.
 """
 
 from __future__ import annotations
@@ -55,7 +55,8 @@ def site(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactor
     try:
         import mkdocs  # noqa: F401
     except ImportError:
-        pytest.skip("mkdocs is not installed (the docs group): nox -s docs builds and checks it")
+        # The test session installs the docs group: without it, the suite is not whole.
+        pytest.fail("mkdocs is not installed: install the docs dependency group", pytrace=False)
     incusd = request.getfixturevalue("incusd")
     directory = tmp_path_factory.mktemp("site")
     command = [sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(directory)]

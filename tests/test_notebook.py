@@ -1,15 +1,15 @@
 """docs/tour.ipynb runs, top to bottom, against the session's throwaway daemon.
 
 The notebook is documentation; this test keeps it true. It is executed with nbclient in an
-IPython kernel of this very interpreter (a kernelspec made for the test, so that no other
-Python installed on the machine is picked up), the daemon is found the normal way
-($INCUS_SOCKET), and the outputs are read as a reader would see them: no cell raised, the
-images show as an HTML table, the export checked out, and the daemon is left without the image.
+IPython kernel of this very interpreter (scripts/run_notebook.py, which the documentation
+site's build uses too: no other Python or Jupyter set-up of the machine takes part), the
+daemon is found the normal way ($INCUS_SOCKET), and the outputs are read as a reader would
+see them: no cell raised, the images show as an HTML table, the export checked out, and the
+daemon is left without the image.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import sys
@@ -17,25 +17,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from run_notebook import execute  # scripts/ is on the pytest pythonpath
 
 from tests.conftest import _unavailable
 
 NOTEBOOK = Path(__file__).resolve().parent.parent / "docs" / "tour.ipynb"
-KERNEL_NAME = "incus-images-tour"
 #: A cold kernel with tqdm, ipywidgets and the SDK to import, on a loaded 2-core machine.
 STARTUP_SECONDS = 120
 CELL_SECONDS = 120
 
 pytestmark = pytest.mark.incusd
-
-
-def _kernel_of_this_interpreter(directory: Path) -> None:
-    """A kernelspec running sys.executable, under directory/kernels (put on JUPYTER_PATH)."""
-    spec = directory / "kernels" / KERNEL_NAME
-    spec.mkdir(parents=True)
-    argv = [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"]
-    kernel = {"argv": argv, "display_name": "incus_images tests", "language": "python"}
-    (spec / "kernel.json").write_text(json.dumps(kernel))
 
 
 def _text(output: Any) -> str:
@@ -61,12 +52,9 @@ def _cell(cells: list[Any], fragment: str) -> Any:
     return found
 
 
-def test_the_tour_notebook_runs_against_a_daemon(
-    incusd: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_the_tour_notebook_runs_against_a_daemon(incusd: Any) -> None:
     try:
         import nbformat
-        from nbclient import NotebookClient
         from nbclient.exceptions import CellExecutionError
     except ImportError as exc:
         _unavailable(f"cannot execute notebooks: {exc} (the test dependency group has it)")
@@ -77,29 +65,15 @@ def test_the_tour_notebook_runs_against_a_daemon(
     # A last cell, added here only, says which interpreter the kernel really runs.
     notebook.cells = [*stored, nbformat.v4.new_code_cell("import sys; print(sys.executable)")]
 
-    jupyter = tmp_path / "jupyter"
-    _kernel_of_this_interpreter(jupyter)
-    # Jupyter's and IPython's own files in tmp_path: neither the kernelspec looked up here nor
-    # the kernel may pick up the machine's Jupyter set-up (another python3 kernel, say).
-    monkeypatch.setenv("JUPYTER_PATH", str(jupyter))
-    monkeypatch.setenv("JUPYTER_DATA_DIR", str(jupyter))
-    monkeypatch.setenv("JUPYTER_CONFIG_DIR", str(tmp_path / "jupyter-config"))
-    monkeypatch.setenv("IPYTHONDIR", str(tmp_path / "ipython"))
-    monkeypatch.setenv("JUPYTER_PLATFORM_DIRS", "1")
-    work = tmp_path / "work"
-    work.mkdir()
-    # The kernel talks to this process over TCP on 127.0.0.1 (jupyter_client's default).
-    runner = NotebookClient(
-        notebook,
-        kernel_name=KERNEL_NAME,
-        timeout=CELL_SECONDS,
-        startup_timeout=STARTUP_SECONDS,
-        resources={"metadata": {"path": str(work)}},
-    )
     before = _fingerprints(incusd)
     try:
         # Client() in the notebook finds the daemon as it would any: $INCUS_SOCKET.
-        runner.execute(env={**os.environ, "INCUS_SOCKET": incusd.socket_path})
+        execute(
+            notebook,
+            env={**os.environ, "INCUS_SOCKET": incusd.socket_path},
+            timeout=CELL_SECONDS,
+            startup_timeout=STARTUP_SECONDS,
+        )
     except CellExecutionError as exc:
         pytest.fail(f"a cell of {NOTEBOOK.name} raised:\n{exc}", pytrace=False)
     finally:
