@@ -232,6 +232,17 @@ def _product(os: str, release: str, variant: str, arch: str, aliases: str) -> di
     }
 
 
+def _synthetic_item(folder: str, ftype: str, size: int) -> dict[str, Any]:
+    """An item of a synthetic catalogue: a made-up but well-formed file."""
+    path = f"images/{folder}/{ftype}"
+    return {
+        "ftype": ftype,
+        "path": path,
+        "sha256": hashlib.sha256(path.encode()).hexdigest(),
+        "size": size,
+    }
+
+
 def _catalogue_files(products: Mapping[str, Any]) -> dict[str, bytes]:
     """index.json and images.json (by relative path) for these products."""
     catalogue = {
@@ -626,15 +637,13 @@ def synthetic_catalogue(count: int) -> dict[str, bytes]:
     Products ``distroD:rR:VARIANT:ARCH`` (amd64 and arm64 pairs sharing their aliases
     ``distroD/rR/VARIANT`` and ``distroD/rR``); each has two versions, and each version a
     metadata item, a squashfs rootfs and a qcow2 disk: two images (a container and a
-    virtual-machine) per version, so four per product; the last product has fewer when
-    ``count`` is not a multiple of four. Fingerprints and file hashes are made up but
-    well-formed, and deterministic.
+    virtual-machine) per version, so four per product (plus items a lister ignores, as real
+    servers have: ``lxd.tar.xz``, and a ``squashfs.vcdiff`` delta in the second version);
+    the last product has fewer when ``count`` is not a multiple of four. Fingerprints and
+    file hashes are made up but well-formed, distinct, and deterministic.
     """
     if count < 0:
         raise ValueError(f"count must not be negative, not {count}")
-
-    def digest(*parts: object) -> str:
-        return hashlib.sha256(":".join(map(str, parts)).encode()).hexdigest()
 
     products: dict[str, dict[str, Any]] = {}
     for index in range(count):
@@ -646,27 +655,20 @@ def synthetic_catalogue(count: int) -> dict[str, bytes]:
         if key not in products:
             aliases = f"{os}/{release}/{variant},{os}/{release}"
             products[key] = _product(os, release, variant, architecture, aliases)
-        product = products[key]
+        base = "20240101_07:42"
         version = f"202401{version_number + 1:02d}_07:42"
-        items = product["versions"].setdefault(version, {"items": {}})["items"]
+        items = products[key]["versions"].setdefault(version, {"items": {}})["items"]
+        folder = f"{key.replace(':', '/')}/{version}"
         if not items:
-            items["incus.tar.xz"] = {
-                "ftype": "incus.tar.xz",
-                "path": f"images/{os}/{release}/{variant}/{architecture}/{version}/incus.tar.xz",
-                "sha256": digest(key, version, "meta"),
-                "size": 1_000 + index,
-            }
-        folder = items["incus.tar.xz"]["path"].rsplit("/", 1)[0]
-        if is_vm:
-            ftype, name, size = "disk-kvm.img", "disk.qcow2", 300_000_000 + index
-        else:
-            ftype, name, size = "squashfs", "rootfs.squashfs", 100_000_000 + index
-        items[ftype] = {
-            "ftype": ftype,
-            "path": f"{folder}/{name}",
-            "sha256": digest(key, version, ftype),
-            "size": size,
-        }
+            items["incus.tar.xz"] = _synthetic_item(folder, "incus.tar.xz", 1_000 + index)
+            # Items incusd ignores when listing, there to give the file a real one's bulk:
+            # the metadata for older clients, and a delta from the version before.
+            items["lxd.tar.xz"] = _synthetic_item(folder, "lxd.tar.xz", 1_000 + index)
+            if version_number:
+                delta = _synthetic_item(folder, "squashfs.vcdiff", 5_000_000)
+                items["squashfs.vcdiff"] = {**delta, "delta_base": base}
+        ftype = "disk-kvm.img" if is_vm else "squashfs"
+        items[ftype] = _synthetic_item(folder, ftype, (300 if is_vm else 100) * 10**6 + index)
         combined = "combined_disk-kvm-img_sha256" if is_vm else "combined_squashfs_sha256"
-        items["incus.tar.xz"][combined] = digest(key, version, ftype, "combined")
+        items["incus.tar.xz"][combined] = hashlib.sha256(f"{folder}/{ftype}".encode()).hexdigest()
     return _catalogue_files(products)
