@@ -9,6 +9,7 @@ import json
 import platform
 import shutil
 import ssl
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ import httpx
 import pytest
 from simplestreams_server import SimpleStreamsServer, synthetic_catalogue
 
+from tests.helpers import deleted_afterwards, stored_image, wait_raw
 from tests.streams_fixtures import StreamsServer
 from tests.streams_tree import (
     INCUS_ARCHITECTURES,
@@ -212,3 +214,59 @@ def test_the_cli_lists_a_synthetic_catalogue_of_any_size() -> None:
         for kind in ("container", "virtual-machine")
         for arch in INCUS_ARCHITECTURES.values()
     }
+
+
+@pytest.fixture
+def pulled(raw_api: httpx.Client) -> Iterator[list[str]]:
+    """Fingerprints appended here are deleted from the daemon after the test."""
+    yield from deleted_afterwards(raw_api)
+
+
+def pull(raw_api: httpx.Client, streams_server: StreamsServer, **source: str) -> str:
+    """Have the daemon copy an image from the tree; return the fingerprint it stored."""
+    request = {
+        "source": {
+            "type": "image",
+            "mode": "pull",
+            "server": streams_server.url,
+            "protocol": "simplestreams",
+            "certificate": streams_server.certificate,
+            **source,
+        }
+    }
+    finished = wait_raw(raw_api, raw_api.post("/1.0/images", json=request))
+    assert finished["status_code"] == 200, finished
+    return str(finished["metadata"]["fingerprint"])
+
+
+def test_incusd_copies_every_image_of_the_tree(
+    raw_api: httpx.Client, streams_server: StreamsServer, pulled: list[str]
+) -> None:
+    """incusd checks each file's sha256 while downloading: the tree's files are what its
+    catalogue says, and each image is stored as the CLI lists it."""
+    for image in streams_server.tree.images:
+        fingerprint = pull(raw_api, streams_server, fingerprint=image.fingerprint)
+        pulled.append(fingerprint)
+        stored = stored_image(raw_api, fingerprint)
+        assert stored is not None and fingerprint == image.fingerprint
+        assert (stored["type"], stored["architecture"], stored["size"]) == (
+            image.type,
+            image.architecture,
+            image.size,
+        ), image.key
+    requested = set(streams_server.server.requests)
+    for image in streams_server.tree.images:
+        assert {"/" + file.path for file in image.files} <= requested, image.key
+
+
+def test_incusd_resolves_the_two_architecture_alias(
+    raw_api: httpx.Client, streams_server: StreamsServer, pulled: list[str]
+) -> None:
+    tree = streams_server.tree
+    for alias, wanted in (("tiny/split", "split"), ("tiny/split/arm64", "split-arm64")):
+        fingerprint = pull(raw_api, streams_server, alias=alias)
+        pulled.append(fingerprint)
+        assert fingerprint == tree.image(wanted).fingerprint, alias
+    vm = pull(raw_api, streams_server, alias="tiny/split", image_type="virtual-machine")
+    pulled.append(vm)
+    assert vm == tree.image("split-vm").fingerprint
