@@ -8,11 +8,18 @@
         #               "alias": "tiny/1"}}
         server.requests                   # the paths the daemon asked for
 
+    with SimpleStreamsServer.from_tree("tree/") as server:   # a tree incus-simplestreams made
+        ...
+    with SimpleStreamsServer.from_files(synthetic_catalogue(5000)) as server:   # a big one
+        ...
+
 The server answers HTTPS on 127.0.0.1 only, on a free port, from a background thread, with a
 self-signed certificate made for this run. Below its URL, ``https://127.0.0.1:PORT/<random>``,
 it serves ``streams/v1/index.json``, ``streams/v1/images.json`` and the image files published
-with ``add_image``, all from memory: no request path ever reaches the file system. Only the
-Python standard library and the openssl command are used, like throwaway_incusd.py.
+with ``add_image``, all from memory: no request path ever reaches the file system. A server
+made ``from_tree`` reads the tree's index, products files and the files their items name into
+memory when it is made, and serves those paths only; ``from_files`` serves a given mapping.
+Only the Python standard library and the openssl command are used, like throwaway_incusd.py.
 
 What incusd 6.0.4 reads, and therefore what is served (lxc/incus, shared/simplestreams/ and
 client/simplestreams_images.go):
@@ -59,7 +66,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
@@ -176,6 +183,91 @@ def _check_name(what: str, value: str, *, forbidden: str) -> None:
         )
 
 
+def _check_relative(name: str) -> None:
+    """Refuse a path that is not plainly relative: absolute, empty or ``.``/``..`` parts,
+    backslashes or characters that are not printable."""
+    parts = name.split("/")
+    if not name.isprintable() or "\\" in name or any(part in ("", ".", "..") for part in parts):
+        raise ValueError(f"{name!r} is not a relative path of plain names")
+
+
+def read_tree(tree: str | Path) -> dict[str, bytes]:
+    """The files of a simplestreams tree that a client may ask for, by relative path: the
+    index, the products files it names and every item's file (see from_tree)."""
+    root = Path(tree).resolve()
+    files: dict[str, bytes] = {}
+
+    def read(name: str) -> bytes:
+        _check_relative(name)
+        path = (root / name).resolve()
+        if not path.is_relative_to(root) or not path.is_file():
+            raise ValueError(f"{name!r} is not a regular file inside {root}")
+        if name not in files:
+            files[name] = path.read_bytes()
+        return files[name]
+
+    index_name = INDEX_PATH.lstrip("/")
+    if not (root / index_name).is_file():
+        raise FileNotFoundError(f"{root} has no {index_name}")
+    index = json.loads(read(index_name))
+    for entry in index["index"].values():
+        products = json.loads(read(entry["path"]))
+        for product in products["products"].values():
+            for version in product["versions"].values():
+                for item in version["items"].values():
+                    read(item["path"])
+    return files
+
+
+def _product(os: str, release: str, variant: str, arch: str, aliases: str) -> dict[str, Any]:
+    """A product without versions, with the fields incusd reads."""
+    return {
+        "aliases": aliases,
+        "arch": arch,
+        "os": os,
+        "release": release,
+        "release_title": release,
+        "variant": variant,
+        "versions": {},
+    }
+
+
+def _synthetic_item(folder: str, ftype: str, size: int) -> dict[str, Any]:
+    """An item of a synthetic catalogue: a made-up but well-formed file."""
+    path = f"images/{folder}/{ftype}"
+    return {
+        "ftype": ftype,
+        "path": path,
+        "sha256": hashlib.sha256(path.encode()).hexdigest(),
+        "size": size,
+    }
+
+
+def _catalogue_files(products: Mapping[str, Any]) -> dict[str, bytes]:
+    """index.json and images.json (by relative path) for these products."""
+    catalogue = {
+        "content_id": "images",
+        "datatype": "image-downloads",
+        "format": "products:1.0",
+        "products": products,
+    }
+    index = {
+        "format": "index:1.0",
+        "index": {
+            "images": {
+                "datatype": "image-downloads",
+                "path": PRODUCTS_PATH.lstrip("/"),
+                "format": "products:1.0",
+                "products": sorted(products),
+            }
+        },
+    }
+    return {
+        INDEX_PATH.lstrip("/"): json.dumps(index, indent=1).encode(),
+        PRODUCTS_PATH.lstrip("/"): json.dumps(catalogue, indent=1).encode(),
+    }
+
+
 class _HandshakeRefused(Exception):
     """The TLS handshake of a connection failed (incusd's plain-HTTP try, for one)."""
 
@@ -242,7 +334,9 @@ class _HTTPServer(http.server.ThreadingHTTPServer):
 
 class SimpleStreamsServer:
     """A simplestreams image server on https://127.0.0.1:<free port>, started and stopped by
-    this object (a context manager), serving only the images published with ``add_image``.
+    this object (a context manager), serving only the images published with ``add_image``,
+    or, made with ``from_tree`` or ``from_files``, exactly the files given (then
+    ``add_image`` and ``remove_image`` are refused: the catalogue is the tree's).
 
     ``bytes_per_second`` paces every download, for tests that watch progress or cancel.
     """
@@ -270,7 +364,39 @@ class SimpleStreamsServer:
         self._prefix = ""
         self._httpd: _HTTPServer | None = None
         self._thread: threading.Thread | None = None
+        #: Set by from_files: the files served are fixed, not rendered from _products.
+        self._fixed = False
         self._publish_locked()  # an empty catalogue until images are added
+
+    @classmethod
+    def from_files(
+        cls, files: Mapping[str, bytes], *, bytes_per_second: int | None = None
+    ) -> SimpleStreamsServer:
+        """A server (not started) that serves exactly ``files``: each key a path relative to
+        ``url`` (``streams/v1/index.json``, ``images/...``), each value the body. Nothing
+        is checked against simplestreams: a test may serve any catalogue, a broken one too.
+        """
+        server = cls(bytes_per_second=bytes_per_second)
+        served: dict[str, bytes] = {}
+        for name, body in files.items():
+            _check_relative(name)
+            served["/" + name] = bytes(body)
+        server._files = served
+        server._fixed = True
+        return server
+
+    @classmethod
+    def from_tree(
+        cls, tree: str | Path, *, bytes_per_second: int | None = None
+    ) -> SimpleStreamsServer:
+        """A server (not started) for a simplestreams tree on disk, as ``incus-simplestreams``
+        makes: its ``streams/v1/index.json``, the products files that index names and every
+        file the products' items name, read into memory now (later changes to the tree are
+        not seen: make a new server). Only those paths are served; each must be a relative
+        path naming a regular file inside the tree. A tree that breaks these rules raises
+        ValueError, and one without an index FileNotFoundError.
+        """
+        return cls.from_files(read_tree(tree), bytes_per_second=bytes_per_second)
 
     @property
     def url(self) -> str:
@@ -345,6 +471,7 @@ class SimpleStreamsServer:
         number, so that each image added sorts after the ones before; an explicit one must
         start with a date, ``YYYYMMDD`` (incusd's creation date).
         """
+        self._check_not_fixed()
         # ":" separates the parts of a product's key, "," the aliases of a product.
         for what, value in (("os", os), ("release", release), ("variant", variant)):
             _check_name(what, value, forbidden=":,")
@@ -387,15 +514,7 @@ class SimpleStreamsServer:
             if product is not None and version in product["versions"]:
                 raise ValueError(f"product {key} already has a version {version!r}")
             if product is None:
-                product = {
-                    "aliases": alias_text,
-                    "arch": architecture,
-                    "os": os,
-                    "release": release,
-                    "release_title": release,
-                    "variant": variant,
-                    "versions": {},
-                }
+                product = _product(os, release, variant, architecture, alias_text)
                 self._products[key] = product
             product["versions"][version] = {"items": items}
             self._files.update(files)
@@ -405,6 +524,7 @@ class SimpleStreamsServer:
 
     def remove_image(self, fingerprint: str) -> None:
         """Withdraw a published image (its files then answer 404)."""
+        self._check_not_fixed()
         with self._lock:
             if fingerprint not in self._fingerprints:
                 raise KeyError(f"image {fingerprint} is not published")
@@ -415,6 +535,10 @@ class SimpleStreamsServer:
             if not product["versions"]:
                 del self._products[key]
             self._publish_locked()
+
+    def _check_not_fixed(self) -> None:
+        if self._fixed:
+            raise ValueError("this server serves fixed files (from_files, from_tree)")
 
     @staticmethod
     def _check_version(version: str) -> None:
@@ -469,25 +593,10 @@ class SimpleStreamsServer:
     def _publish_locked(self) -> None:
         """Render index.json and images.json from the products (with the lock held, or
         before any other thread can see this object)."""
-        products = {
-            "content_id": "images",
-            "datatype": "image-downloads",
-            "format": "products:1.0",
-            "products": self._products,
-        }
-        index = {
-            "format": "index:1.0",
-            "index": {
-                "images": {
-                    "datatype": "image-downloads",
-                    "path": PRODUCTS_PATH.lstrip("/"),
-                    "format": "products:1.0",
-                    "products": sorted(self._products),
-                }
-            },
-        }
-        self._files[INDEX_PATH] = json.dumps(index, indent=1).encode()
-        self._files[PRODUCTS_PATH] = json.dumps(products, indent=1).encode()
+        assert not self._fixed, "a server of fixed files renders no catalogue"
+        self._files.update(
+            {"/" + name: body for name, body in _catalogue_files(self._products).items()}
+        )
 
     def _record(self, path: str) -> str | None:
         """Note a request; return its path relative to ``url``, or None if outside it."""
@@ -517,3 +626,49 @@ class SimpleStreamsServer:
                 self.handshake_failures += 1
             else:
                 self.connection_errors += 1
+
+
+def synthetic_catalogue(count: int) -> dict[str, bytes]:
+    """A catalogue of ``count`` images shaped like a public image server's, for
+    ``SimpleStreamsServer.from_files``: ``streams/v1/index.json`` and
+    ``streams/v1/images.json`` only, no image files (their paths answer 404), so it is made in
+    well under a second even for thousands of images. Listing it needs no image file.
+
+    Products ``distroD:rR:VARIANT:ARCH`` (amd64 and arm64 pairs sharing their aliases
+    ``distroD/rR/VARIANT`` and ``distroD/rR``); each has two versions, and each version a
+    metadata item, a squashfs rootfs and a qcow2 disk: two images (a container and a
+    virtual-machine) per version, so four per product (plus items a lister ignores, as real
+    servers have: ``lxd.tar.xz``, and a ``squashfs.vcdiff`` delta in the second version);
+    the last product has fewer when ``count`` is not a multiple of four. Fingerprints and
+    file hashes are made up but well-formed, distinct, and deterministic.
+    """
+    if count < 0:
+        raise ValueError(f"count must not be negative, not {count}")
+
+    products: dict[str, dict[str, Any]] = {}
+    for index in range(count):
+        number, version_number, is_vm = index // 4, index // 2 % 2, index % 2
+        os, release = f"distro{number // 40}", f"r{number // 4 % 10}"
+        variant = ("default", "cloud")[number // 2 % 2]
+        architecture = ("amd64", "arm64")[number % 2]
+        key = f"{os}:{release}:{variant}:{architecture}"
+        if key not in products:
+            aliases = f"{os}/{release}/{variant},{os}/{release}"
+            products[key] = _product(os, release, variant, architecture, aliases)
+        base = "20240101_07:42"
+        version = f"202401{version_number + 1:02d}_07:42"
+        items = products[key]["versions"].setdefault(version, {"items": {}})["items"]
+        folder = f"{key.replace(':', '/')}/{version}"
+        if not items:
+            items["incus.tar.xz"] = _synthetic_item(folder, "incus.tar.xz", 1_000 + index)
+            # Items incusd ignores when listing, there to give the file a real one's bulk:
+            # the metadata for older clients, and a delta from the version before.
+            items["lxd.tar.xz"] = _synthetic_item(folder, "lxd.tar.xz", 1_000 + index)
+            if version_number:
+                delta = _synthetic_item(folder, "squashfs.vcdiff", 5_000_000)
+                items["squashfs.vcdiff"] = {**delta, "delta_base": base}
+        ftype = "disk-kvm.img" if is_vm else "squashfs"
+        items[ftype] = _synthetic_item(folder, ftype, (300 if is_vm else 100) * 10**6 + index)
+        combined = "combined_disk-kvm-img_sha256" if is_vm else "combined_squashfs_sha256"
+        items["incus.tar.xz"][combined] = hashlib.sha256(f"{folder}/{ftype}".encode()).hexdigest()
+    return _catalogue_files(products)

@@ -59,6 +59,10 @@ import incus_images._protocol  # noqa: E402
 from incus_images._converter import make_converter  # noqa: E402
 from tests.helpers import UNIX_BASE, incompressible_image, wait_raw  # noqa: E402
 
+pytest_plugins = [
+    "tests.streams_fixtures",  # streams_tree, streams_server: a real simplestreams tree
+]
+
 #: The fixtures that are, or stand on, a real daemon.
 DAEMON_FIXTURES = frozenset({"incusd", "https_server", "raw_api", "copy_servers", "container_host"})
 
