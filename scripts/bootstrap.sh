@@ -13,7 +13,8 @@
 #   demo, docs      incusd and the incus CLI (incus-base, incus-client: scripts/install-incus.sh,
 #                   which on Debian 12 adds bookworm-backports as an apt source)
 #   tests, interpreters, deps-lowest, deps-newest, reliability
-#                   incusd and the incus CLI, openssl, iproute2, busybox-static, dnsmasq-base
+#                   incusd and the incus CLI, incus-extra (incus-simplestreams), openssl,
+#                   iproute2, busybox-static, dnsmasq-base, squashfs-tools
 #   bench           incusd and the incus CLI, openssl, curl, time
 #   gen, lint, typecheck, build   nothing more
 # Then nox goes into a venv in .tools/, and nox makes each session's venv in .nox/ (both inside
@@ -80,6 +81,9 @@ if [ $tests = 1 ]; then
     need busybox-static test -x /bin/busybox
     # The incus-user test: incus-user gives each user a bridge, which incusd runs dnsmasq for.
     need dnsmasq-base test -x /usr/sbin/dnsmasq
+    # The simplestreams tree of the catalogue tests: a squashfs rootfs (incus-simplestreams
+    # itself comes with incusd, below).
+    need squashfs-tools command -v mksquashfs
 fi
 if [ $bench = 1 ]; then
     # The benchmark's references and its RSS probe.
@@ -88,9 +92,15 @@ if [ $bench = 1 ]; then
 fi
 # incusd and the CLI come from scripts/install-incus.sh (a backports source on Debian 12), not
 # from the apt-get line below; it does nothing when both are there.
-incus_missing=0
+incus_missing=0 incus_packages="incus-base incus-client" incus_extras=""
+if [ $tests = 1 ]; then
+    # incus-simplestreams builds the tests' real simplestreams tree; from incusd's suite.
+    incus_extras="incus-extra"
+    command -v incus-simplestreams >/dev/null 2>&1 || incus_missing=1
+fi
 if [ $incus = 1 ]; then
-    needs="$needs incus-base incus-client"
+    incus_packages="$incus_packages $incus_extras"
+    needs="$needs $incus_packages"
     if [ ! -x /usr/libexec/incus/incusd ] || ! command -v incus >/dev/null 2>&1; then
         incus_missing=1
     fi
@@ -98,20 +108,20 @@ fi
 
 if [ $dry_run = 1 ]; then
     echo "needs:$needs"
-    [ $incus_missing = 0 ] || missing="$missing incus-base incus-client"
+    [ $incus_missing = 0 ] || missing="$missing $incus_packages"
     echo "missing:$missing"
     exit 0
 fi
 
 if [ "$(id -u)" = 0 ]; then
-    [ $incus_missing = 0 ] || sh scripts/install-incus.sh
+    [ $incus_missing = 0 ] || sh scripts/install-incus.sh $incus_extras
     if [ -n "$missing" ]; then
         apt-get update -q
         DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $missing
     fi
 else
     # Not root: nothing can be installed; a session that needs what is missing fails itself.
-    [ $incus_missing = 0 ] || missing="$missing incus-base incus-client"
+    [ $incus_missing = 0 ] || missing="$missing $incus_packages"
     [ -z "$missing" ] || echo "bootstrap: not root, so not installing:$missing" >&2
 fi
 

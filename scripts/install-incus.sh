@@ -3,6 +3,9 @@
 # (incus-base, and incus-client, which it depends on: the tests check remotes against the real
 # CLI, and the benchmarks measure against it).
 #
+#   sh scripts/install-incus.sh [PACKAGE...]   also these packages of the same suite (e.g.
+#                                               incus-extra, for incus-simplestreams)
+#
 # Debian 13 (trixie) carries it in its main suite; Debian 12 (bookworm) only in
 # bookworm-backports, which this script adds by reusing the Debian mirror the machine
 # is already configured with, so no mirror host name is written here.
@@ -18,7 +21,14 @@ case "${1:-}" in
 esac
 
 INCUSD=/usr/libexec/incus/incusd
-if [ -x "$INCUSD" ] && command -v incus >/dev/null 2>&1; then
+installed() {
+    dpkg-query -W -f '${Status}' "$1" 2>/dev/null | grep -q 'ok installed'
+}
+extras=""
+for package; do
+    installed "$package" || extras="$extras $package"
+done
+if [ -x "$INCUSD" ] && command -v incus >/dev/null 2>&1 && [ -z "$extras" ]; then
     echo "incusd already installed: $("$INCUSD" --version 2>/dev/null || echo unknown version)"
     exit 0
 fi
@@ -48,11 +58,12 @@ Components: main
 Signed-By: $keyring
 SOURCES
         apt-get update -q
-        apt-get install -y -q -t bookworm-backports --no-install-recommends incus-base incus-client
+        apt-get install -y -q -t bookworm-backports --no-install-recommends \
+            incus-base incus-client $extras
         ;;
     *)
         apt-get update -q
-        apt-get install -y -q --no-install-recommends incus-base incus-client
+        apt-get install -y -q --no-install-recommends incus-base incus-client $extras
         ;;
 esac
 
