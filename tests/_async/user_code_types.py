@@ -74,6 +74,13 @@ async def images_calls(client: AsyncClient, other: AsyncClient, flag: bool) -> N
     assert_type(await client.images.publish("c1"), Image)
     assert_type(await client.images.publish("c1/snap0", wait=False), Operation)
     assert_type(await client.images.publish("c1", force=True, timeout=60), Image)
+    # reuse=True moves taken aliases; it does not change what a call returns.
+    assert_type(await client.images.create(b"d", aliases=["a"], reuse=True), Operation)
+    assert_type(await client.images.create(b"d", aliases=["a"], reuse=True, wait=True), Image)
+    assert_type(await client.images.copy(fp, other, aliases=["a"], reuse=True), Image)
+    assert_type(await client.images.copy(fp, other, reuse=True, wait=False), Operation)
+    assert_type(await client.images.publish("c1", aliases=["a"], reuse=True), Image)
+    assert_type(await client.images.publish("c1", reuse=True, wait=flag), Image | Operation)
 
     # delete() and refresh() give the Operation (finished when they waited).
     assert_type(await client.images.delete(fp), Operation)

@@ -81,6 +81,8 @@ class CopyOptions:
 
     mode: CopyMode | None
     aliases: list[str]
+    #: Move aliases already taken to the copy (else they are refused).
+    reuse: bool
     copy_aliases: bool
     public: bool | None
     auto_update: bool | None
@@ -95,6 +97,7 @@ def copy_options(
     *,
     mode: object,
     aliases: object,
+    reuse: object,
     copy_aliases: object,
     public: object,
     auto_update: object,
@@ -108,6 +111,7 @@ def copy_options(
     return CopyOptions(
         mode=None if mode is None else choice(mode, "mode", MODES),  # type: ignore[arg-type]
         aliases=names_list(aliases, "aliases", new_alias_name),
+        reuse=boolean(reuse, "reuse"),
         copy_aliases=boolean(copy_aliases, "copy_aliases"),
         public=optional_boolean(public, "public"),
         auto_update=optional_boolean(auto_update, "auto_update"),
@@ -170,11 +174,15 @@ class AsyncCopier:
         aliases = _wanted_aliases(job.options, job.found)
         if fingerprint in await importer.survey():
             # Not an error: the target has the image; only the aliases asked for are added.
-            await importer.preflight([alias.name for alias in aliases], [])
+            await importer.preflight([alias.name for alias in aliases], [], reuse=job.options.reuse)
             await importer.follow_up(fingerprint, FollowUp(aliases=aliases))
             held = await importer.image(fingerprint)
             return held if job.options.wait else _already_there(held)
-        await importer.preflight([alias.name for alias in aliases], job.options.profiles or [])
+        await importer.preflight(
+            [alias.name for alias in aliases],
+            job.options.profiles or [],
+            reuse=job.options.reuse,
+        )
         follow_up = FollowUp(
             # A relayed or pushed image carries its metadata.yaml's properties; the copy gets
             # the source's (pull copies them itself).
@@ -253,7 +261,9 @@ class AsyncCopier:
     ) -> Image | Operation:
         importer = AsyncImporter(self._calls, f"copy {described}")
         aliases = [AliasEntry(name=alias) for alias in options.aliases]
-        await importer.preflight([alias.name for alias in aliases], options.profiles or [])
+        await importer.preflight(
+            [alias.name for alias in aliases], options.profiles or [], reuse=options.reuse
+        )
         follow_up = FollowUp(profiles=[] if options.profiles == [] else None, aliases=aliases)
         if options.wait or follow_up.needed:
             await importer.survey()

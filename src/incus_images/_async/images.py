@@ -201,6 +201,7 @@ class AsyncImagesAPI:
         *,
         mode: CopyMode | None = None,
         aliases: Sequence[str] | None = None,
+        reuse: bool = False,
         copy_aliases: bool = False,
         public: bool | None = None,
         auto_update: bool | None = None,
@@ -219,6 +220,7 @@ class AsyncImagesAPI:
         *,
         mode: CopyMode | None = None,
         aliases: Sequence[str] | None = None,
+        reuse: bool = False,
         copy_aliases: bool = False,
         public: bool | None = None,
         auto_update: bool | None = None,
@@ -237,6 +239,7 @@ class AsyncImagesAPI:
         *,
         mode: CopyMode | None = None,
         aliases: Sequence[str] | None = None,
+        reuse: bool = False,
         copy_aliases: bool = False,
         public: bool | None = None,
         auto_update: bool | None = None,
@@ -254,6 +257,7 @@ class AsyncImagesAPI:
         *,
         mode: CopyMode | None = None,
         aliases: Sequence[str] | None = None,
+        reuse: bool = False,
         copy_aliases: bool = False,
         public: bool | None = None,
         auto_update: bool | None = None,
@@ -286,7 +290,8 @@ class AsyncImagesAPI:
         * None: pull when the source client uses HTTPS, relay when it uses a unix socket.
 
         aliases are created here, and copy_aliases=True adds the source's aliases of the
-        image; an alias already taken here is refused before anything is copied. public,
+        image; an alias already taken here is refused before anything is copied, unless
+        reuse=True: then it is moved to the copy (see :meth:`create`). public,
         auto_update and profiles set the copy's settings (None: the server's default).
         auto_update=True (pull only) records the source, by alias when the image was named
         by one, so that refresh() and the server's own updater follow the alias to newer
@@ -315,6 +320,7 @@ class AsyncImagesAPI:
         options = copy_options(
             mode=mode,
             aliases=aliases,
+            reuse=reuse,
             copy_aliases=copy_aliases,
             public=public,
             auto_update=auto_update,
@@ -352,6 +358,7 @@ class AsyncImagesAPI:
         rootfs: ImageData | None = None,
         type: str | None = None,
         aliases: Sequence[str] | None = None,
+        reuse: bool = False,
         profiles: Sequence[str] | None = None,
         fingerprint: str | None = None,
         progress: ProgressCallback | None = None,
@@ -371,6 +378,7 @@ class AsyncImagesAPI:
         rootfs: ImageData | None = None,
         type: str | None = None,
         aliases: Sequence[str] | None = None,
+        reuse: bool = False,
         profiles: Sequence[str] | None = None,
         fingerprint: str | None = None,
         progress: ProgressCallback | None = None,
@@ -390,6 +398,7 @@ class AsyncImagesAPI:
         rootfs: ImageData | None = None,
         type: str | None = None,
         aliases: Sequence[str] | None = None,
+        reuse: bool = False,
         profiles: Sequence[str] | None = None,
         fingerprint: str | None = None,
         progress: ProgressCallback | None = None,
@@ -409,6 +418,7 @@ class AsyncImagesAPI:
         rootfs: ImageData | None = None,
         type: str | None = None,
         aliases: Sequence[str] | None = None,
+        reuse: bool = False,
         profiles: Sequence[str] | None = None,
         fingerprint: str | None = None,
         progress: ProgressCallback | None = None,
@@ -427,6 +437,7 @@ class AsyncImagesAPI:
         rootfs: ImageData | None = None,
         type: str | None = None,
         aliases: Sequence[str] | None = None,
+        reuse: bool = False,
         profiles: Sequence[str] | None = None,
         fingerprint: str | None = None,
         progress: ProgressCallback | None = None,
@@ -449,6 +460,13 @@ class AsyncImagesAPI:
         while reporting failure). If one cannot be applied, the image is deleted again and
         the error says so. Aliases already taken, and profiles that do not exist, are refused
         before anything is uploaded.
+
+        reuse=True moves an alias already taken to the new image instead, as the last step,
+        once the image is stored and verified (the image it pointed at stays). An alias is
+        moved only if it is still as it was read before the upload (``PATCH`` with its ETag
+        as If-Match): one changed in between is left as it is, and PreconditionFailedError
+        says so; the new image then stays (``left_behind`` is ``STORED``), and so do the
+        aliases moved before. A failure while moving never deletes the new image.
 
         Waiting follows the one rule (README, "What waiting means"): wait=True returns the
         Image once it is stored, verified and its settings and aliases applied; timeout bounds
@@ -473,6 +491,7 @@ class AsyncImagesAPI:
         from .._transfer.plan import prepare_upload
         from ._importing import AsyncImporter
 
+        reuse = boolean(reuse, "reuse")
         prepared = prepare_upload(
             image_data,
             rootfs,
@@ -490,7 +509,7 @@ class AsyncImagesAPI:
         )
         budget = WaitBudget(timeout)
         importer = AsyncImporter(self._calls, f"upload image {prepared.plan.description}")
-        return await importer.upload(prepared, wait=wait, budget=budget)
+        return await importer.upload(prepared, wait=wait, budget=budget, reuse=reuse)
 
     async def delete(
         self, fingerprint: str, wait: bool = False, *, timeout: float | None = None
@@ -582,6 +601,7 @@ class AsyncImagesAPI:
         source: str,
         *,
         aliases: Sequence[str] | None = None,
+        reuse: bool = False,
         properties: dict[str, str] | None = None,
         public: bool = False,
         compression: str | None = None,
@@ -598,6 +618,7 @@ class AsyncImagesAPI:
         source: str,
         *,
         aliases: Sequence[str] | None = None,
+        reuse: bool = False,
         properties: dict[str, str] | None = None,
         public: bool = False,
         compression: str | None = None,
@@ -614,6 +635,7 @@ class AsyncImagesAPI:
         source: str,
         *,
         aliases: Sequence[str] | None = None,
+        reuse: bool = False,
         properties: dict[str, str] | None = None,
         public: bool = False,
         compression: str | None = None,
@@ -629,6 +651,7 @@ class AsyncImagesAPI:
         source: str,
         *,
         aliases: Sequence[str] | None = None,
+        reuse: bool = False,
         properties: dict[str, str] | None = None,
         public: bool = False,
         compression: str | None = None,
@@ -642,7 +665,8 @@ class AsyncImagesAPI:
         new Image (wait=True) or the Operation that makes it.
 
         properties are merged over the instance's image properties; aliases are created once
-        the image exists (taken ones are refused before anything is done); public and
+        the image exists (taken ones are refused before anything is done, unless reuse=True
+        moves them to the new image: see :meth:`create`); public and
         expires_at (an aware datetime) set the image's. compression names the algorithm
         Incus packs with (``"none"``, ``"gzip"``, ``"zstd"``, ...; None: the server's
         default, gzip, which takes many times longer than ``"none"`` on big instances).
@@ -662,6 +686,7 @@ class AsyncImagesAPI:
 
         options = publish_options(
             aliases=aliases,
+            reuse=reuse,
             properties=properties,
             public=public,
             compression=compression,
