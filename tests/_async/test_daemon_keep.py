@@ -4,11 +4,12 @@ new image once it is stored, with If-Match, and a concurrent change is never ove
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import pytest
-from tiny_image import unified_image
+from simplestreams_server import SimpleStreamsServer
+from tiny_image import split_image, unified_image
 
 from incus_images import (
     AsyncClient,
@@ -18,6 +19,7 @@ from incus_images import (
     NotFoundError,
     Operation,
     PreconditionFailedError,
+    SimpleStreams,
 )
 from tests.helpers import assert_left, unique
 
@@ -97,3 +99,80 @@ async def test_copy_reuse_moves_the_alias_on_the_target(
     assert copied.fingerprint == original.fingerprint
     assert [entry.name for entry in copied.aliases] == [name]
     assert (await target.images.get(old.fingerprint)).aliases == []
+
+
+# --------------------------------------------------------------------------------------------
+# copy(architecture=) from an image server.
+
+
+@pytest.fixture
+def image_server() -> Iterator[SimpleStreamsServer]:
+    with SimpleStreamsServer() as server:
+        yield server
+
+
+def two_architectures(image_server: SimpleStreamsServer) -> tuple[str, str, str]:
+    """One alias with an amd64 and an arm64 image (the catalogue's Debian spellings); the
+    alias and both fingerprints."""
+    alias = unique("tiny")
+    release = unique("r")
+    amd64 = image_server.add_image(
+        *split_image(architecture="x86_64"), aliases=[alias], os="tiny", release=release
+    )
+    arm64 = image_server.add_image(
+        *split_image(architecture="aarch64"),
+        aliases=[alias],
+        os="tiny",
+        release=release,
+        architecture="arm64",
+    )
+    return alias, amd64, arm64
+
+
+@pytest.mark.parametrize("spelling", ["aarch64", "arm64"])
+async def test_copy_another_architecture_from_an_image_server(
+    pair: tuple[AsyncClient, AsyncClient], image_server: SimpleStreamsServer, spelling: str
+) -> None:
+    _, target = pair
+    alias, amd64, arm64 = two_architectures(image_server)
+    hub = SimpleStreams(image_server.url, certificate=image_server.certificate_pem)
+    copied = await target.images.copy(alias, hub, architecture=spelling, auto_update=True)
+    assert isinstance(copied, Image)
+    assert copied.fingerprint == arm64
+    assert copied.architecture == "aarch64"
+    # Updates follow that architecture: the catalogue's own ALIAS/ARCH is recorded.
+    assert copied.update_source is not None
+    assert copied.update_source.alias == f"{alias}/arm64"
+    assert await target.images.list(0) == [arm64]
+    # The target's own architecture: the bare alias.
+    native = await target.images.copy(alias, hub, architecture="x86_64", auto_update=True)
+    assert isinstance(native, Image)
+    assert native.fingerprint == amd64
+    assert native.update_source is not None and native.update_source.alias == alias
+
+
+async def test_an_architecture_the_image_server_lacks_is_not_found(
+    pair: tuple[AsyncClient, AsyncClient], image_server: SimpleStreamsServer
+) -> None:
+    _, target = pair
+    alias, _, _ = two_architectures(image_server)
+    hub = SimpleStreams(image_server.url, certificate=image_server.certificate_pem)
+    with pytest.raises(NotFoundError) as caught:
+        await target.images.copy(alias, hub, architecture="riscv64")
+    assert f"{alias}/riscv64" in str(caught.value)
+    assert_left(caught.value, LeftBehind.NOTHING, "nothing was copied")
+    assert await target.images.list(0) == []
+
+
+async def test_an_incus_alias_of_another_architecture_is_not_found(
+    pair: tuple[AsyncClient, AsyncClient],
+) -> None:
+    source, target = pair
+    name = unique("base")
+    original = await source.images.create(unified_image(), aliases=[name], wait=True)
+    with pytest.raises(NotFoundError) as caught:
+        await target.images.copy(name, source, architecture="aarch64")
+    assert "x86_64" in str(caught.value) and original.fingerprint in str(caught.value)
+    assert await target.images.list(0) == []
+    copied = await target.images.copy(name, source, architecture="amd64")
+    assert isinstance(copied, Image) and copied.fingerprint == original.fingerprint

@@ -74,6 +74,8 @@ async def images_calls(client: AsyncClient, other: AsyncClient, flag: bool) -> N
     assert_type(await client.images.publish("c1"), Image)
     assert_type(await client.images.publish("c1/snap0", wait=False), Operation)
     assert_type(await client.images.publish("c1", force=True, timeout=60), Image)
+    assert_type(await client.images.copy("debian/12", hub, architecture="aarch64"), Image)
+    assert_type(await client.images.copy(fp, other, architecture="x86_64", wait=False), Operation)
     # reuse=True moves taken aliases; it does not change what a call returns.
     assert_type(await client.images.create(b"d", aliases=["a"], reuse=True), Operation)
     assert_type(await client.images.create(b"d", aliases=["a"], reuse=True, wait=True), Image)

@@ -36,6 +36,7 @@ from .._errors import (
     InvalidInputError,
     LeftBehind,
     NotFoundError,
+    OperationError,
     TransferError,
     note_left_behind,
 )
@@ -49,8 +50,11 @@ from .._transfer.plan import list_header
 from .._transfer.relay import RelayFraming
 from .._transfer.reports import Progress, ProgressCallback, daemon_progress
 from .._validate import (
+    ARCHITECTURES,
     IMAGE_TYPES,
     alias_name,
+    architecture_name,
+    architecture_spellings,
     boolean,
     callback,
     choice,
@@ -88,6 +92,8 @@ class CopyOptions:
     auto_update: bool | None
     profiles: list[str] | None
     image_type: str | None
+    #: The architecture asked for, as the caller spelt it (checked: one incusd knows).
+    architecture: str | None
     progress: ProgressCallback | None
     wait: bool
     budget: WaitBudget
@@ -103,6 +109,7 @@ def copy_options(
     auto_update: object,
     profiles: object,
     image_type: object,
+    architecture: object = None,
     progress: object,
     wait: object,
     timeout: object,
@@ -117,6 +124,7 @@ def copy_options(
         auto_update=optional_boolean(auto_update, "auto_update"),
         profiles=None if profiles is None else names_list(profiles, "profiles", profile_name),
         image_type=None if image_type is None else choice(image_type, "type", IMAGE_TYPES),
+        architecture=None if architecture is None else architecture_name(architecture),
         progress=progress,  # type: ignore[arg-type]  # checked above
         wait=boolean(wait, "wait"),
         budget=WaitBudget(timeout),
@@ -146,6 +154,7 @@ class AsyncCopier:
         with _naming(described, source.server, self._target, f"{mode.name} mode"):
             with _nothing_copied():
                 found, by_alias = await _resolve(source, image, options.image_type)
+                _check_architecture(found, image, source.server, options.architecture)
             job = _Job(
                 target=self._calls,
                 source=source,
@@ -264,42 +273,83 @@ class AsyncCopier:
         await importer.preflight(
             [alias.name for alias in aliases], options.profiles or [], reuse=options.reuse
         )
+        candidates = await self._streams_names(name, options)
         follow_up = FollowUp(profiles=[] if options.profiles == [] else None, aliases=aliases)
-        if options.wait or follow_up.needed:
+        # An architecture asked for is checked on what arrived, also when waited for later.
+        completes = follow_up.needed or options.architecture is not None
+        if options.wait or completes:
             await importer.survey()
-        request = ImagesPost(
-            source=ImagesPostSource(
-                type="image",
-                mode="pull",
-                server=source.url,
-                protocol="simplestreams",
-                # The daemon takes it as an alias first, then as a fingerprint; recorded as
-                # the source, so that refreshes follow the alias.
-                alias=name,
-                certificate=source.certificate,
-                image_type=options.image_type,
-            ),
-            public=options.public,
-            auto_update=options.auto_update,
-            profiles=options.profiles or None,
-        )
         # The image's size is known only once it is here: the daemon's reports are amounts.
         progress = Progress(options.progress, None)
         progress.start()
-        started = await importer.start(api.new_image(action=importer.action, json=request))
-        if not options.wait and not follow_up.needed:
-            return started
-        completion = _StreamsCompletion(importer, follow_up, progress, described, options)
-        if not await self._calls.operations._finish(
-            started, completion, wait=options.wait, budget=options.budget
-        ):
-            return started
+        for attempt, candidate in enumerate(candidates):
+            request = ImagesPost(
+                source=ImagesPostSource(
+                    type="image",
+                    mode="pull",
+                    server=source.url,
+                    protocol="simplestreams",
+                    # The daemon takes it as an alias first, then as a fingerprint; recorded as
+                    # the source, so that refreshes follow the alias (and its architecture).
+                    alias=candidate,
+                    certificate=source.certificate,
+                    image_type=options.image_type,
+                ),
+                public=options.public,
+                auto_update=options.auto_update,
+                profiles=options.profiles or None,
+            )
+            started = await importer.start(api.new_image(action=importer.action, json=request))
+            if not options.wait and not completes:
+                return started
+            completion = _StreamsCompletion(importer, follow_up, progress, described, options)
+            try:
+                if not await self._calls.operations._finish(
+                    started, completion, wait=options.wait, budget=options.budget
+                ):
+                    return started
+            except OperationError as exc:
+                if options.architecture is None or not _not_in_catalogue(exc):
+                    raise
+                if attempt + 1 < len(candidates):
+                    continue  # the catalogue spells the architecture another way
+                missing = NotFoundError(
+                    f"Could not {importer.action} on {self._target}: {source.url} has no "
+                    f"{ARCHITECTURES[options.architecture]} image named {name!r} (tried "
+                    f"{', '.join(repr(tried) for tried in candidates)})",
+                    server=self._target,
+                )
+                raise note_left_behind(missing, LeftBehind.NOTHING, "nothing was copied") from exc
+            break
         assert completion.fingerprint is not None
         copied = await importer.image(completion.fingerprint)
         progress.total = copied.size
         progress.advance(copied.size - progress.done)
         progress.finish()
         return copied
+
+    async def _streams_names(self, name: str, options: CopyOptions) -> list[str]:
+        """What to ask the daemon for: the alias itself for this server's own architecture
+        (incusd resolves it to that architecture first), else ``ALIAS/ARCH`` in each spelling
+        of the architecture a catalogue may use (the caller's first; with wait=False, only
+        the caller's: a wrong one is known only once the daemon's operation failed)."""
+        architecture = options.architecture
+        if architecture is None:
+            return [name]
+        if ARCHITECTURES[architecture] == await self.native_architecture():
+            return [name]
+        spellings = architecture_spellings(architecture)
+        if not options.wait:
+            spellings = spellings[:1]
+        return [f"{name}/{spelling}" for spelling in spellings]
+
+    async def native_architecture(self) -> str | None:
+        """This server's own architecture (the first it lists), None when it does not say
+        (it tells only a client it trusts)."""
+        environment = (await self._calls.server_info()).environment
+        if environment is None or not environment.architectures:
+            return None
+        return environment.architectures[0]
 
 
 # --------------------------------------------------------------------------------------------
@@ -399,8 +449,27 @@ class _StreamsCompletion:
         watch = _reporting(self._progress) if self._options.progress is not None else None
         finished = await importer.wait(operation, watch=watch, budget=budget)
         self.fingerprint = await importer.verified(finished, None)
+        await self._check_architecture(self.fingerprint)
         await importer.follow_up(self.fingerprint, self._follow_up)
         return finished
+
+    async def _check_architecture(self, fingerprint: str) -> None:
+        """An alias the catalogue has for other architectures only gives one of those: the
+        copy is not kept when it is not of the architecture asked for."""
+        architecture = self._options.architecture
+        if architecture is None:
+            return
+        copied = await self._importer.image(fingerprint)
+        if copied.architecture == ARCHITECTURES[architecture]:
+            return
+        missing = NotFoundError(
+            f"Could not {self._importer.action} on {self._importer.server}: the image server "
+            f"has no {ARCHITECTURES[architecture]} image under that name (it gave image "
+            f"{fingerprint}, a {copied.architecture or 'unknown'} image)",
+            server=self._importer.server,
+            fingerprint=fingerprint,
+        )
+        raise note_left_behind(missing, *await self._importer.discard(fingerprint))
 
 
 async def _check_copy(job: _Job) -> None:
@@ -781,6 +850,19 @@ async def _resolve(
     return found, by_alias
 
 
+def _check_architecture(found: Image, image: object, server: str, architecture: str | None) -> None:
+    """A server alias or fingerprint names one image: of the architecture asked, or none."""
+    if architecture is None or found.architecture == ARCHITECTURES[architecture]:
+        return
+    raise NotFoundError(
+        f"Could not find the {ARCHITECTURES[architecture]} image {image!r} on {server}: it "
+        f"names image {found.fingerprint}, a {found.architecture or 'unknown'} image (an "
+        "alias of an Incus server names one image, of one architecture)",
+        server=server,
+        fingerprint=found.fingerprint,
+    )
+
+
 async def _not_on_source(
     source: AsyncImageCalls, name: str, image_type: str | None
 ) -> NotFoundError:
@@ -833,6 +915,14 @@ def _wanted_aliases(options: CopyOptions, found: Image) -> list[AliasEntry]:
         )
         del copied[MAX_COPIED_ALIASES:]
     return wanted + copied
+
+
+def _not_in_catalogue(failure: OperationError) -> bool:
+    """Whether the daemon's operation failed because the image server has nothing under the
+    name asked for (incusd's simplestreams client: "Alias '...' doesn't exist", "The
+    requested image couldn't be found")."""
+    said = str(failure).lower()
+    return "doesn't exist" in said or "couldn't be found" in said
 
 
 def _reporting(progress: Progress) -> Callable[[Operation], None]:

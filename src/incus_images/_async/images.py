@@ -207,6 +207,7 @@ class AsyncImagesAPI:
         auto_update: bool | None = None,
         profiles: Sequence[str] | None = None,
         type: str | None = None,
+        architecture: str | None = None,
         progress: ProgressCallback | None = None,
         wait: Literal[True] = True,
         timeout: float | None = None,
@@ -226,6 +227,7 @@ class AsyncImagesAPI:
         auto_update: bool | None = None,
         profiles: Sequence[str] | None = None,
         type: str | None = None,
+        architecture: str | None = None,
         progress: ProgressCallback | None = None,
         wait: Literal[False],
         timeout: float | None = None,
@@ -245,6 +247,7 @@ class AsyncImagesAPI:
         auto_update: bool | None = None,
         profiles: Sequence[str] | None = None,
         type: str | None = None,
+        architecture: str | None = None,
         progress: ProgressCallback | None = None,
         wait: bool,
         timeout: float | None = None,
@@ -263,6 +266,7 @@ class AsyncImagesAPI:
         auto_update: bool | None = None,
         profiles: Sequence[str] | None = None,
         type: str | None = None,
+        architecture: str | None = None,
         progress: ProgressCallback | None = None,
         wait: bool = True,
         timeout: float | None = None,
@@ -274,6 +278,18 @@ class AsyncImagesAPI:
         (any Incus server, over HTTPS or a unix socket, trusted or not) or a
         :class:`SimpleStreams` image server. ``type`` ("container" or "virtual-machine")
         picks which image an alias names when both kinds exist.
+
+        architecture names the architecture of the image wanted, in Incus's names
+        (``x86_64``, ``aarch64``) or another spelling Incus knows (``amd64``, ``arm64``);
+        None: whatever the name gives (an image server gives the image of this server's
+        architecture when the alias has one). From an image server, an alias resolves as
+        incusd does: the bare alias for this server's own architecture, else
+        ``ALIAS/ARCH``, tried in each spelling of the architecture a catalogue may use (the
+        one given first; with wait=False, only the one given: use the catalogue's own
+        spelling then). With auto_update=True, the alias recorded is the one that resolved,
+        so refreshes follow that architecture. An Incus server's alias or a fingerprint
+        names one image: when it is not of that architecture, or an image server has none
+        of it, NotFoundError names what was found or tried, and nothing is kept.
 
         mode says who moves the bytes:
 
@@ -326,6 +342,7 @@ class AsyncImagesAPI:
             auto_update=auto_update,
             profiles=profiles,
             image_type=type,
+            architecture=architecture,
             progress=progress,
             wait=wait,
             timeout=timeout,
