@@ -4,13 +4,19 @@ new image once it is stored, with If-Match, and a concurrent change is never ove
 from __future__ import annotations
 
 import contextlib
+import json
+import os
+import subprocess
+import sys
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 from simplestreams_server import SimpleStreamsServer
 from tiny_image import split_image, unified_image
 
+import incus_images
 from incus_images import (
     AsyncClient,
     ConflictError,
@@ -176,3 +182,121 @@ async def test_an_incus_alias_of_another_architecture_is_not_found(
     assert await target.images.list(0) == []
     copied = await target.images.copy(name, source, architecture="amd64")
     assert isinstance(copied, Image) and copied.fingerprint == original.fingerprint
+
+
+# --------------------------------------------------------------------------------------------
+# ensure()
+
+
+async def test_ensure_twice_copies_once_and_points_the_aliases(
+    pair: tuple[AsyncClient, AsyncClient], image_server: SimpleStreamsServer
+) -> None:
+    _, target = pair
+    alias, amd64, _ = two_architectures(image_server)
+    hub = SimpleStreams(image_server.url, certificate=image_server.certificate_pem)
+    other = await target.images.create(unified_image(), wait=True)
+    taken = unique("base")
+    await target.images.create_alias(taken, other.fingerprint)
+    first = await target.images.ensure(alias, hub, aliases=[taken], auto_update=True)
+    assert first.fingerprint == amd64
+    assert first.auto_update
+    assert (await target.images.get_alias(taken)).target == amd64  # moved to it
+    downloads = list(image_server.requests)
+    second = await target.images.ensure(alias, hub, aliases=[taken], auto_update=True)
+    assert second == first
+    assert image_server.requests == downloads
+    assert sorted(await target.images.list(0)) == sorted([amd64, other.fingerprint])
+    # The other architecture is another image, ensured once too.
+    arm = await target.images.ensure(alias, hub, architecture="aarch64")
+    assert arm.architecture == "aarch64"
+    again = await target.images.ensure(alias, hub, architecture="arm64")
+    assert again.fingerprint == arm.fingerprint
+
+
+async def test_ensure_settles_settings_on_an_image_held_already(
+    pair: tuple[AsyncClient, AsyncClient],
+) -> None:
+    source, target = pair
+    name = unique("base")
+    original = await source.images.create(unified_image(), aliases=[name], wait=True)
+    first = await target.images.ensure(name, source)
+    assert first.fingerprint == original.fingerprint and not first.public
+    second = await target.images.ensure(name, source, public=True)
+    assert second.fingerprint == first.fingerprint and second.public
+    assert await target.images.list(0) == [original.fingerprint]
+
+
+#: The other processes of the race: each connects, waits for the word, then ensures the image.
+RACER = """
+import json, sys
+from incus_images import Client, SimpleStreams
+target, kind, name, aliases, url, certificate = json.loads(sys.argv[1])
+with Client(target) as client:
+    if kind == "simplestreams":
+        source = SimpleStreams(url, certificate=certificate)
+    else:
+        source = Client(url)
+    # Warm up: connections made and the copying code loaded, so that the race is even.
+    client.server_info()
+    if kind != "simplestreams":
+        source.server_info()
+    import incus_images._sync._copying, incus_images._sync._importing
+    print("ready", flush=True)
+    sys.stdin.readline()
+    print(client.images.ensure(name, source, aliases=aliases).fingerprint, flush=True)
+"""
+
+
+@pytest.mark.parametrize("kind", ["simplestreams", "incus"])
+async def test_processes_ensuring_at_once_end_with_one_image(
+    copy_servers: Any,
+    pair: tuple[AsyncClient, AsyncClient],
+    image_server: SimpleStreamsServer,
+    kind: str,
+) -> None:
+    """This client and two other processes ensure the same image at the same moment: one
+    image, the aliases pointing at it, all get it back, no ConflictError."""
+    source, target = pair
+    if kind == "simplestreams":
+        alias, expected, _ = two_architectures(image_server)
+        url, certificate = image_server.url, image_server.certificate_pem
+        origin: Any = SimpleStreams(url, certificate=certificate)
+    else:
+        alias = unique("img")
+        created = await source.images.create(unified_image(), aliases=[alias], wait=True)
+        expected, origin = created.fingerprint, source
+        url, certificate = copy_servers.source.endpoint, None
+    names = [unique("base"), unique("also")]
+    arguments = [copy_servers.target.endpoint, kind, alias, names, url, certificate]
+    package = Path(incus_images.__file__).parents[1]
+    environment = {**os.environ, "PYTHONPATH": str(package)}
+    with contextlib.ExitStack() as stack:
+        racers = [
+            stack.enter_context(
+                subprocess.Popen(
+                    [sys.executable, "-c", RACER, json.dumps(arguments)],
+                    stdin=subprocess.PIPE,
+                    stdout=subprocess.PIPE,
+                    text=True,
+                    env=environment,
+                )
+            )
+            for _ in range(2)
+        ]
+        for racer in racers:
+            assert racer.stdout is not None
+            assert racer.stdout.readline().strip() == "ready"
+        for racer in racers:
+            assert racer.stdin is not None
+            racer.stdin.write("go\n")
+            racer.stdin.flush()
+        mine = await target.images.ensure(alias, origin, aliases=names)
+        theirs = []
+        for racer in racers:
+            assert racer.stdout is not None
+            theirs.append(racer.stdout.read().strip())
+            assert racer.wait(timeout=120) == 0
+    assert [mine.fingerprint, *theirs] == [expected] * 3
+    assert await target.images.list(0) == [expected]
+    for name in names:
+        assert (await target.images.get_alias(name)).target == expected

@@ -16,6 +16,7 @@ from .._models import Image, ImageAlias, Operation, ServerInfo
 from .._protocol import (
     fingerprints_from_urls,
     structure,
+    structure_list,
     token_secret,
     unexpected,
 )
@@ -48,6 +49,12 @@ class AsyncImageCalls:
         call = api.image_fingerprints()
         envelope = await self.connection.request(call)
         return fingerprints_from_urls(call, self.server, envelope.metadata)
+
+    async def images(self) -> list[Image]:
+        """Every image (of the client's project)."""
+        call = api.list_images(recursion=1, filter=None, all_projects=False)
+        envelope = await self.connection.request(call)
+        return structure_list(call, self.server, envelope.metadata, Image)
 
     async def get(
         self, prefix: str, *, secret: str | None = None, explain_missing: bool = True

@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from typing import ClassVar, Literal
 
 import attrs
@@ -37,7 +38,9 @@ from .._errors import (
     LeftBehind,
     NotFoundError,
     OperationError,
+    PreconditionFailedError,
     TransferError,
+    UnexpectedResponseError,
     note_left_behind,
 )
 from .._logging import logger
@@ -77,6 +80,9 @@ MODES: tuple[CopyMode, ...] = ("pull", "push", "relay")
 #: The most aliases copy_aliases=True brings from a source (each costs two requests; real
 #: images carry a handful). More are left out, with a WARNING.
 MAX_COPIED_ALIASES = 1000
+
+#: Older than any upload (ensure() picks the newest of several matching images).
+_EPOCH = datetime(1, 1, 1, tzinfo=UTC)
 
 
 @attrs.frozen(kw_only=True)
@@ -238,6 +244,142 @@ class AsyncCopier:
                 "image came from, so the server could never refresh it"
             )
         return _MODES[mode]
+
+    # ----------------------------------------------------------------------------------------
+    # ensure(): the image here once, its aliases pointing at it.
+
+    async def ensure(
+        self, image: object, source: AsyncImageCalls | SimpleStreams, options: CopyOptions
+    ) -> Image:
+        """The image this server holds that is the one asked for, copied first when it
+        holds none; then the aliases asked for point at it. ``options`` carries no aliases
+        for the copy itself: they are pointed here (see _point_aliases)."""
+        name = alias_name(image, argument="image")
+        wanted = options.architecture
+        architecture = ARCHITECTURES[wanted] if wanted else await self.native_architecture()
+        held = await self._held(name, source, options.image_type, architecture)
+        if held is None:
+            copying = attrs.evolve(options, aliases=[], reuse=False, wait=True)
+            try:
+                if isinstance(source, SimpleStreams):
+                    copied = await self.from_simplestreams(name, source, copying)
+                else:
+                    copied = await self.copy(name, source, copying)
+            except (ConflictError, OperationError) as exc:
+                # Another client ensuring the same image stored it first: incusd then
+                # refuses the second upload of it (a relay), or fails the second pull.
+                held = await self._held(name, source, options.image_type, architecture)
+                if held is None:
+                    raise
+                logger.debug("ensure of %r: stored meanwhile by another client (%s)", name, exc)
+            else:
+                assert isinstance(copied, Image)  # it waited
+                held = copied
+        await self._point_aliases(held.fingerprint, options.aliases)
+        image_now, _ = await self._calls.get(held.fingerprint)
+        return image_now
+
+    async def _held(
+        self,
+        name: str,
+        source: AsyncImageCalls | SimpleStreams,
+        image_type: str | None,
+        architecture: str | None,
+    ) -> Image | None:
+        """The image here that is the one asked for: the same fingerprint (a full one, or
+        what the source's alias or prefix names); or an image recorded as coming from that
+        source under that alias (its update source), of the type and architecture asked."""
+
+        def fits(image: Image) -> bool:
+            return (image_type is None or image.type == image_type) and (
+                architecture is None or image.architecture == architecture
+            )
+
+        if len(name) == 64 and all(char in "0123456789abcdefABCDEF" for char in name):
+            found = await self._calls.find(name.lower())
+            if found is not None:
+                if not fits(found):
+                    raise _not_this_one(found, name, self._target, image_type, architecture)
+                return found
+        server: str | None
+        if isinstance(source, SimpleStreams):
+            server, protocol = source.url, "simplestreams"
+        else:
+            server, protocol = source.connection.https_url, "incus"
+        if server is not None:
+            recorded = {name}
+            if architecture is not None:
+                recorded.update(
+                    f"{name}/{spelling}" for spelling in architecture_spellings(architecture)
+                )
+            matches = [
+                image
+                for image in await self._calls.images()
+                if image.update_source is not None
+                and image.update_source.protocol == protocol
+                and image.update_source.server.rstrip("/") == server.rstrip("/")
+                and image.update_source.alias in recorded
+                and fits(image)
+            ]
+            if matches:
+                # incusd prefers a container; of several versions, the newest.
+                return max(
+                    matches,
+                    key=lambda image: (image.type == "container", image.uploaded_at or _EPOCH),
+                )
+        if isinstance(source, SimpleStreams):
+            return None  # only the image server itself resolves its aliases
+        found, _ = await _resolve(source, name, image_type)
+        _check_architecture(found, name, source.server, architecture)
+        return await self._calls.find(found.fingerprint)
+
+    async def _point_aliases(self, fingerprint: str, names: list[str]) -> None:
+        """Make each alias point at the image: a missing one is created, one pointing at
+        another image is moved (PATCH with its ETag, never deleted and made again). A change
+        another client makes at the same time is not overwritten: unless it points the alias
+        at this same image (a concurrent ensure), ConflictError or PreconditionFailedError,
+        and the image stays."""
+        from .._requests import ImageAliasesPost
+
+        what = f"image '{fingerprint}'"
+        for name in names:
+            found = await self._calls.find_alias(name)
+            try:
+                if found is None:
+                    await self._calls.create_alias(
+                        ImageAliasesPost(name=name, target=fingerprint),
+                        f"create alias {name!r} for {what}",
+                    )
+                    continue
+                alias, etag = found
+                if alias.target == fingerprint:
+                    continue
+                if not etag:
+                    raise UnexpectedResponseError(
+                        f"Could not move alias {name!r} to {what} on {self._target}: the server "
+                        "sent no ETag with it, so it cannot be moved safely",
+                        server=self._target,
+                    )
+                await self._calls.move_alias(
+                    name,
+                    fingerprint,
+                    etag,
+                    f"move alias {name!r} from image '{alias.target}' to {what}",
+                )
+            except (ConflictError, PreconditionFailedError) as exc:
+                again = await self._calls.find_alias(name)
+                if again is not None and again[0].target == fingerprint:
+                    continue  # another client pointed it here too
+                note_left_behind(
+                    exc,
+                    LeftBehind.STORED,
+                    f"image {fingerprint} is here and stays; alias {name!r} changed at the same "
+                    "time and was left as the other change made it",
+                )
+                raise
+            except IncusError as exc:
+                note_left_behind(exc, LeftBehind.STORED, f"image {fingerprint} is here and stays")
+                raise
 
     # ----------------------------------------------------------------------------------------
     # From a simplestreams image server: the target downloads.
@@ -848,6 +990,19 @@ async def _resolve(
     if image_type is not None and found.type != image_type:
         raise await _not_on_source(source, name, image_type)
     return found, by_alias
+
+
+def _not_this_one(
+    found: Image, name: str, server: str, image_type: str | None, architecture: str | None
+) -> NotFoundError:
+    """A fingerprint names one image; this server holds it, but not of the kind asked for."""
+    kind = " ".join(part for part in (architecture, image_type) if part) or "asked for"
+    return NotFoundError(
+        f"Could not ensure image {name!r} on {server}: it is a {found.architecture} "
+        f"{found.type} image, not the {kind} one",
+        server=server,
+        fingerprint=found.fingerprint,
+    )
 
 
 def _check_architecture(found: Image, image: object, server: str, architecture: str | None) -> None:

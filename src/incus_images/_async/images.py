@@ -350,6 +350,85 @@ class AsyncImagesAPI:
         copier = AsyncCopier(self._calls)
         if isinstance(source, SimpleStreams):
             return await copier.from_simplestreams(image, source, options)
+        return await copier.copy(image, self._source_calls(source), options)
+
+    async def ensure(
+        self,
+        image: str,
+        source: AsyncImageServer | SimpleStreams,
+        *,
+        type: str | None = None,
+        architecture: str | None = None,
+        aliases: Sequence[str] | None = None,
+        auto_update: bool | None = None,
+        public: bool | None = None,
+        profiles: Sequence[str] | None = None,
+        progress: ProgressCallback | None = None,
+        timeout: float | None = None,
+    ) -> Image:
+        """Make sure this server holds the image, once, with the aliases pointing at it;
+        return it. Idempotent: a second call transfers nothing and sends no copy request.
+
+        image and source are as for :meth:`copy`. The image this server already holds is
+        returned when it is the one asked for: the same fingerprint (a full one given, or
+        the one the source's alias or prefix names, for an Incus server as source); or an
+        image recorded as coming from that source under that alias (its ``update_source``:
+        server address, protocol and alias, as a pull copy records it) and of the type and
+        architecture asked. Otherwise the image is copied, as :meth:`copy` does (mode chosen
+        as there; ``progress`` and ``timeout`` apply to it).
+
+        type None accepts an image of either type (a container one first, as incusd
+        prefers); architecture None means this server's own architecture (the first it
+        lists), the name for another as in :meth:`copy`. A full fingerprint this server
+        holds, but of another type or architecture, is NotFoundError.
+
+        aliases then point at the image: a missing one is created, one pointing at another
+        image is moved to it, as reuse=True moves it (PATCH with its ETag; the other image
+        stays). A change another client makes to an alias at the same time is never
+        overwritten (ConflictError or PreconditionFailedError; the image stays), unless it
+        points the alias at this same image. public, auto_update and profiles, when given,
+        are set on a copy, and changed on an image held already when they differ.
+
+        Two clients ensuring the same image at once end with one image, the aliases pointing
+        at it, and both get it back: an image another client stored first is found, not
+        refused.
+        """
+        from .._simplestreams import SimpleStreams
+        from ._copying import AsyncCopier, copy_options
+
+        options = copy_options(
+            mode=None,
+            aliases=aliases,
+            reuse=True,
+            copy_aliases=False,
+            public=public,
+            auto_update=auto_update,
+            profiles=profiles,
+            image_type=type,
+            architecture=architecture,
+            progress=progress,
+            wait=True,
+            timeout=timeout,
+        )
+        alias_name(image, argument="image")
+        origin: AsyncImageCalls | SimpleStreams = (
+            source if isinstance(source, SimpleStreams) else self._source_calls(source)
+        )
+        held = await AsyncCopier(self._calls).ensure(image, origin, options)
+        # Only what differs is written (None: keep it), so a held image is left alone.
+        public, auto_update, profiles = (
+            None if options.public in (None, held.public) else options.public,
+            None if options.auto_update in (None, held.auto_update) else options.auto_update,
+            None if options.profiles in (None, held.profiles) else options.profiles,
+        )
+        if (public, auto_update, profiles) == (None, None, None):
+            return held
+        return await self.update(
+            held.fingerprint, public=public, auto_update=auto_update, profiles=profiles
+        )
+
+    def _source_calls(self, source: object) -> AsyncImageCalls:
+        """The requests of a source client, refused unless it is one of this flavour."""
         images = getattr(source, "images", None)
         if not isinstance(images, AsyncImagesAPI):
             raise InvalidInputError(
@@ -357,7 +436,7 @@ class AsyncImagesAPI:
                 "server to copy from (the same kind as this client), or a SimpleStreams image "
                 f"server, got {type_name(source)}"
             )
-        return await copier.copy(image, images._calls, options)
+        return images._calls
 
     # ----------------------------------------------------------------------------------------
     # Creating, changing and deleting.
