@@ -91,6 +91,31 @@ async def test_the_architecture_decides_which_held_image_is_the_one(
     assert not [line for line in wire.sent() if line.startswith("POST")]
 
 
+async def test_without_an_architecture_the_image_the_bare_alias_gave_is_the_one(
+    client: AsyncClient, wire: Wire
+) -> None:
+    """An alias without an image of the server's own architecture gave another one: that is
+    the one, found again; with an image of its own architecture too, that one is preferred."""
+    foreign = from_hub(ELSEWHERE, "debian/12", architecture="aarch64")
+    holding(wire, foreign)
+    held = await client.images.ensure("debian/12", SimpleStreams(HUB))
+    assert held.fingerprint == ELSEWHERE
+    native = from_hub(HELD, "debian/12", uploaded_at="2020-01-01T00:00:00Z")
+    holding(wire, foreign, native)
+    held = await client.images.ensure("debian/12", SimpleStreams(HUB))
+    assert held.fingerprint == HELD
+    assert not [line for line in wire.sent() if line.startswith("POST")]
+
+
+async def test_an_unknown_native_architecture_is_no_trouble(
+    client: AsyncClient, wire: Wire
+) -> None:
+    holding(wire, from_hub(HELD, "debian/12", architecture="e2k"))
+    wire.on("GET", "/1.0", server_info("e2k"))
+    held = await client.images.ensure("debian/12", SimpleStreams(HUB))
+    assert held.fingerprint == HELD
+
+
 async def test_a_taken_alias_is_moved_with_if_match(client: AsyncClient, wire: Wire) -> None:
     holding(wire, from_hub(HELD, "debian/12"))
     wire.on("GET", f"{ALIASES}/base", alias_entry("base", ELSEWHERE))

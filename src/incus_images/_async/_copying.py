@@ -255,9 +255,10 @@ class AsyncCopier:
         holds none; then the aliases asked for point at it. ``options`` carries no aliases
         for the copy itself: they are pointed here (see _point_aliases)."""
         name = alias_name(image, argument="image")
-        wanted = options.architecture
-        architecture = ARCHITECTURES[wanted] if wanted else await self.native_architecture()
-        held = await self._held(name, source, options.image_type, architecture)
+        wanted = ARCHITECTURES[options.architecture] if options.architecture else None
+        # Without one asked for, incusd resolves an alias to this server's own first.
+        native = await self.native_architecture() if wanted is None else None
+        held = await self._held(name, source, options.image_type, wanted, native)
         if held is None:
             copying = attrs.evolve(options, aliases=[], reuse=False, wait=True)
             try:
@@ -268,7 +269,7 @@ class AsyncCopier:
             except (ConflictError, OperationError) as exc:
                 # Another client ensuring the same image stored it first: incusd then
                 # refuses the second upload of it (a relay), or fails the second pull.
-                held = await self._held(name, source, options.image_type, architecture)
+                held = await self._held(name, source, options.image_type, wanted, native)
                 if held is None:
                     raise
                 logger.debug("ensure of %r: stored meanwhile by another client (%s)", name, exc)
@@ -284,22 +285,25 @@ class AsyncCopier:
         name: str,
         source: AsyncImageCalls | SimpleStreams,
         image_type: str | None,
-        architecture: str | None,
+        wanted: str | None,
+        native: str | None,
     ) -> Image | None:
         """The image here that is the one asked for: the same fingerprint (a full one, or
         what the source's alias or prefix names); or an image recorded as coming from that
-        source under that alias (its update source), of the type and architecture asked."""
+        source under that alias (its update source), of the type and architecture asked
+        (``wanted``, an Incus name; None: the one incusd resolved the bare alias to, this
+        server's own architecture, ``native``, preferred)."""
 
         def fits(image: Image) -> bool:
             return (image_type is None or image.type == image_type) and (
-                architecture is None or image.architecture == architecture
+                wanted is None or image.architecture == wanted
             )
 
         if len(name) == 64 and all(char in "0123456789abcdefABCDEF" for char in name):
             found = await self._calls.find(name.lower())
             if found is not None:
                 if not fits(found):
-                    raise _not_this_one(found, name, self._target, image_type, architecture)
+                    raise _not_this_one(found, name, self._target, image_type, wanted)
                 return found
         server: str | None
         if isinstance(source, SimpleStreams):
@@ -307,8 +311,11 @@ class AsyncCopier:
         else:
             server, protocol = source.connection.https_url, "incus"
         if server is not None:
+            # Recorded as asked: the bare alias (incusd's choice, this server's own
+            # architecture first), or ALIAS/ARCH in the spelling that resolved.
+            architecture = wanted or native
             recorded = {name}
-            if architecture is not None:
+            if architecture in ARCHITECTURES:
                 recorded.update(
                     f"{name}/{spelling}" for spelling in architecture_spellings(architecture)
                 )
@@ -320,17 +327,23 @@ class AsyncCopier:
                 and image.update_source.server.rstrip("/") == server.rstrip("/")
                 and image.update_source.alias in recorded
                 and fits(image)
+                and (image.update_source.alias == name or image.architecture == architecture)
             ]
             if matches:
-                # incusd prefers a container; of several versions, the newest.
+                # This server's own architecture first, a container (incusd's preference),
+                # and of several versions the newest.
                 return max(
                     matches,
-                    key=lambda image: (image.type == "container", image.uploaded_at or _EPOCH),
+                    key=lambda image: (
+                        image.architecture == architecture,
+                        image.type == "container",
+                        image.uploaded_at or _EPOCH,
+                    ),
                 )
         if isinstance(source, SimpleStreams):
             return None  # only the image server itself resolves its aliases
         found, _ = await _resolve(source, name, image_type)
-        _check_architecture(found, name, source.server, architecture)
+        _check_architecture(found, name, source.server, wanted)
         return await self._calls.find(found.fingerprint)
 
     async def _point_aliases(self, fingerprint: str, names: list[str]) -> None:

@@ -378,9 +378,11 @@ class AsyncImagesAPI:
         as there; ``progress`` and ``timeout`` apply to it).
 
         type None accepts an image of either type (a container one first, as incusd
-        prefers); architecture None means this server's own architecture (the first it
-        lists), the name for another as in :meth:`copy`. A full fingerprint this server
-        holds, but of another type or architecture, is NotFoundError.
+        prefers). architecture names the architecture as in :meth:`copy`; None: the image the
+        alias resolves to, which is one of this server's own architecture (the first it
+        lists) when the source has one, else the alias's other architecture: an image held
+        of this server's own architecture is preferred. A full fingerprint this server
+        holds, but of another type or architecture than asked, is NotFoundError.
 
         aliases then point at the image: a missing one is created, one pointing at another
         image is moved to it, as reuse=True moves it (PATCH with its ETag; the other image
