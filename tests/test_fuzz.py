@@ -949,10 +949,14 @@ def test_simplestreams(url: object, certificate: object) -> None:
     progress=st.one_of(st.none(), callables(), anything),
     wait=st.one_of(st.booleans(), anything),
     timeout=st.one_of(st.none(), st.floats(), st.integers(), anything),
+    reuse=st.one_of(st.booleans(), anything),
+    architecture=st.one_of(st.none(), st.sampled_from(["x86_64", "arm64", "aarch64"]), anything),
 )
 def test_copy_options(
     mode: object,
     aliases: object,
+    reuse: object,
+    architecture: object,
     copy_aliases: object,
     public: object,
     auto_update: object,
@@ -966,6 +970,8 @@ def test_copy_options(
         options = copy_options(
             mode=mode,
             aliases=aliases,
+            reuse=reuse,
+            architecture=architecture,
             copy_aliases=copy_aliases,
             public=public,
             auto_update=auto_update,
@@ -982,6 +988,8 @@ def test_copy_options(
     assert left is None or (math.isfinite(left) and left >= 0)
     assert options.mode is None or options.mode in MODES
     assert type(options.copy_aliases) is bool and type(options.wait) is bool
+    assert type(options.reuse) is bool
+    assert options.architecture is None or options.architecture in validate.ARCHITECTURES
     assert options.public is None or type(options.public) is bool
     assert options.auto_update is None or type(options.auto_update) is bool
     assert options.image_type in (None, "container", "virtual-machine")

@@ -238,6 +238,7 @@ POSITIONAL = {
     "export": ["fingerprint", "target_path"],
     "refresh": ["fingerprint"],
     "copy": ["image", "source"],
+    "ensure": ["image", "source"],
     "publish": ["source"],
     "create_secret": ["fingerprint"],
     "create_alias": ["name", "target", "description"],

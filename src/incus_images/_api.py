@@ -184,11 +184,17 @@ def rename_alias(name: str, new_name: str, body: Any) -> Call:
     )
 
 
-def update_alias(name: str, target: str, body: Any) -> Call:
+def update_alias(
+    name: str, target: str, body: Any, *, etag: str | None = None, action: str | None = None
+) -> Call:
+    """PATCH the alias (only the fields the body carries change); with the ETag it was read
+    with, a concurrent change fails it (412). incusd ignores If-Match on DELETE: an alias is
+    moved with this, never deleted and made again."""
     return Call(
         method="PATCH",
         path=alias_path(name),
-        action=f"update alias {name!r} to image '{target}'",
+        action=action or f"update alias {name!r} to image '{target}'",
+        headers={"If-Match": etag} if etag else {},
         json=body,
     )
 

@@ -184,6 +184,8 @@ class ServerEnvironment:
     server_version: str = ""
     server_clustered: bool = False
     project: str = ""
+    #: The architectures it runs instances of (Incus names), its own first.
+    architectures: list[str] = attrs.field(factory=list)
 
 
 @attrs.frozen(kw_only=True)

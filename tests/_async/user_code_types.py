@@ -74,6 +74,33 @@ async def images_calls(client: AsyncClient, other: AsyncClient, flag: bool) -> N
     assert_type(await client.images.publish("c1"), Image)
     assert_type(await client.images.publish("c1/snap0", wait=False), Operation)
     assert_type(await client.images.publish("c1", force=True, timeout=60), Image)
+    assert_type(await client.images.copy("debian/12", hub, architecture="aarch64"), Image)
+    assert_type(await client.images.copy(fp, other, architecture="x86_64", wait=False), Operation)
+    # ensure() always waits: the Image.
+    assert_type(await client.images.ensure("debian/12", hub), Image)
+    assert_type(
+        await client.images.ensure(
+            "debian/12",
+            hub,
+            type="virtual-machine",
+            architecture="aarch64",
+            aliases=["base"],
+            auto_update=True,
+            public=False,
+            profiles=["default"],
+            progress=None,
+            timeout=600,
+        ),
+        Image,
+    )
+    assert_type(await client.images.ensure(fp, other, aliases=["base"]), Image)
+    # reuse=True moves taken aliases; it does not change what a call returns.
+    assert_type(await client.images.create(b"d", aliases=["a"], reuse=True), Operation)
+    assert_type(await client.images.create(b"d", aliases=["a"], reuse=True, wait=True), Image)
+    assert_type(await client.images.copy(fp, other, aliases=["a"], reuse=True), Image)
+    assert_type(await client.images.copy(fp, other, reuse=True, wait=False), Operation)
+    assert_type(await client.images.publish("c1", aliases=["a"], reuse=True), Image)
+    assert_type(await client.images.publish("c1", reuse=True, wait=flag), Image | Operation)
 
     # delete() and refresh() give the Operation (finished when they waited).
     assert_type(await client.images.delete(fp), Operation)

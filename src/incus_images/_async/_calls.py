@@ -16,6 +16,7 @@ from .._models import Image, ImageAlias, Operation, ServerInfo
 from .._protocol import (
     fingerprints_from_urls,
     structure,
+    structure_list,
     token_secret,
     unexpected,
 )
@@ -48,6 +49,12 @@ class AsyncImageCalls:
         call = api.image_fingerprints()
         envelope = await self.connection.request(call)
         return fingerprints_from_urls(call, self.server, envelope.metadata)
+
+    async def images(self) -> list[Image]:
+        """Every image (of the client's project)."""
+        call = api.list_images(recursion=1, filter=None, all_projects=False)
+        envelope = await self.connection.request(call)
+        return structure_list(call, self.server, envelope.metadata, Image)
 
     async def get(
         self, prefix: str, *, secret: str | None = None, explain_missing: bool = True
@@ -177,11 +184,25 @@ class AsyncImageCalls:
         return structure(call, self.server, envelope.metadata, ImageAlias)
 
     async def alias_is_free(self, name: str) -> bool:
+        return await self.find_alias(name) is None
+
+    async def find_alias(self, name: str) -> tuple[ImageAlias, str | None] | None:
+        """The alias and its ETag, or None when no alias has this name."""
+        call = api.get_alias(name)
         try:
-            await self.get_alias(name)
+            envelope = await self.connection.request(call)
         except NotFoundError:
-            return True
-        return False
+            return None
+        return structure(call, self.server, envelope.metadata, ImageAlias), envelope.etag
+
+    async def move_alias(self, name: str, target: str, etag: str, action: str) -> None:
+        """Point the alias at another image, only if it is still as it was read (``etag``):
+        a concurrent change fails it (PreconditionFailedError) and is kept."""
+        from .._requests import ImageAliasPatch  # request bodies load with the first write
+
+        await self.connection.request(
+            api.update_alias(name, target, ImageAliasPatch(target=target), etag=etag, action=action)
+        )
 
     async def create_alias(self, body: ImageAliasesPost, action: str) -> None:
         await self.connection.request(api.create_alias(body, action=action))

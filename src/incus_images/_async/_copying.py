@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from typing import ClassVar, Literal
 
 import attrs
@@ -36,7 +37,10 @@ from .._errors import (
     InvalidInputError,
     LeftBehind,
     NotFoundError,
+    OperationError,
+    PreconditionFailedError,
     TransferError,
+    UnexpectedResponseError,
     note_left_behind,
 )
 from .._logging import logger
@@ -49,8 +53,11 @@ from .._transfer.plan import list_header
 from .._transfer.relay import RelayFraming
 from .._transfer.reports import Progress, ProgressCallback, daemon_progress
 from .._validate import (
+    ARCHITECTURES,
     IMAGE_TYPES,
     alias_name,
+    architecture_name,
+    architecture_spellings,
     boolean,
     callback,
     choice,
@@ -74,6 +81,9 @@ MODES: tuple[CopyMode, ...] = ("pull", "push", "relay")
 #: images carry a handful). More are left out, with a WARNING.
 MAX_COPIED_ALIASES = 1000
 
+#: Older than any upload (ensure() picks the newest of several matching images).
+_EPOCH = datetime(1, 1, 1, tzinfo=UTC)
+
 
 @attrs.frozen(kw_only=True)
 class CopyOptions:
@@ -81,11 +91,15 @@ class CopyOptions:
 
     mode: CopyMode | None
     aliases: list[str]
+    #: Move aliases already taken to the copy (else they are refused).
+    reuse: bool
     copy_aliases: bool
     public: bool | None
     auto_update: bool | None
     profiles: list[str] | None
     image_type: str | None
+    #: The architecture asked for, as the caller spelt it (checked: one incusd knows).
+    architecture: str | None
     progress: ProgressCallback | None
     wait: bool
     budget: WaitBudget
@@ -95,11 +109,13 @@ def copy_options(
     *,
     mode: object,
     aliases: object,
+    reuse: object,
     copy_aliases: object,
     public: object,
     auto_update: object,
     profiles: object,
     image_type: object,
+    architecture: object = None,
     progress: object,
     wait: object,
     timeout: object,
@@ -108,11 +124,13 @@ def copy_options(
     return CopyOptions(
         mode=None if mode is None else choice(mode, "mode", MODES),  # type: ignore[arg-type]
         aliases=names_list(aliases, "aliases", new_alias_name),
+        reuse=boolean(reuse, "reuse"),
         copy_aliases=boolean(copy_aliases, "copy_aliases"),
         public=optional_boolean(public, "public"),
         auto_update=optional_boolean(auto_update, "auto_update"),
         profiles=None if profiles is None else names_list(profiles, "profiles", profile_name),
         image_type=None if image_type is None else choice(image_type, "type", IMAGE_TYPES),
+        architecture=None if architecture is None else architecture_name(architecture),
         progress=progress,  # type: ignore[arg-type]  # checked above
         wait=boolean(wait, "wait"),
         budget=WaitBudget(timeout),
@@ -142,6 +160,7 @@ class AsyncCopier:
         with _naming(described, source.server, self._target, f"{mode.name} mode"):
             with _nothing_copied():
                 found, by_alias = await _resolve(source, image, options.image_type)
+                _check_architecture(found, image, source.server, options.architecture)
             job = _Job(
                 target=self._calls,
                 source=source,
@@ -170,11 +189,15 @@ class AsyncCopier:
         aliases = _wanted_aliases(job.options, job.found)
         if fingerprint in await importer.survey():
             # Not an error: the target has the image; only the aliases asked for are added.
-            await importer.preflight([alias.name for alias in aliases], [])
+            await importer.preflight([alias.name for alias in aliases], [], reuse=job.options.reuse)
             await importer.follow_up(fingerprint, FollowUp(aliases=aliases))
             held = await importer.image(fingerprint)
             return held if job.options.wait else _already_there(held)
-        await importer.preflight([alias.name for alias in aliases], job.options.profiles or [])
+        await importer.preflight(
+            [alias.name for alias in aliases],
+            job.options.profiles or [],
+            reuse=job.options.reuse,
+        )
         follow_up = FollowUp(
             # A relayed or pushed image carries its metadata.yaml's properties; the copy gets
             # the source's (pull copies them itself).
@@ -223,6 +246,155 @@ class AsyncCopier:
         return _MODES[mode]
 
     # ----------------------------------------------------------------------------------------
+    # ensure(): the image here once, its aliases pointing at it.
+
+    async def ensure(
+        self, image: object, source: AsyncImageCalls | SimpleStreams, options: CopyOptions
+    ) -> Image:
+        """The image this server holds that is the one asked for, copied first when it
+        holds none; then the aliases asked for point at it. ``options`` carries no aliases
+        for the copy itself: they are pointed here (see _point_aliases)."""
+        name = alias_name(image, argument="image")
+        wanted = ARCHITECTURES[options.architecture] if options.architecture else None
+        # Without one asked for, incusd resolves an alias to this server's own first.
+        native = await self.native_architecture() if wanted is None else None
+        held = await self._held(name, source, options.image_type, wanted, native)
+        if held is None:
+            copying = attrs.evolve(options, aliases=[], reuse=False, wait=True)
+            try:
+                if isinstance(source, SimpleStreams):
+                    copied = await self.from_simplestreams(name, source, copying)
+                else:
+                    copied = await self.copy(name, source, copying)
+            except (ConflictError, OperationError) as exc:
+                # Another client ensuring the same image stored it first: incusd then
+                # refuses the second upload of it (a relay), or fails the second pull.
+                held = await self._held(name, source, options.image_type, wanted, native)
+                if held is None:
+                    raise
+                logger.debug("ensure of %r: stored meanwhile by another client (%s)", name, exc)
+            else:
+                assert isinstance(copied, Image)  # it waited
+                held = copied
+        await self._point_aliases(held.fingerprint, options.aliases)
+        image_now, _ = await self._calls.get(held.fingerprint)
+        return image_now
+
+    async def _held(
+        self,
+        name: str,
+        source: AsyncImageCalls | SimpleStreams,
+        image_type: str | None,
+        wanted: str | None,
+        native: str | None,
+    ) -> Image | None:
+        """The image here that is the one asked for: the same fingerprint (a full one, or
+        what the source's alias or prefix names); or an image recorded as coming from that
+        source under that alias (its update source), of the type and architecture asked
+        (``wanted``, an Incus name; None: the one incusd resolved the bare alias to, this
+        server's own architecture, ``native``, preferred)."""
+
+        def fits(image: Image) -> bool:
+            return (image_type is None or image.type == image_type) and (
+                wanted is None or image.architecture == wanted
+            )
+
+        if len(name) == 64 and all(char in "0123456789abcdefABCDEF" for char in name):
+            found = await self._calls.find(name.lower())
+            if found is not None:
+                if not fits(found):
+                    raise _not_this_one(found, name, self._target, image_type, wanted)
+                return found
+        server: str | None
+        if isinstance(source, SimpleStreams):
+            server, protocol = source.url, "simplestreams"
+        else:
+            server, protocol = source.connection.https_url, "incus"
+        if server is not None:
+            # Recorded as asked: the bare alias (incusd's choice, this server's own
+            # architecture first), or ALIAS/ARCH in the spelling that resolved.
+            architecture = wanted or native
+            recorded = {name}
+            if architecture in ARCHITECTURES:
+                recorded.update(
+                    f"{name}/{spelling}" for spelling in architecture_spellings(architecture)
+                )
+            matches = [
+                image
+                for image in await self._calls.images()
+                if image.update_source is not None
+                and image.update_source.protocol == protocol
+                and image.update_source.server.rstrip("/") == server.rstrip("/")
+                and image.update_source.alias in recorded
+                and fits(image)
+                and (image.update_source.alias == name or image.architecture == architecture)
+            ]
+            if matches:
+                # This server's own architecture first, a container (incusd's preference),
+                # and of several versions the newest.
+                return max(
+                    matches,
+                    key=lambda image: (
+                        image.architecture == architecture,
+                        image.type == "container",
+                        image.uploaded_at or _EPOCH,
+                    ),
+                )
+        if isinstance(source, SimpleStreams):
+            return None  # only the image server itself resolves its aliases
+        found, _ = await _resolve(source, name, image_type)
+        _check_architecture(found, name, source.server, wanted)
+        return await self._calls.find(found.fingerprint)
+
+    async def _point_aliases(self, fingerprint: str, names: list[str]) -> None:
+        """Make each alias point at the image: a missing one is created, one pointing at
+        another image is moved (PATCH with its ETag, never deleted and made again). A change
+        another client makes at the same time is not overwritten: unless it points the alias
+        at this same image (a concurrent ensure), ConflictError or PreconditionFailedError,
+        and the image stays."""
+        from .._requests import ImageAliasesPost
+
+        what = f"image '{fingerprint}'"
+        for name in names:
+            found = await self._calls.find_alias(name)
+            try:
+                if found is None:
+                    await self._calls.create_alias(
+                        ImageAliasesPost(name=name, target=fingerprint),
+                        f"create alias {name!r} for {what}",
+                    )
+                    continue
+                alias, etag = found
+                if alias.target == fingerprint:
+                    continue
+                if not etag:
+                    raise UnexpectedResponseError(
+                        f"Could not move alias {name!r} to {what} on {self._target}: the server "
+                        "sent no ETag with it, so it cannot be moved safely",
+                        server=self._target,
+                    )
+                await self._calls.move_alias(
+                    name,
+                    fingerprint,
+                    etag,
+                    f"move alias {name!r} from image '{alias.target}' to {what}",
+                )
+            except (ConflictError, PreconditionFailedError) as exc:
+                again = await self._calls.find_alias(name)
+                if again is not None and again[0].target == fingerprint:
+                    continue  # another client pointed it here too
+                note_left_behind(
+                    exc,
+                    LeftBehind.STORED,
+                    f"image {fingerprint} is here and stays; alias {name!r} changed at the same "
+                    "time and was left as the other change made it",
+                )
+                raise
+            except IncusError as exc:
+                note_left_behind(exc, LeftBehind.STORED, f"image {fingerprint} is here and stays")
+                raise
+
+    # ----------------------------------------------------------------------------------------
     # From a simplestreams image server: the target downloads.
 
     async def from_simplestreams(
@@ -253,43 +425,86 @@ class AsyncCopier:
     ) -> Image | Operation:
         importer = AsyncImporter(self._calls, f"copy {described}")
         aliases = [AliasEntry(name=alias) for alias in options.aliases]
-        await importer.preflight([alias.name for alias in aliases], options.profiles or [])
-        follow_up = FollowUp(profiles=[] if options.profiles == [] else None, aliases=aliases)
-        if options.wait or follow_up.needed:
-            await importer.survey()
-        request = ImagesPost(
-            source=ImagesPostSource(
-                type="image",
-                mode="pull",
-                server=source.url,
-                protocol="simplestreams",
-                # The daemon takes it as an alias first, then as a fingerprint; recorded as
-                # the source, so that refreshes follow the alias.
-                alias=name,
-                certificate=source.certificate,
-                image_type=options.image_type,
-            ),
-            public=options.public,
-            auto_update=options.auto_update,
-            profiles=options.profiles or None,
+        await importer.preflight(
+            [alias.name for alias in aliases], options.profiles or [], reuse=options.reuse
         )
+        candidates = await self._streams_names(name, options)
+        follow_up = FollowUp(profiles=[] if options.profiles == [] else None, aliases=aliases)
+        # An architecture asked for is checked on what arrived, also when waited for later.
+        completes = follow_up.needed or options.architecture is not None
+        if options.wait or completes:
+            await importer.survey()
         # The image's size is known only once it is here: the daemon's reports are amounts.
         progress = Progress(options.progress, None)
         progress.start()
-        started = await importer.start(api.new_image(action=importer.action, json=request))
-        if not options.wait and not follow_up.needed:
-            return started
-        completion = _StreamsCompletion(importer, follow_up, progress, described, options)
-        if not await self._calls.operations._finish(
-            started, completion, wait=options.wait, budget=options.budget
-        ):
-            return started
+        for attempt, candidate in enumerate(candidates):
+            request = ImagesPost(
+                source=ImagesPostSource(
+                    type="image",
+                    mode="pull",
+                    server=source.url,
+                    protocol="simplestreams",
+                    # The daemon takes it as an alias first, then as a fingerprint; recorded as
+                    # the source, so that refreshes follow the alias (and its architecture).
+                    alias=candidate,
+                    certificate=source.certificate,
+                    image_type=options.image_type,
+                ),
+                public=options.public,
+                auto_update=options.auto_update,
+                profiles=options.profiles or None,
+            )
+            started = await importer.start(api.new_image(action=importer.action, json=request))
+            if not options.wait and not completes:
+                return started
+            completion = _StreamsCompletion(importer, follow_up, progress, described, options)
+            try:
+                if not await self._calls.operations._finish(
+                    started, completion, wait=options.wait, budget=options.budget
+                ):
+                    return started
+            except OperationError as exc:
+                if options.architecture is None or not _not_in_catalogue(exc):
+                    raise
+                if attempt + 1 < len(candidates):
+                    continue  # the catalogue spells the architecture another way
+                missing = NotFoundError(
+                    f"Could not {importer.action} on {self._target}: {source.url} has no "
+                    f"{ARCHITECTURES[options.architecture]} image named {name!r} (tried "
+                    f"{', '.join(repr(tried) for tried in candidates)})",
+                    server=self._target,
+                )
+                raise note_left_behind(missing, LeftBehind.NOTHING, "nothing was copied") from exc
+            break
         assert completion.fingerprint is not None
         copied = await importer.image(completion.fingerprint)
         progress.total = copied.size
         progress.advance(copied.size - progress.done)
         progress.finish()
         return copied
+
+    async def _streams_names(self, name: str, options: CopyOptions) -> list[str]:
+        """What to ask the daemon for: the alias itself for this server's own architecture
+        (incusd resolves it to that architecture first), else ``ALIAS/ARCH`` in each spelling
+        of the architecture a catalogue may use (the caller's first; with wait=False, only
+        the caller's: a wrong one is known only once the daemon's operation failed)."""
+        architecture = options.architecture
+        if architecture is None:
+            return [name]
+        if ARCHITECTURES[architecture] == await self.native_architecture():
+            return [name]
+        spellings = architecture_spellings(architecture)
+        if not options.wait:
+            spellings = spellings[:1]
+        return [f"{name}/{spelling}" for spelling in spellings]
+
+    async def native_architecture(self) -> str | None:
+        """This server's own architecture (the first it lists), None when it does not say
+        (it tells only a client it trusts)."""
+        environment = (await self._calls.server_info()).environment
+        if environment is None or not environment.architectures:
+            return None
+        return environment.architectures[0]
 
 
 # --------------------------------------------------------------------------------------------
@@ -389,8 +604,27 @@ class _StreamsCompletion:
         watch = _reporting(self._progress) if self._options.progress is not None else None
         finished = await importer.wait(operation, watch=watch, budget=budget)
         self.fingerprint = await importer.verified(finished, None)
+        await self._check_architecture(self.fingerprint)
         await importer.follow_up(self.fingerprint, self._follow_up)
         return finished
+
+    async def _check_architecture(self, fingerprint: str) -> None:
+        """An alias the catalogue has for other architectures only gives one of those: the
+        copy is not kept when it is not of the architecture asked for."""
+        architecture = self._options.architecture
+        if architecture is None:
+            return
+        copied = await self._importer.image(fingerprint)
+        if copied.architecture == ARCHITECTURES[architecture]:
+            return
+        missing = NotFoundError(
+            f"Could not {self._importer.action} on {self._importer.server}: the image server "
+            f"has no {ARCHITECTURES[architecture]} image under that name (it gave image "
+            f"{fingerprint}, a {copied.architecture or 'unknown'} image)",
+            server=self._importer.server,
+            fingerprint=fingerprint,
+        )
+        raise note_left_behind(missing, *await self._importer.discard(fingerprint))
 
 
 async def _check_copy(job: _Job) -> None:
@@ -771,6 +1005,32 @@ async def _resolve(
     return found, by_alias
 
 
+def _not_this_one(
+    found: Image, name: str, server: str, image_type: str | None, architecture: str | None
+) -> NotFoundError:
+    """A fingerprint names one image; this server holds it, but not of the kind asked for."""
+    kind = " ".join(part for part in (architecture, image_type) if part) or "asked for"
+    return NotFoundError(
+        f"Could not ensure image {name!r} on {server}: it is a {found.architecture} "
+        f"{found.type} image, not the {kind} one",
+        server=server,
+        fingerprint=found.fingerprint,
+    )
+
+
+def _check_architecture(found: Image, image: object, server: str, architecture: str | None) -> None:
+    """A server alias or fingerprint names one image: of the architecture asked, or none."""
+    if architecture is None or found.architecture == ARCHITECTURES[architecture]:
+        return
+    raise NotFoundError(
+        f"Could not find the {ARCHITECTURES[architecture]} image {image!r} on {server}: it "
+        f"names image {found.fingerprint}, a {found.architecture or 'unknown'} image (an "
+        "alias of an Incus server names one image, of one architecture)",
+        server=server,
+        fingerprint=found.fingerprint,
+    )
+
+
 async def _not_on_source(
     source: AsyncImageCalls, name: str, image_type: str | None
 ) -> NotFoundError:
@@ -823,6 +1083,14 @@ def _wanted_aliases(options: CopyOptions, found: Image) -> list[AliasEntry]:
         )
         del copied[MAX_COPIED_ALIASES:]
     return wanted + copied
+
+
+def _not_in_catalogue(failure: OperationError) -> bool:
+    """Whether the daemon's operation failed because the image server has nothing under the
+    name asked for (incusd's simplestreams client: "Alias '...' doesn't exist", "The
+    requested image couldn't be found")."""
+    said = str(failure).lower()
+    return "doesn't exist" in said or "couldn't be found" in said
 
 
 def _reporting(progress: Progress) -> Callable[[Operation], None]:

@@ -31,13 +31,14 @@ from .._errors import (
     LeftBehind,
     OperationError,
     OperationGoneError,
+    PreconditionFailedError,
     TransferError,
     UnexpectedResponseError,
     note_left_behind,
 )
 from .._flavours import async_flavour
 from .._logging import logger
-from .._models import Image, Operation, OperationStatus
+from .._models import Image, ImageAlias, Operation, OperationStatus
 from .._protocol import Call, record_interruption, stored_fingerprint, structure
 from .._requests import FollowUp, ImageAliasesPost, ImagePut
 from .._transfer.meter import UploadMeter
@@ -78,6 +79,9 @@ class AsyncImporter:
         #: The fingerprints the server held before anything was sent (see survey()); until
         #: they are known, nothing may be discarded.
         self._before: frozenset[str] | None = None
+        #: The aliases already taken that are to be moved to the new image (reuse=True),
+        #: as the preflight read them, with their ETags.
+        self._taken: dict[str, tuple[ImageAlias, str]] = {}
 
     @property
     def server(self) -> str:
@@ -108,16 +112,34 @@ class AsyncImporter:
             return LeftBehind.KEPT, f"image {fingerprint} was on the server before and stays"
         return await self._calls.discard(fingerprint)
 
-    async def preflight(self, aliases: Sequence[str], profiles: Sequence[str]) -> None:
-        """Refuse aliases already taken and profiles that do not exist, before anything."""
+    async def preflight(
+        self, aliases: Sequence[str], profiles: Sequence[str], *, reuse: bool = False
+    ) -> None:
+        """Refuse aliases already taken and profiles that do not exist, before anything.
+
+        With ``reuse``, a taken alias is not refused: it is read now (with its ETag) and
+        moved to the new image once that is stored and verified (follow_up()), unless it
+        changed in between."""
         try:
             for name in aliases:
-                if not await self._calls.alias_is_free(name):
+                found = await self._calls.find_alias(name)
+                if found is None:
+                    continue
+                alias, etag = found
+                if not reuse:
                     raise ConflictError(
                         f"Could not {self.action} on {self.server}: alias {name!r} is already "
-                        "taken",
+                        "taken (reuse=True moves it to the new image)",
                         server=self.server,
                     )
+                if not etag:
+                    # Without it, a move could overwrite a concurrent change unseen.
+                    raise UnexpectedResponseError(
+                        f"Could not {self.action} on {self.server}: alias {name!r} is taken and "
+                        "the server sent no ETag with it, so it cannot be moved safely",
+                        server=self.server,
+                    )
+                self._taken[name] = (alias, etag)
             for profile in profiles:
                 await self._calls.require_profile(
                     profile, f"find profile {profile!r} for: {self.action}"
@@ -258,6 +280,7 @@ class AsyncImporter:
         if not follow_up.needed:
             return
         what = f"the new image '{fingerprint}'"
+        moves = [alias.name for alias in follow_up.aliases if alias.name in self._taken]
         try:
             if follow_up.patch is not None:
                 await self._calls.write(
@@ -266,6 +289,8 @@ class AsyncImporter:
             if follow_up.properties is not None or follow_up.profiles is not None:
                 await self._put(fingerprint, follow_up, what)
             for alias in follow_up.aliases:
+                if alias.name in self._taken:
+                    continue  # moved below, once nothing can make the image go again
                 await self._calls.create_alias(
                     ImageAliasesPost(
                         name=alias.name, target=fingerprint, description=alias.description
@@ -277,6 +302,40 @@ class AsyncImporter:
                 f"{exc} (while trying to {self.action})", fingerprint=fingerprint
             )
             raise note_left_behind(failure, *await self.discard(fingerprint)) from exc
+        await self._move_aliases(fingerprint, moves, what)
+
+    async def _move_aliases(self, fingerprint: str, names: Sequence[str], what: str) -> None:
+        """Move the taken aliases (reuse=True) to the image, last: the image is stored,
+        verified and complete by now, and is never deleted again (its aliases would go with
+        it). Each move is a PATCH with the ETag read by the preflight: an alias changed since
+        is left as it is (PreconditionFailedError), and the image stays."""
+        for index, name in enumerate(names):
+            alias, etag = self._taken[name]
+            if alias.target == fingerprint:
+                continue  # it points at this image already
+            try:
+                await self._calls.move_alias(
+                    name,
+                    fingerprint,
+                    etag,
+                    f"move alias {name!r} from image '{alias.target}' to {what}",
+                )
+            except IncusError as exc:
+                failure = exc._amended(
+                    f"{exc} (while trying to {self.action})", fingerprint=fingerprint
+                )
+                moved = ", ".join(repr(done) for done in names[:index]) or "none"
+                changed = (
+                    " (it changed after it was read, and a concurrent change is never overwritten)"
+                    if isinstance(exc, PreconditionFailedError)
+                    else ""
+                )
+                sentence = (
+                    f"image {fingerprint} is stored and complete and stays; alias {name!r} was "
+                    f"not moved to it{changed}; aliases moved to it before: {moved}; those "
+                    "after were not moved"
+                )
+                raise note_left_behind(failure, LeftBehind.STORED, sentence) from exc
 
     async def _put(self, fingerprint: str, follow_up: FollowUp, what: str) -> None:
         # Only PUT sets profiles, and a PUT resets what it omits: send back what was read.
@@ -313,11 +372,12 @@ class AsyncImporter:
     # The whole path of an upload (create()).
 
     async def upload(
-        self, prepared: PreparedUpload, *, wait: bool, budget: WaitBudget
+        self, prepared: PreparedUpload, *, wait: bool, budget: WaitBudget, reuse: bool = False
     ) -> Image | Operation:
         """Stream an upload this client reads from local sources, and finish it (wait), or
-        leave what is left of it to operations.wait() (see ``_waiting``)."""
-        await self.preflight(prepared.aliases, prepared.profiles)
+        leave what is left of it to operations.wait() (see ``_waiting``); ``reuse`` moves
+        taken aliases (see preflight())."""
+        await self.preflight(prepared.aliases, prepared.profiles, reuse=reuse)
         if wait or prepared.follow_up.needed:
             await self.survey()
         plan = prepared.plan

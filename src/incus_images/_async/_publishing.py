@@ -47,6 +47,8 @@ class PublishOptions:
     """publish()'s arguments, checked before anything is sent."""
 
     aliases: list[str]
+    #: Move aliases already taken to the new image (else they are refused).
+    reuse: bool
     properties: dict[str, str]
     public: bool
     compression: str | None
@@ -60,6 +62,7 @@ class PublishOptions:
 def publish_options(
     *,
     aliases: object,
+    reuse: object,
     properties: object,
     public: object,
     compression: object,
@@ -72,6 +75,7 @@ def publish_options(
     callback(progress, "progress")
     options = PublishOptions(
         aliases=names_list(aliases, "aliases", new_alias_name),
+        reuse=boolean(reuse, "reuse"),
         properties=properties_map(properties),
         public=boolean(public, "public"),
         compression=None if compression is None else text(compression, "compression", empty=False),
@@ -110,7 +114,7 @@ class AsyncPublisher:
         name, snapshot = publish_source(source)
         kind = "snapshot" if snapshot else "instance"
         importer = AsyncImporter(self._calls, f"publish {kind} {name!r}")
-        await importer.preflight(options.aliases, [])
+        await importer.preflight(options.aliases, [], reuse=options.reuse)
         running = not snapshot and await self._running(name)
         if running and not options.force:
             refused = ConflictError(

@@ -201,11 +201,13 @@ class AsyncImagesAPI:
         *,
         mode: CopyMode | None = None,
         aliases: Sequence[str] | None = None,
+        reuse: bool = False,
         copy_aliases: bool = False,
         public: bool | None = None,
         auto_update: bool | None = None,
         profiles: Sequence[str] | None = None,
         type: str | None = None,
+        architecture: str | None = None,
         progress: ProgressCallback | None = None,
         wait: Literal[True] = True,
         timeout: float | None = None,
@@ -219,11 +221,13 @@ class AsyncImagesAPI:
         *,
         mode: CopyMode | None = None,
         aliases: Sequence[str] | None = None,
+        reuse: bool = False,
         copy_aliases: bool = False,
         public: bool | None = None,
         auto_update: bool | None = None,
         profiles: Sequence[str] | None = None,
         type: str | None = None,
+        architecture: str | None = None,
         progress: ProgressCallback | None = None,
         wait: Literal[False],
         timeout: float | None = None,
@@ -237,11 +241,13 @@ class AsyncImagesAPI:
         *,
         mode: CopyMode | None = None,
         aliases: Sequence[str] | None = None,
+        reuse: bool = False,
         copy_aliases: bool = False,
         public: bool | None = None,
         auto_update: bool | None = None,
         profiles: Sequence[str] | None = None,
         type: str | None = None,
+        architecture: str | None = None,
         progress: ProgressCallback | None = None,
         wait: bool,
         timeout: float | None = None,
@@ -254,11 +260,13 @@ class AsyncImagesAPI:
         *,
         mode: CopyMode | None = None,
         aliases: Sequence[str] | None = None,
+        reuse: bool = False,
         copy_aliases: bool = False,
         public: bool | None = None,
         auto_update: bool | None = None,
         profiles: Sequence[str] | None = None,
         type: str | None = None,
+        architecture: str | None = None,
         progress: ProgressCallback | None = None,
         wait: bool = True,
         timeout: float | None = None,
@@ -270,6 +278,18 @@ class AsyncImagesAPI:
         (any Incus server, over HTTPS or a unix socket, trusted or not) or a
         :class:`SimpleStreams` image server. ``type`` ("container" or "virtual-machine")
         picks which image an alias names when both kinds exist.
+
+        architecture names the architecture of the image wanted, in Incus's names
+        (``x86_64``, ``aarch64``) or another spelling Incus knows (``amd64``, ``arm64``);
+        None: whatever the name gives (an image server gives the image of this server's
+        architecture when the alias has one). From an image server, an alias resolves as
+        incusd does: the bare alias for this server's own architecture, else
+        ``ALIAS/ARCH``, tried in each spelling of the architecture a catalogue may use (the
+        one given first; with wait=False, only the one given: use the catalogue's own
+        spelling then). With auto_update=True, the alias recorded is the one that resolved,
+        so refreshes follow that architecture. An Incus server's alias or a fingerprint
+        names one image: when it is not of that architecture, or an image server has none
+        of it, NotFoundError names what was found or tried, and nothing is kept.
 
         mode says who moves the bytes:
 
@@ -286,7 +306,8 @@ class AsyncImagesAPI:
         * None: pull when the source client uses HTTPS, relay when it uses a unix socket.
 
         aliases are created here, and copy_aliases=True adds the source's aliases of the
-        image; an alias already taken here is refused before anything is copied. public,
+        image; an alias already taken here is refused before anything is copied, unless
+        reuse=True: then it is moved to the copy (see :meth:`create`). public,
         auto_update and profiles set the copy's settings (None: the server's default).
         auto_update=True (pull only) records the source, by alias when the image was named
         by one, so that refresh() and the server's own updater follow the alias to newer
@@ -315,11 +336,13 @@ class AsyncImagesAPI:
         options = copy_options(
             mode=mode,
             aliases=aliases,
+            reuse=reuse,
             copy_aliases=copy_aliases,
             public=public,
             auto_update=auto_update,
             profiles=profiles,
             image_type=type,
+            architecture=architecture,
             progress=progress,
             wait=wait,
             timeout=timeout,
@@ -327,6 +350,87 @@ class AsyncImagesAPI:
         copier = AsyncCopier(self._calls)
         if isinstance(source, SimpleStreams):
             return await copier.from_simplestreams(image, source, options)
+        return await copier.copy(image, self._source_calls(source), options)
+
+    async def ensure(
+        self,
+        image: str,
+        source: AsyncImageServer | SimpleStreams,
+        *,
+        type: str | None = None,
+        architecture: str | None = None,
+        aliases: Sequence[str] | None = None,
+        auto_update: bool | None = None,
+        public: bool | None = None,
+        profiles: Sequence[str] | None = None,
+        progress: ProgressCallback | None = None,
+        timeout: float | None = None,
+    ) -> Image:
+        """Make sure this server holds the image, once, with the aliases pointing at it;
+        return it. Idempotent: a second call transfers nothing and sends no copy request.
+
+        image and source are as for :meth:`copy`. The image this server already holds is
+        returned when it is the one asked for: the same fingerprint (a full one given, or
+        the one the source's alias or prefix names, for an Incus server as source); or an
+        image recorded as coming from that source under that alias (its ``update_source``:
+        server address, protocol and alias, as a pull copy records it) and of the type and
+        architecture asked. Otherwise the image is copied, as :meth:`copy` does (mode chosen
+        as there; ``progress`` and ``timeout`` apply to it).
+
+        type None accepts an image of either type (a container one first, as incusd
+        prefers). architecture names the architecture as in :meth:`copy`; None: the image the
+        alias resolves to, which is one of this server's own architecture (the first it
+        lists) when the source has one, else the alias's other architecture: an image held
+        of this server's own architecture is preferred. A full fingerprint this server
+        holds, but of another type or architecture than asked, is NotFoundError.
+
+        aliases then point at the image: a missing one is created, one pointing at another
+        image is moved to it, as reuse=True moves it (PATCH with its ETag; the other image
+        stays). A change another client makes to an alias at the same time is never
+        overwritten (ConflictError or PreconditionFailedError; the image stays), unless it
+        points the alias at this same image. public, auto_update and profiles, when given,
+        are set on a copy, and changed on an image held already when they differ.
+
+        Two clients ensuring the same image at once end with one image, the aliases pointing
+        at it, and both get it back: an image another client stored first is found, not
+        refused.
+        """
+        from .._simplestreams import SimpleStreams
+        from ._copying import AsyncCopier, copy_options
+
+        options = copy_options(
+            mode=None,
+            aliases=aliases,
+            reuse=True,
+            copy_aliases=False,
+            public=public,
+            auto_update=auto_update,
+            profiles=profiles,
+            image_type=type,
+            architecture=architecture,
+            progress=progress,
+            wait=True,
+            timeout=timeout,
+        )
+        alias_name(image, argument="image")
+        origin: AsyncImageCalls | SimpleStreams = (
+            source if isinstance(source, SimpleStreams) else self._source_calls(source)
+        )
+        held = await AsyncCopier(self._calls).ensure(image, origin, options)
+        # Only what differs is written (None: keep it), so a held image is left alone.
+        public, auto_update, profiles = (
+            None if options.public in (None, held.public) else options.public,
+            None if options.auto_update in (None, held.auto_update) else options.auto_update,
+            None if options.profiles in (None, held.profiles) else options.profiles,
+        )
+        if (public, auto_update, profiles) == (None, None, None):
+            return held
+        return await self.update(
+            held.fingerprint, public=public, auto_update=auto_update, profiles=profiles
+        )
+
+    def _source_calls(self, source: object) -> AsyncImageCalls:
+        """The requests of a source client, refused unless it is one of this flavour."""
         images = getattr(source, "images", None)
         if not isinstance(images, AsyncImagesAPI):
             raise InvalidInputError(
@@ -334,7 +438,7 @@ class AsyncImagesAPI:
                 "server to copy from (the same kind as this client), or a SimpleStreams image "
                 f"server, got {type_name(source)}"
             )
-        return await copier.copy(image, images._calls, options)
+        return images._calls
 
     # ----------------------------------------------------------------------------------------
     # Creating, changing and deleting.
@@ -352,6 +456,7 @@ class AsyncImagesAPI:
         rootfs: ImageData | None = None,
         type: str | None = None,
         aliases: Sequence[str] | None = None,
+        reuse: bool = False,
         profiles: Sequence[str] | None = None,
         fingerprint: str | None = None,
         progress: ProgressCallback | None = None,
@@ -371,6 +476,7 @@ class AsyncImagesAPI:
         rootfs: ImageData | None = None,
         type: str | None = None,
         aliases: Sequence[str] | None = None,
+        reuse: bool = False,
         profiles: Sequence[str] | None = None,
         fingerprint: str | None = None,
         progress: ProgressCallback | None = None,
@@ -390,6 +496,7 @@ class AsyncImagesAPI:
         rootfs: ImageData | None = None,
         type: str | None = None,
         aliases: Sequence[str] | None = None,
+        reuse: bool = False,
         profiles: Sequence[str] | None = None,
         fingerprint: str | None = None,
         progress: ProgressCallback | None = None,
@@ -409,6 +516,7 @@ class AsyncImagesAPI:
         rootfs: ImageData | None = None,
         type: str | None = None,
         aliases: Sequence[str] | None = None,
+        reuse: bool = False,
         profiles: Sequence[str] | None = None,
         fingerprint: str | None = None,
         progress: ProgressCallback | None = None,
@@ -427,6 +535,7 @@ class AsyncImagesAPI:
         rootfs: ImageData | None = None,
         type: str | None = None,
         aliases: Sequence[str] | None = None,
+        reuse: bool = False,
         profiles: Sequence[str] | None = None,
         fingerprint: str | None = None,
         progress: ProgressCallback | None = None,
@@ -449,6 +558,13 @@ class AsyncImagesAPI:
         while reporting failure). If one cannot be applied, the image is deleted again and
         the error says so. Aliases already taken, and profiles that do not exist, are refused
         before anything is uploaded.
+
+        reuse=True moves an alias already taken to the new image instead, as the last step,
+        once the image is stored and verified (the image it pointed at stays). An alias is
+        moved only if it is still as it was read before the upload (``PATCH`` with its ETag
+        as If-Match): one changed in between is left as it is, and PreconditionFailedError
+        says so; the new image then stays (``left_behind`` is ``STORED``), and so do the
+        aliases moved before. A failure while moving never deletes the new image.
 
         Waiting follows the one rule (README, "What waiting means"): wait=True returns the
         Image once it is stored, verified and its settings and aliases applied; timeout bounds
@@ -473,6 +589,7 @@ class AsyncImagesAPI:
         from .._transfer.plan import prepare_upload
         from ._importing import AsyncImporter
 
+        reuse = boolean(reuse, "reuse")
         prepared = prepare_upload(
             image_data,
             rootfs,
@@ -490,7 +607,7 @@ class AsyncImagesAPI:
         )
         budget = WaitBudget(timeout)
         importer = AsyncImporter(self._calls, f"upload image {prepared.plan.description}")
-        return await importer.upload(prepared, wait=wait, budget=budget)
+        return await importer.upload(prepared, wait=wait, budget=budget, reuse=reuse)
 
     async def delete(
         self, fingerprint: str, wait: bool = False, *, timeout: float | None = None
@@ -582,6 +699,7 @@ class AsyncImagesAPI:
         source: str,
         *,
         aliases: Sequence[str] | None = None,
+        reuse: bool = False,
         properties: dict[str, str] | None = None,
         public: bool = False,
         compression: str | None = None,
@@ -598,6 +716,7 @@ class AsyncImagesAPI:
         source: str,
         *,
         aliases: Sequence[str] | None = None,
+        reuse: bool = False,
         properties: dict[str, str] | None = None,
         public: bool = False,
         compression: str | None = None,
@@ -614,6 +733,7 @@ class AsyncImagesAPI:
         source: str,
         *,
         aliases: Sequence[str] | None = None,
+        reuse: bool = False,
         properties: dict[str, str] | None = None,
         public: bool = False,
         compression: str | None = None,
@@ -629,6 +749,7 @@ class AsyncImagesAPI:
         source: str,
         *,
         aliases: Sequence[str] | None = None,
+        reuse: bool = False,
         properties: dict[str, str] | None = None,
         public: bool = False,
         compression: str | None = None,
@@ -642,7 +763,8 @@ class AsyncImagesAPI:
         new Image (wait=True) or the Operation that makes it.
 
         properties are merged over the instance's image properties; aliases are created once
-        the image exists (taken ones are refused before anything is done); public and
+        the image exists (taken ones are refused before anything is done, unless reuse=True
+        moves them to the new image: see :meth:`create`); public and
         expires_at (an aware datetime) set the image's. compression names the algorithm
         Incus packs with (``"none"``, ``"gzip"``, ``"zstd"``, ...; None: the server's
         default, gzip, which takes many times longer than ``"none"`` on big instances).
@@ -662,6 +784,7 @@ class AsyncImagesAPI:
 
         options = publish_options(
             aliases=aliases,
+            reuse=reuse,
             properties=properties,
             public=public,
             compression=compression,
