@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import hashlib
 import platform
+import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
 from simplestreams_server import SimpleStreamsServer
 
-from incus_images import AsyncSimpleStreams, IncusConnectionError
+from incus_images import AsyncSimpleStreams, IncusConnectionError, IncusTimeoutError
 from tests.helpers import everything_under
 
 pytestmark = pytest.mark.anyio
@@ -115,3 +116,18 @@ async def test_the_pinned_certificate_is_the_only_one_accepted(
     async with AsyncSimpleStreams(server.url) as unpinned:
         with pytest.raises(IncusConnectionError):
             await unpinned.images.list()
+
+
+async def test_a_catalogue_that_trickles_in_fails_within_the_timeout() -> None:
+    with SimpleStreamsServer(bytes_per_second=64 * 1024) as server:
+        for number in range(300):
+            server.add_image(
+                b"metadata %d" % number, aliases=[f"tiny/{number}"], os="tiny", release=str(number)
+            )
+        async with AsyncSimpleStreams(
+            server.url, certificate=server.certificate_pem, timeout=1
+        ) as hub:
+            started = time.monotonic()
+            with pytest.raises(IncusTimeoutError, match="timeout=1 s"):
+                await hub.images.list()
+            assert time.monotonic() - started < 2.5

@@ -285,21 +285,28 @@ class AsyncSimpleStreams(SimpleStreamsSource):
         bytes."""
         parts: list[bytes] = []
         size = 0
-        with call_deadline(self._left(call, started)):
-            async with connection.stream(call) as response:
-                _check_status(call, self.url, response)
-                # The stream's own deadline stops once its answer flows: this one goes on.
-                with call_deadline(self._left(call, started)):
-                    async for chunk in raw_chunks(response):
-                        size += len(chunk)
-                        if size > limit:
-                            raise unexpected(
-                                call,
-                                self.url,
-                                f"the catalogue is larger than {limit // (1024 * 1024)} MiB, "
-                                "more than any simplestreams server's",
-                            )
-                        parts.append(chunk)
+        try:
+            with call_deadline(self._left(call, started)):
+                async with connection.stream(call) as response:
+                    _check_status(call, self.url, response)
+                    # The stream's own deadline stops once its answer flows: this one goes on.
+                    with call_deadline(self._left(call, started)):
+                        async for chunk in raw_chunks(response):
+                            size += len(chunk)
+                            if size > limit:
+                                raise unexpected(
+                                    call,
+                                    self.url,
+                                    f"the catalogue is larger than {limit // (1024 * 1024)} "
+                                    "MiB, more than any simplestreams server's",
+                                )
+                            parts.append(chunk)
+        except IncusTimeoutError as exc:
+            if self.timeout is None or "timeout=" in str(exc):
+                raise
+            raise exc._amended(
+                f"{exc}; the catalogue is read within timeout={self.timeout:g} s"
+            ) from exc
         return b"".join(parts)
 
     def _left(self, call: Call, started: float) -> float | None:
