@@ -20,6 +20,7 @@ from incus_images import (
     AsyncClient,
     AsyncSimpleStreams,
     ChecksumMismatchError,
+    IncusConnectionError,
     IncusError,
     InvalidInputError,
     NotFoundError,
@@ -143,6 +144,11 @@ async def test_an_old_catalogue_is_read_again(
     monkeypatch.setattr(module, "CATALOGUE_MAX_AGE_SECONDS", 0.0)
     await hub.images.list()
     assert len(server.calls) == 4
+    # Out of reach: the catalogue read last stays in use, and refresh() says why.
+    server.routes["index"].mock(side_effect=httpx.ConnectError("refused"))
+    assert len(await hub.images.list()) == 4
+    with pytest.raises(IncusConnectionError, match="refused"):
+        await hub.refresh()
 
 
 async def test_aliases_are_listed_as_the_cli_lists_them(
@@ -188,6 +194,8 @@ async def test_bad_arguments_are_refused_before_anything_is_sent(
         await hub.images.export(CONTAINER, tmp_path / "missing" / "x")
     with pytest.raises(InvalidInputError):
         AsyncSimpleStreams(URL, timeout=-1)
+    with pytest.raises(InvalidInputError, match="update_source"):
+        await hub.images.list(filter="update_source.alias eq debian")
     assert server.calls == []  # type: ignore[comparison-overlap]
 
 

@@ -23,6 +23,7 @@ import httpx
 from .._catalogue.architectures import INCUS_ARCHITECTURES, incus_architecture
 from .._catalogue.catalogue import INDEX_PATH, Catalogue, CatalogueError, ImageFile
 from .._errors import (
+    IncusConnectionError,
     IncusTimeoutError,
     InvalidInputError,
     LeftBehind,
@@ -31,6 +32,7 @@ from .._errors import (
     note_left_behind,
 )
 from .._flavours import async_flavour
+from .._logging import logger
 from .._models import Image, ImageAliasList, ImageList
 from .._protocol import Call, ImplausibleJSON, loads, record_interruption, unexpected
 from .._simplestreams import SimpleStreamsSource, pem_certificates, server_url
@@ -71,6 +73,10 @@ MAX_CATALOGUE_VALUES = 8_000_000
 #: once.
 CATALOGUE_MAX_AGE_SECONDS = 3600.0
 
+#: How soon a catalogue that could not be read again (the server out of reach) is asked for
+#: again, while the one read before stays in use.
+RETRY_SECONDS = 60.0
+
 #: Files are asked for as they are stored: a compressed answer would be neither the bytes the
 #: catalogue's hashes describe nor JSON.
 _IDENTITY = {"Accept-Encoding": "identity"}
@@ -101,11 +107,13 @@ class AsyncSimpleStreams(SimpleStreamsSource):
     given it too.
 
     ``timeout`` (seconds; None: no limit) bounds reading the catalogue: the index and the
-    products files, each read whole within it. Downloads (``images.export()``) are not
-    hurried: they fail once fewer than 64 KiB move within ``timeout`` seconds.
+    products files are read whole within it, together. Downloads (``images.export()``) are
+    not hurried: they fail once fewer than 64 KiB move within ``timeout`` seconds.
 
     The catalogue is read on first use and kept for an hour (``refresh()`` reads it again at
-    once). Catalogue files larger than any real server's (16 MiB of index, 128 MiB of
+    once); when the server cannot be reached after that hour, the catalogue read last stays
+    in use (a WARNING is logged) and the server is asked again a minute later, as incus
+    does. Catalogue files larger than any real server's (16 MiB of index, 128 MiB of
     products) are refused, so a hostile server cannot fill the client's memory.
 
     Equal when their ``url``, ``certificate`` and ``timeout`` are. Use it as a context
@@ -216,8 +224,20 @@ class AsyncSimpleStreams(SimpleStreamsSource):
         state = self._state
         async with state.lock:
             fresh = time.monotonic() - state.read_at < CATALOGUE_MAX_AGE_SECONDS
-            if state.catalogue is None or not fresh:
+            if state.catalogue is None:
                 await self._read()
+            elif not fresh:
+                try:
+                    await self._read()
+                except (IncusConnectionError, IncusTimeoutError) as exc:
+                    # As incus does: a server out of reach leaves the catalogue read last in
+                    # use (an explicit refresh() still fails), and is asked again later.
+                    logger.warning(
+                        "incus_images: %s; going on with the catalogue read %.0f s ago",
+                        exc,
+                        time.monotonic() - state.read_at,
+                    )
+                    state.read_at = time.monotonic() - CATALOGUE_MAX_AGE_SECONDS + RETRY_SECONDS
             assert state.catalogue is not None
             return state.catalogue
 
@@ -479,8 +499,6 @@ class AsyncSimpleStreamsImages:
             raise
         finally:
             download.discard()
-        from .._logging import logger
-
         logger.info(
             "%s from %s: %d bytes verified and renamed into place in %.1f s",
             action,
