@@ -96,6 +96,11 @@ def test_a_split_image_is_listed_as_incus_lists_it() -> None:
     assert image.expires_at == datetime(2028, 6, 10, tzinfo=UTC)
 
 
+def test_without_an_end_of_support_the_expiry_is_the_epoch_as_incus_lists_it() -> None:
+    (image,) = catalogue(debian(**{"20240102": split_items("d", META, ROOT)})).images
+    assert image.expires_at == datetime(1970, 1, 1, tzinfo=UTC)
+
+
 def test_unified_and_vm_images_and_the_root_types_fingerprints() -> None:
     vm = split_items("images/d/vm", META, DISK, "disk-kvm.img")
     tarball = split_items("images/d/tar", OLD_META, ROOT, "root.tar.xz")

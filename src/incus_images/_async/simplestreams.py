@@ -363,7 +363,8 @@ class AsyncSimpleStreamsImages:
         Each has its fingerprint, architecture (Incus's name: ``x86_64``, ``aarch64``),
         type, size (both files of a split image together), properties (``os``, ``release``,
         ``variant``, ``architecture`` as the catalogue names it, ``serial``, ``description``,
-        ...), creation date (the version's date) and expiry (the product's end of support),
+        ...), creation date (the version's date) and expiry (the product's end of support; the
+        Unix epoch when it gives none, as incus lists it),
         and its aliases as the incus CLI lists them: each product alias with the catalogue's
         architecture appended (``debian/12/arm64``) on the newest version's image, and the
         alias itself too when that image is of this machine's architecture.

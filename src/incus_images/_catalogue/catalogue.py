@@ -418,15 +418,17 @@ def _creation_date(version: str) -> datetime | None:
         return None
 
 
-def _end_of_life(text: str) -> datetime | None:
-    """A product's ``support_eol`` (``YYYY-MM-DD``), or None when it gives none (incus then
-    sets the Unix epoch, which means the same: no date)."""
-    if not text:
-        return None
+#: What incus gives as the expiry of an image whose product gives no end of support.
+_NO_END_OF_LIFE = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _end_of_life(text: str) -> datetime:
+    """A product's ``support_eol`` (``YYYY-MM-DD``); the Unix epoch when it gives none, or
+    none incus reads, as incus sets it (``incus image list --format json`` shows it)."""
     try:
         return datetime.strptime(text, "%Y-%m-%d").replace(tzinfo=UTC)
     except ValueError:
-        return None
+        return _NO_END_OF_LIFE
 
 
 def _fields(data: dict[str, Any], types: dict[str, type], where: str) -> dict[str, Any]:
