@@ -2,8 +2,8 @@
 
 The catalogue (``streams/v1/index.json`` and the products files it names) is read on first
 use, checked and parsed by ``_catalogue``, and kept for ``CATALOGUE_MAX_AGE_SECONDS``. The
-requests go through the SDK's connection layer (``AsyncConnection``: its TLS, pool, deadlines
-and error mapping), as a client's do.
+requests go through the connection layer a client uses (its TLS, pool, deadlines and error
+mapping).
 """
 
 from __future__ import annotations
@@ -348,7 +348,7 @@ class AsyncSimpleStreamsImages:
     """The images of a simplestreams server, as its catalogue describes them.
 
     Results are the models a server's images API gives (``Image``, ``ImageAlias``), read from
-    the catalogue, which is read on first use (see AsyncSimpleStreams). Every method that
+    the catalogue, which is read on first use (see the server's class). Every method that
     takes a fingerprint accepts the full SHA-256 or any unique prefix of it.
     """
 
