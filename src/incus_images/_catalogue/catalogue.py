@@ -204,7 +204,7 @@ def build_catalogue(products_files: list[Any], *, local_architecture: str) -> Ca
     found: list[_Found] = []
     for data in products_files:
         found.extend(_read_products(data))
-    found.sort(key=functools.cmp_to_key(_incus_order))
+    _sort_as_incus(found)
     images: list[Image] = []
     files: dict[str, tuple[ImageFile, ...]] = {}
     entries: list[AliasEntry] = []
@@ -230,7 +230,9 @@ def build_catalogue(products_files: list[Any], *, local_architecture: str) -> Ca
                     AliasEntry(appended, image.type, image.architecture, image.fingerprint)
                 )
                 aliases.append(_alias(appended, image))
-        images.append(attrs.evolve(image, aliases=aliases))
+        # The image was made here a moment ago: its list is no one else's yet.
+        image.aliases.extend(aliases)
+        images.append(image)
     return Catalogue(
         images=tuple(images),
         files=files,
@@ -243,23 +245,26 @@ def _alias(name: str, image: Image) -> ImageAlias:
     return ImageAlias(name=name, target=image.fingerprint, type=image.type)
 
 
-def _incus_order(a: _Found, b: _Found) -> int:
+def _sort_as_incus(found: list[_Found]) -> None:
     """incus's order of images (sort.go): by os, release, variant, then the newest version
-    first, then architecture; within one version, the preferred root type first."""
-    for key in ("os", "release", "variant", "serial", "architecture"):
-        left = a.image.properties.get(key, "")
-        right = b.image.properties.get(key, "")
-        if left != right:
-            if key == "serial":
-                return -1 if left > right else 1
-            return -1 if left < right else 1
-    scores = [_root_score(item.root_type) for item in (a, b)]
-    if scores[0] != scores[1]:
-        return -1 if scores[0] < scores[1] else 1
-    # Not incus's (its sort is not stable): the same order on every run.
-    if a.image.fingerprint != b.image.fingerprint:
-        return -1 if a.image.fingerprint < b.image.fingerprint else 1
-    return 0
+    first, then architecture; within one version, the preferred root type first. Three
+    stable sorts, least significant first (a comparison function costs ten times more)."""
+    found.sort(
+        key=lambda item: (
+            item.image.properties.get("architecture", ""),
+            _root_score(item.root_type),
+            # Not incus's (its sort is not stable): the same order on every run.
+            item.image.fingerprint,
+        )
+    )
+    found.sort(key=lambda item: item.image.properties.get("serial", ""), reverse=True)
+    found.sort(key=_grouping)
+
+
+def _grouping(item: _Found) -> tuple[str, str, str]:
+    """What incus groups images by: os, release, variant."""
+    properties = item.image.properties
+    return properties.get("os", ""), properties.get("release", ""), properties.get("variant", "")
 
 
 def _root_score(root_type: str) -> int:
@@ -272,74 +277,108 @@ def _read_products(data: Any) -> list[_Found]:
     products = _typed(data, "products", dict, "the products file", default={})
     found: list[_Found] = []
     for key, product in products.items():
-        where = f"product {key!r:.200}"
-        if not isinstance(product, dict):
-            raise CatalogueError(f"{where} is a JSON {_json_type(product)}, not an object")
-        fields = _fields(product, _PRODUCT_FIELDS, where)
-        requirements = fields.get("requirements", {})
-        for name, value in requirements.items():
-            if not isinstance(value, str):
-                raise CatalogueError(
-                    f"{where}: requirement {name!r:.100} is a JSON {_json_type(value)}, "
-                    "not a string"
-                )
-        versions: dict[str, Any] = fields.get("versions", {})
-        checked_versions = {}
-        for name, version in versions.items():
-            version_where = f"{where}, version {name!r:.100}"
-            if not isinstance(version, dict):
-                raise CatalogueError(
-                    f"{version_where} is a JSON {_json_type(version)}, not an object"
-                )
-            version_fields = _fields(version, _VERSION_FIELDS, version_where)
-            items = {}
-            for item_name, item in version_fields.get("items", {}).items():
-                item_where = f"{version_where}, item {item_name!r:.100}"
-                if not isinstance(item, dict):
-                    raise CatalogueError(
-                        f"{item_where} is a JSON {_json_type(item)}, not an object"
-                    )
-                items[item_name] = _fields(item, _ITEM_FIELDS, item_where)
-                size = items[item_name].get("size", 0)
-                if not 0 <= size <= _MAX_SIZE:
-                    raise CatalogueError(f"{item_where}: size {size} is not a file's size")
-            checked_versions[name] = (version_fields, items, version_where)
-        architecture = incus_architecture(fields.get("arch", ""))
-        if architecture is None:
-            continue  # as incus: a product of an architecture it does not know is skipped
-        for name, (version_fields, items, version_where) in checked_versions.items():
-            created = _creation_date(name)
-            if created is None:
-                continue  # as incus: a version not named by a date is skipped
-            context = _Version(fields, architecture, name, version_fields, created, version_where)
-            for item_name, item in items.items():
-                if item.get("ftype") == _UNIFIED:
-                    found.extend(context.image(item_name, item, None, None))
-                elif item.get("ftype") == _METADATA:
-                    for root_name, root in items.items():
-                        if root.get("ftype") in _ROOT_TYPES:
-                            found.extend(context.image(item_name, item, root_name, root))
+        # Where a failure is, said only when one happens (naming every item costs time).
+        place: list[str] = [f"product {key!r:.200}"]
+        try:
+            checked = _check_product(product, place)
+        except CatalogueError as exc:
+            raise CatalogueError(f"{', '.join(place)}{exc}") from None
+        if checked is not None:
+            found.extend(checked.images(key))
     return found
 
 
-@attrs.frozen
-class _Version:
-    product: dict[str, Any]
-    architecture: str
-    name: str
-    fields: dict[str, Any]
-    created: datetime
-    where: str
+def _check_product(product: Any, place: list[str]) -> _Product | None:
+    """The product's fields checked (``place`` names what is being checked), or None when
+    incus skips the product."""
+    fields = _fields(product, _PRODUCT_FIELDS)
+    for name, value in fields.get("requirements", {}).items():
+        if not isinstance(value, str):
+            raise CatalogueError(
+                f": requirement {name!r:.100} is a JSON {_json_type(value)}, not a string"
+            )
+    versions: dict[str, tuple[dict[str, Any], dict[str, dict[str, Any]]]] = {}
+    for name, version in fields.get("versions", {}).items():
+        place[1:] = [f"version {name!r:.100}"]
+        version_fields = _fields(version, _VERSION_FIELDS)
+        items = {}
+        for item_name, item in version_fields.get("items", {}).items():
+            place[2:] = [f"item {item_name!r:.100}"]
+            items[item_name] = checked = _fields(item, _ITEM_FIELDS)
+            size = checked.get("size", 0)
+            if not 0 <= size <= _MAX_SIZE:
+                raise CatalogueError(f": size {size} is not a file's size")
+        versions[name] = (version_fields, items)
+    del place[1:]
+    architecture = incus_architecture(fields.get("arch", ""))
+    if architecture is None:
+        return None  # as incus: a product of an architecture it does not know is skipped
+    return _Product(fields, architecture, versions)
 
-    def image(
+
+class _Product:
+    """A checked product, and what its images share."""
+
+    def __init__(
         self,
-        meta_name: str,
+        fields: dict[str, Any],
+        architecture: str,
+        versions: dict[str, tuple[dict[str, Any], dict[str, dict[str, Any]]]],
+    ) -> None:
+        self.architecture = architecture
+        self.versions = versions
+        self.catalogue_architecture = fields.get("arch", "")
+        self.variant = fields.get("variant", "")
+        self.expires = _end_of_life(fields.get("support_eol", ""))
+        self.aliases = tuple(name for name in fields.get("aliases", "").split(",") if name)
+        self.description = (
+            f"{fields.get('os', '')} {fields.get('release_title', '')} "
+            f"{self.catalogue_architecture}"
+        )
+        if self.variant and self.variant != "default":
+            self.description += f" ({self.variant})"
+        self.properties = {
+            "os": fields.get("os", ""),
+            "release": fields.get("release", ""),
+            "version": fields.get("version", ""),
+            "architecture": self.catalogue_architecture,
+        }
+
+        self.requirements = {
+            f"requirements.{key}": value for key, value in fields.get("requirements", {}).items()
+        }
+
+    def images(self, key: str) -> list[_Found]:
+        found: list[_Found] = []
+        for name, (version, items) in self.versions.items():
+            created = _creation_date(name)
+            if created is None:
+                continue  # as incus: a version not named by a date is skipped
+            for item_name, item in items.items():
+                ftype = item.get("ftype")
+                if ftype == _UNIFIED:
+                    found.extend(self._image(name, version, created, item, None))
+                elif ftype == _METADATA:
+                    for root in items.values():
+                        if root.get("ftype") in _ROOT_TYPES:
+                            try:
+                                found.extend(self._image(name, version, created, item, root))
+                            except CatalogueError as exc:
+                                raise CatalogueError(
+                                    f"product {key!r:.200}, version {name!r:.100}, item "
+                                    f"{item_name!r:.100}: {exc}"
+                                ) from None
+        return found
+
+    def _image(
+        self,
+        name: str,
+        version: dict[str, Any],
+        created: datetime,
         meta: dict[str, Any],
-        root_name: str | None,
         root: dict[str, Any] | None,
     ) -> list[_Found]:
         """The image of these items (none when incus would skip it)."""
-        product = self.product
         if root is None:
             fingerprint = meta.get("sha256", "")
             root_type = "tar.gz"
@@ -352,45 +391,22 @@ class _Version:
             return []
         if not _HEX64.fullmatch(fingerprint):
             raise CatalogueError(
-                f"{self.where}, item {meta_name!r:.100}: the fingerprint {fingerprint!r:.100} "
-                "is not a SHA-256 (64 hex digits)"
+                f"the fingerprint {fingerprint!r:.100} is not a SHA-256 (64 hex digits)"
             )
         fingerprint = fingerprint.lower()
-        size = meta.get("size", 0) + (root.get("size", 0) if root is not None else 0)
-        catalogue_arch = product.get("arch", "")
-        variant = product.get("variant", "")
-        label = self.fields.get("label", "")
-        description = f"{product.get('os', '')} {product.get('release_title', '')} {catalogue_arch}"
-        if variant and variant != "default":
-            description += f" ({variant})"
+        label = version.get("label", "")
+        description = self.description
         if label:
             description += f" ({label})"
-        description += f" ({self.name})"
         properties = {
-            "os": product.get("os", ""),
-            "release": product.get("release", ""),
-            "version": product.get("version", ""),
-            "architecture": catalogue_arch,
+            **self.properties,
             "label": label,
-            "serial": self.name,
-            "description": description,
+            "serial": name,
+            "description": f"{description} ({name})",
+            **self.requirements,
+            "variant": self.variant,
+            "type": root_type,
         }
-        for key, value in product.get("requirements", {}).items():
-            properties[f"requirements.{key}"] = value
-        properties["variant"] = variant
-        properties["type"] = root_type
-        image = Image(
-            fingerprint=fingerprint,
-            filename=meta["path"].split("/")[-1],
-            size=size,
-            architecture=self.architecture,
-            type="virtual-machine" if vm else "container",
-            public=True,
-            properties={key: value for key, value in properties.items() if value},
-            created_at=self.created,
-            uploaded_at=self.created,
-            expires_at=_end_of_life(product.get("support_eol", "")),
-        )
         metadata = ImageFile(
             "unified" if root is None else "metadata",
             meta["path"],
@@ -399,12 +415,25 @@ class _Version:
         )
         files: tuple[ImageFile, ...] = (metadata,)
         if root is not None:
-            rootfs = ImageFile(
-                "rootfs", root.get("path", ""), root.get("sha256", ""), root.get("size", 0)
+            files = (
+                metadata,
+                ImageFile(
+                    "rootfs", root.get("path", ""), root.get("sha256", ""), root.get("size", 0)
+                ),
             )
-            files = (metadata, rootfs)
-        aliases = tuple(name for name in product.get("aliases", "").split(",") if name)
-        return [_Found(image, files, aliases, catalogue_arch, root_type)]
+        image = Image(
+            fingerprint=fingerprint,
+            filename=meta["path"].split("/")[-1],
+            size=sum(file.size for file in files),
+            architecture=self.architecture,
+            type="virtual-machine" if vm else "container",
+            public=True,
+            properties={key: value for key, value in properties.items() if value},
+            created_at=created,
+            uploaded_at=created,
+            expires_at=self.expires,
+        )
+        return [_Found(image, files, self.aliases, self.catalogue_architecture, root_type)]
 
 
 def _creation_date(version: str) -> datetime | None:
@@ -412,8 +441,12 @@ def _creation_date(version: str) -> datetime | None:
     head = version[:8]
     if len(head) != 8 or not head.isascii() or not head.isdigit():
         return None
+    return _date(int(head[:4]), int(head[4:6]), int(head[6:8]))
+
+
+def _date(year: int, month: int, day: int) -> datetime | None:
     try:
-        return datetime.strptime(head, "%Y%m%d").replace(tzinfo=UTC)
+        return datetime(year, month, day, tzinfo=UTC)
     except ValueError:
         return None
 
@@ -422,23 +455,33 @@ def _creation_date(version: str) -> datetime | None:
 _NO_END_OF_LIFE = datetime(1970, 1, 1, tzinfo=UTC)
 
 
+@functools.lru_cache(maxsize=1024)
 def _end_of_life(text: str) -> datetime:
     """A product's ``support_eol`` (``YYYY-MM-DD``); the Unix epoch when it gives none, or
     none incus reads, as incus sets it (``incus image list --format json`` shows it)."""
-    try:
-        return datetime.strptime(text, "%Y-%m-%d").replace(tzinfo=UTC)
-    except ValueError:
-        return _NO_END_OF_LIFE
+    parts = text.split("-")
+    if len(parts) == 3 and all(part.isascii() and part.isdigit() for part in parts):
+        year, month, day = parts
+        if (len(year), len(month), len(day)) == (4, 2, 2):
+            return _date(int(year), int(month), int(day)) or _NO_END_OF_LIFE
+    return _NO_END_OF_LIFE
 
 
-def _fields(data: dict[str, Any], types: dict[str, type], where: str) -> dict[str, Any]:
-    """The fields incus reads, each of its JSON type (null counts as absent, as in Go)."""
+def _fields(data: Any, types: dict[str, type]) -> dict[str, Any]:
+    """The fields incus reads of a JSON object, each of its JSON type (null counts as
+    absent, as in Go); else CatalogueError saying which is not (the caller says where)."""
+    if not isinstance(data, dict):
+        raise CatalogueError(f" is a JSON {_json_type(data)}, not an object")
     checked = {}
-    for key, kind in types.items():
-        value = data.get(key)
-        if value is None:
+    for key, value in data.items():
+        kind = types.get(key)
+        if kind is None or value is None:
             continue
-        checked[key] = _typed(data, key, kind, where, default=None)
+        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+            raise CatalogueError(
+                f": {key!r} is a JSON {_json_type(value)}, not {_JSON_NAMES[kind]}"
+            )
+        checked[key] = value
     return checked
 
 
