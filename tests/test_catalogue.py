@@ -96,6 +96,19 @@ def test_a_split_image_is_listed_as_incus_lists_it() -> None:
     assert image.expires_at == datetime(2028, 6, 10, tzinfo=UTC)
 
 
+def test_a_variant_and_a_label_as_incus_6_0_describes_them() -> None:
+    items = split_items("d", META, ROOT)
+    versions = {"20240102": items}
+    data = product("debian/12/cloud", versions, variant="cloud", requirements={"cgroup": "v2"})
+    data["versions"]["20240102"]["label"] = "daily"
+    (image,) = catalogue(("debian:12:amd64:cloud", data)).images
+    # incus 6.0 leaves the variant out of the description (7.0 puts it in).
+    assert image.properties["description"] == "debian bookworm amd64 (daily) (20240102)"
+    assert image.properties["variant"] == "cloud"
+    assert image.properties["label"] == "daily"
+    assert image.properties["requirements.cgroup"] == "v2"
+
+
 def test_without_an_end_of_support_the_expiry_is_the_epoch_as_incus_lists_it() -> None:
     (image,) = catalogue(debian(**{"20240102": split_items("d", META, ROOT)})).images
     assert image.expires_at == datetime(1970, 1, 1, tzinfo=UTC)

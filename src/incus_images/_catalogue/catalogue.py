@@ -95,7 +95,6 @@ _ITEM_FIELDS: dict[str, type] = {
     "md5": str,
     "size": int,
     "delta_base": str,
-    "combined_type": str,
     **dict.fromkeys(
         [
             "combined_sha256",
@@ -335,8 +334,6 @@ class _Product:
             f"{fields.get('os', '')} {fields.get('release_title', '')} "
             f"{self.catalogue_architecture}"
         )
-        if self.variant and self.variant != "default":
-            self.description += f" ({self.variant})"
         self.properties = {
             "os": fields.get("os", ""),
             "release": fields.get("release", ""),
@@ -382,7 +379,7 @@ class _Product:
         if root is None:
             fingerprint = meta.get("sha256", "")
             root_type = "tar.gz"
-            vm = meta.get("combined_type") == "virtual-machine"
+            vm = False  # (incus 7 reads a unified VM's combined_type; 6.0 does not)
         else:
             root_type = root["ftype"]
             fingerprint = next((meta[key] for key in _ROOT_TYPES[root_type] if meta.get(key)), "")
