@@ -349,7 +349,9 @@ class AsyncSimpleStreamsImages:
 
     Results are the models a server's images API gives (``Image``, ``ImageAlias``), read from
     the catalogue, which is read on first use (see the server's class). Every method that
-    takes a fingerprint accepts the full SHA-256 or any unique prefix of it.
+    takes a fingerprint accepts the full SHA-256 or any unique prefix of it. The models are
+    the catalogue's own until it is read again, shared by every call: change a copy
+    (``attrs.evolve(image, properties={...})``), not them.
     """
 
     def __init__(self, server: AsyncSimpleStreams) -> None:
