@@ -61,6 +61,9 @@ RENAMES = {
     "AsyncCompletion": "Completion",
     # What copy() takes as its source.
     "AsyncImageServer": "ImageServer",
+    # A simplestreams image server, read (browsed and downloaded from).
+    "AsyncSimpleStreams": "SimpleStreams",
+    "AsyncSimpleStreamsImages": "SimpleStreamsImages",
     # httpx's async spellings. (unasync's default would turn AsyncX into SyncX, a name httpx
     # does not have.)
     "AsyncBaseTransport": "BaseTransport",

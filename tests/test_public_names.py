@@ -24,6 +24,7 @@ import respx
 import incus_images
 from incus_images import (
     AsyncClient,
+    AsyncSimpleStreams,
     Client,
     Image,
     ImageAlias,
@@ -164,6 +165,7 @@ def _sample_models() -> list[Any]:
             remotes={"local": Remote(name="local", addr="unix://")},
         ),
         SimpleStreams("https://images.example"),
+        AsyncSimpleStreams("https://images.example/streams", timeout=5),
     ]
 
 

@@ -24,6 +24,7 @@ import pytest
 import incus_images._remotes.writing as files_module
 from incus_images import (
     AsyncClient,
+    AsyncSimpleStreams,
     Client,
     ConfigurationError,
     InvalidInputError,
@@ -467,6 +468,9 @@ def test_a_simplestreams_remote_points_at_simplestreams_from_remote() -> None:
     assert "SimpleStreams.from_remote('images')" in str(caught.value)
     assert SimpleStreams.from_remote("images") == SimpleStreams(
         "https://images.linuxcontainers.org"
+    )
+    assert AsyncSimpleStreams.from_remote("images", timeout=5) == AsyncSimpleStreams(
+        "https://images.linuxcontainers.org", timeout=5
     )
 
 

@@ -44,6 +44,7 @@ if _typing.TYPE_CHECKING:
     from ._async.client import AsyncClient
     from ._async.images import AsyncImagesAPI
     from ._async.operations import AsyncOperationsAPI
+    from ._async.simplestreams import AsyncSimpleStreams, AsyncSimpleStreamsImages
     from ._models import (
         Image,
         ImageAlias,
@@ -56,10 +57,10 @@ if _typing.TYPE_CHECKING:
         ServerInfo,
     )
     from ._remotes import Remote, RemoteConfig, add_remote, load_remotes
-    from ._simplestreams import SimpleStreams
     from ._sync.client import Client
     from ._sync.images import ImagesAPI
     from ._sync.operations import OperationsAPI
+    from ._sync.simplestreams import SimpleStreams, SimpleStreamsImages
 
 __all__ = [
     "APIError",
@@ -67,6 +68,8 @@ __all__ = [
     "AsyncClient",
     "AsyncImagesAPI",
     "AsyncOperationsAPI",
+    "AsyncSimpleStreams",
+    "AsyncSimpleStreamsImages",
     "ChecksumMismatchError",
     "Client",
     "ConfigurationError",
@@ -97,6 +100,7 @@ __all__ = [
     "ServerEnvironment",
     "ServerInfo",
     "SimpleStreams",
+    "SimpleStreamsImages",
     "TransferError",
     "UnexpectedResponseError",
     "__version__",
@@ -112,6 +116,8 @@ _LAZY_NAMES = {
     "AsyncClient": "._async.client",
     "AsyncImagesAPI": "._async.images",
     "AsyncOperationsAPI": "._async.operations",
+    "AsyncSimpleStreams": "._async.simplestreams",
+    "AsyncSimpleStreamsImages": "._async.simplestreams",
     "Client": "._sync.client",
     "ImagesAPI": "._sync.images",
     "OperationsAPI": "._sync.operations",
@@ -128,7 +134,8 @@ _LAZY_NAMES = {
     "RemoteConfig": "._remotes",
     "add_remote": "._remotes",
     "load_remotes": "._remotes",
-    "SimpleStreams": "._simplestreams",
+    "SimpleStreams": "._sync.simplestreams",
+    "SimpleStreamsImages": "._sync.simplestreams",
 }
 
 

@@ -140,13 +140,16 @@ class ImplausibleJSON(ValueError):
     """JSON no Incus sends, refused before (or instead of) parsing it."""
 
 
-def loads(body: bytes) -> Any:
-    """Parse a JSON answer; ValueError for anything that is not plausible Incus JSON."""
+def loads(body: bytes, *, max_values: int = MAX_JSON_VALUES) -> Any:
+    """Parse a JSON answer; ValueError for anything that is not plausible Incus JSON (such
+    as more than ``max_values`` JSON values)."""
     if len(body) >= _DENSITY_CHECKED_FROM:
         # Counting costs a few ms for the largest answer; a parse of a hostile one, GiBs.
         values = body.count(b"{") + body.count(b"[") + body.count(b",") + body.count(b'"') // 2
-        if values > MAX_JSON_VALUES:
-            raise ImplausibleJSON(f"it holds about {values} JSON values, more than Incus sends")
+        if values > max_values:
+            raise ImplausibleJSON(
+                f"it holds about {values} JSON values, more than the {max_values} expected"
+            )
     try:
         return json.loads(body)
     except RecursionError:

@@ -1,10 +1,17 @@
-"""A public image server in the simplestreams format, as a source of copies."""
+"""A public image server in the simplestreams format: its address, as copies name their source.
+
+:class:`SimpleStreamsSource` is what both flavours' catalogue readers (``SimpleStreams`` and
+``AsyncSimpleStreams``, in ``_async/simplestreams.py``) are: a checked HTTPS URL and the
+certificate to pin. ``images.copy()`` of either client takes any of them, since the daemon
+downloads by itself and needs only the address.
+"""
 
 from __future__ import annotations
 
 import os
 import re
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Self, TypeVar
 from urllib.parse import urlsplit
 
 import attrs
@@ -15,7 +22,9 @@ from ._errors import ConfigurationError, InvalidInputError
 if TYPE_CHECKING:
     from ._remotes import Remote
 
-__all__ = ["SimpleStreams"]
+T = TypeVar("T")
+
+__all__ = ["SimpleStreams", "SimpleStreamsSource"]
 
 _PEM_BLOCK = re.compile(
     r"-----BEGIN CERTIFICATE-----\r?\n.*?\r?\n-----END CERTIFICATE-----", re.DOTALL
@@ -25,7 +34,7 @@ _MAX_CERTIFICATE_CHARS = 64 * 1024
 
 
 @attrs.frozen(init=False)
-class SimpleStreams:
+class SimpleStreamsSource:
     """A simplestreams image server (such as the incus CLI's ``images:`` remote), named as the
     source of ``images.copy()``: the target daemon downloads from it itself.
 
@@ -38,21 +47,32 @@ class SimpleStreams:
     certificate: str | None
 
     def __init__(self, url: str, *, certificate: str | None = None) -> None:
-        self.__attrs_init__(url=_server_url(url), certificate=_pem(certificate))
+        self.__attrs_init__(url=server_url(url), certificate=pem_certificates(certificate))
 
     @classmethod
     def from_remote(
         cls, remote: str | Remote, *, config_dir: str | os.PathLike[str] | None = None
-    ) -> SimpleStreams:
+    ) -> Self:
         """The simplestreams remote of this name in the incus CLI's configuration (the
         built-in ``images`` too; see ``load_remotes()``), with the certificate the CLI
         pinned for it, if any."""
+        return cls._configured(remote, config_dir, lambda url, pem: cls(url, certificate=pem))
+
+    @staticmethod
+    def _configured(
+        remote: str | Remote,
+        config_dir: str | os.PathLike[str] | None,
+        make: Callable[[str, str | None], T],
+    ) -> T:
+        """``make(url, certificate)`` of the remote of this name in the incus CLI's
+        configuration; what the configuration holds for it is refused as the configuration's
+        fault (ConfigurationError), not the caller's."""
         from ._remotes import Remote, load_remotes, simplestreams_remote
 
         found = remote if isinstance(remote, Remote) else load_remotes(config_dir).remote(remote)
         url, certificate = simplestreams_remote(found)
         try:
-            return cls(url, certificate=certificate)
+            return make(url, certificate)
         except InvalidInputError as exc:
             # Not the caller's arguments: what the configuration holds for the remote.
             raise ConfigurationError(
@@ -60,7 +80,11 @@ class SimpleStreams:
             ) from None
 
 
-def _server_url(url: object) -> str:
+#: The name the copy code (``_async/images.py``, ``_async/_copying.py``) gives the source.
+SimpleStreams = SimpleStreamsSource
+
+
+def server_url(url: object) -> str:
     if not isinstance(url, str) or not url.isprintable():
         raise InvalidInputError(f"url must be a printable string, got {url!r:.100}")
     try:
@@ -86,7 +110,7 @@ def _server_url(url: object) -> str:
     return url.rstrip("/")
 
 
-def _pem(certificate: object) -> str | None:
+def pem_certificates(certificate: object) -> str | None:
     if certificate is None:
         return None
     if not isinstance(certificate, str) or len(certificate) > _MAX_CERTIFICATE_CHARS:

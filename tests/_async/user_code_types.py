@@ -12,8 +12,11 @@ import datetime
 from pathlib import Path
 from typing import Any, assert_type
 
+import incus_images
 from incus_images import (
     AsyncClient,
+    AsyncSimpleStreams,
+    AsyncSimpleStreamsImages,
     ConfigurationError,
     Image,
     ImageAlias,
@@ -25,7 +28,6 @@ from incus_images import (
     Remote,
     RemoteConfig,
     ServerInfo,
-    SimpleStreams,
     add_remote,
     load_remotes,
 )
@@ -69,8 +71,11 @@ async def images_calls(client: AsyncClient, other: AsyncClient, flag: bool) -> N
     assert_type(await client.images.copy("debian/12", other, wait=True), Image)
     assert_type(await client.images.copy("debian/12", other, wait=False), Operation)
     assert_type(await client.images.copy(fp, other, wait=flag), Image | Operation)
-    hub = SimpleStreams("https://images.example")
+    hub = AsyncSimpleStreams("https://images.example")
     assert_type(await client.images.copy("alpine/3.20", hub, aliases=["alpine"]), Image)
+    # Either flavour's image server is a source of either client's copy.
+    blocking_hub = incus_images.SimpleStreams("https://images.example")
+    assert_type(await client.images.copy("alpine/3.20", blocking_hub), Image)
     assert_type(await client.images.publish("c1"), Image)
     assert_type(await client.images.publish("c1/snap0", wait=False), Operation)
     assert_type(await client.images.publish("c1", force=True, timeout=60), Image)
@@ -166,7 +171,26 @@ def remotes_calls() -> None:
     assert_type(add_remote("staging", "eyJjbGllbnRfbmFtZSI6"), Remote)
     assert_type(load_remotes(), RemoteConfig)
     assert_type(load_remotes().remote("prod"), Remote)
-    assert_type(SimpleStreams.from_remote("images"), SimpleStreams)
+    assert_type(AsyncSimpleStreams.from_remote("images"), AsyncSimpleStreams)
+
+
+async def simplestreams_calls(progress: TqdmProgress) -> None:
+    async with AsyncSimpleStreams("https://images.example", certificate=None, timeout=60) as hub:
+        assert_type(hub.images, AsyncSimpleStreamsImages)
+        assert_type(await hub.images.list(), ImageList)
+        assert_type(await hub.images.list(filter="properties.os eq debian"), ImageList)
+        assert_type(await hub.images.get("3c5a1b"), Image)
+        assert_type(await hub.images.get_by_alias("debian/12"), Image)
+        assert_type(
+            await hub.images.get_by_alias("debian/12", type="container", architecture="aarch64"),
+            Image,
+        )
+        assert_type(await hub.images.list_aliases(), ImageAliasList)
+        assert_type(await hub.images.export("3c5a1b", "debian12", progress=progress), list[Path])
+        assert_type(await hub.refresh(), None)
+        assert_type(hub.url, str)
+        assert_type(hub.certificate, str | None)
+        assert_type(hub.timeout, float | None)
 
 
 async def errors_calls(client: AsyncClient) -> None:
