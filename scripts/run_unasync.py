@@ -56,6 +56,7 @@ RENAMES = {
     "AsyncImageCalls": "ImageCalls",
     "AsyncImporter": "Importer",
     "AsyncCopier": "Copier",
+    "AsyncEnsurer": "Ensurer",
     "AsyncPublisher": "Publisher",
     # What a call returned early (wait=False) still does once its operation ends.
     "AsyncCompletion": "Completion",

@@ -16,7 +16,7 @@ from incus_images import (
     NotFoundError,
     TransferError,
 )
-from incus_images._catalogue.architectures import incus_architecture, local_architecture
+from incus_images._architectures import incus_architecture, local_architecture
 from incus_images._catalogue.catalogue import (
     Catalogue,
     CatalogueError,

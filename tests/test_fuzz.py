@@ -48,6 +48,7 @@ from hypothesis import strategies as st
 import incus_images._protocol as protocol
 from incus_images import IncusError, InvalidInputError, SimpleStreams
 from incus_images import _validate as validate
+from incus_images._architectures import ARCHITECTURES
 from incus_images._async._copying import MODES, CopyOptions, copy_options
 from incus_images._converter import make_converter
 from incus_images._endpoint import Endpoint, parse_endpoint
@@ -989,7 +990,7 @@ def test_copy_options(
     assert options.mode is None or options.mode in MODES
     assert type(options.copy_aliases) is bool and type(options.wait) is bool
     assert type(options.reuse) is bool
-    assert options.architecture is None or options.architecture in validate.ARCHITECTURES
+    assert options.architecture is None or options.architecture in ARCHITECTURES
     assert options.public is None or type(options.public) is bool
     assert options.auto_update is None or type(options.auto_update) is bool
     assert options.image_type in (None, "container", "virtual-machine")

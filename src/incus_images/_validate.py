@@ -13,6 +13,7 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 
+from ._architectures import ARCHITECTURES
 from ._errors import InvalidInputError
 from ._models import Operation
 
@@ -265,30 +266,6 @@ def image_filter(value: object) -> str:
     return expression
 
 
-#: Every architecture name incusd knows, and the Incus name it stands for (lxc/incus
-#: shared/osarch/architectures.go). For each architecture, the Incus name comes first, then
-#: the other spellings a catalogue may use (Debian's, such as ``arm64``, first of them).
-ARCHITECTURES: dict[str, str] = {
-    **dict.fromkeys(["i686", "i386", "i586", "386", "x86", "generic_32"], "i686"),
-    **dict.fromkeys(["x86_64", "amd64", "generic_64"], "x86_64"),
-    **dict.fromkeys(["armv6l", "armel", "arm"], "armv6l"),
-    **dict.fromkeys(
-        ["armv7l", "armhf", "armhfp", "armv7a_hardfp", "armv7", "armv7a_vfpv3_hardfp"], "armv7l"
-    ),
-    "armv8l": "armv8l",
-    **dict.fromkeys(["aarch64", "arm64", "arm64_generic"], "aarch64"),
-    **dict.fromkeys(["ppc", "powerpc"], "ppc"),
-    **dict.fromkeys(["ppc64", "powerpc64"], "ppc64"),
-    **dict.fromkeys(["ppc64le", "ppc64el"], "ppc64le"),
-    "s390x": "s390x",
-    **dict.fromkeys(["mips", "mipsel", "mipsle"], "mips"),
-    **dict.fromkeys(["mips64", "mips64el", "mips64le"], "mips64"),
-    "riscv32": "riscv32",
-    "riscv64": "riscv64",
-    **dict.fromkeys(["loongarch64", "loong64"], "loongarch64"),
-}
-
-
 def architecture_name(value: object, *, argument: str = "architecture") -> str:
     """An architecture name incusd knows (``x86_64``, ``aarch64``, or another spelling such
     as ``amd64``, ``arm64``), as given; refused otherwise."""
@@ -299,13 +276,3 @@ def architecture_name(value: object, *, argument: str = "architecture") -> str:
             f"{argument} {name!r:.100} is not an architecture Incus knows (its names: {known})"
         )
     return name
-
-
-def architecture_spellings(name: str) -> list[str]:
-    """The names that stand for the architecture ``name`` (checked), ``name`` first, then the
-    others in the order of ARCHITECTURES."""
-    incus = ARCHITECTURES[name]
-    return [
-        name,
-        *(other for other, same in ARCHITECTURES.items() if same == incus and other != name),
-    ]

@@ -397,6 +397,7 @@ class AsyncImagesAPI:
         """
         from .._simplestreams import SimpleStreams
         from ._copying import AsyncCopier, copy_options
+        from ._ensuring import AsyncEnsurer
 
         options = copy_options(
             mode=None,
@@ -416,7 +417,8 @@ class AsyncImagesAPI:
         origin: AsyncImageCalls | SimpleStreams = (
             source if isinstance(source, SimpleStreams) else self._source_calls(source)
         )
-        held = await AsyncCopier(self._calls).ensure(image, origin, options)
+        copier = AsyncCopier(self._calls)
+        held = await AsyncEnsurer(self._calls, copier).ensure(image, origin, options)
         # Only what differs is written (None: keep it), so a held image is left alone.
         public, auto_update, profiles = (
             None if options.public in (None, held.public) else options.public,

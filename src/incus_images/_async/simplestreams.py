@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 import attrs
 import httpx
 
-from .._catalogue.architectures import INCUS_ARCHITECTURES, incus_architecture
+from .._architectures import INCUS_ARCHITECTURES, incus_architecture
 from .._catalogue.catalogue import INDEX_PATH, Catalogue, CatalogueError, ImageFile
 from .._errors import (
     IncusConnectionError,
@@ -242,7 +242,7 @@ class AsyncSimpleStreams(SimpleStreamsSource):
             return state.catalogue
 
     async def _read(self) -> None:
-        from .._catalogue.architectures import local_architecture
+        from .._architectures import local_architecture
         from .._catalogue.catalogue import build_catalogue, products_paths
         from .._catalogue.download import checked_path
 

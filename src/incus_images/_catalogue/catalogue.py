@@ -36,8 +36,8 @@ from typing import Any, Literal
 
 import attrs
 
+from .._architectures import incus_architecture
 from .._models import Image, ImageAlias
-from .architectures import incus_architecture
 
 __all__ = [
     "AliasEntry",
