@@ -61,6 +61,9 @@ MAX_FILTER_LENGTH = 4096
 #: U+001C to U+001F, which Go keeps inside words).
 _GO_SPACE = re.compile("[\t\n\v\f\r \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]+")
 
+#: Distinct values whose match a text clause remembers (bounds its memory).
+_MAX_REMEMBERED = 1024
+
 _INT = re.compile(r"[+-]?[0-9]+")
 _TRUE = frozenset({"1", "t", "T", "TRUE", "true", "True"})
 _FALSE = frozenset({"0", "f", "F", "FALSE", "false", "False"})
@@ -276,8 +279,17 @@ def _text_test(read: Getter, value: str) -> Callable[[Image], bool]:
     except Unsupported as exc:
         raise _Refused(f"this regular expression cannot be evaluated here: {exc}") from None
 
+    # Many images share a value (a type, an os): each distinct one is matched once.
+    seen: dict[str, bool] = {}
+
     def matches(image: Image) -> bool:
-        return pattern.search(str(read(image)))
+        value = str(read(image))
+        found = seen.get(value)
+        if found is None:
+            if len(seen) >= _MAX_REMEMBERED:
+                seen.clear()
+            found = seen[value] = pattern.search(value)
+        return found
 
     return matches
 
