@@ -128,6 +128,22 @@ TABLE: list[tuple[str, set[str] | None]] = [
     ("properties.os eq (?-i)k(?i:A)LI", set()),
     ("properties.os eq (?-i)K(?i:A)LI", set()),
     ("properties.os eq (?-i)K(?i:A)li", {"d"}),
+    ('properties.description eq "Debian 12 bookworm" and public eq true', {"a"}),
+    ('properties.description eq "Debian 12 bookworm "', set()),  # a trailing space kept
+    ('properties.description eq "Debian 12 bookworm"" or public eq false', {"b", "e", "f"}),
+    ('properties.description eq " Debian" 12 bookworm"', None),  # "12" joins nothing
+    ('properties.description eq "^Debian 12"', {"a"}),
+    ("properties.os eq [\u212a]ali", {"d"}),
+    ("properties.os eq [a-z]ali", {"d"}),
+    ("properties.os eq \\p{Lu}+", {"a", "b", "c", "d"}),  # folded: lower case too
+    ("properties.os\x85eq debian", {"a", "b"}),
+    ("properties.os eq |", ALL),
+    ("properties.os eq $", ALL),
+    ("properties.os eq ^", ALL),
+    ("properties.os eq (^)*debian", {"a", "b"}),
+    ("size eq 0{size}", {"a"}),
+    ("public eq TRUE", {"a", "c", "d"}),
+    ("filename eq debian-11\\.tar\\.gz", {"b"}),
     # Refused by incusd.
     ('properties.os eq "debian"', None),
     ("properties.os eq debian AND public eq true", None),
@@ -152,6 +168,9 @@ TABLE: list[tuple[str, set[str] | None]] = [
     ("not not properties.os eq debian", None),
     ('properties.os eq "deb ian', None),
     ("properties.os eq debian or", None),
+    ("public eq tRUE", None),
+    ("size eq 0x10", None),
+    ("properties.os eq debian Or public eq true", None),
 ]
 
 
