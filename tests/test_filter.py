@@ -126,10 +126,14 @@ def test_a_compiled_filter_is_reusable() -> None:
 
 
 def test_the_length_of_a_filter_is_bounded() -> None:
-    longest = "properties.os eq " + "a" * (MAX_FILTER_LENGTH - len("properties.os eq "))
-    assert select(IMAGES, longest) == []
+    clause = "properties.os eq alpine or "
+    count = (MAX_FILTER_LENGTH - len("type eq x")) // len(clause)
+    last = "type eq " + "x" * (MAX_FILTER_LENGTH - count * len(clause) - len("type eq "))
+    longest = clause * count + last
+    assert len(longest) == MAX_FILTER_LENGTH
+    assert select(IMAGES, longest) == [ALPINE]
     with pytest.raises(InvalidInputError, match=f"at most {MAX_FILTER_LENGTH}"):
-        select(IMAGES, longest + "a")
+        select(IMAGES, longest + " ")
 
 
 def test_a_catastrophic_pattern_for_backtracking_takes_linear_time() -> None:

@@ -16,15 +16,18 @@ Python's tables (Unicode versions may differ by a few recent characters).
 
 from __future__ import annotations
 
+import functools
 import unicodedata
 from collections.abc import Callable
 from typing import TypeVar
 
 __all__ = ["GoRegexp", "GoSyntaxError", "Unsupported", "equal_fold", "fold_orbit"]
 
-#: The most instructions a compiled pattern may have here (Go allows far more): each costs
-#: time per character of every value matched.
-MAX_INSTRUCTIONS = 20_000
+#: The most instructions a compiled pattern may have here (Go allows some 3 million): the
+#: states active at once, and so the time per character matched, grow with it. Real patterns
+#: have tens; 2,000 allows ``.{1000}``-sized counts and bounds the worst to ~10 ms per
+#: 300-character value.
+MAX_INSTRUCTIONS = 2_000
 #: The deepest nesting of groups parsed here (Go allows 1,000): the parser recurses.
 MAX_NESTING = 100
 #: Go's largest repetition count, and largest product of nested counts.
@@ -138,6 +141,7 @@ _FOLD_EXTRA: dict[str, str] = {
 }
 
 
+@functools.lru_cache(maxsize=4096)
 def fold_orbit(char: str) -> frozenset[str]:
     """The characters equal to ``char`` under Go's simple case folding (``char`` included)."""
     extra = _FOLD_EXTRA.get(char)
@@ -230,16 +234,24 @@ class _Item:
 class _Class:
     """A character class as Go builds it: a union of items, possibly negated as a whole."""
 
-    __slots__ = ("fold", "items", "negated")
+    __slots__ = ("fold", "items", "known", "negated")
 
     def __init__(self, items: list[_Item], *, negated: bool, fold: bool) -> None:
         self.items = items
         self.negated = negated
         self.fold = fold
+        #: Answers already worked out, by character (bounded).
+        self.known: dict[str, bool] = {}
 
     def __call__(self, char: str) -> bool:
-        candidates = fold_orbit(char) if self.fold else (char,)
-        return any(item.holds(candidates) for item in self.items) != self.negated
+        found = self.known.get(char)
+        if found is None:
+            candidates = fold_orbit(char) if self.fold else (char,)
+            found = any(item.holds(candidates) for item in self.items) != self.negated
+            if len(self.known) >= _MAX_CACHED:
+                self.known.clear()
+            self.known[char] = found
+        return found
 
 
 # --------------------------------------------------------------------------------------------
