@@ -4,6 +4,8 @@ string selects the same images on a real incusd (``images.list(filter=)``) and i
 
 from __future__ import annotations
 
+import os
+import random
 from typing import Any
 
 import pytest
@@ -174,9 +176,8 @@ TABLE: list[tuple[str, set[str] | None]] = [
 ]
 
 
-async def test_the_same_filter_selects_the_same_images_here_and_on_incusd(
-    daemon_client: AsyncClient, cleanup: list[str]
-) -> None:
+async def _make_images(daemon_client: AsyncClient, cleanup: list[str]) -> dict[str, Image]:
+    """Six images, a to f, with the properties, flags, types and sizes the table relies on."""
     tag = unique("filter")
 
     async def make(image_data: Any = None, **options: Any) -> Image:
@@ -217,6 +218,13 @@ async def test_the_same_filter_selects_the_same_images_here_and_on_incusd(
     made["d"] = await make(properties={"os": "Kali", "tag": tag}, public=True)
     made["e"] = await make(properties={"os": "ubuntu-24.04", "tag": tag})
     made["f"] = await make(properties={"os": "A(B", "tag": tag})
+    return made
+
+
+async def test_the_same_filter_selects_the_same_images_here_and_on_incusd(
+    daemon_client: AsyncClient, cleanup: list[str]
+) -> None:
+    made = await _make_images(daemon_client, cleanup)
     names = {image.fingerprint: name for name, image in made.items()}
     a = made["a"]
     everything = await daemon_client.images.list()
@@ -227,27 +235,38 @@ async def test_the_same_filter_selects_the_same_images_here_and_on_incusd(
             .replace("{fp8}", a.fingerprint[:8])
             .replace("{size}", str(a.size))
         )
-        here = _selected_here(everything, text, names)
-        try:
-            served = await daemon_client.images.list(filter=text)
-            there: object = {names[i.fingerprint] for i in served if i.fingerprint in names}
-        except APIError as exc:
-            there = f"refused: {exc}"
+        here, there = await _both(daemon_client, everything, text, names)
         wanted = "refused" if expected is None else expected
         if not (_kind(here) == _kind(there) == wanted):
             mismatches.append((text, expected, here, there))
     assert mismatches == []
 
 
+async def _both(
+    client: AsyncClient, images: list[Image], text: str, names: dict[str, str]
+) -> tuple[object, object]:
+    """The names of the test's images the filter selects here and on incusd, "refused: ...",
+    or "crashed: ..." (incusd refuses with an error, or crashes the request)."""
+    try:
+        served = await client.images.list(filter=text)
+        there: object = {names[i.fingerprint] for i in served if i.fingerprint in names}
+    except APIError as exc:
+        there = f"refused: {exc}"
+    except IncusError as exc:  # the connection closed with no answer
+        there = f"crashed: {exc}"
+    return _selected_here(images, text, names), there
+
+
 def _selected_here(images: list[Image], text: str, names: dict[str, str]) -> object:
     try:
         return {names[i.fingerprint] for i in select(images, text) if i.fingerprint in names}
     except InvalidInputError as exc:
-        return f"refused: {exc}"
+        return f"{'crashed' if 'crashes' in str(exc) else 'refused'}: {exc}"
 
 
 def _kind(outcome: object) -> object:
-    return "refused" if isinstance(outcome, str) else outcome
+    """The selection, or "refused" (an error answer), or "crashed" (no answer)."""
+    return outcome.partition(":")[0] if isinstance(outcome, str) else outcome
 
 
 async def test_a_clause_that_crashes_incusd_is_refused_here(
@@ -260,3 +279,89 @@ async def test_a_clause_that_crashes_incusd_is_refused_here(
         with pytest.raises(InvalidInputError, match="crashes"):
             select([image], text)
     assert (await daemon_client.images.get(image.fingerprint)).fingerprint == image.fingerprint
+
+
+#: Words random filters are made of: the language's, and pieces of regular expressions.
+FIELDS = ["properties.os"] * 6 + ["properties.description", "type", "type", "architecture"]
+FIELDS += ["public", "size", "profiles", "fingerprint", "properties.release", "nothing"]
+PIECES = ["deb", "ian", "a", "(", ")", "[a-z]", "[^a]", ".", "*", "+", "?", "{2}", "|", "^", "$"]
+PIECES += ["\\d", "\\", "k", "(?i)", "(?-i)", "true", "1", "12", '"', "x y", ",", "[]", "99"]
+PIECES += ["Debian", "alpine", ".*", "container", "ali", "[k]", "\\w+", "ubuntu-24"] * 2
+PIECES += [
+    "{",
+    "}",
+    "{1,2}",
+    "{,",
+    "[[:alpha:]]",
+    "\\b",
+    "\\B",
+    "\\Q",
+    "\\E",
+    "(?s)",
+    "(?m)",
+    "(?P<n>",
+    "(?:",
+    "\\x41",
+    "\\101",
+    "\\pL",
+    "\\PL",
+    "[^",
+    "]",
+    "-",
+    "\\z",
+    "\\A",
+    "??",
+    "*?",
+    "[[:^digit:]]",
+    "\\p{Lu}",
+    "(?U)",
+    "\\.",
+    "\\S",
+    "\\D",
+    "[\\d-]",
+    "\u212a",
+    "\u017f",
+    "S",
+    "(?i:",
+    "((",
+    "))",
+    "\\{",
+] * 3
+
+
+def _random_filter(rng: random.Random) -> str:
+    words = []
+    for number in range(rng.randint(1, 2)):
+        if number:
+            words.append(rng.choice(["and", "or"] * 5 + ["AND", "not"]))
+        if rng.random() < 0.1:
+            words.append(rng.choice(["not", "NOT"]))
+        words.append(rng.choice(FIELDS))
+        words.append(rng.choice(["eq", "ne"] * 5 + ["gt"]))
+        words.append("".join(rng.choice(PIECES) for _ in range(rng.randint(1, 6))))
+    if rng.random() < 0.05:
+        words.pop()
+    return rng.choice([" ", "  ", "\t"]).join(words)
+
+
+async def test_random_filters_select_the_same_images_here_and_on_incusd(
+    daemon_client: AsyncClient, cleanup: list[str]
+) -> None:
+    """400 filters of a fixed seed; FILTER_FUZZ_SEED and FILTER_FUZZ_COUNT ask for others (the
+    first round ran 22,000 with no difference)."""
+    made = await _make_images(daemon_client, cleanup)
+    names = {image.fingerprint: name for name, image in made.items()}
+    everything = await daemon_client.images.list()
+    rng = random.Random(int(os.environ.get("FILTER_FUZZ_SEED", "16")))
+    mismatches = []
+    selections = set()
+    for _ in range(int(os.environ.get("FILTER_FUZZ_COUNT", "400"))):
+        text = _random_filter(rng)
+        here, there = await _both(daemon_client, everything, text, names)
+        if _kind(here) != _kind(there):
+            mismatches.append((text, here, there))
+        selections.add(str(_kind(there)))
+    assert mismatches == []
+    # The filters select many different sets, and some are refused.
+    assert "refused" in selections
+    assert len(selections) > 5
