@@ -300,3 +300,41 @@ def _compiles_or_is_refused(filter: str) -> None:
 )
 def test_filters_of_the_language_s_words_compile_or_are_refused(words: list[str]) -> None:
     _compiles_or_is_refused(" ".join(words))
+
+
+@pytest.mark.parametrize(
+    ("filter", "selected"),
+    [
+        ("properties.os\u0085eq\u00a0debian", ["Debian"]),  # Go's white space: NEL, NBSP
+        ("properties.os\u3000eq\tdebian", ["Debian"]),
+        ("properties.os eq debian\x1c", []),  # U+001C is not white space to Go
+        ("properties.os eq alpine\x1f or type eq container", ["Debian"]),
+    ],
+)
+def test_words_are_split_where_go_splits_them(filter: str, selected: list[str]) -> None:
+    assert names(filter) == selected
+
+
+_SOME_CLAUSES = ["properties.os eq debian", "type eq virtual-machine", "public eq true"]
+_SOME_CLAUSES += ["size ne 99", "architecture eq x86.*", "properties.os eq ^a", "profiles eq []"]
+_CLAUSES = st.sampled_from(_SOME_CLAUSES)
+
+
+@FUZZ
+@given(st.lists(st.tuples(st.booleans(), st.sampled_from(["and", "or"]), _CLAUSES), min_size=1))
+def test_clauses_fold_left_to_right_without_precedence(
+    clauses: list[tuple[bool, str, str]],
+) -> None:
+    words = []
+    for index, (negate, conjunction, clause) in enumerate(clauses):
+        if index:
+            words.append(conjunction)
+        words.append(f"not {clause}" if negate else clause)
+    matches = compile_filter(" ".join(words))
+    for image in IMAGES:
+        expected = True
+        for index, (negate, conjunction, clause) in enumerate(clauses):
+            result = compile_filter(clause)(image) != negate
+            joined = "and" if index == 0 else conjunction
+            expected = (expected and result) if joined == "and" else (expected or result)
+        assert matches(image) is expected
