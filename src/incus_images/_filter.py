@@ -15,18 +15,27 @@ The language, as incusd 6.0 parses and evaluates it (internal/filter in lxc/incu
 - FIELD is a JSON name of the image (case-sensitive): ``architecture``, ``type``, ``filename``,
   ``fingerprint``, ``project`` (text); ``size`` (a number); ``public``, ``auto_update``,
   ``cached`` (booleans); ``profiles`` (a list); ``properties.KEY`` (text, empty when the image
-  has no such property; KEY is everything after the first dot, dots included). ``aliases``,
-  ``update_source``, ``properties`` alone and the dates cannot be filtered on (incusd answers
-  with an error, or crashes the request for ``aliases.X`` and ``update_source.X``).
-- OPERATOR is ``eq`` or ``ne`` (lower case). incusd knows no other.
+  has no such property; KEY is everything after the first dot, dots included, matched
+  exactly). ``aliases``, ``update_source``, ``properties`` alone and the dates cannot be
+  filtered on: incusd answers with an error, and crashes the request (no answer at all) on a
+  dotted name under a field that is not a map or a date (``aliases.name``,
+  ``update_source.alias``, ``type.x``) and on ``created_at.`` (an empty name under a date).
+  A quirk of incusd's lookup: ``.public`` reads ``public`` (the same for the other fields of
+  the embedded ImagePut: ``auto_update``, ``properties``, ``expires_at``, ``profiles``).
+- OPERATOR is ``eq`` or ``ne`` (lower case). incusd knows no other, for numbers neither.
 - Text: VALUE is a case-insensitive Go regular expression. Unless it holds a ``^`` or a ``$``
   anywhere (even escaped or inside brackets), it is anchored at both ends (matched whole);
   with one, it matches anywhere the anchors allow (``fingerprint eq ^ab12`` is a prefix).
-  A VALUE Go cannot compile as a regular expression is compared as text, ignoring case.
+  Go's syntax, not Python's: ``$`` is the end of the text only, ``.`` is not a newline,
+  ``\\d``, ``\\w``, ``\\s`` and ``\\b`` are ASCII, no backreferences or lookarounds. A VALUE Go
+  cannot compile is compared as text, ignoring case (``properties.os eq a(b``).
 - Numbers: a decimal integer (Go's strconv.ParseInt: optional sign, no spaces or ``_``).
 - Booleans: ``1 t T TRUE true True`` and ``0 f F FALSE false False``.
 - Lists: a JSON array of strings (written without spaces), equal when equal element by element
   (case-sensitive, in order).
+
+Later incusd versions (not 6.0) also take ``eq a,b`` as either value and match a property key
+by a prefix of its first part; a filter that relies on those selects differently on 6.0.
 
 A malformed filter is :class:`InvalidInputError` naming what incusd answers about it. incusd
 reports a clause it cannot evaluate only when it has an image to test (an empty list filters
@@ -55,9 +64,9 @@ from ._validate import text
 
 __all__ = ["MAX_FILTER_LENGTH", "ImageFilter", "compile_filter", "select"]
 
-#: The longest filter accepted, in characters. A real filter is a few dozen; the bound keeps
-#: the cost of compiling one small (its regular expressions' automata grow with their length).
-#: It is far below what incusd would take in a URL (1 MiB of request head).
+#: The longest filter accepted, in characters. A real filter is a few dozen. The bound caps the
+#: number of clauses, each of which costs time for every image, and the work of compiling its
+#: regular expressions; it is far below what incusd takes in a URL (1 MiB of request head).
 MAX_FILTER_LENGTH = 4096
 
 #: Go's unicode.IsSpace, which strings.Fields splits on (Python's str.split also splits on
