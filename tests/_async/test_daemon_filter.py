@@ -146,6 +146,13 @@ TABLE: list[tuple[str, set[str] | None]] = [
     ("size eq 0{size}", {"a"}),
     ("public eq TRUE", {"a", "c", "d"}),
     ("filename eq debian-11\\.tar\\.gz", {"b"}),
+    # Unicode simple case folding (the word is long s, "traße(", DZ with caron): a regular
+    # expression, and text.
+    ("properties.word eq STRA\u1e9eE\\(\u01c4", {"e"}),
+    ("properties.word eq STRA\u1e9eE(\u01c4", {"e"}),
+    ("properties.word eq STRASSE.*", set()),
+    ("properties.word eq [r-t]+.*", {"e"}),
+    ("properties.word eq \\w+.*", {"e"}),  # folded, \\w holds the long s
     # Refused by incusd.
     ('properties.os eq "debian"', None),
     ("properties.os eq debian AND public eq true", None),
@@ -216,7 +223,7 @@ async def _make_images(daemon_client: AsyncClient, cleanup: list[str]) -> dict[s
         public=True,
     )
     made["d"] = await make(properties={"os": "Kali", "tag": tag}, public=True)
-    made["e"] = await make(properties={"os": "ubuntu-24.04", "tag": tag})
+    made["e"] = await make(properties={"os": "ubuntu-24.04", "word": "\u017ftra\xdfe(\u01c5"})
     made["f"] = await make(properties={"os": "A(B", "tag": tag})
     return made
 
