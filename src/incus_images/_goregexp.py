@@ -19,7 +19,7 @@ from __future__ import annotations
 import functools
 import unicodedata
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Generic, TypeVar
 
 __all__ = ["GoRegexp", "GoSyntaxError", "Unsupported", "equal_fold", "fold_orbit"]
 
@@ -32,8 +32,11 @@ MAX_INSTRUCTIONS = 2_000
 MAX_NESTING = 100
 #: Go's largest repetition count, and largest product of nested counts.
 _MAX_REPEAT = 1000
-#: States sets cached per pattern before the cache starts anew (bounds memory).
+#: State sets (and class answers) remembered per pattern before it starts anew.
 _MAX_CACHED = 4096
+#: States held in the remembered sets of one memo at most (some 10 MB): a 2,000-state pattern
+#: could otherwise hold 4,096 sets of 2,000.
+_MAX_HELD = 250_000
 
 
 class GoSyntaxError(Exception):
@@ -646,8 +649,8 @@ class GoRegexp:
         self._outs: list[list[int]] = []
         self._match = self._new("match", None, [])
         self._start = self._compile(tree, self._match)
-        self._closures: dict[tuple[frozenset[int], _Context], frozenset[int]] = {}
-        self._steps: dict[tuple[frozenset[int], str], frozenset[int]] = {}
+        self._closures: _Memo[tuple[frozenset[int], _Context]] = _Memo()
+        self._steps: _Memo[tuple[frozenset[int], str]] = _Memo()
 
     def _new(self, kind: str, arg: object, outs: list[int]) -> int:
         if len(self._kinds) >= MAX_INSTRUCTIONS:
@@ -692,7 +695,7 @@ class GoRegexp:
 
     def _closure(self, states: frozenset[int], ctx: _Context) -> frozenset[int]:
         """The states reached from ``states`` (and a new start) without reading a character."""
-        return _cached(self._closures, (states, ctx), lambda: self._follow(states, ctx))
+        return self._closures.get((states, ctx), lambda: self._follow(states, ctx))
 
     def _follow(self, states: frozenset[int], ctx: _Context) -> frozenset[int]:
         seen: set[int] = set()
@@ -714,7 +717,7 @@ class GoRegexp:
 
     def _step(self, states: frozenset[int], char: str) -> frozenset[int]:
         """The states reached from ``states`` by reading ``char``."""
-        return _cached(self._steps, (states, char), lambda: self._read(states, char))
+        return self._steps.get((states, char), lambda: self._read(states, char))
 
     def _read(self, states: frozenset[int], char: str) -> frozenset[int]:
         following = set()
@@ -753,13 +756,23 @@ class GoRegexp:
 K = TypeVar("K")
 
 
-def _cached(
-    cache: dict[K, frozenset[int]], key: K, compute: Callable[[], frozenset[int]]
-) -> frozenset[int]:
-    """``cache[key]``, computed on a miss; the cache starts anew when full (bounded memory)."""
-    found = cache.get(key)
-    if found is None:
-        if len(cache) >= _MAX_CACHED:
-            cache.clear()
-        found = cache[key] = compute()
-    return found
+class _Memo(Generic[K]):
+    """State sets already worked out, by key; emptied when it holds :data:`_MAX_HELD` states
+    or :data:`_MAX_CACHED` sets, so that its memory stays bounded whatever the pattern."""
+
+    __slots__ = ("entries", "held")
+
+    def __init__(self) -> None:
+        self.entries: dict[K, frozenset[int]] = {}
+        self.held = 0
+
+    def get(self, key: K, compute: Callable[[], frozenset[int]]) -> frozenset[int]:
+        found = self.entries.get(key)
+        if found is None:
+            found = compute()
+            if len(self.entries) >= _MAX_CACHED or self.held + len(found) > _MAX_HELD:
+                self.entries.clear()
+                self.held = 0
+            self.entries[key] = found
+            self.held += len(found) + 1
+        return found
