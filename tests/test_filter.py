@@ -5,6 +5,7 @@ pin the language's rules, the refusals' messages, and the bounds (length, time, 
 
 from __future__ import annotations
 
+import random
 import re
 import time
 
@@ -338,3 +339,15 @@ def test_clauses_fold_left_to_right_without_precedence(
             joined = "and" if index == 0 else conjunction
             expected = (expected and result) if joined == "and" else (expected or result)
         assert matches(image) is expected
+
+
+def test_the_automaton_s_memory_is_bounded() -> None:
+    from incus_images import _goregexp
+
+    pattern = GoRegexp("(?i)[^x]{490}x" * 4)
+    rng = random.Random(1)
+    for _ in range(40):
+        assert not pattern.search("".join(rng.choice("abcdefgh") for _ in range(300)))
+    for memo in (pattern._closures, pattern._steps):
+        assert memo.held <= 250_000  # states: some 10 MB
+        assert len(memo.entries) <= _goregexp._MAX_CACHED
