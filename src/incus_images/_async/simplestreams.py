@@ -382,10 +382,9 @@ class AsyncSimpleStreamsImages:
         images = (await self._server._current()).images
         if checked is None:
             return ImageList(images)
-        from .._filter import select  # type: ignore[import-not-found, unused-ignore]
+        from .._filter import select
 
-        selected: builtins.list[Image] = select(images, checked)
-        return ImageList(selected)
+        return ImageList(select(images, checked))
 
     async def get(self, fingerprint: str) -> Image:
         """Return the image with this fingerprint (or unique fingerprint prefix)."""
