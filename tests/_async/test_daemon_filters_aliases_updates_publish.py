@@ -66,6 +66,8 @@ async def test_a_filter_on_update_source_is_refused_before_it_crashes_the_reques
 ) -> None:
     with pytest.raises(InvalidInputError, match="update_source"):
         await daemon_client.images.list(filter="update_source.alias eq x")
+    with pytest.raises(InvalidInputError, match=r"aliases\.name eq x.*crashes"):
+        await daemon_client.images.list(filter="public eq true and aliases.name eq x")
 
 
 async def test_all_projects_lists_every_project_with_its_name(

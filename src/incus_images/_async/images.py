@@ -64,6 +64,16 @@ ImageData = bytes | str | os.PathLike[str] | IO[bytes] | Iterable[bytes] | Async
 UPDATE_ATTEMPTS = 5
 
 
+def _server_filter(value: object) -> str:
+    """A filter to send: refused here when incusd would crash the request on it (it closes
+    the connection with no answer, which reads as a lost connection)."""
+    from .._filter import refuse_what_crashes_incusd
+
+    expression = image_filter(value)
+    refuse_what_crashes_incusd(expression)
+    return expression
+
+
 def _optional_secret(secret: object) -> str | None:
     return None if secret is None else secret_token(secret)
 
@@ -129,7 +139,7 @@ class AsyncImagesAPI:
             raise InvalidInputError(f"recursion must be 0 or 1, got {recursion!r}")
         call = api.list_images(
             recursion=recursion,
-            filter=None if filter is None else image_filter(filter),
+            filter=None if filter is None else _server_filter(filter),
             all_projects=boolean(all_projects, "all_projects"),
         )
         try:
