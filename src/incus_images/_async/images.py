@@ -317,7 +317,7 @@ class AsyncImagesAPI:
 
         aliases are created here, and copy_aliases=True adds the source's aliases of the
         image; an alias already taken here is refused before anything is copied, unless
-        reuse=True: then it is moved to the copy (see :meth:`create`). public,
+        reuse=True: then it is moved to the copy (see ``create()``). public,
         auto_update and profiles set the copy's settings (None: the server's default).
         auto_update=True (pull only) records the source, by alias when the image was named
         by one, so that refresh() and the server's own updater follow the alias to newer
@@ -379,16 +379,16 @@ class AsyncImagesAPI:
         """Make sure this server holds the image, once, with the aliases pointing at it;
         return it. Idempotent: a second call transfers nothing and sends no copy request.
 
-        image and source are as for :meth:`copy`. The image this server already holds is
+        image and source are as for ``copy()``. The image this server already holds is
         returned when it is the one asked for: the same fingerprint (a full one given, or
         the one the source's alias or prefix names, for an Incus server as source); or an
         image recorded as coming from that source under that alias (its ``update_source``:
         server address, protocol and alias, as a pull copy records it) and of the type and
-        architecture asked. Otherwise the image is copied, as :meth:`copy` does (mode chosen
+        architecture asked. Otherwise the image is copied, as ``copy()`` does (mode chosen
         as there; ``progress`` and ``timeout`` apply to it).
 
         type None accepts an image of either type (a container one first, as incusd
-        prefers). architecture names the architecture as in :meth:`copy`; None: the image the
+        prefers). architecture names the architecture as in ``copy()``; None: the image the
         alias resolves to, which is one of this server's own architecture (the first it
         lists) when the source has one, else the alias's other architecture: an image held
         of this server's own architecture is preferred. A full fingerprint this server
@@ -776,7 +776,7 @@ class AsyncImagesAPI:
 
         properties are merged over the instance's image properties; aliases are created once
         the image exists (taken ones are refused before anything is done, unless reuse=True
-        moves them to the new image: see :meth:`create`); public and
+        moves them to the new image: see ``create()``); public and
         expires_at (an aware datetime) set the image's. compression names the algorithm
         Incus packs with (``"none"``, ``"gzip"``, ``"zstd"``, ...; None: the server's
         default, gzip, which takes many times longer than ``"none"`` on big instances).
