@@ -352,7 +352,8 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 
-    print("\nclient peak RSS (max over rounds), MiB:")
+    if peak_rss:
+        print("\nclient peak RSS (max over rounds), MiB:")
     for name, by_size in peak_rss.items():
         shown = ", ".join(f"{size_text(s)}: {m:.1f}" for s, m in sorted(by_size.items()))
         spread = max(by_size.values()) - min(by_size.values())

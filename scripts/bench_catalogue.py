@@ -24,11 +24,16 @@ time. Ratios are medians of per-round ratios.
 * **export**: a unified image of ``--catalogue-export`` GiB of random bytes (or MiB with an M
   suffix) published on a server of its own:
 
-  * ``sdk-sync``, ``sdk-async``: ``images.export(fingerprint, directory)``, which reads the
+  * ``sdk-sync``, ``sdk-async``: ``images.export(fingerprint, path)``, which reads the
     catalogue, downloads, checks size and SHA-256 while downloading and renames into place;
+  * ``httpx-sync``, ``httpx-async``: plain httpx streaming the file to disk and hashing it as
+    it arrives (no size checks, no rename): what the HTTP stack costs by itself, no target;
   * ``curl-sha256``: ``curl -o FILE URL && sha256sum FILE`` in one shell, the hash checked
     against the fingerprint afterwards: the same work done one step after the other (the SDK
     hashes as the bytes arrive, in a thread of its own);
+  * ``curl-openssl``: the same with ``openssl dgst -sha256``, no target: coreutils' sha256sum
+    does not use the CPU's SHA instructions, OpenSSL (and so Python's hashlib) does, and on
+    such a CPU it is several times faster, a stricter reference;
   * ``curl``: the download alone, the floor (no target).
 
   Target: the SDK at most 1.1x ``curl-sha256``; its peak RSS under 64 MiB, as every transfer's.
@@ -57,7 +62,17 @@ from bench_common import (
 from simplestreams_server import SimpleStreamsServer, cli_environment, synthetic_catalogue
 
 LIST_VARIANTS = ["sdk", "sdk-async", "sdk-json", "incus-cli"]
-EXPORT_VARIANTS = ["sdk-sync", "sdk-async", "curl-sha256", "curl"]
+EXPORT_VARIANTS = [
+    "sdk-sync",
+    "sdk-async",
+    "httpx-sync",
+    "httpx-async",
+    "curl-sha256",
+    "curl-openssl",
+    "curl",
+]
+#: What the curl variants run after the download (``-r``: sha256sum's output format).
+HASHERS = {"curl-sha256": "sha256sum", "curl-openssl": "openssl dgst -sha256 -r", "curl": None}
 #: Issue 16: the SDK's time over the reference's (None: reported, no target).
 LIST_TARGETS: dict[str, float | None] = {"sdk": 1.25, "sdk-async": None, "sdk-json": None}
 EXPORT_TARGETS: dict[str, float | None] = {"sdk-sync": 1.10, "sdk-async": 1.10}
@@ -95,12 +110,37 @@ def list_programs(url: str, certificate_pem: str) -> dict[str, str]:
 
 
 def export_programs(
-    url: str, certificate_pem: str, fingerprint: str, target: str
+    url: str, certificate_pem: str, fingerprint: str, target: str, *, file_url: str, cafile: str
 ) -> dict[str, str]:
-    """The SDK's export variants (``python -c``): the files written, printed."""
+    """The export variants in Python (``python -c``): the SDK's, and plain httpx's (the file
+    streamed to disk and hashed as it arrives, the hash compared, nothing renamed)."""
     server = f"({url!r}, certificate={certificate_pem!r})"
     call = f"images.export({fingerprint!r}, {target!r})"
+    client = f"verify=ssl.create_default_context(cafile={cafile!r})"
+    check = f"assert digest.hexdigest() == {fingerprint!r}\n"
     return {
+        "httpx-sync": (
+            "import hashlib, ssl, httpx\n"
+            "digest = hashlib.sha256()\n"
+            f"with httpx.Client({client}) as client:\n"
+            f"    with client.stream('GET', {file_url!r}) as answer:\n"
+            f"        with open({target!r}, 'wb') as out:\n"
+            "            for chunk in answer.iter_raw():\n"
+            "                digest.update(chunk)\n"
+            "                out.write(chunk)\n" + check
+        ),
+        "httpx-async": (
+            "import asyncio, hashlib, ssl, httpx\n"
+            "digest = hashlib.sha256()\n"
+            "async def main():\n"
+            f"    async with httpx.AsyncClient({client}) as client:\n"
+            f"        async with client.stream('GET', {file_url!r}) as answer:\n"
+            f"            with open({target!r}, 'wb') as out:\n"
+            "                async for chunk in answer.aiter_raw():\n"
+            "                    digest.update(chunk)\n"
+            "                    out.write(chunk)\n"
+            "asyncio.run(main())\n" + check
+        ),
         "sdk-sync": (
             "from incus_images import SimpleStreams\n"
             f"with SimpleStreams{server} as server:\n"
@@ -236,6 +276,8 @@ class CatalogueBench:
         title = f"export of {shown}"
         report(title, runs, EXPORT_REFERENCE, {**EXPORT_TARGETS, "curl": None}, verdicts)
         for variant in ("sdk-sync", "sdk-async"):
+            compare(runs, variant, "httpx-" + variant.removeprefix("sdk-"), None, verdicts, "")
+            compare(runs, variant, "curl-openssl", None, verdicts, "")
             compare(runs, variant, "curl", None, verdicts, "")  # the download alone
         check_rss(title, runs, RSS_LIMIT_MIB, verdicts)
         print(f"  load average after: {_load()}")
@@ -250,15 +292,23 @@ class CatalogueBench:
     ) -> Run:
         certificate = self.workdir / "catalogue-server.crt"
         target = out_dir / "image.tar"
-        if variant.startswith("sdk-"):
-            programs = export_programs(server.url, server.certificate_pem, fingerprint, str(target))
+        if variant.startswith(("sdk-", "httpx-")):
+            programs = export_programs(
+                server.url,
+                server.certificate_pem,
+                fingerprint,
+                str(target),
+                file_url=url,
+                cafile=str(certificate),
+            )
             run, _ = run_child([self.python, "-c", programs[variant]], self.env)
         else:
             curl = f"curl -sS --fail --cacert {certificate} -o {target} {url}"
-            command = curl if variant == "curl" else f"{curl} && sha256sum {target}"
+            hasher = HASHERS[variant]
+            command = curl if hasher is None else f"{curl} && {hasher} {target}"
             run, out = run_child(["sh", "-c", command], self.env)
-            if variant == "curl-sha256" and out.split()[0] != fingerprint:
-                raise RuntimeError(f"curl downloaded {out.split()[0]}, not {fingerprint}")
+            if hasher is not None and out.split()[0] != fingerprint:
+                raise RuntimeError(f"{variant}: the download hashes to {out.split()[0]}")
         written = target.stat().st_size
         if written != self.image_bytes:
             raise RuntimeError(f"{variant} wrote {written} bytes, not {self.image_bytes}")

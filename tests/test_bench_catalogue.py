@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from bench_catalogue import EXPORT_VARIANTS, LIST_VARIANTS
 
 ROOT = Path(__file__).resolve().parent.parent
 NEEDED = ("incus", "curl", "openssl", "sha256sum", "/usr/bin/time")
@@ -40,10 +41,10 @@ def test_the_catalogue_benchmark_runs_every_variant_and_cleans_up(tmp_path: Path
     assert "Traceback" not in result.stderr, result.stderr[-3000:]
     assert re.search(r"^machine: .* load average [\d.]+ [\d.]+ [\d.]+$", out, re.MULTILINE)
     assert "list of 50 images (medians of 1 rounds):" in out
-    for variant in ("sdk", "sdk-async", "sdk-json", "incus-cli"):
+    for variant in LIST_VARIANTS:
         assert re.search(rf"^  {variant} +[\d.]+ +[\d.]+ +[\d.]+$", out, re.MULTILINE), variant
     assert "export of 8 MiB (medians of 1 rounds):" in out
-    for variant in ("sdk-sync", "sdk-async", "curl-sha256", "curl"):
+    for variant in EXPORT_VARIANTS:
         assert re.search(rf"^  {variant} +[\d.]+ +[\d.]+ +[\d.]+$", out, re.MULTILINE), variant
     verdicts = re.findall(r"^  (met   |MISSED) (.*)$", out.split("\ntargets:\n")[1], re.MULTILINE)
     assert {text for _, text in verdicts} >= {
