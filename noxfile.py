@@ -15,8 +15,9 @@ and incusd first on a fresh machine.
     demo       the SDK's main job against the local daemon (a throwaway one if none runs)
     docs       the documentation site (mkdocs.yml, docs/), built with --strict into site/ (the
                tour executed against a throwaway daemon: root), then checked as files
-    bench      start-up, then big transfers, against the incus CLI, curl and httpx (root;
-               minutes; GBs of disk; --only startup for the start-up part alone)
+    bench      start-up, a simplestreams catalogue, then big transfers, against the incus CLI,
+               curl and httpx (root; minutes; GBs of disk; --only startup or --only catalogue
+               for one part alone)
     reliability  the long runs behind RELIABILITY.md: fault injection, fuzzing, load (root)
 """
 

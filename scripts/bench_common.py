@@ -1,12 +1,17 @@
-"""What the benchmark scripts share (bench.py, bench_copy.py, bench_startup.py): sizes, and
-running a measured child process."""
+"""What the benchmark scripts share (bench.py and its parts bench_catalogue.py, bench_copy.py,
+bench_startup.py): sizes, the images, running a measured child process, interleaving."""
 
 from __future__ import annotations
 
+import os
+import statistics
 import subprocess
+import tarfile
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import attrs
 
@@ -17,6 +22,8 @@ MIB = 1024**2
 #: Peak RSS every SDK transfer must stay under, whatever the image's size.
 RSS_LIMIT_MIB = 64
 GNU_TIME = "/usr/bin/time"
+
+R = TypeVar("R")
 
 
 def size_text(size: int) -> str:
@@ -58,3 +65,80 @@ def run_child(argv: list[str], env: dict[str, str]) -> tuple[Run, str]:
             )
         peak_kib, user, system = report.read().split()[-3:]
     return Run(seconds, int(peak_kib) / 1024, float(user) + float(system)), result.stdout
+
+
+def make_image(path: Path, size: int) -> None:
+    """A unified image of about size bytes: metadata.yaml, then rootfs/random.bin."""
+    metadata = f"architecture: x86_64\ncreation_date: {int(time.time())}\nproperties: {{}}\n"
+    with tarfile.open(path, "w") as archive:
+        info = tarfile.TarInfo("metadata.yaml")
+        info.size = len(metadata)
+        archive.addfile(info, _Bytes(metadata.encode()))
+        folder = tarfile.TarInfo("rootfs")
+        folder.type = tarfile.DIRTYPE
+        folder.mode = 0o755
+        archive.addfile(folder)
+        payload = tarfile.TarInfo("rootfs/random.bin")
+        payload.size = size - 10 * 1024
+        archive.addfile(payload, _Random(payload.size))
+
+
+class _Bytes:
+    def __init__(self, data: bytes) -> None:
+        self._data = data
+
+    def read(self, size: int = -1) -> bytes:
+        chunk, self._data = self._data[:size], self._data[size:]
+        return chunk
+
+
+class _Random:
+    def __init__(self, size: int) -> None:
+        self._left = size
+
+    def read(self, size: int = -1) -> bytes:
+        size = self._left if size < 0 else min(size, self._left)
+        self._left -= size
+        return os.urandom(size)
+
+
+def interleave(
+    variants: list[str],
+    rounds: int,
+    measure: Callable[[str], R],
+    show: Callable[[int, str, R], None] | None = None,
+) -> dict[str, list[R]]:
+    """Each variant measured once per round, the order rotated every round, so that load on
+    the machine hits all of them alike; ``show(round_number, variant, run)`` (from 1) after
+    each measurement."""
+    runs: dict[str, list[R]] = {variant: [] for variant in variants}
+    for round_number in range(rounds):
+        shift = round_number % len(variants)
+        for variant in variants[shift:] + variants[:shift]:
+            run = measure(variant)
+            runs[variant].append(run)
+            if show is not None:
+                show(round_number + 1, variant, run)
+    return runs
+
+
+def compare(
+    runs: dict[str, list[Run]],
+    variant: str,
+    reference: str,
+    limit: float | None,
+    verdicts: list[tuple[str, bool]],
+    verdict: str,
+) -> None:
+    """Print the median of variant's per-round ratios to reference's time, with each round's;
+    with a limit, whether it is met, recorded in verdicts as ``verdict``."""
+    per_round = [a.seconds / b.seconds for a, b in zip(runs[variant], runs[reference], strict=True)]
+    ratio = statistics.median(per_round)
+    line = f"  {variant} / {reference}: {ratio:.2f}x (per round: "
+    line += " ".join(f"{r:.2f}" for r in per_round)
+    if limit is None:
+        print(line + ")")
+        return
+    ok = ratio <= limit
+    verdicts.append((verdict, ok))
+    print(f"{line}; target <= {limit:.2f}x: {'met' if ok else 'MISSED'})")

@@ -59,14 +59,13 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
 import attrs
-from bench_common import HERE, MIB, RSS_LIMIT_MIB, Run, run_child, size_text
+from bench_common import HERE, MIB, RSS_LIMIT_MIB, Run, interleave, run_child, size_text
 from throwaway_incusd import ThrowawayIncusd, make_client_certificate, unix_request
 
 #: variant -> (who runs it, mode, clients over HTTPS)
@@ -352,7 +351,9 @@ class CopyBench:
             warm = self.measure("incus-cli", fingerprint)
             print(f"  warm-up (not counted): incus-cli {warm.seconds:.2f} s")
             print(f"  before the runs: {self._others()}", flush=True)
-            runs = self._interleave(rounds, lambda v: self.measure(v, fingerprint))
+            runs = interleave(
+                COPY_VARIANTS, rounds, lambda v: self.measure(v, fingerprint), self._show
+            )
             print(f"  after the runs: {self._others()}")
             report_copy(size, runs, verdicts)
             for variant in RSS_VARIANTS:
@@ -430,31 +431,23 @@ class CopyBench:
             daemon.socket_path, "GET", f"/1.0/operations/{op}/wait?timeout=600", timeout=700
         )
 
-    def _interleave(
-        self, rounds: int, measure: Callable[[str], CopyRun]
-    ) -> dict[str, list[CopyRun]]:
-        runs: dict[str, list[CopyRun]] = {v: [] for v in COPY_VARIANTS}
-        for round_number in range(rounds):
-            shift = round_number % len(COPY_VARIANTS)
-            for variant in COPY_VARIANTS[shift:] + COPY_VARIANTS[:shift]:
-                run = measure(variant)
-                runs[variant].append(run)
-                split = ""
-                if run.python is not None:
-                    split = (
-                        f" (python {_s(run.python).strip()} import {_s(run.imports).strip()} "
-                        f"calls {_s(run.calls).strip()})"
-                    )
-                print(
-                    f"  round {round_number + 1}:{'!' if run.disturbed else ' '}{variant:11} "
-                    f"{run.seconds:6.2f} s {run.peak_rss_mib:5.1f} MiB | CPU s: client "
-                    f"{run.client_cpu:.2f} source {run.source_cpu:.2f} target "
-                    f"{run.target_cpu:.2f} others {run.other_cpu:.2f} | before {_s(run.before)}"
-                    f"{split} op {_s(run.op)} seen {_ms(run.seen)} after {_s(run.after)}"
-                    f" | {'; '.join(run.operations)}",
-                    flush=True,
-                )
-        return runs
+    @staticmethod
+    def _show(round_number: int, variant: str, run: CopyRun) -> None:
+        split = ""
+        if run.python is not None:
+            split = (
+                f" (python {_s(run.python).strip()} import {_s(run.imports).strip()} "
+                f"calls {_s(run.calls).strip()})"
+            )
+        print(
+            f"  round {round_number}:{'!' if run.disturbed else ' '}{variant:11} "
+            f"{run.seconds:6.2f} s {run.peak_rss_mib:5.1f} MiB | CPU s: client "
+            f"{run.client_cpu:.2f} source {run.source_cpu:.2f} target "
+            f"{run.target_cpu:.2f} others {run.other_cpu:.2f} | before {_s(run.before)}"
+            f"{split} op {_s(run.op)} seen {_ms(run.seen)} after {_s(run.after)}"
+            f" | {'; '.join(run.operations)}",
+            flush=True,
+        )
 
     def _spec(self, daemon: ThrowawayIncusd, https: bool) -> dict[str, object]:
         if not https:

@@ -50,7 +50,7 @@ from pathlib import Path
 from types import TracebackType
 
 import attrs
-from bench_common import HERE
+from bench_common import HERE, interleave
 from throwaway_incusd import ThrowawayIncusd
 from tiny_image import unified_image
 
@@ -129,18 +129,6 @@ def run_process(argv: list[str], env: dict[str, str]) -> Run:
         raise RuntimeError(f"{argv} failed ({result.returncode}):\n{result.stderr[-2000:]}")
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     return Run(seconds=seconds, cpu_seconds=cpu, stdout=result.stdout)
-
-
-def interleave(
-    variants: list[str], rounds: int, measure: Callable[[str], Run]
-) -> dict[str, list[Run]]:
-    """Each variant once per round, the order rotated every round."""
-    runs: dict[str, list[Run]] = {variant: [] for variant in variants}
-    for round_number in range(rounds):
-        shift = round_number % len(variants)
-        for variant in variants[shift:] + variants[:shift]:
-            runs[variant].append(measure(variant))
-    return runs
 
 
 def spread(values: list[float]) -> str:

@@ -57,6 +57,7 @@ import hashlib
 import http.server
 import io
 import json
+import os
 import re
 import secrets
 import shutil
@@ -130,6 +131,44 @@ def forget_daemon_catalogue(incus_dir: str | Path, server_url: str) -> None:
     cache = Path(incus_dir) / "cache" / key
     for name in ("index.json", "images.json"):
         (cache / name).unlink(missing_ok=True)
+
+
+def cli_environment(
+    directory: str | Path, url: str, certificate_pem: str, *, name: str, timeout: float = 120.0
+) -> dict[str, str]:
+    """The environment for running the incus CLI cold against the simplestreams server at
+    ``url``, known to it as the remote ``name``: INCUS_CONF, INCUS_CACHE and HOME in
+    ``directory`` (an empty scratch directory), so that no remote, certificate or cached
+    catalogue of the user's is read or written.
+
+    The CLI caches a catalogue for 5 minutes in ``$INCUS_CACHE``, else ``$HOME/.cache/incus``,
+    else the user's home from the password database, which is why HOME alone is not enough
+    when it does not exist. ``incus remote add NAME URL --protocol simplestreams --public`` is
+    run here; incus 6.0.4 does not store a simplestreams server's self-signed certificate on
+    ``remote add``, so it is written to ``servercerts/NAME.crt``. No incusd is involved: the
+    CLI reads a simplestreams remote itself. A failed ``remote add`` raises RuntimeError.
+    """
+    scratch = Path(directory)
+    conf, cache, home = scratch / "conf", scratch / "cache", scratch / "home"
+    for folder in (conf, cache, home):
+        folder.mkdir()
+    env = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "INCUS_CONF": str(conf),
+        "INCUS_CACHE": str(cache),
+        "HOME": str(home),
+        "XDG_CACHE_HOME": str(cache),
+        "LANG": "C.UTF-8",
+    }
+    args = ["incus", "remote", "add", name, url, "--protocol", "simplestreams", "--public"]
+    result = subprocess.run(
+        args, env=env, capture_output=True, text=True, timeout=timeout, check=False
+    )
+    if result.returncode != 0:
+        raise RuntimeError(f"{' '.join(args)} failed: {result.stderr.strip()}")
+    (conf / "servercerts").mkdir(exist_ok=True)
+    (conf / "servercerts" / f"{name}.crt").write_text(certificate_pem)
+    return env
 
 
 def make_server_certificate(directory: Path) -> tuple[Path, Path]:

@@ -83,6 +83,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import attrs
+from simplestreams_server import cli_environment
 from tiny_image import metadata_yaml
 
 from tests.helpers import sha256
@@ -429,52 +430,22 @@ class CliListing:
 def cli_image_list(
     url: str, certificate_pem: str, *, name: str = "tree", timeout: float = 120.0
 ) -> CliListing:
-    """The incus CLI's listing of the simplestreams server at ``url``, cold.
-
-    ``incus remote add NAME URL --protocol simplestreams --public`` then ``incus image list
-    NAME: --format json``, with INCUS_CONF, INCUS_CACHE and HOME in a fresh temporary
-    directory: no remote, certificate or cached catalogue of the user's is read or written
-    (the CLI caches a catalogue for 5 minutes in ``$INCUS_CACHE``, else ``$HOME/.cache/incus``,
-    else the user's home from the password database, which is why HOME alone is not enough
-    when it does not exist). incus 6.0.4 does not store a simplestreams server's self-signed
-    certificate on ``remote add``, so it is written to ``servercerts/NAME.crt`` here. No
-    incusd is involved: the CLI reads a simplestreams remote itself.
+    """The incus CLI's listing of the simplestreams server at ``url``, cold: ``incus image
+    list NAME: --format json`` in a fresh environment (``cli_environment`` of
+    scripts/simplestreams_server.py: a new remote, no cached catalogue).
     """
     if shutil.which("incus") is None:
         raise ToolMissing("the incus CLI (package incus-client) is not installed")
-    with tempfile.TemporaryDirectory(prefix="incus-cli-") as scratch_name:
-        scratch = Path(scratch_name)
-        conf, cache, home = scratch / "conf", scratch / "cache", scratch / "home"
-        for directory in (conf, cache, home):
-            directory.mkdir()
-        env = {
-            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-            "INCUS_CONF": str(conf),
-            "INCUS_CACHE": str(cache),
-            "HOME": str(home),
-            "XDG_CACHE_HOME": str(cache),
-            "LANG": "C.UTF-8",
-        }
-
-        def incus(*args: str) -> subprocess.CompletedProcess[str]:
-            result = subprocess.run(
-                ["incus", *args],
-                env=env,
-                capture_output=True,
-                text=True,
-                timeout=timeout,
-                check=False,
-            )
-            if result.returncode != 0:
-                raise RuntimeError(f"incus {' '.join(args)} failed: {result.stderr.strip()}")
-            return result
-
-        incus("remote", "add", name, url, "--protocol", "simplestreams", "--public")
-        (conf / "servercerts").mkdir(exist_ok=True)
-        (conf / "servercerts" / f"{name}.crt").write_text(certificate_pem)
+    with tempfile.TemporaryDirectory(prefix="incus-cli-") as scratch:
+        env = cli_environment(scratch, url, certificate_pem, name=name, timeout=timeout)
+        args = ["incus", "image", "list", f"{name}:", "--format", "json"]
         started = time.perf_counter()
-        result = incus("image", "list", f"{name}:", "--format", "json")
+        result = subprocess.run(
+            args, env=env, capture_output=True, text=True, timeout=timeout, check=False
+        )
         seconds = time.perf_counter() - started
+    if result.returncode != 0:
+        raise RuntimeError(f"{' '.join(args)} failed: {result.stderr.strip()}")
     images = json.loads(result.stdout)
     if not isinstance(images, list):
         raise RuntimeError(f"incus image list printed {type(images).__name__}, not a list")
