@@ -378,13 +378,14 @@ class AsyncSimpleStreamsImages:
         have the wrong JSON types, a fingerprint that is not a SHA-256) raises
         UnexpectedResponseError naming what is wrong.
         """
-        checked = None if filter is None else image_filter(filter)
-        images = (await self._server._current()).images
-        if checked is None:
-            return ImageList(images)
-        from .._filter import select
+        from .._filter import compile_filter
 
-        return ImageList(select(images, checked))
+        # Checked whole before anything is read: a filter incusd would refuse is refused here.
+        matches = None if filter is None else compile_filter(image_filter(filter))
+        images = (await self._server._current()).images
+        if matches is None:
+            return ImageList(images)
+        return ImageList([image for image in images if matches(image)])
 
     async def get(self, fingerprint: str) -> Image:
         """Return the image with this fingerprint (or unique fingerprint prefix)."""
