@@ -42,8 +42,9 @@ class Run:
     cpu: float
 
 
-def run_child(argv: list[str], env: dict[str, str]) -> tuple[Run, str]:
-    """Run argv to completion; its wall time, peak RSS, CPU time and stdout.
+def run_child(argv: list[str], env: dict[str, str], *, cwd: Path | None = None) -> tuple[Run, str]:
+    """Run argv to completion (in cwd, when given); its wall time, peak RSS, CPU time and
+    stdout.
 
     The peak RSS comes from GNU time, not from wait4() here: Linux counts the memory of the
     process that forked a child into the child's peak, so a child of this (bigger) Python
@@ -54,6 +55,7 @@ def run_child(argv: list[str], env: dict[str, str]) -> tuple[Run, str]:
         result = subprocess.run(
             [GNU_TIME, "-f", "%M %U %S", "-o", report.name, *argv],
             env=env,
+            cwd=cwd,
             capture_output=True,
             text=True,
             check=False,
