@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import os
 import shutil
-import statistics
+import subprocess
 import sys
 import threading
 from collections.abc import Iterator
@@ -38,15 +38,17 @@ from bench_common import (
     MIB,
     RSS_LIMIT_MIB,
     Run,
-    compare,
+    check_rss,
     interleave,
+    report,
     run_child,
+    show_run,
     size_text,
 )
 from throwaway_incusd import ThrowawayIncusd, unix_request
 
 BUILD_VARIANTS = ["sdk-sync", "sdk-async", "tar-import"]
-BUILD_TARGETS: dict[str, float] = {"sdk-sync": 1.0, "sdk-async": 1.0}
+BUILD_TARGETS: dict[str, float | None] = {"sdk-sync": 1.0, "sdk-async": 1.0}
 REFERENCE = "tar-import"
 LARGE_FILES = 4
 SMALL_FILE_SIZE = 1024
@@ -104,6 +106,18 @@ def watched(*directories: Path) -> Iterator[list[int]]:
         most[0] = max(most[0], count_files(*directories))
 
 
+def _sdk_parent() -> str:
+    """The directory the SDK is imported from here: the children start in another working
+    directory, where an editable install may find another one (or none)."""
+    found = subprocess.run(
+        [sys.executable, "-c", "import incus_images; print(incus_images.__path__[0])"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return str(Path(found.stdout.strip()).parent)
+
+
 class BuildBench:
     def __init__(self, workdir: Path, parent_dir: str | None, *, size: int, small_files: int):
         self.workdir = workdir
@@ -134,6 +148,7 @@ class BuildBench:
                     INCUS_DIR=str(daemon.directory),
                     INCUS_CONF=str(config),
                     TMPDIR=str(tmp),
+                    PYTHONPATH=_sdk_parent(),
                 )
 
                 def measure(variant: str) -> Run:
@@ -141,7 +156,7 @@ class BuildBench:
                     self._delete_all(daemon)
                     return run
 
-                runs = interleave(BUILD_VARIANTS, rounds, measure, self._show)
+                runs = interleave(BUILD_VARIANTS, rounds, measure, show_run)
         finally:
             shutil.rmtree(tree, ignore_errors=True)
             shutil.rmtree(cwd, ignore_errors=True)
@@ -183,35 +198,11 @@ class BuildBench:
                 path = f"/1.0/operations/{operation}/wait?timeout=600"
                 unix_request(daemon.socket_path, "GET", path, timeout=700)
 
-    @staticmethod
-    def _show(round_number: int, variant: str, run: Run) -> None:
-        print(
-            f"  round {round_number}: {variant:10} {run.seconds:7.2f} s  "
-            f"{run.peak_rss_mib:6.1f} MiB",
-            flush=True,
-        )
-
     def _report(self, runs: dict[str, list[Run]], verdicts: list[tuple[str, bool]]) -> None:
-        shown = size_text(self.size)
-        what = f"build of a {shown} tree ({self.small_files} small files)"
-        print(f"\n{what} (medians of {len(next(iter(runs.values())))} rounds):")
-        print(f"  {'variant':10} {'time s':>8} {'MiB/s':>8} {'peak RSS MiB':>13} {'CPU s':>7}")
-        for variant, variant_runs in runs.items():
-            seconds = statistics.median(r.seconds for r in variant_runs)
-            rss = statistics.median(r.peak_rss_mib for r in variant_runs)
-            cpu = statistics.median(r.cpu for r in variant_runs)
-            rate = self.size / MIB / seconds
-            print(f"  {variant:10} {seconds:8.2f} {rate:8.0f} {rss:13.1f} {cpu:7.2f}")
-        for variant, limit in BUILD_TARGETS.items():
-            if variant in runs and REFERENCE in runs:
-                verdict = f"build {shown}: {variant}/{REFERENCE} <= {limit}"
-                compare(runs, variant, REFERENCE, limit, verdicts, verdict)
-        for variant in BUILD_TARGETS:
-            if variant in runs:
-                peak = max(r.peak_rss_mib for r in runs[variant])
-                verdict = f"build {shown}: {variant} peak RSS < {RSS_LIMIT_MIB} MiB"
-                verdicts.append((verdict, peak < RSS_LIMIT_MIB))
+        title = f"build of {size_text(self.size)} ({self.small_files} small files)"
+        report(title, runs, REFERENCE, BUILD_TARGETS, verdicts)
+        check_rss(title, runs, RSS_LIMIT_MIB, verdicts)
         if self.temporary:
             most = max(self.temporary)
             print(f"  entries seen in the SDK's working directory and TMPDIR: at most {most}")
-            verdicts.append((f"build {shown}: no temporary file", most == 0))
+            verdicts.append((f"{title}: no temporary file", most == 0))
