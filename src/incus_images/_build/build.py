@@ -107,10 +107,10 @@ class ImageBuild:
     tarball, constant memory, the same bytes (and fingerprint) for the same files, arguments
     and dates.
 
-    Make one with :meth:`from_directory` (a container image from a root file system),
-    :meth:`virtual_machine` (a VM image from a qcow2 disk) or :meth:`metadata_only` (the
+    Make one with ``from_directory`` (a container image from a root file system),
+    ``virtual_machine`` (a VM image from a qcow2 disk) or ``metadata_only`` (the
     metadata tarball of a split image, for ``create(build, rootfs=...)``). Give it to
-    ``images.create()`` as ``image_data``, or write it to files with :meth:`write`. The
+    ``images.create()`` as ``image_data``, or write it to files with ``write``. The
     arguments are checked when it is made (InvalidInputError); the files are read each time
     its bytes are produced.
 
@@ -126,7 +126,7 @@ class ImageBuild:
 
     A file that changes size or vanishes while it is read, or that cannot be read, fails the
     build with ImageDataError naming it; sockets are skipped with a warning and listed in
-    :attr:`skipped`.
+    ``skipped``.
     """
 
     __slots__ = (
@@ -208,7 +208,7 @@ class ImageBuild:
     ) -> ImageBuild:
         """A virtual-machine image (split): a metadata tarball made from the arguments, and
         the qcow2 ``disk`` as it is as the root file system part. The arguments are those of
-        :meth:`from_directory`."""
+        ``from_directory``."""
         source = _existing(disk, "disk", directory=False)
         settings = _settings(architecture, properties, templates, templates_dir, mtime, compression)
         return cls(_kind="virtual-machine", _source=source, _owner=(0, 0), _settings=settings)
@@ -226,7 +226,7 @@ class ImageBuild:
     ) -> ImageBuild:
         """The metadata tarball of a split image alone, for
         ``create(build, rootfs="rootfs.squashfs")`` (``rootfs`` is required then). The
-        arguments are those of :meth:`from_directory`."""
+        arguments are those of ``from_directory``."""
         settings = _settings(architecture, properties, templates, templates_dir, mtime, compression)
         return cls(_kind="metadata", _source=None, _owner=(0, 0), _settings=settings)
 
