@@ -60,6 +60,14 @@ def built(build: ImageBuild, tmp_path: Path, name: str = "image.tar.gz") -> byte
     return data
 
 
+def gnu_listing(build: ImageBuild, image: Path, options: str) -> str:
+    """What GNU tar lists in the build, written to image."""
+    build.write(image)
+    return subprocess.run(
+        ["tar", options, str(image)], capture_output=True, text=True, check=True
+    ).stdout
+
+
 def test_every_kind_of_file_is_kept(tree: Path, tmp_path: Path) -> None:
     build = ImageBuild.from_directory(tree, architecture="x86_64", mtime=1_700_000_000)
     with tar_of(built(build, tmp_path)) as tar:
@@ -108,10 +116,7 @@ def test_entries_are_sorted_depth_first(tree: Path, tmp_path: Path) -> None:
 def test_gnu_tar_lists_and_extracts_it_with_xattrs(tree: Path, tmp_path: Path) -> None:
     build = ImageBuild.from_directory(tree, architecture="x86_64", mtime=1_700_000_000)
     image = tmp_path / "image.tar.gz"
-    build.write(image)
-    listing = subprocess.run(
-        ["tar", "-tvzf", str(image)], capture_output=True, text=True, check=True
-    ).stdout
+    listing = gnu_listing(build, image, "-tvzf")
     assert "-rwsr-xr-x 0/0" in listing
     assert "rootfs/bin/sh -> busybox" in listing
     assert "rootfs/bin/busybox link to rootfs/bin/ash" in listing
@@ -238,11 +243,7 @@ def test_a_long_name_goes_in_a_pax_header(tmp_path: Path) -> None:
     deep.mkdir(parents=True)
     (deep / "file").write_bytes(b"x")
     build = ImageBuild.from_directory(root, architecture="x86_64", mtime=1)
-    image = tmp_path / "image.tar.gz"
-    build.write(image)
-    listing = subprocess.run(
-        ["tar", "-tzf", str(image)], capture_output=True, text=True, check=True
-    ).stdout
+    listing = gnu_listing(build, tmp_path / "image.tar.gz", "-tzf")
     assert f"rootfs/{'d' * 120}/{'e' * 120}/file" in listing.splitlines()
 
 
