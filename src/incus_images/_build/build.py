@@ -14,6 +14,8 @@ from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
+import attrs
+
 from .._errors import InvalidInputError
 from .compress import EXTENSIONS, compressed, compression_name
 from .metadata import (
@@ -105,10 +107,10 @@ class ImageBuild:
     tarball, constant memory, the same bytes (and fingerprint) for the same files, arguments
     and dates.
 
-    Make one with :meth:`from_directory` (a container image from a root file system),
-    :meth:`virtual_machine` (a VM image from a qcow2 disk) or :meth:`metadata_only` (the
+    Make one with ``from_directory`` (a container image from a root file system),
+    ``virtual_machine`` (a VM image from a qcow2 disk) or ``metadata_only`` (the
     metadata tarball of a split image, for ``create(build, rootfs=...)``). Give it to
-    ``images.create()`` as ``image_data``, or write it to files with :meth:`write`. The
+    ``images.create()`` as ``image_data``, or write it to files with ``write``. The
     arguments are checked when it is made (InvalidInputError); the files are read each time
     its bytes are produced.
 
@@ -124,7 +126,7 @@ class ImageBuild:
 
     A file that changes size or vanishes while it is read, or that cannot be read, fails the
     build with ImageDataError naming it; sockets are skipped with a warning and listed in
-    :attr:`skipped`.
+    ``skipped``.
     """
 
     __slots__ = (
@@ -141,24 +143,16 @@ class ImageBuild:
     )
 
     def __init__(
-        self,
-        *,
-        _kind: str,
-        _root: bytes | None,
-        _disk: bytes | None,
-        _metadata: Metadata,
-        _owner: object,
-        _mtime: int | None,
-        _compression: str,
+        self, *, _kind: str, _source: bytes | None, _owner: object, _settings: _Settings
     ) -> None:
         self._kind = _kind
-        self._root = _root
-        self._disk = _disk
-        self._metadata = _metadata
+        self._root = _source if _kind == "unified" else None
+        self._disk = _source if _kind == "virtual-machine" else None
+        self._metadata = _settings.metadata
         self._uid_map, self._gid_map = _id_maps(_owner)
-        self._mtime = _mtime
-        self._source_date_epoch = source_date_epoch() if _mtime is None else None
-        self._compression = _compression
+        self._mtime = _settings.mtime
+        self._source_date_epoch = source_date_epoch() if _settings.mtime is None else None
+        self._compression = _settings.compression
         self._skipped: list[str] = []
 
     # ----------------------------------------------------------------------------------------
@@ -196,15 +190,9 @@ class ImageBuild:
 
         compression: "gzip" (default), "xz" or "none".
         """
-        return cls(
-            _kind="unified",
-            _root=_existing(root, "root", directory=True),
-            _disk=None,
-            _metadata=_metadata(architecture, properties, templates, templates_dir),
-            _owner=owner,
-            _mtime=fixed_time(mtime),
-            _compression=compression_name(compression),
-        )
+        source = _existing(root, "root", directory=True)
+        settings = _settings(architecture, properties, templates, templates_dir, mtime, compression)
+        return cls(_kind="unified", _source=source, _owner=owner, _settings=settings)
 
     @classmethod
     def virtual_machine(
@@ -220,17 +208,10 @@ class ImageBuild:
     ) -> ImageBuild:
         """A virtual-machine image (split): a metadata tarball made from the arguments, and
         the qcow2 ``disk`` as it is as the root file system part. The arguments are those of
-        :meth:`from_directory`."""
-        disk_path = _existing(disk, "disk", directory=False)
-        return cls(
-            _kind="virtual-machine",
-            _root=None,
-            _disk=disk_path,
-            _metadata=_metadata(architecture, properties, templates, templates_dir),
-            _owner=(0, 0),
-            _mtime=fixed_time(mtime),
-            _compression=compression_name(compression),
-        )
+        ``from_directory``."""
+        source = _existing(disk, "disk", directory=False)
+        settings = _settings(architecture, properties, templates, templates_dir, mtime, compression)
+        return cls(_kind="virtual-machine", _source=source, _owner=(0, 0), _settings=settings)
 
     @classmethod
     def metadata_only(
@@ -245,16 +226,9 @@ class ImageBuild:
     ) -> ImageBuild:
         """The metadata tarball of a split image alone, for
         ``create(build, rootfs="rootfs.squashfs")`` (``rootfs`` is required then). The
-        arguments are those of :meth:`from_directory`."""
-        return cls(
-            _kind="metadata",
-            _root=None,
-            _disk=None,
-            _metadata=_metadata(architecture, properties, templates, templates_dir),
-            _owner=(0, 0),
-            _mtime=fixed_time(mtime),
-            _compression=compression_name(compression),
-        )
+        arguments are those of ``from_directory``."""
+        settings = _settings(architecture, properties, templates, templates_dir, mtime, compression)
+        return cls(_kind="metadata", _source=None, _owner=(0, 0), _settings=settings)
 
     # ----------------------------------------------------------------------------------------
     # What it is.
@@ -401,16 +375,31 @@ class ImageBuild:
         return sha256.hexdigest()
 
 
-def _metadata(
-    architecture: object, properties: object, templates: object, templates_dir: object
-) -> Metadata:
+@attrs.frozen
+class _Settings:
+    """The arguments every kind of build takes, checked."""
+
+    metadata: Metadata
+    mtime: int | None
+    compression: str
+
+
+def _settings(
+    architecture: object,
+    properties: object,
+    templates: object,
+    templates_dir: object,
+    mtime: object,
+    compression: object,
+) -> _Settings:
     rules, files = templates_of(templates, templates_dir)
-    return Metadata(
+    metadata = Metadata(
         architecture=build_architecture(architecture),
         properties=properties_of(properties),
         templates=rules,
         template_files=files,
     )
+    return _Settings(metadata, fixed_time(mtime), compression_name(compression))
 
 
 def _made(name: str, kind: bytes, mtime: int, data: bytes | None = None) -> Member:

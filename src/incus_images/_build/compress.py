@@ -34,14 +34,13 @@ def compression_name(value: object) -> str:
     return value
 
 
-def compressed(chunks: Iterable[bytes], compression: str) -> Iterator[bytes]:
-    """The chunks, compressed as asked; output gathered into chunks of about CHUNK_SIZE."""
+def compressed(pieces: Iterable[bytes], compression: str) -> Iterator[bytes]:
+    """The pieces, compressed as asked, in chunks of about CHUNK_SIZE: a tree of many small
+    files is neither compressed nor sent as millions of tiny pieces."""
+    chunks = _gathered(pieces)
     if compression == "none":
-        yield from chunks
-    elif compression == "gzip":
-        yield from _gathered(_gzip(chunks))
-    else:
-        yield from _gathered(_xz(chunks))
+        return chunks
+    return _gathered(_gzip(chunks) if compression == "gzip" else _xz(chunks))
 
 
 def _gzip(chunks: Iterable[bytes]) -> Iterator[bytes]:
@@ -71,6 +70,9 @@ def _gathered(pieces: Iterable[bytes]) -> Iterator[bytes]:
     size = 0
     for piece in pieces:
         if not piece:
+            continue
+        if not pending and len(piece) >= CHUNK_SIZE:
+            yield piece  # a file's chunk goes as it is: no copy
             continue
         pending.append(piece)
         size += len(piece)

@@ -8,8 +8,8 @@ The data is read by the member itself, chunk by chunk. ``tarfile.open(mode="w|")
 used: it copies a whole file into its output before returning, so a stream of it could not
 yield between chunks.
 
-Small pieces (headers, small files) are gathered into chunks of about CHUNK_SIZE: a tree of
-many small files is not sent as millions of tiny writes.
+The pieces are small (a header) or large (a chunk of a file); ``compress.compressed`` gathers
+them into chunks of about CHUNK_SIZE.
 """
 
 from __future__ import annotations
@@ -17,7 +17,6 @@ from __future__ import annotations
 import tarfile
 from collections.abc import Iterable, Iterator
 
-from .._transfer.threads import CHUNK_SIZE
 from .tree import Member
 
 BLOCK = tarfile.BLOCKSIZE
@@ -33,30 +32,19 @@ def _padding(size: int) -> bytes:
 
 
 def tar_chunks(members: Iterable[Member]) -> Iterator[bytes]:
-    """The tarball of these members, ending as tarfile and GNU tar end one (two zero blocks,
-    then zeros to a whole record of 10 KiB)."""
-    pending: list[bytes] = []
-    pending_size = 0
+    """The tarball of these members, piece by piece (headers, data chunks, padding), ending
+    as tarfile and GNU tar end one: two zero blocks, then zeros to a whole 10 KiB record."""
     total = 0
     for member in members:
         try:
             for piece in _pieces(member):
                 total += len(piece)
-                if len(piece) >= CHUNK_SIZE and not pending:
-                    yield piece
-                    continue
-                pending.append(piece)
-                pending_size += len(piece)
-                if pending_size >= CHUNK_SIZE:
-                    yield b"".join(pending)
-                    pending, pending_size = [], 0
+                yield piece
         finally:
             # A member whose data was not read (the consumer stopped) keeps no file open.
             member.close()
     end = 2 * BLOCK
-    end += -(total + end) % tarfile.RECORDSIZE
-    pending.append(b"\0" * end)
-    yield b"".join(pending)
+    yield b"\0" * (end + -(total + end) % tarfile.RECORDSIZE)
 
 
 def _pieces(member: Member) -> Iterator[bytes]:

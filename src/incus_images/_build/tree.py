@@ -251,20 +251,22 @@ def open_regular(
         if exc.errno == errno.ELOOP:
             raise changed(path, "was replaced by a symlink") from exc
         raise read_error(path, exc) from exc
+    problem = None
     try:
         status = os.fstat(fd)
-        if listed is not None and (status.st_dev, status.st_ino) != (
-            listed.st_dev,
-            listed.st_ino,
-        ):
-            raise changed(path, "was replaced")
-        if not stat.S_ISREG(status.st_mode):
-            raise changed(path, "is not a regular file")
-        # Reads block as usual once the file is known to be a regular one.
-        os.set_blocking(fd, True)
+        if listed is not None and (status.st_dev, status.st_ino) != (listed.st_dev, listed.st_ino):
+            problem = "was replaced"
+        elif not stat.S_ISREG(status.st_mode):
+            problem = "is not a regular file"
+        else:
+            # Reads block as usual once the file is known to be a regular one.
+            os.set_blocking(fd, True)
     except BaseException:
         os.close(fd)
         raise
+    if problem is not None:
+        os.close(fd)
+        raise changed(path, problem)
     info.type = tarfile.REGTYPE
     info.size = status.st_size
     return Member(info, path, fd)
