@@ -107,5 +107,6 @@ def test_a_build_of_100000_files_stays_under_64_mib_and_grows_at_most_16_mib(
     three = build_in_child(incusd, raw_api, flavour, trees["three"])
     many = build_in_child(incusd, raw_api, flavour, trees["many"])
     shown = f"three files: {three / MiB:.1f} MiB, {FILES} files: {many / MiB:.1f} MiB"
+    print(f"{flavour}: {shown}")  # the figures, with pytest -s
     assert many < LIMIT, shown
     assert many - three <= GROWTH, shown
