@@ -1,8 +1,9 @@
 """Benchmark big transfers: the SDK (sync and async) against the incus CLI, curl and httpx.
 
     python scripts/bench.py [--sizes 1,4] [--rounds 3] [--workdir DIR]
-                            [--only upload|export|copy|startup|catalogue] [--variants A,B,...]
-                            [--startup-rounds 30] [--catalogue-images 5000] [--catalogue-export 1]
+                            [--only upload|export|copy|startup|catalogue|build]
+                            [--variants A,B,...] [--startup-rounds 30] [--catalogue-images 5000]
+                            [--catalogue-export 1] [--build-size 1] [--build-small-files 50000]
 
 Starts a throwaway incusd, writes incompressible unified images (a plain tar holding random
 bytes) of the given sizes (GiB, fractions allowed, or MiB with an M suffix: --sizes 64M for a
@@ -31,6 +32,12 @@ loopback HTTPS, no daemon) times a cold ``images.list()`` of a catalogue of 5,00
 a cold ``incus image list NAME: --format json``, and a 1 GiB ``images.export()`` from it against
 curl then sha256sum, and checks issue 16's targets: list at most 1.25x the CLI with a peak RSS
 under 200 MiB, export at most 1.1x curl + sha256sum.
+
+The build part (scripts/bench_build.py; a throwaway daemon of its own) streams a tree of 1 GiB
+(four large files of random bytes and 50,000 small ones) into the daemon with
+``images.create(ImageBuild.from_directory(ROOT))``, against ``tar -czf`` into a file and
+``incus image import`` of it, and checks issue 17's targets: at most 1.0x the tar and import, a
+peak RSS under 64 MiB, and no temporary file in the working directory or TMPDIR.
 
 Needs root, incusd, the incus CLI and curl (scripts/install-incus.sh installs the first two),
 and the SDK importable by the Python running this script.
@@ -216,9 +223,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workdir", default=None, help="where images go (default: a temp dir)")
     parser.add_argument(
         "--only",
-        choices=["upload", "export", "copy", "startup", "catalogue"],
+        choices=["upload", "export", "copy", "startup", "catalogue", "build"],
         default=None,
-        help="run one part only (default: all five; copy starts two more daemons)",
+        help="run one part only (default: all six; copy starts two more daemons)",
+    )
+    parser.add_argument(
+        "--build-size",
+        default="1",
+        help="size of the tree the build part builds: GiB, or MiB with an M suffix (default 1)",
+    )
+    parser.add_argument(
+        "--build-small-files",
+        type=int,
+        default=50_000,
+        help="small files in the build part's tree (default 50000)",
     )
     parser.add_argument(
         "--catalogue-images",
@@ -254,7 +272,8 @@ def main(argv: list[str] | None = None) -> int:
             want_copy = bool(bench_copy.COPY_VARIANTS)
     sizes = [parse_size(s) for s in args.sizes.split(",")]
     catalogue_export = parse_size(args.catalogue_export)
-    if min(*sizes, catalogue_export) < MIB:
+    build_size = parse_size(args.build_size)
+    if min(*sizes, catalogue_export, build_size) < MIB:
         sys.exit("bench: sizes below 1 MiB make no sense here")
     for tool in ("incus", "curl", GNU_TIME):
         if shutil.which(tool) is None:
@@ -291,6 +310,17 @@ def main(argv: list[str] | None = None) -> int:
             # Before the big transfers too: the short list processes suffer from writeback.
             bench_catalogue.CatalogueBench(
                 workdir, images=args.catalogue_images, export_size=catalogue_export
+            ).run(args.rounds, verdicts)
+        if args.only in (None, "build"):
+            import bench_build  # only when builds are asked for
+
+            if args.variants:
+                chosen = args.variants.split(",")
+                bench_build.BUILD_VARIANTS[:] = [
+                    v for v in bench_build.BUILD_VARIANTS if v in chosen
+                ]
+            bench_build.BuildBench(
+                workdir, args.workdir, size=build_size, small_files=args.build_small_files
             ).run(args.rounds, verdicts)
         with contextlib.ExitStack() as daemons:
             bench: Bench | None = None

@@ -44,7 +44,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import statistics
 import sys
 import tempfile
 from pathlib import Path
@@ -53,10 +52,13 @@ from bench_common import (
     MIB,
     RSS_LIMIT_MIB,
     Run,
+    check_rss,
     compare,
     interleave,
     make_image,
+    report,
     run_child,
+    show_run,
     size_text,
 )
 from simplestreams_server import SimpleStreamsServer, cli_environment, synthetic_catalogue
@@ -155,48 +157,6 @@ def export_programs(
             "asyncio.run(main())\n"
         ),
     }
-
-
-def show_run(round_number: int, variant: str, run: Run) -> None:
-    print(
-        f"  round {round_number}: {variant:12} {run.seconds:7.3f} s  CPU {run.cpu:6.3f} s  "
-        f"{run.peak_rss_mib:6.1f} MiB",
-        flush=True,
-    )
-
-
-def report(
-    title: str,
-    runs: dict[str, list[Run]],
-    reference: str,
-    targets: dict[str, float | None],
-    verdicts: list[tuple[str, bool]],
-) -> None:
-    """Medians, per-round ratios to the reference, and a verdict for each target."""
-    print(f"\n{title} (medians of {len(runs[reference])} rounds):")
-    print(f"  {'variant':12} {'wall s':>8} {'CPU s':>8} {'peak RSS MiB':>13}")
-    for variant, variant_runs in runs.items():
-        wall = statistics.median(r.seconds for r in variant_runs)
-        cpu = statistics.median(r.cpu for r in variant_runs)
-        rss = statistics.median(r.peak_rss_mib for r in variant_runs)
-        print(f"  {variant:12} {wall:8.3f} {cpu:8.3f} {rss:13.1f}")
-    for variant, limit in targets.items():
-        if variant not in runs or reference not in runs:
-            continue
-        verdict = f"{title}: {variant}/{reference} <= {limit}"
-        compare(runs, variant, reference, limit, verdicts, verdict)
-
-
-def check_rss(
-    title: str, runs: dict[str, list[Run]], limit: float, verdicts: list[tuple[str, bool]]
-) -> None:
-    for variant, variant_runs in runs.items():
-        if not variant.startswith("sdk"):
-            continue
-        peak = max(r.peak_rss_mib for r in variant_runs)
-        ok = peak < limit
-        verdicts.append((f"{title}: {variant} peak RSS < {limit} MiB", ok))
-        print(f"  {variant} peak RSS (max of rounds): {peak:.1f} MiB ({'met' if ok else 'MISSED'})")
 
 
 class CatalogueBench:

@@ -3,10 +3,13 @@
     python scripts/bench_child.py upload sync|async|httpx ENDPOINT PATH
     python scripts/bench_child.py export sync|async|httpx ENDPOINT FINGERPRINT TARGET
     python scripts/bench_child.py copy sync|async SPEC
+    python scripts/bench_child.py build sync|async ENDPOINT ROOT
     python scripts/bench_child.py calls sync|async|httpx|httpx_async ENDPOINT FINGERPRINT COUNT
 
 ``httpx`` is the reference: plain httpx with no SDK around it (a file body with its
 Content-Length for uploads; ``iter_raw`` to a file, no verification, for exports).
+``build`` streams the directory ROOT into the server as an image
+(``create(ImageBuild.from_directory(ROOT))``, every default).
 Prints one JSON line: {"fingerprint": ...} or {"files": [...]}.
 
 SPEC (for copies, see scripts/bench_copy.py) is JSON: {"fingerprint": FP, "mode": "pull" |
@@ -45,6 +48,27 @@ def upload_async(endpoint: str, path: str) -> dict[str, object]:
     async def run() -> dict[str, object]:
         async with AsyncClient(endpoint) as client:
             image = await client.images.create(path, wait=True)
+        assert isinstance(image, Image)
+        return {"fingerprint": image.fingerprint}
+
+    return asyncio.run(run())
+
+
+def build_sync(endpoint: str, root: str) -> dict[str, object]:
+    from incus_images import Client, Image, ImageBuild
+
+    with Client(endpoint) as client:
+        image = client.images.create(ImageBuild.from_directory(root), wait=True)
+    assert isinstance(image, Image)
+    return {"fingerprint": image.fingerprint}
+
+
+def build_async(endpoint: str, root: str) -> dict[str, object]:
+    from incus_images import AsyncClient, Image, ImageBuild
+
+    async def run() -> dict[str, object]:
+        async with AsyncClient(endpoint) as client:
+            image = await client.images.create(ImageBuild.from_directory(root), wait=True)
         assert isinstance(image, Image)
         return {"fingerprint": image.fingerprint}
 

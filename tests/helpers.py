@@ -6,7 +6,10 @@ import hashlib
 import json
 import os
 import random
+import re
 import socket
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
@@ -409,3 +412,25 @@ class ScriptedDaemon:
 
     def bodies(self, method: str, path: str) -> list[Any]:
         return self._wire.bodies("", method, path)
+
+
+def run_bench_part(part: str, workdir: Path, *options: str) -> tuple[str, list[tuple[str, str]]]:
+    """Run ``scripts/bench.py --only part`` with options, its files under workdir; its
+    output and its verdicts (("met   " or "MISSED", what)). It must finish, with no
+    traceback; it may exit 1 (a target missed, as it may be in a short run: start-up then
+    outweighs the work)."""
+    root = Path(__file__).resolve().parent.parent
+    argv = [sys.executable, str(root / "scripts" / "bench.py"), "--only", part, *options]
+    result = subprocess.run(
+        [*argv, "--workdir", str(workdir)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+        cwd=root,
+    )
+    assert result.returncode in (0, 1), result.stderr[-3000:]
+    assert "Traceback" not in result.stderr, result.stderr[-3000:]
+    out = result.stdout
+    verdicts = re.findall(r"^  (met   |MISSED) (.*)$", out.split("\ntargets:\n")[1], re.MULTILINE)
+    return out, verdicts

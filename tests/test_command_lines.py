@@ -25,6 +25,7 @@ SCRIPTS = ROOT / "scripts"
 #: Files of scripts/ that are not command lines, and why.
 NOT_COMMAND_LINES = {
     "bench_common.py": "what the benchmark scripts share (a library)",
+    "bench_build.py": "a part of bench.py (python scripts/bench.py --only build)",
     "bench_catalogue.py": "a part of bench.py (python scripts/bench.py --only catalogue)",
     "bench_copy.py": "a part of bench.py (python scripts/bench.py --only copy)",
     "bench_startup.py": "a part of bench.py (python scripts/bench.py --only startup)",

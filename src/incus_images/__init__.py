@@ -45,6 +45,7 @@ if _typing.TYPE_CHECKING:
     from ._async.images import AsyncImagesAPI
     from ._async.operations import AsyncOperationsAPI
     from ._async.simplestreams import AsyncSimpleStreams, AsyncSimpleStreamsImages
+    from ._build.build import ImageBuild
     from ._models import (
         Image,
         ImageAlias,
@@ -78,6 +79,7 @@ __all__ = [
     "Image",
     "ImageAlias",
     "ImageAliasList",
+    "ImageBuild",
     "ImageDataError",
     "ImageExistsError",
     "ImageList",
@@ -124,6 +126,7 @@ _LAZY_NAMES = {
     "Image": "._models",
     "ImageAlias": "._models",
     "ImageAliasList": "._models",
+    "ImageBuild": "._build.build",
     "ImageList": "._models",
     "ImageSource": "._models",
     "Operation": "._models",

@@ -21,6 +21,7 @@ from incus_images import (
     Image,
     ImageAlias,
     ImageAliasList,
+    ImageBuild,
     ImageList,
     IncusError,
     LeftBehind,
@@ -64,6 +65,28 @@ async def images_calls(client: AsyncClient, other: AsyncClient, flag: bool) -> N
             timeout=600,
         ),
         Image,
+    )
+
+    # An ImageBuild is image data: made from a tree, a VM disk, or a split image's metadata.
+    build = ImageBuild.from_directory(
+        "rootfs/",
+        architecture="x86_64",
+        properties={"os": "busybox"},
+        templates={"/etc/hostname": {"when": ["create", "copy"], "template": "hostname.tpl"}},
+        templates_dir="templates/",
+        owner={1000: 0},
+        mtime=datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC),
+        compression="xz",
+    )
+    assert_type(build.skipped, tuple[str, ...])
+    assert_type(build.write("tiny.tar.xz"), str)
+    assert_type(await client.images.create(build, aliases=["tiny"], wait=True), Image)
+    assert_type(await client.images.create(build), Operation)
+    vm = ImageBuild.virtual_machine("disk.qcow2", architecture="x86_64", mtime=1)
+    assert_type(await client.images.create(vm, wait=True), Image)
+    meta = ImageBuild.metadata_only(properties={"os": "x"}, compression="none")
+    assert_type(
+        await client.images.create(meta, rootfs="rootfs.squashfs", wait=flag), Image | Operation
     )
 
     # copy() and publish() wait by default.

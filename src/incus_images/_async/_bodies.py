@@ -63,6 +63,17 @@ async def _source_chunks(segment: Segment) -> AsyncIterator[bytes]:
         with reading(source, segment.argument):
             async for chunk in source.value:
                 yield chunk_bytes(chunk, segment.argument)
+    elif source.kind == "build":
+        # A build reads a whole tree: each chunk is made on a worker thread, not in the
+        # event loop (the blocking flavour makes it in place).
+        chunks = read_chunks(source, segment.argument)
+        try:
+            while (
+                chunk := await async_flavour.run_blocking(lambda: next(chunks, None))
+            ) is not None:
+                yield chunk
+        finally:
+            chunks.close()
     else:
         for chunk in read_chunks(source, segment.argument):
             yield chunk

@@ -53,6 +53,7 @@ from .operations import AsyncOperationsAPI
 # Transfers, copies, publishing and request bodies are imported by the methods that use them:
 # a script that lists or reads images never loads them (start-up time, BENCHMARKS.md).
 if TYPE_CHECKING:
+    from .._build.build import ImageBuild
     from .._simplestreams import SimpleStreams
     from .._transfer.reports import ProgressCallback
     from ._copying import CopyMode
@@ -458,7 +459,7 @@ class AsyncImagesAPI:
     @overload
     async def create(
         self,
-        image_data: ImageData,
+        image_data: ImageData | ImageBuild,
         filename: str | None = None,
         public: bool = False,
         auto_update: bool = False,
@@ -478,7 +479,7 @@ class AsyncImagesAPI:
     @overload
     async def create(
         self,
-        image_data: ImageData,
+        image_data: ImageData | ImageBuild,
         filename: str | None,
         public: bool,
         auto_update: bool,
@@ -498,7 +499,7 @@ class AsyncImagesAPI:
     @overload
     async def create(
         self,
-        image_data: ImageData,
+        image_data: ImageData | ImageBuild,
         filename: str | None = None,
         public: bool = False,
         auto_update: bool = False,
@@ -518,7 +519,7 @@ class AsyncImagesAPI:
     @overload
     async def create(
         self,
-        image_data: ImageData,
+        image_data: ImageData | ImageBuild,
         filename: str | None = None,
         public: bool = False,
         auto_update: bool = False,
@@ -537,7 +538,7 @@ class AsyncImagesAPI:
 
     async def create(
         self,
-        image_data: ImageData,
+        image_data: ImageData | ImageBuild,
         filename: str | None = None,
         public: bool = False,
         auto_update: bool = False,
@@ -555,8 +556,10 @@ class AsyncImagesAPI:
     ) -> Image | Operation:
         """Upload an image; return the new Image (wait=True) or the upload's Operation.
 
-        image_data is the image: bytes, a path, a binary file object, or an iterable of bytes
-        chunks (an async iterable too, with AsyncClient). Everything is streamed, never read
+        image_data is the image: bytes, a path, a binary file object, an iterable of bytes
+        chunks (an async iterable too, with AsyncClient), or an ImageBuild (an image made
+        from local files as it is sent: a VM build supplies its disk as ``rootfs`` itself; a
+        ``metadata_only`` build needs ``rootfs``). Everything is streamed, never read
         into memory whole; give sizes (paths, regular files, bytes) and the body carries a
         Content-Length, which is much faster than a chunked body.
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 from urllib.parse import urlencode
 
 import attrs
@@ -29,6 +30,9 @@ from .._validate import (
 from .multipart import closing_delimiter, part_header
 from .reports import ProgressCallback
 from .sources import Source, open_source, refuse_json_before_sending
+
+if TYPE_CHECKING:
+    from .._build.build import ImageBuild
 
 
 def list_header(key: str, values: Sequence[str]) -> str:
@@ -122,6 +126,37 @@ class UploadPlan:
         )
 
 
+def build_parts(
+    build: ImageBuild, rootfs: object, image_type: str | None
+) -> tuple[object, str | None]:
+    """(rootfs, type) of an upload of an ImageBuild: a VM build's disk is its rootfs part; a
+    metadata_only build needs ``rootfs=``; a unified build takes neither."""
+    if build.kind == "metadata":
+        if rootfs is None:
+            raise InvalidInputError(
+                "rootfs is required with an ImageBuild.metadata_only() build (it is the "
+                "metadata tarball of a split image)"
+            )
+        return rootfs, image_type
+    if rootfs is not None:
+        maker = "virtual_machine" if build.kind == "virtual-machine" else "from_directory"
+        raise InvalidInputError(
+            f"rootfs cannot be given with an ImageBuild.{maker}() build"
+            + (
+                ": it supplies its disk itself"
+                if build.kind == "virtual-machine"
+                else ": it is a unified image, its root file system is inside"
+            )
+        )
+    if build.kind == "virtual-machine":
+        if image_type not in (None, "virtual-machine"):
+            raise InvalidInputError(
+                f"type {image_type!r:.40} does not fit an ImageBuild.virtual_machine() build"
+            )
+        return build.disk, "virtual-machine"
+    return None, image_type
+
+
 @attrs.frozen
 class PreparedUpload:
     """Everything create() checked and decided before sending anything."""
@@ -154,6 +189,8 @@ def prepare_upload(
 ) -> PreparedUpload:
     """Check every argument of create() and work out the request; nothing is sent."""
     image = open_source(image_data, "image_data", accept_async=accept_async)
+    if image.kind == "build":
+        rootfs, image_type = build_parts(image.value, rootfs, image_type)
     rootfs_source = (
         None if rootfs is None else open_source(rootfs, "rootfs", accept_async=accept_async)
     )

@@ -14,7 +14,7 @@ import contextlib
 import io
 import os
 import stat
-from collections.abc import AsyncIterable, Iterable, Iterator
+from collections.abc import AsyncIterable, Generator, Iterable, Iterator
 from typing import Any, Literal
 
 import attrs
@@ -25,7 +25,7 @@ from .._validate import (
 )
 from .threads import CHUNK_SIZE
 
-SourceKind = Literal["bytes", "path", "file", "iterable", "async_iterable"]
+SourceKind = Literal["bytes", "path", "file", "iterable", "async_iterable", "build"]
 
 
 JSON_WHITESPACE = b" \t\r\n"
@@ -114,6 +114,15 @@ def _regular_file(file: Any) -> tuple[int | None, tuple[int, ...] | None]:
 
 def open_source(data: object, argument: str, *, accept_async: bool) -> Source:
     """Classify what the caller gave as image bytes; refuse what cannot be one."""
+    from .._build.build import ImageBuild
+
+    if isinstance(data, ImageBuild):
+        if argument != "image_data":
+            raise InvalidInputError(
+                f"{argument} cannot be an ImageBuild: give the build as image_data"
+            )
+        # Generated as it is read: its length is not known before.
+        return Source("build", data, None, data.file_name)
     if isinstance(data, bytes | bytearray | memoryview):
         value = bytes(data)
         if not value:
@@ -253,7 +262,7 @@ def chunk_bytes(chunk: object, argument: str) -> bytes:
     raise InvalidInputError(f"{argument} produced {type(chunk).__name__}, not bytes")
 
 
-def read_chunks(source: Source, argument: str) -> Iterator[bytes]:
+def read_chunks(source: Source, argument: str) -> Generator[bytes, None, None]:
     """The chunks of a source that is not an async iterable, read as they are needed."""
     if source.kind == "bytes":
         data: bytes = source.value
@@ -271,5 +280,8 @@ def read_chunks(source: Source, argument: str) -> Iterator[bytes]:
         with reading(source, argument):
             for chunk in source.value:
                 yield chunk_bytes(chunk, argument)
+    elif source.kind == "build":
+        # The build names the file in its own errors (ImageDataError).
+        yield from source.value.stream()
     else:  # pragma: no cover - async iterables are read by the async flavour itself
         raise AssertionError(f"read_chunks cannot read a {source.kind} source")
