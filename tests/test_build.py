@@ -247,6 +247,25 @@ def test_a_long_name_goes_in_a_pax_header(tmp_path: Path) -> None:
     assert f"rootfs/{'d' * 120}/{'e' * 120}/file" in listing.splitlines()
 
 
+def test_a_tree_deeper_than_the_recursion_limit_is_walked(tmp_path: Path) -> None:
+    root = tmp_path / "rootfs"
+    depth = 1500  # over Python's default recursion limit (1,000)
+    deep = root
+    root.mkdir()
+    for _ in range(depth):  # pathlib's mkdir(parents=True) would recurse as deep
+        deep = deep / "d"
+        deep.mkdir()
+    (deep / "file").write_bytes(b"deep")
+    (root / "z").write_bytes(b"after the deep branch")
+    build = ImageBuild.from_directory(root, architecture="x86_64", mtime=1)
+    with tar_of(built(build, tmp_path)) as tar:
+        names = [name for name in tar.getnames() if name.startswith("rootfs/")]
+    # The directory before what it holds, the deep branch whole before the next sibling.
+    assert names[depth] == "rootfs/" + "d/" * depth + "file"
+    assert names[-1] == "rootfs/z"
+    assert len(names) == depth + 2
+
+
 def test_a_file_that_grows_while_read_fails_naming_it(
     tree: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

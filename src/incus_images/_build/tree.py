@@ -174,28 +174,38 @@ class TreeWalker:
         yield from self._below(self._root, self._name)
 
     def _below(self, directory: bytes, name: str) -> Iterator[Member]:
+        # A stack of directories being listed, not recursion: a tree may nest deeper than
+        # Python's recursion limit. Each directory's entries come sorted, a directory before
+        # what it holds.
+        stack = [iter(self._listing(directory, name))]
+        while stack:
+            for path, member_name in stack[-1]:
+                try:
+                    status = os.lstat(path)
+                except OSError as exc:
+                    raise read_error(path, exc) from exc
+                if stat.S_ISSOCK(status.st_mode):
+                    tree_path = os.fsdecode(os.path.relpath(path, self._root))
+                    warnings.warn(
+                        f"skipped the socket {display(path)!r}: a tarball cannot hold a socket",
+                        stacklevel=1,
+                    )
+                    self._options.skipped(tree_path)
+                    continue
+                yield self._member(path, member_name, status)
+                if stat.S_ISDIR(status.st_mode):
+                    stack.append(iter(self._listing(path, member_name)))
+                    break
+            else:
+                stack.pop()
+
+    def _listing(self, directory: bytes, name: str) -> list[tuple[bytes, str]]:
+        """The entries of a directory, sorted: (path, member name)."""
         try:
             names = sorted(os.listdir(directory))
         except OSError as exc:
             raise read_error(directory, exc) from exc
-        for entry in names:
-            path = os.path.join(directory, entry)
-            member_name = f"{name}/{os.fsdecode(entry)}"
-            try:
-                status = os.lstat(path)
-            except OSError as exc:
-                raise read_error(path, exc) from exc
-            if stat.S_ISSOCK(status.st_mode):
-                tree_path = os.fsdecode(os.path.relpath(path, self._root))
-                warnings.warn(
-                    f"skipped the socket {display(path)!r}: a tarball cannot hold a socket",
-                    stacklevel=1,
-                )
-                self._options.skipped(tree_path)
-                continue
-            yield self._member(path, member_name, status)
-            if stat.S_ISDIR(status.st_mode):
-                yield from self._below(path, member_name)
+        return [(os.path.join(directory, entry), f"{name}/{os.fsdecode(entry)}") for entry in names]
 
     def _member(self, path: bytes, name: str, status: os.stat_result) -> Member:
         options = self._options
