@@ -250,16 +250,23 @@ def test_a_long_name_goes_in_a_pax_header(tmp_path: Path) -> None:
 def test_a_tree_deeper_than_the_recursion_limit_is_walked(tmp_path: Path) -> None:
     root = tmp_path / "rootfs"
     depth = 1500  # over Python's default recursion limit (1,000)
-    deep = root
+    levels = [root]
     root.mkdir()
     for _ in range(depth):  # pathlib's mkdir(parents=True) would recurse as deep
-        deep = deep / "d"
-        deep.mkdir()
-    (deep / "file").write_bytes(b"deep")
+        levels.append(levels[-1] / "d")
+        levels[-1].mkdir()
+    (levels[-1] / "file").write_bytes(b"deep")
     (root / "z").write_bytes(b"after the deep branch")
-    build = ImageBuild.from_directory(root, architecture="x86_64", mtime=1)
-    with tar_of(built(build, tmp_path)) as tar:
-        names = [name for name in tar.getnames() if name.startswith("rootfs/")]
+    try:
+        build = ImageBuild.from_directory(root, architecture="x86_64", mtime=1)
+        with tar_of(built(build, tmp_path)) as tar:
+            names = [name for name in tar.getnames() if name.startswith("rootfs/")]
+    finally:
+        # Removed here, from the bottom: shutil.rmtree, which pytest cleans its old
+        # directories with, recurses as deep and would fail in a later session.
+        (levels[-1] / "file").unlink()
+        for level in reversed(levels[1:]):
+            level.rmdir()
     # The directory before what it holds, the deep branch whole before the next sibling.
     assert names[depth] == "rootfs/" + "d/" * depth + "file"
     assert names[-1] == "rootfs/z"
