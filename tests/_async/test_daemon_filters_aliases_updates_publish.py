@@ -376,6 +376,30 @@ async def test_publish_a_stopped_instance(
     assert instance_status(container_host, instance) == "Stopped"
 
 
+async def test_publish_with_reuse_moves_a_taken_alias_to_the_new_image(
+    host_client: AsyncClient, instance: str
+) -> None:
+    alias = unique("published")
+    first = await host_client.images.publish(
+        instance, aliases=[alias], properties={"description": "first"}, compression="none"
+    )
+    with pytest.raises(ConflictError, match="reuse=True"):
+        await host_client.images.publish(instance, aliases=[alias], compression="none")
+    second = await host_client.images.publish(
+        instance,
+        aliases=[alias],
+        reuse=True,
+        properties={"description": "second"},
+        compression="none",
+    )
+    assert isinstance(first, Image) and isinstance(second, Image)
+    assert second.fingerprint != first.fingerprint
+    assert (await host_client.images.get_alias(alias)).target == second.fingerprint
+    # The image the alias named before stays, without it.
+    kept = await host_client.images.get(first.fingerprint)
+    assert [entry.name for entry in kept.aliases] == []
+
+
 async def test_publish_a_snapshot_without_waiting(
     container_host: Any, host_client: AsyncClient, instance: str
 ) -> None:
