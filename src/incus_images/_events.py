@@ -37,7 +37,8 @@ from ._protocol import STRUCTURE_ERRORS, loads
 #: Parsed, the densest JSON of this size (``[{},{},...]``) costs Python about 25 MiB.
 MAX_EVENT_BYTES = 1024 * 1024
 
-#: Longest piece of a bad frame quoted in a WARNING.
+#: Longest piece of a server's text (a source, a reason) quoted in a WARNING. The frame
+#: itself is never quoted: a token operation's event carries an image's download secret.
 _QUOTED = 200
 
 #: Lifecycle actions of images, whose source is ``/1.0/images/<fingerprint>``.
@@ -153,12 +154,10 @@ def parse_event(frame: bytes | str) -> Event | None:
         data = loads(frame.encode("utf-8") if isinstance(frame, str) else frame)
         return _event(data)
     except (_BadFrame, UnicodeError, *STRUCTURE_ERRORS) as exc:
-        quoted = frame[:_QUOTED]
         logger.warning(
-            "Skipped an event from the event stream that cannot be read (%s): %r%s",
+            "Skipped an event of %d bytes from the event stream that cannot be read: %s",
+            size,
             str(exc)[:_QUOTED],
-            quoted,
-            "..." if size > _QUOTED else "",
         )
         return None
 
