@@ -52,6 +52,7 @@ RENAMES = {
     "AsyncImagesAPI": "ImagesAPI",
     "AsyncOperationsAPI": "OperationsAPI",
     "AsyncConnection": "Connection",
+    "AsyncEventSocket": "EventSocket",
     # Internal rooms of the images API.
     "AsyncImageCalls": "ImageCalls",
     "AsyncImporter": "Importer",

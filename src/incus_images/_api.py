@@ -88,6 +88,27 @@ def list_images(*, recursion: int, filter: str | None, all_projects: bool) -> Ca
     )
 
 
+def events(*, types: str, key: str, all_projects: bool) -> Call:
+    """The websocket upgrade of the event stream (``key``: the Sec-WebSocket-Key)."""
+    params = {"type": types}
+    if all_projects:
+        params["all-projects"] = "true"
+    return Call(
+        method="GET",
+        path="/1.0/events",
+        params=params,
+        headers={
+            "Connection": "Upgrade",
+            "Upgrade": "websocket",
+            "Sec-WebSocket-Version": "13",
+            "Sec-WebSocket-Key": key,
+        },
+        action="watch events",
+        # incusd refuses all-projects with a project: only one is sent.
+        project_scoped=not all_projects,
+    )
+
+
 def image_fingerprints() -> Call:
     """Every image's URL (recursion 0): which images a server holds."""
     return Call(method="GET", path=IMAGES, params={"recursion": "0"}, action="list images")

@@ -240,7 +240,7 @@ def parse_envelope(call: Call, server: str, response: httpx.Response) -> Envelop
     )
 
 
-_STRUCTURE_ERRORS = (
+STRUCTURE_ERRORS = (
     cattrs.BaseValidationError,
     ValueError,
     TypeError,
@@ -255,7 +255,7 @@ def structure(call: Call, server: str, data: Any, cls: type[T]) -> T:
     UnexpectedResponseError."""
     try:
         return converter.structure(data, cls)
-    except _STRUCTURE_ERRORS as exc:
+    except STRUCTURE_ERRORS as exc:
         raise unexpected(call, server, f"cannot read it as {cls.__name__}: {exc!r:.500}") from None
 
 
@@ -268,7 +268,7 @@ def structure_list(call: Call, server: str, data: Any, cls: type[T]) -> list[T]:
     for index, item in enumerate(data):
         try:
             items.append(converter.structure(item, cls))
-        except _STRUCTURE_ERRORS as exc:
+        except STRUCTURE_ERRORS as exc:
             raise unexpected(
                 call, server, f"item {index} cannot be read as {cls.__name__}: {exc!r:.500}"
             ) from None
