@@ -1,0 +1,421 @@
+"""The event stream's websocket against a hostile websocket server of the project
+(tests/ws_server.py, on a unix socket), end to end through the client's connection, in both
+flavours: what each kind of hostility costs in memory and time, the errors it gives, and that
+the socket is closed however the stream ends."""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+import tracemalloc
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import pytest
+from wsproto.events import CloseConnection, Pong
+
+from incus_images import (
+    AsyncClient,
+    ForbiddenError,
+    UnexpectedResponseError,
+    _events,
+    _flavours,
+)
+from incus_images._async import _event_stream
+from incus_images._async._event_stream import AsyncEventSocket, StreamLost, event_socket
+from tests.hostile_server import head
+from tests.ws_server import (
+    BINARY,
+    CONTINUATION,
+    PONG,
+    TEXT,
+    Peer,
+    Script,
+    WebSocketServer,
+    captured,
+    frame,
+    incusd_error,
+    interrupted_after,
+)
+
+pytestmark = pytest.mark.anyio
+
+CREATED = captured("image-created")
+ALIASED = captured("image-alias-created")
+
+
+@asynccontextmanager
+async def events_of(
+    server: WebSocketServer, *, timeout: float = 2.0
+) -> AsyncIterator[AsyncEventSocket]:
+    """The event stream of a client of the server, open."""
+    async with (
+        AsyncClient(server.endpoint, timeout=timeout) as client,
+        event_socket(client._connection, types="lifecycle", all_projects=False) as socket,
+    ):
+        yield socket
+
+
+def serving(tmp_path: Path, script: Script) -> WebSocketServer:
+    return WebSocketServer(tmp_path, script)
+
+
+@pytest.fixture
+def quiet(monkeypatch: pytest.MonkeyPatch) -> float:
+    """A short silence (seconds) after which a stream is given up."""
+    monkeypatch.setattr(_event_stream, "SILENCE_SECONDS", 0.5)
+    return 0.5
+
+
+async def test_incusd_frames_come_whole_and_pings_get_pongs(tmp_path: Path) -> None:
+    def script(peer: Peer) -> None:
+        # The first frame comes with the 101's head, in one write: it must not be lost.
+        peer.upgrade(then=frame(TEXT, CREATED))
+        peer.ping(b"one")
+        peer.text(ALIASED)
+        peer.ping(b"two")
+        peer.text(CREATED)
+        assert peer.expect(Pong) is not None
+        assert peer.expect(Pong) is not None
+        peer.wait_gone()
+
+    with serving(tmp_path, script) as server:
+        async with events_of(server) as socket:
+            messages = [await socket.message() for _ in range(3)]
+            assert socket.last_frame_at is not None
+        server.wait_scripts()
+    assert messages == [CREATED, ALIASED, CREATED]
+    assert isinstance(_events.parse_event(messages[0]), _events.ImageEvent)
+    pongs = [bytes(event.payload) for event in server.received if isinstance(event, Pong)]
+    assert pongs == [b"one", b"two"]
+    # Leaving said goodbye (1000), then closed the connection.
+    assert server.closes() == [1000]
+    assert server.gone == 1
+    assert server.requests == ["GET /1.0/events?type=lifecycle"]
+
+
+async def test_garbage_text_is_a_message_the_parser_skips(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    def script(peer: Peer) -> None:
+        peer.upgrade()
+        for garbage in (b"not json", b'{"type": 5}', b"[]", "\u00e9t\u00e9".encode()):
+            peer.text(garbage)
+        peer.text(CREATED)
+        peer.wait_gone()
+
+    with serving(tmp_path, script) as server:
+        async with events_of(server) as socket:
+            caplog.set_level(logging.WARNING, logger="incus_images")
+            parsed = [_events.parse_event(await socket.message()) for _ in range(5)]
+    assert parsed[:4] == [None] * 4
+    assert isinstance(parsed[4], _events.ImageEvent)
+    assert len([r for r in caplog.records if r.levelno == logging.WARNING]) == 4
+    assert server.closes() == [1000]
+
+
+@pytest.mark.parametrize(
+    ("bad", "why", "code"),
+    [
+        (frame(TEXT, b'{"a": "\xff\xfe"}'), r"broke the protocol \(1007", 1007),
+        (frame(BINARY, b"\x00" * 10), "binary", 1003),
+        (b"\x81\x7e\x00\x02{}", r"broke the protocol \(1002", 1002),  # length not minimal
+        (frame(0x3, b"x"), r"broke the protocol \(1002", 1002),  # a reserved opcode
+        (frame(TEXT | 0x40, b"{}"), r"broke the protocol \(1002", 1002),  # RSV1, no extension
+        (bytes([0x81, 0x82]) + b"mask{}", r"broke the protocol \(1002", 1002),  # masked
+        (frame(0x9, b"p" * 126), r"broke the protocol \(1002", 1002),  # a ping over 125
+        (frame(CONTINUATION, b"{}"), r"broke the protocol \(1002", 1002),  # nothing to go on
+    ],
+)
+async def test_a_frame_that_breaks_the_protocol_ends_the_stream_with_a_close(
+    tmp_path: Path, bad: bytes, why: str, code: int
+) -> None:
+    def script(peer: Peer) -> None:
+        peer.upgrade()
+        peer.text(CREATED)
+        peer.send_raw(bad)
+        peer.wait_gone()
+
+    with serving(tmp_path, script) as server:
+        async with events_of(server) as socket:
+            assert await socket.message() == CREATED
+            with pytest.raises(StreamLost, match=why):
+                await socket.message()
+            # Every later call says the same, without reading.
+            with pytest.raises(StreamLost, match=why):
+                await socket.message()
+        server.wait_scripts()
+    assert server.closes() == [code]
+    assert server.gone == 1
+
+
+@pytest.mark.parametrize(("opcode", "code"), [(TEXT, 1009), (BINARY, 1003)])
+async def test_a_100_mb_frame_is_refused_as_it_arrives(
+    tmp_path: Path, opcode: int, code: int
+) -> None:
+    sent: list[int] = []
+
+    def script(peer: Peer) -> None:
+        peer.upgrade()
+        sent.append(peer.stream_frame(100_000_000, opcode=opcode))
+        peer.wait_gone()
+
+    with serving(tmp_path, script) as server:
+        async with events_of(server) as socket:
+            started = time.monotonic()
+            tracemalloc.start()
+            try:
+                with pytest.raises(StreamLost, match=r"over|binary"):
+                    await socket.message()
+                peak = tracemalloc.get_traced_memory()[1]
+            finally:
+                tracemalloc.stop()
+            took = time.monotonic() - started
+        server.wait_scripts()
+    print(f"a 100 MB frame cost the client {peak / 1e6:.2f} MB at most, {took:.2f} s")
+    assert peak < 2_000_000
+    assert took < 3
+    # The server could send only what the socket buffers held beyond the limit.
+    assert sent[0] < 20_000_000
+    assert server.closes() == [code]
+
+
+async def test_a_message_fragmented_without_end_is_bounded_in_size(tmp_path: Path) -> None:
+    def script(peer: Peer) -> None:
+        peer.upgrade()
+        peer.text(b"{", fin=False)
+        peer.flood(frame(CONTINUATION, b" " * 1000, fin=False))
+        peer.wait_gone()
+
+    with serving(tmp_path, script) as server:
+        async with events_of(server) as socket:
+            with pytest.raises(StreamLost, match="over"):
+                await socket.message()
+        server.wait_scripts()
+    assert server.closes() == [1009]
+
+
+def never_sends(peer: Peer) -> None:
+    peer.upgrade()
+
+
+def sends_empty_fragments(peer: Peer) -> None:
+    peer.upgrade()
+    peer.text(b"{", fin=False)
+    peer.flood(frame(CONTINUATION, fin=False) * 100)
+
+
+def drips_a_frame(peer: Peer) -> None:
+    peer.upgrade()
+    peer.send_raw(frame(TEXT, length=len(CREATED)))
+    for byte in CREATED:
+        if not peer.send_raw(bytes([byte])):
+            break
+        time.sleep(0.05)
+
+
+@pytest.mark.parametrize(
+    ("sends", "why"),
+    [
+        (never_sends, "it sent no whole frame for 0.5 s"),
+        # A message without end, in frames of nothing: no size limit is ever reached.
+        (sends_empty_fragments, "one message took it over 0.5 s"),
+        # The frame's pieces start a message that never ends.
+        (drips_a_frame, "one message took it over 0.5 s"),
+    ],
+)
+async def test_a_stream_that_delivers_nothing_whole_is_given_up_in_time(
+    tmp_path: Path, quiet: float, sends: Script, why: str
+) -> None:
+    def script(peer: Peer) -> None:
+        sends(peer)
+        peer.wait_gone()
+
+    with serving(tmp_path, script) as server:
+        async with events_of(server) as socket:
+            started = time.monotonic()
+            with pytest.raises(StreamLost, match=re.escape(why)):
+                await socket.message()
+            took = time.monotonic() - started
+        server.wait_scripts()
+    assert quiet <= took < quiet + 1
+    # The stream was still open: leaving said goodbye.
+    assert server.closes() == [1000]
+    assert server.gone == 1
+
+
+def pings_through_the_quiet(peer: Peer) -> None:
+    # Four pings 0.25 s apart: 1 s in all, twice the silence a stream is given up after.
+    for _ in range(4):
+        time.sleep(0.25)
+        peer.ping()
+
+
+def pongs_unasked(peer: Peer) -> None:
+    peer.send_raw(frame(PONG, b"nobody asked"))
+
+
+@pytest.mark.parametrize(("before", "pongs"), [(pings_through_the_quiet, 4), (pongs_unasked, 0)])
+async def test_control_frames_before_an_event_are_answered_or_ignored(
+    tmp_path: Path, quiet: float, before: Script, pongs: int
+) -> None:
+    def script(peer: Peer) -> None:
+        peer.upgrade()
+        before(peer)
+        peer.text(CREATED)
+        peer.wait_gone()
+
+    with serving(tmp_path, script) as server:
+        async with events_of(server) as socket:
+            assert await socket.message() == CREATED
+        server.wait_scripts()
+    assert len([event for event in server.received if isinstance(event, Pong)]) == pongs
+    assert server.closes() == [1000]
+
+
+async def test_the_servers_close_is_answered_with_ours(tmp_path: Path) -> None:
+    def script(peer: Peer) -> None:
+        peer.upgrade()
+        peer.text(CREATED)
+        peer.close(1001, "going away")
+        assert peer.expect(CloseConnection) is not None
+        peer.wait_gone()
+
+    with serving(tmp_path, script) as server:
+        async with events_of(server) as socket:
+            assert await socket.message() == CREATED
+            with pytest.raises(StreamLost, match=r"closed the stream \(1001\)"):
+                await socket.message()
+        server.wait_scripts()
+    # One close: the answer; leaving sends no other.
+    assert server.closes() == [1001]
+    assert server.gone == 1
+
+
+async def test_a_connection_dropped_without_a_close_ends_the_stream(tmp_path: Path) -> None:
+    def script(peer: Peer) -> None:
+        peer.upgrade()
+        peer.text(CREATED)
+        peer.drop()
+
+    with serving(tmp_path, script) as server:
+        async with events_of(server) as socket:
+            sock = socket._stream.get_extra_info("socket")
+            assert await socket.message() == CREATED
+            with pytest.raises(StreamLost, match=r"closed the connection|reading it failed"):
+                await socket.message()
+        server.wait_scripts()
+    # Leaving closed the socket, although the goodbye could not be sent.
+    assert sock.fileno() == -1
+
+
+async def test_a_flood_is_read_only_as_the_caller_asks(tmp_path: Path) -> None:
+    burst = frame(TEXT, CREATED) * 100
+
+    def script(peer: Peer) -> None:
+        peer.upgrade()
+        peer.flood(burst)
+
+    with serving(tmp_path, script) as server:
+        async with events_of(server) as socket:
+            for _ in range(500):
+                await socket.message()
+            tracemalloc.start()
+            try:
+                for _ in range(5000):
+                    assert await socket.message() == CREATED
+                peak = tracemalloc.get_traced_memory()[1]
+            finally:
+                tracemalloc.stop()
+            # The caller pauses: the server can send only what the socket buffers hold.
+            await _flavours.async_flavour.sleep(0.5)
+            before = server.sent
+            await _flavours.async_flavour.sleep(0.3)
+            assert server.sent == before
+            unread = before - 5500 * len(frame(TEXT, CREATED))
+        server.wait_scripts()
+    print(f"5,000 flooded events cost the client {peak / 1e3:.0f} kB at most; {unread} unread")
+    assert peak < 500_000
+    assert unread < 16 * 1024 * 1024
+
+
+async def test_a_stop_is_honoured_at_once_and_closes_the_socket(tmp_path: Path) -> None:
+    # The default silence (30 s): only the stop ends the wait.
+    def script(peer: Peer) -> None:
+        peer.upgrade()
+        peer.wait_gone()
+
+    with serving(tmp_path, script) as server:
+        async with AsyncClient(server.endpoint, timeout=2) as client:
+            started = time.monotonic()
+            with interrupted_after(
+                0.3, asynchronous=_flavours.async_flavour.accepts_async_iterables
+            ):
+                async with event_socket(
+                    client._connection, types="operation", all_projects=True
+                ) as socket:
+                    sock = socket._stream.get_extra_info("socket")
+                    await socket.message()
+            took = time.monotonic() - started
+            assert sock.fileno() == -1
+        server.wait_scripts()
+    assert took < 1.5
+    assert server.gone == 1
+    assert server.requests == ["GET /1.0/events?type=operation&all-projects=true"]
+
+
+# The upgrade refused or answered wrong.
+
+
+@pytest.mark.parametrize(
+    ("answer", "error", "why"),
+    [
+        (
+            lambda peer: peer.upgrade(accept="d3JvbmcgYWNjZXB0IGtleQ=="),
+            UnexpectedResponseError,
+            "Sec-WebSocket-Accept is wrong",
+        ),
+        (
+            lambda peer: peer.upgrade(Sec_WebSocket_Accept=""),
+            UnexpectedResponseError,
+            "Sec-WebSocket-Accept is wrong",
+        ),
+        (
+            lambda peer: peer.upgrade(Upgrade="h2c"),
+            UnexpectedResponseError,
+            "another protocol than websocket",
+        ),
+        (
+            lambda peer: peer.send_raw(head(200, Content_Length="2") + b"{}"),
+            UnexpectedResponseError,
+            "status 200, not 101",
+        ),
+        (
+            lambda peer: peer.send_raw(head(204)),
+            UnexpectedResponseError,
+            "status 204, not 101",
+        ),
+        (
+            lambda peer: peer.send_raw(incusd_error(403, "not authorized")),
+            ForbiddenError,
+            r"not authorized \(HTTP 403 from GET /1.0/events\)",
+        ),
+    ],
+)
+async def test_an_upgrade_answered_wrong_is_a_clear_error(
+    tmp_path: Path, answer: Script, error: type[Exception], why: str
+) -> None:
+    def script(peer: Peer) -> None:
+        answer(peer)
+        peer.wait_gone()
+
+    with serving(tmp_path, script) as server:
+        async with AsyncClient(server.endpoint, timeout=2) as client:
+            with pytest.raises(error, match=why):
+                async with event_socket(client._connection, types="lifecycle", all_projects=False):
+                    pytest.fail("no stream was expected")
+        server.wait_scripts()
+    assert server.gone == 1
+    assert len(server.requests) == 1
