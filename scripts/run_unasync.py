@@ -52,6 +52,8 @@ RENAMES = {
     "AsyncImagesAPI": "ImagesAPI",
     "AsyncOperationsAPI": "OperationsAPI",
     "AsyncConnection": "Connection",
+    # The event stream: the public iterator and the websocket under it.
+    "AsyncEventStream": "EventStream",
     "AsyncEventSocket": "EventSocket",
     # Internal rooms of the images API.
     "AsyncImageCalls": "ImageCalls",
@@ -81,6 +83,8 @@ RENAMES = {
     "AsyncDeadlineBackend": "DeadlineBackend",
     "AsyncDeadlineStream": "DeadlineStream",
     "aclose": "close",
+    "AsyncExitStack": "ExitStack",
+    "enter_async_context": "enter_context",
     "aiter_raw": "iter_raw",
     "anext": "next",
     # The few flavour-specific behaviours live in src/incus_images/_flavours.py.

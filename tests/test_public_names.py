@@ -26,13 +26,18 @@ from incus_images import (
     AsyncClient,
     AsyncSimpleStreams,
     Client,
+    EventGap,
+    EventRequestor,
     Image,
     ImageAlias,
+    ImageEvent,
     ImageSource,
     IncusError,
     LeftBehind,
+    LifecycleEvent,
     NotFoundError,
     Operation,
+    OperationEvent,
     Remote,
     RemoteConfig,
     ServerEnvironment,
@@ -166,6 +171,24 @@ def _sample_models() -> list[Any]:
         ),
         SimpleStreams("https://images.example"),
         AsyncSimpleStreams("https://images.example/streams", timeout=5),
+        ImageEvent(
+            action="image-alias-renamed",
+            alias="b",
+            old_alias="a",
+            project="default",
+            requestor=EventRequestor(username="root", protocol="unix"),
+            at=when,
+        ),
+        LifecycleEvent(
+            action="project-created",
+            source="/1.0/projects/p2",
+            project="p2",
+            context={"a": 1},
+            at=when,
+        ),
+        OperationEvent(operation=Operation(id="41b69ae9"), project="default", at=when),
+        EventGap(since=when, until=when),
+        EventRequestor(username="root"),
     ]
 
 
@@ -250,6 +273,7 @@ POSITIONAL = {
     "rename_alias": ["name", "new_name"],
     "delete_alias": ["name"],
     "list_aliases": [],
+    "watch": [],
 }
 
 

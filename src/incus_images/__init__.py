@@ -42,10 +42,12 @@ from ._version import __version__
 
 if _typing.TYPE_CHECKING:
     from ._async.client import AsyncClient
+    from ._async.events import AsyncEventStream
     from ._async.images import AsyncImagesAPI
     from ._async.operations import AsyncOperationsAPI
     from ._async.simplestreams import AsyncSimpleStreams, AsyncSimpleStreamsImages
     from ._build.build import ImageBuild
+    from ._events import EventGap, EventRequestor, ImageEvent, LifecycleEvent, OperationEvent
     from ._models import (
         Image,
         ImageAlias,
@@ -59,6 +61,7 @@ if _typing.TYPE_CHECKING:
     )
     from ._remotes import Remote, RemoteConfig, add_remote, load_remotes
     from ._sync.client import Client
+    from ._sync.events import EventStream
     from ._sync.images import ImagesAPI
     from ._sync.operations import OperationsAPI
     from ._sync.simplestreams import SimpleStreams, SimpleStreamsImages
@@ -67,6 +70,7 @@ __all__ = [
     "APIError",
     "AmbiguousFingerprintError",
     "AsyncClient",
+    "AsyncEventStream",
     "AsyncImagesAPI",
     "AsyncOperationsAPI",
     "AsyncSimpleStreams",
@@ -75,12 +79,16 @@ __all__ = [
     "Client",
     "ConfigurationError",
     "ConflictError",
+    "EventGap",
+    "EventRequestor",
+    "EventStream",
     "ForbiddenError",
     "Image",
     "ImageAlias",
     "ImageAliasList",
     "ImageBuild",
     "ImageDataError",
+    "ImageEvent",
     "ImageExistsError",
     "ImageList",
     "ImageSource",
@@ -90,9 +98,11 @@ __all__ = [
     "IncusTimeoutError",
     "InvalidInputError",
     "LeftBehind",
+    "LifecycleEvent",
     "NotFoundError",
     "Operation",
     "OperationError",
+    "OperationEvent",
     "OperationGoneError",
     "OperationStatus",
     "OperationsAPI",
@@ -118,11 +128,18 @@ _LAZY_NAMES = {
     "AsyncClient": "._async.client",
     "AsyncImagesAPI": "._async.images",
     "AsyncOperationsAPI": "._async.operations",
+    "AsyncEventStream": "._async.events",
     "AsyncSimpleStreams": "._async.simplestreams",
     "AsyncSimpleStreamsImages": "._async.simplestreams",
     "Client": "._sync.client",
     "ImagesAPI": "._sync.images",
     "OperationsAPI": "._sync.operations",
+    "EventStream": "._sync.events",
+    "EventGap": "._events",
+    "EventRequestor": "._events",
+    "ImageEvent": "._events",
+    "LifecycleEvent": "._events",
+    "OperationEvent": "._events",
     "Image": "._models",
     "ImageAlias": "._models",
     "ImageAliasList": "._models",

@@ -150,6 +150,77 @@ class OperationView(Protocol):
     def metadata(self) -> Mapping[str, Any] | None: ...
 
 
+class RequestorView(Protocol):
+    """What the event cards read of an ``EventRequestor``."""
+
+    @property
+    def username(self) -> str: ...
+    @property
+    def protocol(self) -> str: ...
+
+
+class ImageEventView(Protocol):
+    """What the card reads of an ``ImageEvent``."""
+
+    @property
+    def action(self) -> str: ...
+    @property
+    def fingerprint(self) -> str | None: ...
+    @property
+    def alias(self) -> str | None: ...
+    @property
+    def old_alias(self) -> str | None: ...
+    @property
+    def project(self) -> str: ...
+    @property
+    def location(self) -> str: ...
+    @property
+    def requestor(self) -> RequestorView | None: ...
+    @property
+    def at(self) -> datetime: ...
+
+
+class LifecycleEventView(Protocol):
+    """What the card reads of a ``LifecycleEvent``."""
+
+    @property
+    def action(self) -> str: ...
+    @property
+    def source(self) -> str: ...
+    @property
+    def project(self) -> str: ...
+    @property
+    def location(self) -> str: ...
+    @property
+    def requestor(self) -> RequestorView | None: ...
+    @property
+    def context(self) -> Mapping[str, Any]: ...
+    @property
+    def at(self) -> datetime: ...
+
+
+class OperationEventView(Protocol):
+    """What the card reads of an ``OperationEvent``."""
+
+    @property
+    def operation(self) -> OperationView: ...
+    @property
+    def project(self) -> str: ...
+    @property
+    def location(self) -> str: ...
+    @property
+    def at(self) -> datetime: ...
+
+
+class GapView(Protocol):
+    """What the card reads of an ``EventGap``."""
+
+    @property
+    def since(self) -> datetime: ...
+    @property
+    def until(self) -> datetime: ...
+
+
 class PrettyPrinter(Protocol):
     """The part of ``IPython.lib.pretty.RepresentationPrinter`` used here."""
 
@@ -393,6 +464,77 @@ def operation_card(operation: OperationView) -> Card:
         )
     )
     return Card("Operation", Cell(operation.id, code=True), fields)
+
+
+def _requestor(requestor: RequestorView | None) -> Cell:
+    if requestor is None or not requestor.username:
+        return Cell(MISSING)
+    via = f" ({requestor.protocol})" if requestor.protocol else ""
+    return Cell(requestor.username + via)
+
+
+def _event_place(project: str, location: str) -> list[tuple[str, Cell | Pairs]]:
+    fields: list[tuple[str, Cell | Pairs]] = [("project", Cell(project or MISSING))]
+    # "none" is what a daemon outside a cluster says.
+    if location and location != "none":
+        fields.append(("member", Cell(location)))
+    return fields
+
+
+def image_event_card(event: ImageEventView) -> Card:
+    fields: list[tuple[str, Cell | Pairs]] = []
+    if event.fingerprint is not None:
+        fields.append(("image", _fingerprint_cell(event.fingerprint)))
+    if event.alias is not None:
+        fields.append(("alias", Cell(event.alias)))
+    if event.old_alias is not None:
+        fields.append(("former name", Cell(event.old_alias)))
+    fields += _event_place(event.project, event.location)
+    fields += [("by", _requestor(event.requestor)), ("at", Cell(local_time(event.at)))]
+    return Card("ImageEvent", Cell(event.action), fields)
+
+
+def lifecycle_event_card(event: LifecycleEventView) -> Card:
+    fields: list[tuple[str, Cell | Pairs]] = [("source", Cell(event.source, code=True))]
+    fields += _event_place(event.project, event.location)
+    context = event.context
+    fields += [
+        ("by", _requestor(event.requestor)),
+        ("at", Cell(local_time(event.at))),
+        ("context", _pairs(((k, _scalar(v)) for k, v in context.items()), len(context))),
+    ]
+    return Card("LifecycleEvent", Cell(event.action), fields)
+
+
+def operation_event_card(event: OperationEventView) -> Card:
+    # The operation's metadata is left out: a token operation's carries an image's download
+    # secret, sent to every listener of the project; a card is easily shared.
+    operation = event.operation
+    fields: list[tuple[str, Cell | Pairs]] = [
+        ("operation", Cell(operation.id, code=True)),
+        ("status", Cell(f"{operation.status or MISSING} ({operation.status_code})")),
+    ]
+    if operation.err:
+        fields.append(("error", Cell(operation.err)))
+    fields += _event_place(event.project, event.location)
+    resources = operation.resources
+    fields += [
+        ("at", Cell(local_time(event.at))),
+        (
+            "resources",
+            _pairs(((kind, ", ".join(urls)) for kind, urls in resources.items()), len(resources)),
+        ),
+    ]
+    return Card("OperationEvent", Cell(operation.description or MISSING), fields)
+
+
+def event_gap_card(gap: GapView) -> Card:
+    seconds = (gap.until - gap.since).total_seconds()
+    return Card(
+        "EventGap",
+        Cell(f"events may be missing for {seconds:.1f} s"),
+        [("since", Cell(local_time(gap.since))), ("until", Cell(local_time(gap.until)))],
+    )
 
 
 def images_table(images: Sequence[ImageView]) -> Table:

@@ -27,6 +27,13 @@ import attrs
 
 from . import _validate as validate
 from ._converter import converter, parse_timestamp
+from ._display import (
+    displayed,
+    event_gap_card,
+    image_event_card,
+    lifecycle_event_card,
+    operation_event_card,
+)
 from ._errors import InvalidInputError
 from ._logging import logger
 from ._models import Operation
@@ -72,6 +79,7 @@ class EventRequestor:
     address: str = ""
 
 
+@displayed(lifecycle_event_card)
 @attrs.frozen(kw_only=True)
 class LifecycleEvent:
     """A change to any object on the server (an instance started, a project created, ...)."""
@@ -91,6 +99,7 @@ class LifecycleEvent:
     at: datetime
 
 
+@displayed(image_event_card)
 @attrs.frozen(kw_only=True)
 class ImageEvent:
     """A change to an image or an image alias.
@@ -112,16 +121,22 @@ class ImageEvent:
     at: datetime
 
 
+@displayed(operation_event_card)
 @attrs.frozen(kw_only=True)
 class OperationEvent:
-    """A background task on the server changed (created, running, done)."""
+    """A background task on the server changed (created, running, done).
 
-    operation: Operation
+    Its operation's ``metadata`` may hold a secret (an image's download secret is sent to
+    every listener of the project): the event's repr and card leave the metadata out.
+    """
+
+    operation: Operation = attrs.field(repr=lambda op: f"<Operation {op.id} {op.status}>")
     project: str
     location: str = ""
     at: datetime
 
 
+@displayed(event_gap_card)
 @attrs.frozen(kw_only=True)
 class EventGap:
     """Events from ``since`` to ``until`` may have been missed (the stream was lost and
@@ -267,3 +282,35 @@ def _checked(check: Callable[[object], str], value: object, what: str) -> str:
     except InvalidInputError as exc:
         raise _BadFrame(f"{what} is not valid: {exc}") from None
     return checked
+
+
+#: The event types a stream may ask for: the ones this module reads.
+STREAM_TYPES = ("lifecycle", "operation")
+
+
+def stream_types(types: object) -> tuple[str, ...]:
+    """The ``types=`` of ``events()``, checked: some of STREAM_TYPES, each once, in order."""
+    if isinstance(types, str | bytes) or not hasattr(types, "__iter__"):
+        raise InvalidInputError(
+            f"types must be a sequence of event types such as ('lifecycle', 'operation'), "
+            f"got {type(types).__name__}"
+        )
+    chosen = list(types)
+    for kind in chosen:
+        if kind not in STREAM_TYPES:
+            raise InvalidInputError(
+                f"types may hold {' and '.join(map(repr, STREAM_TYPES))}, not {kind!r:.100}"
+            )
+    if not chosen:
+        raise InvalidInputError("types must name at least one event type")
+    return tuple(kind for kind in STREAM_TYPES if kind in chosen)
+
+
+def every_event(event: Event) -> Event:
+    """What ``events()`` keeps of each event: all of it."""
+    return event
+
+
+def image_change(event: Event) -> ImageEvent | None:
+    """What ``images.watch()`` keeps of each event: the changes of images and aliases."""
+    return event if isinstance(event, ImageEvent) else None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from types import TracebackType
 from typing import TYPE_CHECKING
 
@@ -11,13 +12,19 @@ import httpx
 from .._endpoint import CertificateArg, Endpoint, VerifyArg, parse_endpoint, parse_members
 from .._errors import InvalidInputError
 from .._models import ServerInfo
-from .._validate import seconds, text
+from .._validate import boolean, seconds, text
 from ._connection import AsyncConnection
 from .images import AsyncImagesAPI
 from .operations import AsyncOperationsAPI
 
 if TYPE_CHECKING:
+    from .._events import Event
     from .._remotes import Remote
+    from .events import AsyncEventStream
+
+#: What ``events()`` asks for by default: every type it reads (``_events.STREAM_TYPES``;
+#: written out here so that the module is imported only when events are watched).
+STREAM_TYPES = ("lifecycle", "operation")
 
 #: Seconds a call may take (and a transfer may go without moving 64 KiB).
 DEFAULT_TIMEOUT = 30.0
@@ -163,6 +170,51 @@ class AsyncClient:
         """Return what the server says about itself, and whether it trusts this client
         (``.trusted``): an untrusted client sees only public images and changes nothing."""
         return await self._images._calls.server_info()
+
+    def events(
+        self,
+        *,
+        types: Iterable[str] = STREAM_TYPES,
+        all_projects: bool = False,
+        reconnect: bool = True,
+    ) -> AsyncEventStream[Event]:
+        """The server's events as they happen: a stream to use as a context manager.
+
+        ::
+
+            async with client.events(types=("lifecycle", "operation")) as events:
+                async for event in events:  # ImageEvent, LifecycleEvent, OperationEvent, EventGap
+                    ...
+
+        ``types`` chooses what is sent: ``"lifecycle"`` (objects created, changed, deleted:
+        images and aliases as ``ImageEvent``, everything else as ``LifecycleEvent``) and
+        ``"operation"`` (``OperationEvent``: background tasks as they start, run and end).
+        Only the client's project is seen; ``all_projects=True`` sees every project.
+
+        Entering opens the stream (an untrusted client gets ``ForbiddenError``). Each step of
+        the iteration reads the next event from the server: nothing is read ahead, and the
+        server's pings are answered meanwhile; a caller that stops iterating for more than
+        about 20 s may be dropped by the server. A frame that cannot be read is logged at
+        WARNING and skipped. When the stream drops (a daemon restart, a cluster member lost),
+        it is opened again, through another cluster member if need be, and an ``EventGap``
+        says from when to when events may have been missed; after the client's ``timeout``
+        without a stream, ``IncusConnectionError`` (``reconnect=False``: at the first drop).
+        Leaving the context (``break``, an exception, cancellation) closes the stream.
+
+        An ``OperationEvent``'s operation may carry secrets (an image's download secret is
+        sent to every listener of the project): log its metadata with care.
+        """
+        from .._events import every_event, stream_types
+        from .events import AsyncEventStream
+
+        return AsyncEventStream(
+            self._connection,
+            types=stream_types(types),
+            all_projects=boolean(all_projects, "all_projects"),
+            reconnect=boolean(reconnect, "reconnect"),
+            keep=every_event,
+            label="events()",
+        )
 
     async def aclose(self) -> None:
         """Close the connections. The client can be used again afterwards (it reconnects)."""

@@ -54,9 +54,11 @@ from .operations import AsyncOperationsAPI
 # a script that lists or reads images never loads them (start-up time, BENCHMARKS.md).
 if TYPE_CHECKING:
     from .._build.build import ImageBuild
+    from .._events import ImageEvent
     from .._simplestreams import SimpleStreams
     from .._transfer.reports import ProgressCallback
     from ._copying import CopyMode
+    from .events import AsyncEventStream
 
 #: What an image (or one part of a split image) can be given as.
 ImageData = bytes | str | os.PathLike[str] | IO[bytes] | Iterable[bytes] | AsyncIterable[bytes]
@@ -959,3 +961,37 @@ class AsyncImagesAPI:
         """Delete the alias (the image stays)."""
         name = alias_name(name)
         await self._connection.request(api.delete_alias(name))
+
+    # ----------------------------------------------------------------------------------------
+    # Watching.
+
+    def watch(
+        self, *, all_projects: bool = False, reconnect: bool = True
+    ) -> AsyncEventStream[ImageEvent]:
+        """Watch the images and aliases change: an event stream of ``ImageEvent``s.
+
+        Use it as a context manager and iterate over it::
+
+            async with client.images.watch() as changes:
+                async for change in changes:  # ImageEvent or EventGap
+                    print(change)
+
+        Each ``ImageEvent`` says what happened (``action``: ``image-created``,
+        ``image-updated``, ``image-deleted``, ``image-refreshed``, ``image-alias-created``,
+        ...) to which image (``fingerprint``) or alias (``alias``, and ``old_alias`` for a
+        rename), in which ``project``, by whom, and when. An ``EventGap`` says events may
+        have been missed while the stream was lost (then read what you need again). Only the
+        client's project is watched; ``all_projects=True`` watches every project. See
+        ``client.events()`` for how the stream reconnects and ends.
+        """
+        from .._events import image_change
+        from .events import AsyncEventStream
+
+        return AsyncEventStream(
+            self._connection,
+            types=("lifecycle",),
+            all_projects=boolean(all_projects, "all_projects"),
+            reconnect=boolean(reconnect, "reconnect"),
+            keep=image_change,
+            label="images.watch()",
+        )
