@@ -187,15 +187,16 @@ class Peer:
         end = time.monotonic() + seconds
         while time.monotonic() < end and not self.stopping:
             data = self._read(0.1)
+            if data:
+                self._ws.receive_data(data)
+            # Frames expect() left unread are recorded too.
+            for event in self._ws.events():
+                with self._server._lock:
+                    self._server.received.append(event)
             if data == b"":
                 with self._server._lock:
                     self._server.gone += 1
                 return True
-            if data is not None:
-                self._ws.receive_data(data)
-                for event in self._ws.events():
-                    with self._server._lock:
-                        self._server.received.append(event)
         return False
 
     def _read(self, seconds: float) -> bytes | None:

@@ -9,16 +9,20 @@ import logging
 import re
 import time
 import tracemalloc
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 from wsproto.events import CloseConnection, Pong
 
 from incus_images import (
     AsyncClient,
+    EventGap,
     ForbiddenError,
+    ImageEvent,
+    IncusConnectionError,
     UnexpectedResponseError,
     _events,
     _flavours,
@@ -341,8 +345,22 @@ async def test_a_flood_is_read_only_as_the_caller_asks(tmp_path: Path) -> None:
     assert unread < 16 * 1024 * 1024
 
 
-async def test_a_stop_is_honoured_at_once_and_closes_the_socket(tmp_path: Path) -> None:
-    # The default silence (30 s): only the stop ends the wait.
+async def waits_on_the_socket(client: AsyncClient) -> None:
+    async with event_socket(client._connection, types="operation", all_projects=True) as socket:
+        await socket.message()
+
+
+async def waits_on_the_stream(client: AsyncClient) -> None:
+    async with client.events(types=("operation",), all_projects=True) as events:
+        async for _ in events:
+            pytest.fail("no event was expected")
+
+
+@pytest.mark.parametrize("waits", [waits_on_the_socket, waits_on_the_stream])
+async def test_a_stop_is_honoured_at_once_and_closes_the_socket(
+    tmp_path: Path, waits: Callable[[AsyncClient], Any]
+) -> None:
+    # The default silence (30 s): only the stop (a cancel, Ctrl-C) ends the wait.
     def script(peer: Peer) -> None:
         peer.upgrade()
         peer.wait_gone()
@@ -353,16 +371,12 @@ async def test_a_stop_is_honoured_at_once_and_closes_the_socket(tmp_path: Path) 
             with interrupted_after(
                 0.3, asynchronous=_flavours.async_flavour.accepts_async_iterables
             ):
-                async with event_socket(
-                    client._connection, types="operation", all_projects=True
-                ) as socket:
-                    sock = socket._stream.get_extra_info("socket")
-                    await socket.message()
+                await waits(client)
             took = time.monotonic() - started
-            assert sock.fileno() == -1
-        server.wait_scripts()
+            # The client closed the connection before the client itself was closed.
+            server.wait_scripts()
+        assert server.gone == 1
     assert took < 1.5
-    assert server.gone == 1
     assert server.requests == ["GET /1.0/events?type=operation&all-projects=true"]
 
 
@@ -418,4 +432,147 @@ async def test_an_upgrade_answered_wrong_is_a_clear_error(
                     pytest.fail("no stream was expected")
         server.wait_scripts()
     assert server.gone == 1
+    assert len(server.requests) == 1
+
+
+# The public stream (client.events()) over the same hostile server.
+
+
+def connections(*scripts: Script) -> Script:
+    """A script per connection, in order (the last for every connection after)."""
+    opened: list[Peer] = []
+
+    def script(peer: Peer) -> None:
+        opened.append(peer)
+        scripts[min(len(opened), len(scripts)) - 1](peer)
+
+    return script
+
+
+async def test_garbage_frames_are_skipped_with_a_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    def script(peer: Peer) -> None:
+        peer.upgrade()
+        for garbage in (b"not json", b'{"type": "lifecycle", "metadata": 5}', b"{}" * 1000):
+            peer.text(garbage)
+        peer.text(CREATED)
+        peer.wait_gone()
+
+    caplog.set_level(logging.WARNING, logger="incus_images")
+    with serving(tmp_path, script) as server:
+        async with (
+            AsyncClient(server.endpoint, timeout=2) as client,
+            client.events() as events,
+        ):
+            event = await anext(events)
+        server.wait_scripts()
+    assert isinstance(event, ImageEvent)
+    assert event.action == "image-created"
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 3
+    assert server.closes() == [1000]
+
+
+async def test_a_silent_stream_is_reopened_after_a_gap(tmp_path: Path, quiet: float) -> None:
+    def silent(peer: Peer) -> None:
+        peer.upgrade()
+        peer.wait_gone()
+
+    def talks(peer: Peer) -> None:
+        peer.upgrade(then=frame(TEXT, ALIASED))
+        peer.wait_gone()
+
+    with serving(tmp_path, connections(silent, talks)) as server:
+        async with AsyncClient(server.endpoint, timeout=2) as client:
+            started = time.monotonic()
+            async with client.events() as events:
+                gap = await anext(events)
+                took = time.monotonic() - started
+                event = await anext(events)
+        server.wait_scripts(2)
+    assert isinstance(gap, EventGap)
+    assert gap.since <= gap.until
+    assert quiet <= took < quiet + 1
+    assert isinstance(event, ImageEvent)
+    assert event.action == "image-alias-created"
+    assert len(server.requests) == 2
+
+
+@pytest.mark.parametrize(
+    ("sends", "why"),
+    [
+        (lambda peer: None, "no whole frame for 0.5 s"),
+        (lambda peer: peer.stream_frame(100_000_000), "over 1048576 bytes"),
+        (lambda peer: peer.send_raw(frame(BINARY, b"\x00")), "binary"),
+        (lambda peer: peer.close(1001), r"closed the stream \(1001\)"),
+        (Peer.drop, "closed the connection|reading it failed"),
+    ],
+)
+async def test_without_reconnect_a_hostile_stream_raises_at_once(
+    tmp_path: Path, quiet: float, sends: Script, why: str
+) -> None:
+    def script(peer: Peer) -> None:
+        peer.upgrade()
+        sends(peer)
+        peer.wait_gone()
+
+    with serving(tmp_path, script) as server:
+        async with AsyncClient(server.endpoint, timeout=2) as client:
+            started = time.monotonic()
+            with pytest.raises(IncusConnectionError, match=why):
+                async with client.events(reconnect=False) as events:
+                    await anext(events)
+            took = time.monotonic() - started
+        server.wait_scripts()
+    assert took < quiet + 1
+    assert len(server.requests) == 1
+
+
+@pytest.mark.parametrize(
+    "refuses",
+    [
+        lambda peer: peer.upgrade(accept="d3JvbmcgYWNjZXB0IGtleQ=="),
+        lambda peer: peer.send_raw(head(200, Content_Length="0")),
+        lambda peer: peer.send_raw(incusd_error(503, "shutting down")),
+        Peer.drop,
+    ],
+)
+async def test_reopening_gives_up_within_the_clients_timeout(
+    tmp_path: Path, refuses: Script
+) -> None:
+    def drops(peer: Peer) -> None:
+        peer.upgrade()
+        peer.drop()
+
+    def script(peer: Peer) -> None:
+        refuses(peer)
+        peer.wait_gone()
+
+    timeout = 1.0
+    with serving(tmp_path, connections(drops, script)) as server:
+        async with (
+            AsyncClient(server.endpoint, timeout=timeout) as client,
+            client.events() as events,
+        ):
+            started = time.monotonic()
+            with pytest.raises(IncusConnectionError, match="could not be opened again"):
+                await anext(events)
+            took = time.monotonic() - started
+        server.wait_scripts(len(server.requests))
+    assert took < timeout + 1
+    assert len(server.requests) >= 2
+
+
+async def test_an_untrusted_client_is_refused_at_entry(tmp_path: Path) -> None:
+    def script(peer: Peer) -> None:
+        peer.send_raw(incusd_error(403, "not authorized"))
+        peer.wait_gone()
+
+    with serving(tmp_path, script) as server:
+        async with AsyncClient(server.endpoint, timeout=2) as client:
+            with pytest.raises(ForbiddenError, match="not authorized"):
+                async with client.images.watch():
+                    pytest.fail("no stream was expected")
+        server.wait_scripts()
     assert len(server.requests) == 1
