@@ -28,6 +28,7 @@ import hashlib
 import os
 import signal
 import socket
+import ssl
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -39,6 +40,7 @@ from wsproto.events import CloseConnection, Event
 
 from tests.helpers import error_response
 from tests.hostile_server import HostileServer, head
+from tests.pki import Issued
 
 #: Opcodes (RFC 6455, 5.2).
 CONTINUATION, TEXT, BINARY, CLOSE, PING, PONG = 0x0, 0x1, 0x2, 0x8, 0x9, 0xA
@@ -217,9 +219,21 @@ Script = Callable[[Peer], Any]
 
 
 class WebSocketServer(HostileServer):
-    def __init__(self, directory: Path, script: Script) -> None:
+    """On a unix socket; with ``tls`` (a certificate such as ``tests.pki.self_signed``
+    makes), on 127.0.0.1 over TLS instead, answering the members question an HTTPS client
+    asks first as a server that is no cluster's does."""
+
+    def __init__(self, directory: Path, script: Script, *, tls: Issued | None = None) -> None:
         super().__init__(directory, lambda method, target: ())
         self._script = script
+        self._tls: ssl.SSLContext | None = None
+        #: The certificate a client verifies the server against (None: a unix socket).
+        self.certificate: str | None = None
+        if tls is not None:
+            certificate, key = tls.write(directory, "ws-server")
+            self.certificate = str(certificate)
+            self._tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            self._tls.load_cert_chain(certificate, key)
         #: The client's frames (pings' pongs, closes, ...), as wsproto events.
         self.received: list[Event] = []
         self.received_bytes = 0
@@ -244,32 +258,75 @@ class WebSocketServer(HostileServer):
         with self._lock:
             return [event.code for event in self.received if isinstance(event, CloseConnection)]
 
+    @property
+    def endpoint(self) -> str:
+        if self._tls is None:
+            return super().endpoint
+        assert self._listener is not None
+        return f"https://127.0.0.1:{self._listener.getsockname()[1]}"
+
+    def __enter__(self) -> WebSocketServer:
+        if self._tls is None:
+            super().__enter__()
+            return self
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self._listener.settimeout(0.1)
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+        return self
+
     def _handle(self, conn: socket.socket) -> None:
         with contextlib.closing(conn):
             conn.settimeout(10)
-            request = b""
-            while b"\r\n\r\n" not in request:
-                try:
-                    data = conn.recv(65536)
-                except OSError:
-                    return
-                if not data or len(request) > 65536:
-                    return
-                request += data
-            lines = request.partition(b"\r\n\r\n")[0].decode("latin-1").split("\r\n")
-            method, target = lines[0].split(" ")[:2]
-            headers = {}
-            for line in lines[1:]:
-                name, _, value = line.partition(":")
-                headers[name.strip().lower()] = value.strip()
-            with self._lock:
-                self.requests.append(f"{method} {target}")
+            if self._tls is None:
+                self._converse(conn)
+                return
             try:
-                self._script(Peer(self, conn, headers))
-            except Exception as exc:  # raised again in the test's thread, at the end
-                self.failures.append(exc)
-            finally:
-                self._ended.release()
+                tls = self._tls.wrap_socket(conn, server_side=True)
+            except OSError:
+                return
+            with contextlib.closing(tls):
+                self._converse(tls)
+
+    def _converse(self, conn: socket.socket) -> None:
+        """The members question answered (HTTPS), then the upgrade and the script."""
+        while True:
+            head = self._request_head(conn)
+            if head is None:
+                return
+            method, target, headers = head
+            if target.partition("?")[0] != "/1.0/cluster/members":
+                break
+            conn.sendall(incusd_error(500, "Server is not clustered"))
+        with self._lock:
+            self.requests.append(f"{method} {target}")
+        try:
+            self._script(Peer(self, conn, headers))
+        except Exception as exc:  # raised again in the test's thread, at the end
+            self.failures.append(exc)
+        finally:
+            self._ended.release()
+
+    @staticmethod
+    def _request_head(conn: socket.socket) -> tuple[str, str, dict[str, str]] | None:
+        """The next request's method, target and headers (names in lower case); None when
+        the client went away first. (The client sends no body, and nothing ahead.)"""
+        request = b""
+        while b"\r\n\r\n" not in request:
+            try:
+                data = conn.recv(65536)
+            except OSError:
+                return None
+            if not data or len(request) > 65536:
+                return None
+            request += data
+        lines = request.partition(b"\r\n\r\n")[0].decode("latin-1").split("\r\n")
+        method, target = lines[0].split(" ")[:2]
+        headers = {}
+        for line in lines[1:]:
+            name, _, value = line.partition(":")
+            headers[name.strip().lower()] = value.strip()
+        return method, target, headers
 
 
 @contextlib.contextmanager

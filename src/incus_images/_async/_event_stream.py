@@ -162,10 +162,14 @@ class AsyncEventSocket:
         raise StreamLost(f"it broke the protocol ({event.code}: {event.reason})")
 
     async def _send(self, event: Pong | CloseConnection, seconds: float) -> None:
+        data = self._ws.send(event)
         try:
-            await self._stream.write(self._ws.send(event), timeout=seconds)
-        except (httpcore.WriteError, httpcore.WriteTimeout, OSError) as exc:
-            raise StreamLost(f"writing to it failed ({exc})") from None
+            await self._stream.write(data, timeout=seconds)
+        except Exception as exc:  # noqa: BLE001 - any failure of the write ends the stream
+            # Any failure of the write means the stream is gone: httpcore maps most to
+            # WriteError, but its async TLS stream lets anyio's EndOfStream out of a write to
+            # a peer that closed the connection (httpcore 1.0.9; encode/httpcore#808).
+            raise StreamLost(f"writing to it failed ({exc!r})") from None
 
     async def _close(self, code: int) -> None:
         """Send a close frame if the stream is still open, within the client's timeout (at
