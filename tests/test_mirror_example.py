@@ -4,11 +4,15 @@ It is started as a user would start it, on the two daemons' unix sockets (so it 
 an image already on the source that the target lacks: that one is copied at start. Once it
 says it is watching, an image is created on the source: it must reach the target because the
 example heard its ``image-created`` event. Then the signal a service manager sends stops it,
-with exit status 0, within a few seconds. Outcomes are read behind the SDK's back.
+with exit status 0, within a few seconds. The same over HTTPS, where the target pulls. And an
+image created while the example is frozen and its source restarts (no event of it ever
+reaches the example) is copied when the example wakes to the gap. Outcomes are read behind
+the SDK's back.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import queue
 import signal
@@ -22,6 +26,7 @@ from typing import Any
 
 import httpx
 import pytest
+from throwaway_incusd import ThrowawayIncusd
 from tiny_image import unified_image
 
 from tests.helpers import UNIX_BASE, stored_fingerprints, wait_raw
@@ -108,22 +113,10 @@ def _wait_until_held(raw: httpx.Client, fingerprint: str) -> None:
         time.sleep(0.1)
 
 
-@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
-def test_the_mirror_copies_new_images_and_stops_on_a_signal(
-    copy_servers: Any, raws: tuple[httpx.Client, httpx.Client], signum: signal.Signals
-) -> None:
-    source, target = raws
-    before = _create(source)
-    assert before not in stored_fingerprints(target)
-
-    command = [
-        sys.executable,
-        str(MIRROR),
-        copy_servers.source.endpoint,
-        copy_servers.target.endpoint,
-        "--timeout",
-        "10",
-    ]
+@contextlib.contextmanager
+def _mirror(*arguments: str) -> Iterator[tuple[subprocess.Popen[str], _Lines]]:
+    """The example running with these arguments; killed at the end if it is still running."""
+    command = [sys.executable, str(MIRROR), *arguments, "--timeout", "10"]
     # As a context manager, Popen closes the pipe once the example has ended.
     with subprocess.Popen(
         command,
@@ -134,29 +127,104 @@ def test_the_mirror_copies_new_images_and_stops_on_a_signal(
         text=True,
     ) as process:
         try:
-            log = _Lines(process.stderr)
-            log.wait_for("watching", COPY_SECONDS)
-            # The image the source held at start: copied by the first comparison.
-            _wait_until_held(target, before)
-
-            created = _create(source)
-            log.wait_for(f"heard image-created {created[:12]}", COPY_SECONDS)
-            _wait_until_held(target, created)
-            log.wait_for(f"copied image {created[:12]}", COPY_SECONDS)
-
-            process.send_signal(signum)
-            started = time.monotonic()
-            status = process.wait(timeout=STOP_SECONDS)
-            stopped_in = time.monotonic() - started
+            yield process, _Lines(process.stderr)
         finally:
             if process.poll() is None:
                 process.kill()
                 process.wait()
-        text = log.rest()
+
+
+def _stop(process: subprocess.Popen[str], log: _Lines, signum: signal.Signals) -> str:
+    """Send the signal; the example must end with status 0 within STOP_SECONDS."""
+    process.send_signal(signum)
+    started = time.monotonic()
+    status = process.wait(timeout=STOP_SECONDS)
+    stopped_in = time.monotonic() - started
+    text = log.rest()
     assert status == 0, text
     assert stopped_in < STOP_SECONDS
     assert "stopping" in text
     assert "Traceback" not in text
     assert "ERROR" not in text
+    return text
+
+
+def _arguments(copy_servers: Any, transport: str) -> list[str]:
+    """The two daemons' unix sockets (a relay), or their HTTPS addresses (a pull: the target
+    downloads from the source), with the client certificate and both server certificates."""
+    source, target = copy_servers.source, copy_servers.target
+    if transport == "unix":
+        return [source.endpoint, target.endpoint]
+    certificates = copy_servers.certificates
+    return [
+        source.https_url,
+        target.https_url,
+        "--cert",
+        certificates.client_cert,
+        "--key",
+        certificates.client_key,
+        "--source-verify",
+        source.server_certificate,
+        "--target-verify",
+        target.server_certificate,
+    ]
+
+
+@pytest.mark.parametrize(
+    ("transport", "signum"),
+    [("unix", signal.SIGTERM), ("https", signal.SIGINT)],
+    ids=["unix-relay-SIGTERM", "https-pull-SIGINT"],
+)
+def test_the_mirror_copies_new_images_and_stops_on_a_signal(
+    copy_servers: Any,
+    raws: tuple[httpx.Client, httpx.Client],
+    transport: str,
+    signum: signal.Signals,
+) -> None:
+    source, target = raws
+    before = _create(source)
+    assert before not in stored_fingerprints(target)
+
+    with _mirror(*_arguments(copy_servers, transport)) as (process, log):
+        log.wait_for("watching", COPY_SECONDS)
+        # The image the source held at start: copied by the first comparison.
+        _wait_until_held(target, before)
+
+        created = _create(source)
+        log.wait_for(f"heard image-created {created[:12]}", COPY_SECONDS)
+        _wait_until_held(target, created)
+        log.wait_for(f"copied image {created[:12]}", COPY_SECONDS)
+        _stop(process, log, signum)
     # Everything on the target came from the source: nothing else was made there.
     assert stored_fingerprints(target) == {before, created}
+
+
+@pytest.fixture
+def restartable() -> Iterator[ThrowawayIncusd]:
+    """A source of this test's own: restarting the session's daemons would disturb others."""
+    with ThrowawayIncusd() as daemon:
+        yield daemon
+
+
+def test_what_the_stream_missed_is_copied_after_the_gap(
+    restartable: ThrowawayIncusd, copy_servers: Any, raws: tuple[httpx.Client, httpx.Client]
+) -> None:
+    """The example frozen (SIGSTOP) while its source restarts and gets a new image: no event
+    of that image ever reaches it, and the gap it sees on waking brings the image over."""
+    _, target = raws
+    with _mirror(restartable.endpoint, copy_servers.target.endpoint) as (process, log):
+        log.wait_for("watching", COPY_SECONDS)
+        log.wait_for("missing on the target", COPY_SECONDS)  # the first comparison is done
+        process.send_signal(signal.SIGSTOP)
+        try:
+            restartable.restart()
+            with _raw(restartable) as source:
+                missed = _create(source)
+        finally:
+            process.send_signal(signal.SIGCONT)
+        log.wait_for("may have been missed", COPY_SECONDS)
+        _wait_until_held(target, missed)
+        log.wait_for(f"copied image {missed[:12]}", COPY_SECONDS)
+        text = _stop(process, log, signal.SIGTERM)
+    assert f"heard image-created {missed[:12]}" not in text
+    assert stored_fingerprints(target) == {missed}
