@@ -6,8 +6,8 @@ says it is watching, an image is created on the source: it must reach the target
 example heard its ``image-created`` event. Then the signal a service manager sends stops it,
 with exit status 0, within a few seconds. The same over HTTPS, where the target pulls. And an
 image created while the example is frozen and its source restarts (no event of it ever
-reaches the example) is copied when the example wakes to the gap. Outcomes are read behind
-the SDK's back.
+reaches the example) is copied when the example wakes to the gap; a source gone for good ends
+it with status 1 once its timeout has passed. Outcomes are read behind the SDK's back.
 """
 
 from __future__ import annotations
@@ -114,9 +114,9 @@ def _wait_until_held(raw: httpx.Client, fingerprint: str) -> None:
 
 
 @contextlib.contextmanager
-def _mirror(*arguments: str) -> Iterator[tuple[subprocess.Popen[str], _Lines]]:
+def _mirror(*arguments: str, timeout: float = 10) -> Iterator[tuple[subprocess.Popen[str], _Lines]]:
     """The example running with these arguments; killed at the end if it is still running."""
-    command = [sys.executable, str(MIRROR), *arguments, "--timeout", "10"]
+    command = [sys.executable, str(MIRROR), *arguments, "--timeout", str(timeout)]
     # As a context manager, Popen closes the pipe once the example has ended.
     with subprocess.Popen(
         command,
@@ -228,3 +228,23 @@ def test_what_the_stream_missed_is_copied_after_the_gap(
         text = _stop(process, log, signal.SIGTERM)
     assert f"heard image-created {missed[:12]}" not in text
     assert stored_fingerprints(target) == {missed}
+
+
+def test_a_source_gone_for_good_ends_it_with_status_1(
+    restartable: ThrowawayIncusd, copy_servers: Any
+) -> None:
+    """The stream cannot be opened again within the client's timeout: the example says why
+    and exits 1 (a service manager restarts it), rather than wait for ever."""
+    timeout = 3
+    with _mirror(restartable.endpoint, copy_servers.target.endpoint, timeout=timeout) as (
+        process,
+        log,
+    ):
+        log.wait_for("watching", COPY_SECONDS)
+        restartable.stop()
+        status = process.wait(timeout=timeout + STOP_SECONDS)
+    text = log.rest()
+    assert status == 1, text
+    (failure,) = [line for line in text.splitlines() if " ERROR " in line]
+    assert "could not be opened again within 3 s" in failure
+    assert "Traceback" not in text
