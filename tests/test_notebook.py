@@ -127,6 +127,9 @@ def test_the_tour_notebook_runs_against_a_daemon(incusd: Any) -> None:
     assert "tour/watched" in watched[created_at:renamed_at]
     assert "tour/heard" in watched[renamed_at:]
     assert "EventGap" not in watched
+    # And they show as cards, as the other models do.
+    cards = _html(_cell(cells, "await asyncio.wait_for(listening"))
+    assert cards.count("<b>ImageEvent</b> image-alias-") == 2, cards
 
     # The export was written and matched the fingerprint.
     exported = _text(_cell(cells, "client.images.export(").outputs[-1])
