@@ -18,9 +18,10 @@ What it does about what the event stream cannot promise:
   that follows brings a comparison.
 * A copy that fails is logged and left to the next comparison (``--resync`` seconds at most).
 
-SIGINT or SIGTERM stops it cleanly (exit status 0): the stream is closed and a copy under way
-is interrupted (the SDK leaves no partial image). A source that cannot be reached for the
-client's ``--timeout`` ends it with exit status 1.
+SIGINT or SIGTERM stops it cleanly (exit status 0): the stream is closed and the wait for a
+copy under way is interrupted (no partial image is left; a pull the target had started may
+still complete on its own). A source that cannot be reached again within the client's
+``--timeout`` ends it with exit status 1.
 
 Run it::
 
@@ -61,13 +62,10 @@ class Mirror:
         self.target = target
         self.copy_timeout = copy_timeout
         self.work: asyncio.Queue[str | None] = asyncio.Queue(QUEUE_SIZE)
-        #: Set once the stream is open: from then on, no new image goes unheard.
-        self.watching = asyncio.Event()
 
     async def watch(self) -> None:
         """Hand each new image of the source to the copier; a comparison on a gap."""
         async with self.source.images.watch() as changes:
-            self.watching.set()
             log.info("watching %s", self.source.server)
             # What was created before the stream opened: compare once now.
             await self.work.put(None)
