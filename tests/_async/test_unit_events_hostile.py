@@ -33,6 +33,7 @@ from tests.hostile_server import head
 from tests.pki import Issued, self_signed
 from tests.ws_server import (
     BINARY,
+    CLOSE,
     CONTINUATION,
     PING,
     PONG,
@@ -166,6 +167,9 @@ async def test_garbage_text_is_a_message_the_parser_skips(
         (bytes([0x81, 0x82]) + b"mask{}", r"broke the protocol \(1002", 1002),  # masked
         (frame(0x9, b"p" * 126), r"broke the protocol \(1002", 1002),  # a ping over 125
         (frame(CONTINUATION, b"{}"), r"broke the protocol \(1002", 1002),  # nothing to go on
+        (frame(CLOSE, (999).to_bytes(2, "big")), r"broke the protocol \(1002", 1002),  # no code
+        (frame(CLOSE, b"\x03"), r"broke the protocol \(1002", 1002),  # half a code
+        (frame(CLOSE, b"\x03\xe8\xff"), r"broke the protocol \(1007", 1007),  # reason not UTF-8
     ],
 )
 async def test_a_frame_that_breaks_the_protocol_ends_the_stream_with_a_close(
