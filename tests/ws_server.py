@@ -1,4 +1,5 @@
-"""A programmable websocket server on a unix socket, for the event stream's tests: it answers
+"""A programmable websocket server on a unix socket (or over TLS on 127.0.0.1, given
+``tls=`` a certificate), for the event stream's tests: it answers
 the upgrade as told (right, with a wrong Sec-WebSocket-Accept, another status) and then sends
 what its script says, frames no real incusd sends included, while it records what the client
 sent back.
@@ -14,6 +15,8 @@ sent back.
         server.requests                      # ["GET /1.0/events?type=lifecycle", ...]
         server.received                      # the client's frames (wsproto events), in order
         server.sent                          # bytes written to the client, in all
+        server.closes()                      # the codes of the client's close frames
+        server.wait_scripts()                # until the scripts ended (their errors raised)
 
 It is the hostile HTTP server (``tests/hostile_server.py``) with another conversation per
 connection. A script's exception is raised again by ``server.wait_scripts()``, which waits
