@@ -105,7 +105,7 @@ async def test_a_binary_message_ends_the_stream() -> None:
     ("chunks", "why"),
     [
         ([], "closed the connection"),
-        ([b"\x0f\x00"], r"closed the stream \(1002\)"),  # an unknown opcode: wsproto closes
+        ([b"\x0f\x00"], r"broke the protocol \(1002"),  # an unknown opcode: wsproto closes
         ([server_frames(CloseConnection(code=1001))], "closed the stream"),
     ],
 )
