@@ -10,6 +10,7 @@ events made through another member arrive again.
 
 from __future__ import annotations
 
+import logging
 from datetime import UTC, datetime
 
 import pytest
@@ -29,7 +30,9 @@ pytestmark = [pytest.mark.anyio, pytest.mark.incusd]  # starts daemons of its ow
 async def test_the_stream_moves_to_another_member_when_the_watched_one_stops(
     cluster: ThrowawayCluster,  # noqa: F811 - the fixture imported above
     certificates: Certificates,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
+    caplog.set_level(logging.INFO, logger="incus_images")
     first, second = cluster.members[0], cluster.members[1]
     fingerprint = _stored_image(cluster, unique("events"))
     via_second = unique("via-member2")
@@ -74,3 +77,6 @@ async def test_the_stream_moves_to_another_member_when_the_watched_one_stops(
     assert server_after in cluster.urls[1:]
     heard = after[-1]
     assert isinstance(heard, ImageEvent) and heard.location == second.name
+    # The log says where the stream went.
+    [reopened] = [r.getMessage() for r in caplog.records if "is open again" in r.getMessage()]
+    assert reopened.startswith(f"The event stream of {first.url} is open again on {server_after};")
