@@ -36,7 +36,7 @@ nox.options.error_on_missing_interpreters = True
 PYTHON = None
 PYPROJECT = nox.project.load_toml("pyproject.toml")
 GENERATOR = ["unasync==0.6.0", "setuptools"]
-LINTED = ["src", "tests", "scripts", "noxfile.py", "hatch_build.py"]
+LINTED = ["src", "tests", "scripts", "docs/examples", "noxfile.py", "hatch_build.py"]
 
 
 def _groups(*names: str) -> list[str]:

@@ -1,9 +1,9 @@
 """The project's command lines as a newcomer meets them (issue 19).
 
-Every command line in scripts/, and ``python -m tests.faults`` / ``python -m tests.load``,
-answers ``--help`` with its usage on stdout and exit status 0, having written nothing; the tiny
-image script makes the README's image; and scripts/bootstrap.sh installs for each session only
-what that session needs, as the README's table says.
+Every command line in scripts/ and docs/examples/, and ``python -m tests.faults`` /
+``python -m tests.load``, answers ``--help`` with its usage on stdout and exit status 0, having
+written nothing; the tiny image script makes the README's image; and scripts/bootstrap.sh
+installs for each session only what that session needs, as the README's table says.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPTS = ROOT / "scripts"
+EXAMPLES = ROOT / "docs" / "examples"
 
 #: Files of scripts/ that are not command lines, and why.
 NOT_COMMAND_LINES = {
@@ -52,6 +53,9 @@ def _command_lines() -> list[tuple[str, list[str]]]:
             continue
         program = [sys.executable] if path.suffix == ".py" else ["sh"]
         found.append((path.name, [*program, str(path)]))
+    # The documentation's example programs (docs/examples/) are command lines too.
+    for path in sorted(EXAMPLES.glob("*.py")):
+        found.append((path.name, [sys.executable, str(path)]))
     for module, name in (("tests.faults", "faults"), ("tests.load", "load")):
         found.append((name, [sys.executable, "-m", module]))
     return found
@@ -67,6 +71,7 @@ def test_every_file_in_scripts_is_a_command_line_or_says_why_not() -> None:
     assert names == (command_lines & names) | set(NOT_COMMAND_LINES)
     # The ones a newcomer is told to run are among them.
     assert {"tiny_image.py", "bootstrap.sh", "demo.py", "bench_child.py"} <= command_lines
+    assert "mirror.py" in command_lines
 
 
 def _snapshot(directory: Path) -> dict[str, int]:

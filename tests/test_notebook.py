@@ -115,8 +115,21 @@ def test_the_tour_notebook_runs_against_a_daemon(incusd: Any) -> None:
         assert "application/vnd.jupyter.widget-view+json" in kinds, fragment
 
     # The async client read the updated image.
-    updated = _cell(cells, "async with AsyncClient()")
+    updated = _cell(cells, "async with AsyncClient() as async_client")
     assert "'release': '2'" in _text(updated.outputs[-1])
+
+    # The watcher, a task on the kernel's loop, heard the two alias changes the cell above
+    # made from the blocking client, in order, as typed events (their text view).
+    watched = "\n".join(map(_text, _cell(cells, "await asyncio.wait_for(listening").outputs))
+    created_at = watched.find("image-alias-created")
+    renamed_at = watched.find("image-alias-renamed")
+    assert 0 <= created_at < renamed_at, watched
+    assert "tour/watched" in watched[created_at:renamed_at]
+    assert "tour/heard" in watched[renamed_at:]
+    assert "EventGap" not in watched
+    # And they show as cards, as the other models do.
+    cards = _html(_cell(cells, "await asyncio.wait_for(listening"))
+    assert cards.count("<b>ImageEvent</b> image-alias-") == 2, cards
 
     # The export was written and matched the fingerprint.
     exported = _text(_cell(cells, "client.images.export(").outputs[-1])

@@ -15,17 +15,22 @@ from typing import Any, assert_type
 import incus_images
 from incus_images import (
     AsyncClient,
+    AsyncEventStream,
     AsyncSimpleStreams,
     AsyncSimpleStreamsImages,
     ConfigurationError,
+    EventGap,
     Image,
     ImageAlias,
     ImageAliasList,
     ImageBuild,
+    ImageEvent,
     ImageList,
     IncusError,
     LeftBehind,
+    LifecycleEvent,
     Operation,
+    OperationEvent,
     Remote,
     RemoteConfig,
     ServerInfo,
@@ -229,3 +234,27 @@ async def errors_calls(client: AsyncClient) -> None:
         load_remotes()
     except ConfigurationError as broken:
         assert_type(broken.path, str | None)
+
+
+async def events_calls(client: AsyncClient) -> None:
+    """What a watcher reads: each step's exact union, narrowed by isinstance alone."""
+    watching = client.images.watch(all_projects=True)
+    assert_type(watching, AsyncEventStream[ImageEvent])
+    async with watching as changes:
+        assert_type(changes, AsyncEventStream[ImageEvent])
+        async for change in changes:
+            assert_type(change, ImageEvent | EventGap)
+            if isinstance(change, EventGap):
+                assert_type(change.since, datetime.datetime)
+            else:
+                assert_type(change.fingerprint, str | None)
+                assert_type(change.alias, str | None)
+    async with client.events(types=("operation",), reconnect=False) as events:
+        async for event in events:
+            assert_type(event, ImageEvent | LifecycleEvent | OperationEvent | EventGap)
+            if isinstance(event, OperationEvent):
+                assert_type(event.operation, Operation)
+                assert_type(event.operation.done, bool)
+            elif isinstance(event, LifecycleEvent):
+                assert_type(event.context, dict[str, Any])
+        await events.aclose()
