@@ -1,9 +1,10 @@
 """Benchmark big transfers: the SDK (sync and async) against the incus CLI, curl and httpx.
 
     python scripts/bench.py [--sizes 1,4] [--rounds 3] [--workdir DIR]
-                            [--only upload|export|copy|startup|catalogue|build]
+                            [--only upload|export|copy|startup|catalogue|build|events]
                             [--variants A,B,...] [--startup-rounds 30] [--catalogue-images 5000]
                             [--catalogue-export 1] [--build-size 1] [--build-small-files 50000]
+                            [--events-changes 50]
 
 Starts a throwaway incusd, writes incompressible unified images (a plain tar holding random
 bytes) of the given sizes (GiB, fractions allowed, or MiB with an M suffix: --sizes 64M for a
@@ -38,6 +39,12 @@ The build part (scripts/bench_build.py; a throwaway daemon of its own) streams a
 ``images.create(ImageBuild.from_directory(ROOT))``, against ``tar -czf`` into a file and
 ``incus image import`` of it, and checks issue 17's targets: at most 1.0x the tar and import, a
 peak RSS under 64 MiB, and no temporary file in the working directory or TMPDIR.
+
+The events part (scripts/bench_events.py; a throwaway daemon of its own) measures how soon an
+alias creation is heard on the event stream, from its request being sent to its event arriving:
+``images.watch()`` in both flavours against a raw wsproto listener and ``incus monitor``. It
+prints the median, 90th percentile and worst latency; it has no timing target, only that every
+listener heard every change, in order.
 
 Needs root, incusd, the incus CLI and curl (scripts/install-incus.sh installs the first two),
 and the SDK importable by the Python running this script.
@@ -223,9 +230,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workdir", default=None, help="where images go (default: a temp dir)")
     parser.add_argument(
         "--only",
-        choices=["upload", "export", "copy", "startup", "catalogue", "build"],
+        choices=["upload", "export", "copy", "startup", "catalogue", "build", "events"],
         default=None,
-        help="run one part only (default: all six; copy starts two more daemons)",
+        help="run one part only (default: all seven; copy starts two more daemons)",
+    )
+    parser.add_argument(
+        "--events-changes",
+        type=int,
+        default=50,
+        help="alias creations a round in the events part (default 50)",
     )
     parser.add_argument(
         "--build-size",
@@ -275,7 +288,8 @@ def main(argv: list[str] | None = None) -> int:
     build_size = parse_size(args.build_size)
     if min(*sizes, catalogue_export, build_size) < MIB:
         sys.exit("bench: sizes below 1 MiB make no sense here")
-    for tool in ("incus", "curl", GNU_TIME):
+    # The events part leaves out its incus CLI variant when the CLI is missing.
+    for tool in ("incus", "curl", GNU_TIME) if args.only != "events" else ():
         if shutil.which(tool) is None:
             sys.exit(f"bench needs {tool} (Debian packages incus-client, curl, time)")
     print(
@@ -287,10 +301,10 @@ def main(argv: list[str] | None = None) -> int:
     workdir = Path(tempfile.mkdtemp(prefix="incus-bench-", dir=args.workdir))
     verdicts: list[tuple[str, bool]] = []
     peak_rss: dict[str, dict[int, float]] = {}
-    # The catalogue part needs no daemon.
+    # The catalogue part needs no daemon; the events part says its daemon's version itself.
     incusd_version = (
         ""
-        if args.only == "catalogue"
+        if args.only in ("catalogue", "events")
         else subprocess.run(
             [incusd_binary(), "--version"], capture_output=True, text=True, check=False
         ).stdout.strip()
@@ -322,6 +336,17 @@ def main(argv: list[str] | None = None) -> int:
             bench_build.BuildBench(
                 workdir, args.workdir, size=build_size, small_files=args.build_small_files
             ).run(args.rounds, verdicts)
+        if args.only in (None, "events"):
+            import bench_events  # only when events are asked for
+
+            bench_events.run_part(
+                workdir,
+                args.workdir,
+                changes=args.events_changes,
+                rounds=args.rounds,
+                verdicts=verdicts,
+                variants=args.variants.split(",") if args.variants else None,
+            )
         with contextlib.ExitStack() as daemons:
             bench: Bench | None = None
             if args.only in (None, "upload", "export"):

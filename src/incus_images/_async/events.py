@@ -186,7 +186,12 @@ class AsyncEventStream(Generic[EventT]):
             await async_flavour.sleep(pause)
             pause = min(pause * 2, RECONNECT_MAX_SECONDS)
         gap = EventGap(since=since, until=self._alive_at)
-        logger.info("The event stream of %s is open again; events may be missing", server)
+        # After a failover the stream comes from another member than the one it lost.
+        logger.info(
+            "The event stream of %s is open again on %s; events may be missing",
+            server,
+            self._connection.server,
+        )
         return gap
 
     def __repr__(self) -> str:
