@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from incus_images import Operation, OperationStatus
+from incus_images import Operation, OperationStatus, _events
 from incus_images._converter import make_converter
 from incus_images._events import (
     ALIAS_ACTIONS,
@@ -416,3 +416,19 @@ def test_a_warning_never_shows_a_secret(caplog: pytest.LogCaptureFixture, change
     message = skipped(caplog, bad)
     assert secret not in message
     assert secret[:16] not in caplog.text
+
+
+def test_a_streams_skip_warnings_are_spaced_and_counted(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    now = [100.0]
+    monkeypatch.setattr(_events.time, "monotonic", lambda: now[0])
+    warnings = _events.SkipWarnings()
+    caplog.set_level(logging.WARNING, logger="incus_images")
+    for _ in range(500):
+        assert _events.parse_event(b"not json", warnings=warnings) is None
+    now[0] += _events.SKIP_WARNING_SECONDS
+    assert _events.parse_event(b"[]", warnings=warnings) is None
+    messages = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(messages) == 2
+    assert "(and 499 more skipped" in messages[1]

@@ -18,6 +18,7 @@ it never ends the stream.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any
@@ -153,13 +154,42 @@ class _BadFrame(ValueError):
     """A frame that cannot be read as an event (the message says why)."""
 
 
-def parse_event(frame: bytes | str) -> Event | None:
+class SkipWarnings:
+    """The WARNINGs of one stream about frames it skipped: at most one per
+    ``SKIP_WARNING_SECONDS``, the frames skipped meanwhile counted in the next one. A server
+    that sends nothing but garbage would otherwise fill the log (some 19,000 lines a second,
+    measured on a loopback socket)."""
+
+    def __init__(self) -> None:
+        self._quiet_until = 0.0
+        self._held = 0
+
+    def warning(self, message: str, *args: object) -> None:
+        now = time.monotonic()
+        if now < self._quiet_until:
+            self._held += 1
+            return
+        if self._held:
+            message += " (and %d more skipped since the last such warning)"
+            args = (*args, self._held)
+            self._held = 0
+        self._quiet_until = now + SKIP_WARNING_SECONDS
+        logger.warning(message, *args)
+
+
+#: Seconds between two WARNINGs of one stream about the frames it skipped.
+SKIP_WARNING_SECONDS = 10.0
+
+
+def parse_event(frame: bytes | str, *, warnings: SkipWarnings | None = None) -> Event | None:
     """Return the event one text message of the stream holds, or None for a frame to skip:
     one of a type that is not modelled (``logging``, ...), or one that is too long, is not
-    JSON, or does not have the documented shape (logged at WARNING)."""
+    JSON, or does not have the documented shape (logged at WARNING, through ``warnings``
+    when given)."""
+    warn = logger.warning if warnings is None else warnings.warning
     size = len(frame.encode("utf-8", "surrogatepass") if isinstance(frame, str) else frame)
     if size > MAX_EVENT_BYTES:
-        logger.warning(
+        warn(
             "Skipped an event of %d bytes from the event stream: at most %d are read",
             size,
             MAX_EVENT_BYTES,
@@ -169,7 +199,7 @@ def parse_event(frame: bytes | str) -> Event | None:
         data = loads(frame.encode("utf-8") if isinstance(frame, str) else frame)
         return _event(data)
     except (_BadFrame, UnicodeError, *STRUCTURE_ERRORS) as exc:
-        logger.warning(
+        warn(
             "Skipped an event of %d bytes from the event stream that cannot be read: %s",
             size,
             str(exc)[:_QUOTED],

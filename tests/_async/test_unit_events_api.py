@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +38,8 @@ class ScriptedSocket:
 
     def __init__(self, script: list[bytes | Exception]) -> None:
         self.script = list(script)
+        #: As the reader keeps it: when a whole frame last arrived (None: none yet).
+        self.last_frame_at: datetime | None = None
 
     async def message(self) -> bytes:
         if not self.script:
@@ -45,6 +47,7 @@ class ScriptedSocket:
         step = self.script.pop(0)
         if isinstance(step, Exception):
             raise step
+        self.last_frame_at = datetime.now(UTC)
         return step
 
 
@@ -222,6 +225,39 @@ async def test_it_gives_up_after_the_clients_timeout(opener: Any) -> None:
         asked = len(scripted.asked)
         assert await rest_of(changes) == []
         assert len(scripted.asked) == asked
+
+
+async def test_streams_that_open_and_deliver_nothing_count_as_none(opener: Any) -> None:
+    # A server that accepts the upgrade and drops it at once, again and again: the client's
+    # timeout runs on from the first loss, with pauses between the attempts.
+    scripted = opener([frame("image-created")], *[[] for _ in range(1000)])
+    seen: list[Any] = []
+    async with (
+        AsyncClient("unix:///nowhere", timeout=0.3) as short,
+        short.images.watch() as changes,
+    ):
+        started = time.monotonic()
+        error = await until_it_raises(changes, seen)
+        assert time.monotonic() - started < 1.0
+    assert isinstance(error, IncusConnectionError)
+    assert "none opened delivered a frame" in str(error)
+    gaps = sum(isinstance(change, EventGap) for change in seen)
+    # Paused between attempts (0.01 s doubling to 0.02 s here): not thousands of them.
+    assert 2 <= gaps <= 30
+    assert scripted.open == gaps + 1
+
+
+async def test_a_stream_that_delivered_starts_a_new_loss(opener: Any) -> None:
+    # Each reopened stream delivers before it is lost: it never gives up.
+    scripted = opener(*[[frame("image-created")] for _ in range(30)])
+    async with (
+        AsyncClient("unix:///nowhere", timeout=0.05) as short,
+        short.images.watch() as changes,
+    ):
+        kinds = [type(await anext(changes)) for _ in range(40)]
+    assert kinds[:3] == [ImageEvent, EventGap, ImageEvent]
+    assert kinds.count(EventGap) == 20
+    assert scripted.open == 21
 
 
 async def test_it_must_be_entered_and_only_once(client: AsyncClient, opener: Any) -> None:

@@ -22,7 +22,7 @@ from .._errors import (
     IncusTimeoutError,
     UnexpectedResponseError,
 )
-from .._events import Event, EventGap, parse_event
+from .._events import Event, EventGap, SkipWarnings, parse_event
 from .._flavours import async_flavour
 from .._logging import logger
 from ._connection import AsyncConnection
@@ -83,6 +83,14 @@ class AsyncEventStream(Generic[EventT]):
         self._closed = False
         #: When the open stream last showed it was alive (opened, or a message arrived).
         self._alive_at = datetime.now(UTC)
+        #: Since when (monotonic) no stream has delivered a frame: from the drop that
+        #: started reconnecting until a reopened stream delivers one (a ping counts). A
+        #: server that accepts the stream and then drops it, or says nothing, is no more a
+        #: stream than one that refuses it: the client's timeout runs on across both.
+        self._lost_at: float | None = None
+        #: The pause before the next attempt to reopen, doubling while none delivers.
+        self._pause = RECONNECT_FIRST_SECONDS
+        self._skipped = SkipWarnings()
 
     @property
     def server(self) -> str:
@@ -120,9 +128,15 @@ class AsyncEventStream(Generic[EventT]):
             try:
                 frame = await socket.message()
             except StreamLost as lost:
-                return await self._reopen(self._alive_at, str(lost))
+                since = self._alive_at
+                if socket.last_frame_at is not None:
+                    # It delivered (a ping at least): what follows is a new loss.
+                    self._lost_at = None
+                    since = max(since, socket.last_frame_at)
+                return await self._reopen(since, str(lost))
             self._alive_at = datetime.now(UTC)
-            event = parse_event(frame)
+            self._lost_at = None
+            event = parse_event(frame, warnings=self._skipped)
             kept = None if event is None else self._keep(event)
             if kept is not None:
                 return kept
@@ -162,29 +176,37 @@ class AsyncEventStream(Generic[EventT]):
             )
         logger.info("The event stream of %s was lost (%s): reconnecting", server, why)
         timeout = self._connection.timeout
-        started = time.monotonic()
-        pause = RECONNECT_FIRST_SECONDS
+        # A stream reopened that delivered nothing before it was lost again: wait before the
+        # next attempt, as after a refusal, and keep counting from the first loss.
+        wait_first = self._lost_at is not None
+        if self._lost_at is None:
+            self._lost_at = time.monotonic()
+            self._pause = RECONNECT_FIRST_SECONDS
+        failure = why
         while True:
+            if wait_first:
+                waited = time.monotonic() - self._lost_at
+                if timeout is not None and waited + self._pause > timeout:
+                    self._closed = True
+                    raise IncusConnectionError(
+                        f"The event stream of {server} was lost ({why}) and could not be "
+                        f"opened again within {timeout:g} s (none opened delivered a frame): "
+                        f"{failure}",
+                        server=server,
+                    )
+                await async_flavour.sleep(self._pause)
+                self._pause = min(self._pause * 2, RECONNECT_MAX_SECONDS)
+            wait_first = True
             try:
                 await self._open()
                 break
             except _PASSING as exc:
-                failure: Exception = exc
+                failure = str(exc)
             except APIError as exc:
                 # A daemon shutting down answers 503 until it is gone.
                 if exc.status_code is None or exc.status_code < 500:
                     raise
-                failure = exc
-            waited = time.monotonic() - started
-            if timeout is not None and waited + pause > timeout:
-                self._closed = True
-                raise IncusConnectionError(
-                    f"The event stream of {server} was lost ({why}) and could not be opened "
-                    f"again within {timeout:g} s: {failure}",
-                    server=server,
-                ) from None
-            await async_flavour.sleep(pause)
-            pause = min(pause * 2, RECONNECT_MAX_SECONDS)
+                failure = str(exc)
         gap = EventGap(since=since, until=self._alive_at)
         # After a failover the stream comes from another member than the one it lost.
         logger.info(
