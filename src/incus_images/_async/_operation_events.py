@@ -104,17 +104,19 @@ async def _stream(operations: AsyncOperationsAPI) -> AsyncIterator[AsyncEventSoc
     if operations._followed >= MAX_FOLLOWED:
         raise _CannotFollow(f"{MAX_FOLLOWED} waits of this client hold an event stream")
     operations._followed += 1
-    opened = False
+    # What failed: opening or closing the stream (then polling takes over), or the block.
+    in_block = False
     try:
         async with event_socket(
             operations._connection, types="operation", all_projects=False
         ) as socket:
-            opened = True
+            in_block = True
             yield socket
+            in_block = False
     except IncusError as exc:
-        if opened:
+        if in_block:
             raise
-        raise _CannotFollow(f"opening it failed: {exc}") from None
+        raise _CannotFollow(f"opening or closing it failed: {exc}") from None
     finally:
         operations._followed -= 1
 
