@@ -5,7 +5,8 @@ daemon far less than polling did (two requests a second).
 The daemons are the session's ``copy_servers`` (source and target on loopback HTTPS, trusting
 the client certificate); a slow download comes from the source behind a proxy that paces its
 answers to a few hundred KiB a second (``tests/paced_proxy.py``). Requests are counted from
-the SDK's DEBUG log (one line per request, see ``_logging``).
+the SDK's DEBUG log (one line per request, see ``_logging``). Publish runs on the session's
+``container_host`` (its fixtures come from the publish tests).
 """
 
 from __future__ import annotations
@@ -20,10 +21,16 @@ import pytest
 from tiny_image import split_image
 
 from incus_images import AsyncClient, Image
+from tests._async import test_daemon_filters_aliases_updates_publish as publish_tests
 from tests.helpers import UNIX_BASE, stored_fingerprints
 from tests.paced_proxy import PacedProxy
 
 pytestmark = pytest.mark.anyio
+
+#: The publish tests' fixtures: a client of the session's container host, and a stopped
+#: busybox container on it (deleted afterwards, with what was published of it).
+publish_host_client = publish_tests.host_client
+publish_instance = publish_tests.instance
 
 #: The pace of the source's answers, and the size of the image's rootfs: a download of about
 #: five seconds, during which polling would have sent about ten requests. incusd reports a
@@ -149,3 +156,18 @@ async def test_a_copy_between_daemons_follows_the_operation_on_its_stream(
     assert len([line for line in waiting if line.endswith("/wait")]) == 1, waiting
     assert calls[0] == (0, original.size)
     assert calls[-1] == (original.size, original.size)
+
+
+async def test_publish_follows_its_operation_on_the_stream(
+    publish_host_client: AsyncClient, publish_instance: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="incus_images")
+    calls: list[tuple[int, int | None]] = []
+    image = await publish_host_client.images.publish(
+        publish_instance, compression="none", progress=lambda *call: calls.append(call)
+    )
+    assert isinstance(image, Image)
+    waiting = about_operations(requests_sent(caplog))
+    assert waiting[0] == "GET /1.0/events"
+    assert len([line for line in waiting if line.endswith("/wait")]) == 1, waiting
+    assert calls[0] == (0, None) and calls[-1] == (image.size, image.size)
