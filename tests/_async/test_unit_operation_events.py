@@ -3,8 +3,8 @@ the watcher gets each state the events report, the end comes from the usual ``/w
 Running that arrives after the end is never seen, the budget is kept, and when the stream
 cannot be opened or drops, the wait polls as before.
 
-The server is a user's transport (httpx.MockTransport) that answers the upgrade with a
-scripted network stream, as the SDK's own transports hand one over after ``101``.
+The server is mocked below the SDK's own transport (respx) and answers the upgrade with a
+scripted network stream that keeps the call's deadline, as the SDK's network streams do.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from typing import Any
 import httpcore
 import httpx
 import pytest
+import respx
 from wsproto import connection as ws
 from wsproto.events import Ping, TextMessage
 
@@ -33,6 +34,8 @@ from incus_images._async._deadlines import current_deadline
 from incus_images._async._event_stream import _accept
 from incus_images._waiting import WaitBudget
 from tests.helpers import (
+    OFFLINE_SERVER,
+    UNIX_BASE,
     deadline_604,
     error_response,
     operation,
@@ -167,9 +170,10 @@ def server() -> Server:
 
 @pytest.fixture
 async def client(server: Server) -> AsyncIterator[AsyncClient]:
-    transport = httpx.MockTransport(server.handle)
-    async with AsyncClient("unix:///nonexistent/incus.sock", transport=transport) as offline:
-        yield offline
+    with respx.mock(base_url=UNIX_BASE, assert_all_called=False) as mock:
+        mock.route().mock(side_effect=server.handle)
+        async with AsyncClient(OFFLINE_SERVER) as offline:
+            yield offline
 
 
 def percents(states: list[Operation]) -> list[str]:
@@ -374,3 +378,14 @@ async def test_a_watcher_that_raises_is_not_taken_for_a_stream_failure(
         await client.operations._wait(OP, None, action="copy an image", watch=watch)
     assert server.sent == [EVENTS, STATE]
     assert client.operations._followed == 0
+
+
+async def test_a_client_with_its_own_transport_polls(server: Server) -> None:
+    """A user's transport hands over network streams that keep no SDK deadline: a quiet
+    stream could outlast the budget, so the wait polls."""
+    server.streams = [ScriptedStream([frame(progress_op(10))], SILENT)]
+    server.end()
+    transport = httpx.MockTransport(server.handle)
+    async with AsyncClient(OFFLINE_SERVER, transport=transport) as own:
+        await watched_wait(own)
+    assert server.sent == [WAIT]

@@ -7,9 +7,10 @@ carries the operation's updates as incusd makes them, and the watcher gets each;
 then ends with its usual ``/wait`` call, whose answer is the authoritative end (failures are
 reported from it, as ever).
 
-The events only ever help: when the stream cannot be opened (an untrusted client, a user's
-transport that hands over no network stream, a server without the events API), or drops,
-the caller polls as before for whatever its budget still allows.
+The events only ever help: when the stream cannot be opened (an untrusted client, a server
+without the events API), drops, or would not keep the budget (a client made with its own
+``transport=``, whose network streams do not keep the SDK's deadlines), the caller polls as
+before for whatever its budget still allows.
 """
 
 from __future__ import annotations
@@ -101,6 +102,10 @@ def _listening_time(budget: WaitBudget | None) -> float | None:
 async def _stream(operations: AsyncOperationsAPI) -> AsyncIterator[AsyncEventSocket]:
     """The client's operation events; _CannotFollow when the stream cannot be opened (or
     too many waits hold one already)."""
+    if operations._connection._user_transport is not None:
+        # Its network streams do not keep the SDK's deadlines: a quiet stream's read could
+        # outlast the budget (incusd's pings keep it open).
+        raise _CannotFollow("the client's own transport does not bound the stream's reads")
     if operations._followed >= MAX_FOLLOWED:
         raise _CannotFollow(f"{MAX_FOLLOWED} waits of this client hold an event stream")
     operations._followed += 1
