@@ -1092,6 +1092,9 @@ def slowly(response: httpx.Response) -> Callable[[httpx.Request], httpx.Response
 
 
 PACKING = {"progress": {"processed": "1234", "percent": "", "speed": "1.2MB/s"}}
+#: A watched wait asks for the event stream first; this mock has none (it answers 599), so
+#: the wait polls (the events themselves: test_unit_operation_events).
+NO_EVENTS = "GET /1.0/events?type=operation"
 
 
 async def test_publish_progress_from_a_604_daemon(client: AsyncClient, wire: Wire) -> None:
@@ -1114,6 +1117,7 @@ async def test_publish_progress_from_a_604_daemon(client: AsyncClient, wire: Wir
     assert wire.sent() == [
         SURVEY,
         "POST /1.0/images",
+        NO_EVENTS,
         wait_path(PUBLISH_ID, 1),
         f"GET /1.0/operations/{PUBLISH_ID}",
         wait_path(PUBLISH_ID, 1),
@@ -1136,6 +1140,7 @@ async def test_publish_progress_from_a_newer_daemon(client: AsyncClient, wire: W
     assert wire.sent() == [
         SURVEY,
         "POST /1.0/images",
+        NO_EVENTS,
         wait_path(PUBLISH_ID, 1),
         wait_path(PUBLISH_ID, 1),
         f"GET /1.0/images/{FP_A}",

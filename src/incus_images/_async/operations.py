@@ -27,6 +27,7 @@ from .._protocol import (
 from .._validate import operation_id
 from .._waiting import WaitBudget
 from ._connection import AsyncConnection
+from ._operation_events import follow
 
 #: Longest single long-poll when the caller set no deadline: short enough that a dead peer
 #: is noticed, long enough that waiting costs one request per half minute.
@@ -69,6 +70,8 @@ class AsyncOperationsAPI:
         self._connection = connection
         #: Operation id -> (the operation as returned, what its call still has to do).
         self._pending: dict[str, tuple[Operation, AsyncCompletion]] = {}
+        #: Event streams held by watched waits (``_operation_events``).
+        self._followed = 0
 
     async def get(self, operation: Operation | str) -> Operation:
         """Return the current state of an operation (given as Operation, id or URL)."""
@@ -176,9 +179,13 @@ class AsyncOperationsAPI:
         """Wait for op_id within ``budget`` (None: no limit); failures are reported as
         failures to do ``action``.
 
-        ``watch``, when given, is called with the operation's state about once a second while
-        it runs (for progress); otherwise each long-poll lasts as long as it may.
+        ``watch``, when given, is called with the operation's state while it runs (for
+        progress): as the event stream reports it when one can be opened
+        (``_operation_events``), else about once a second; otherwise each long-poll lasts as
+        long as it may. The end always comes from the long-poll.
         """
+        if watch is not None:
+            await follow(self, op_id, budget, watch)
         timeout = None if budget is None else budget.left()
         server = self._connection.server
         started = time.monotonic()
