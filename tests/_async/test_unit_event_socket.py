@@ -3,12 +3,13 @@ bounds, its answers to pings, and how a stream that breaks ends."""
 
 from __future__ import annotations
 
+import httpcore
 import pytest
 from wsproto import connection as ws
 from wsproto.events import BytesMessage, CloseConnection, Ping, TextMessage
 from wsproto.frame_protocol import CloseReason
 
-from incus_images import _events
+from incus_images import _events, _flavours
 from incus_images._async import _event_stream
 from incus_images._async._event_stream import AsyncEventSocket, StreamLost
 
@@ -112,3 +113,27 @@ async def test_a_binary_message_ends_the_stream() -> None:
 async def test_a_stream_that_ends(chunks: list[bytes], why: str) -> None:
     with pytest.raises(StreamLost, match=why):
         await socket_over(ScriptedStream(chunks)).message()
+
+
+class PausingStream(ScriptedStream):
+    """A ScriptedStream whose None chunks are reads that time out (nothing came)."""
+
+    async def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+        if self.chunks and self.chunks[0] is None:
+            self.chunks.pop(0)
+            assert timeout is not None and timeout <= 0.05
+            await _flavours.async_flavour.sleep(timeout)
+            raise httpcore.ReadTimeout("nothing came")
+        return await super().read(max_bytes, timeout)
+
+
+async def test_message_within_returns_none_and_keeps_a_message_begun() -> None:
+    whole = server_frames(TextMessage(data='{"a": 1}'))
+    first, rest = whole[:4], whole[4:]
+    stream = PausingStream([first, None, rest])  # type: ignore[list-item]
+    socket = socket_over(stream)
+    assert await socket.message_within(0.05) is None
+    # The stream goes on: the message begun before the pause is whole after it.
+    assert await socket.message_within(0.05) == b'{"a": 1}'
+    with pytest.raises(StreamLost, match="closed the connection"):
+        await socket.message_within(0.05)

@@ -99,6 +99,7 @@ class ScriptedStream:
         if self.then == SILENT:
             deadline = current_deadline()
             left = deadline.left() if deadline is not None else None
+            left = timeout if left is None else left
             assert left is not None, "a read without a deadline would wait for ever"
             await _flavours.async_flavour.sleep(max(0.0, min(left, timeout or left)))
             raise httpcore.ReadTimeout("nothing came")

@@ -87,15 +87,26 @@ class AsyncEventSocket:
         stream ends (the server's close is answered first), sends no whole frame for
         ``silence`` seconds, takes longer than that to send one message, or sends a message
         too long or binary (the stream is closed then); every later call raises it too."""
+        whole = await self._guarded(None)
+        assert whole is not None  # only a call with an end returns None
+        return whole
+
+    async def message_within(self, seconds: float) -> bytes | None:
+        """The next text message as message() reads it, or None when none came whole
+        within ``seconds``: the stream goes on, and a message begun is kept for the next
+        call (a caller with a deadline of its own, such as a wait's budget)."""
+        return await self._guarded(time.monotonic() + seconds)
+
+    async def _guarded(self, until: float | None) -> bytes | None:
         if self._lost is not None:
             raise StreamLost(self._lost)
         try:
-            return await self._next_message()
+            return await self._next_message(until)
         except StreamLost as exc:
             self._lost = str(exc)
             raise
 
-    async def _next_message(self) -> bytes:
+    async def _next_message(self, until: float | None) -> bytes | None:
         # Silence counts from the call, not from the last frame: the caller may have been
         # busy, and what waited in the socket meanwhile is still to be read.
         heard = time.monotonic()
@@ -128,6 +139,10 @@ class AsyncEventSocket:
                 if self._started is not None:
                     raise StreamLost(f"one message took it over {self.silence:g} s")
                 raise StreamLost(f"it sent no whole frame for {self.silence:g} s")
+            if until is not None:
+                if until <= time.monotonic():
+                    return None
+                wait = min(wait, until - time.monotonic())
             try:
                 data = await self._stream.read(READ_BYTES, timeout=wait)
             except httpcore.ReadTimeout:

@@ -26,7 +26,6 @@ from .._events import OperationEvent, parse_event
 from .._logging import logger
 from .._models import Operation
 from .._waiting import WaitBudget
-from ._deadlines import call_deadline
 from ._event_stream import AsyncEventSocket, StreamLost, event_socket
 
 if TYPE_CHECKING:
@@ -154,17 +153,13 @@ async def _listen(
         if quiet <= 0:
             return True
         try:
-            # The stream's reads end by then (the client's own network streams keep the
-            # deadline), whatever pings keep it alive meanwhile.
-            with call_deadline(quiet if left is None else min(quiet, left)):
-                frame = await socket.message()
+            # Pings answered meanwhile do not make it wait longer.
+            frame = await socket.message_within(quiet if left is None else min(quiet, left))
         except StreamLost as exc:
-            # A read cut short by the deadline ends the stream too (a message may have been
-            # half read): the next turn says whether that was the deadline.
-            left = _listening_time(budget)
-            if left == 0.0 or time.monotonic() - quiet_from >= QUIET_SECONDS:
-                continue
             raise _CannotFollow(f"it was lost: {exc}") from None
+        if frame is None:
+            # The next turn says whether the budget or the quiet time is over.
+            continue
         event = parse_event(frame)
         if not isinstance(event, OperationEvent) or event.operation.id != op_id:
             continue
