@@ -63,6 +63,10 @@ ACTION = "image-alias-created"
 ALIAS_SOURCE = "/1.0/images/aliases/"
 #: Seconds a listener has to hear a change before the run is called broken.
 HEAR_TIMEOUT = 10.0
+#: Seconds a warm-up change is waited for: the listener may not be connected yet (it is a
+#: new process), and then the next warm-up change tells; 60 of them at most.
+WARM_UP_WAIT = 0.25
+WARM_UP_CHANGES = 60
 UNIX_BASE = "http://incus"
 
 
@@ -265,10 +269,12 @@ class EventsBench:
         assert self._raw is not None
         self._raw.delete(f"/1.0/images/aliases/{name}").raise_for_status()
 
-    def _heard(self, listener: Listener, alias: str) -> float | None:
+    def _heard(
+        self, listener: Listener, alias: str, timeout: float = HEAR_TIMEOUT
+    ) -> float | None:
         """When the listener heard this alias's creation (None: not within the timeout);
         other arrivals before it are an ordering failure."""
-        deadline = time.monotonic() + HEAR_TIMEOUT
+        deadline = time.monotonic() + timeout
         while (left := deadline - time.monotonic()) > 0:
             try:
                 item = listener.heard.get(timeout=left)
@@ -294,11 +300,11 @@ class EventsBench:
         made: list[str] = []
         try:
             # Listening once a warm-up change is heard (incus monitor connects on its own).
-            for attempt in range(20):
+            for attempt in range(WARM_UP_CHANGES):
                 name = f"warm-{variant}-{round_number}-{attempt}"
                 self._create_alias(name)
                 made.append(name)
-                if self._heard(listener, name) is not None:
+                if self._heard(listener, name, WARM_UP_WAIT) is not None:
                     break
             else:
                 raise BenchError(f"{variant}: its listener heard no warm-up change")

@@ -47,6 +47,9 @@ class PacedProxy:
 
     def __exit__(self, *exc_info: object) -> None:
         self._stopping.set()
+        # Closing alone does not wake a thread blocked in accept() on Linux; a shutdown does.
+        with contextlib.suppress(OSError):
+            self._listener.shutdown(socket.SHUT_RDWR)
         self._listener.close()
         with self._lock:
             for sock in self._sockets:
