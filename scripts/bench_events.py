@@ -269,9 +269,7 @@ class EventsBench:
         assert self._raw is not None
         self._raw.delete(f"/1.0/images/aliases/{name}").raise_for_status()
 
-    def _heard(
-        self, listener: Listener, alias: str, timeout: float = HEAR_TIMEOUT
-    ) -> float | None:
+    def _heard(self, listener: Listener, alias: str, timeout: float = HEAR_TIMEOUT) -> float | None:
         """When the listener heard this alias's creation (None: not within the timeout);
         other arrivals before it are an ordering failure."""
         deadline = time.monotonic() + timeout
