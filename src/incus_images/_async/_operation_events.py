@@ -19,17 +19,28 @@ import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import datetime
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from .._errors import IncusError
 from .._events import OperationEvent, parse_event
 from .._logging import logger
 from .._models import Operation
 from .._waiting import WaitBudget
+from ._connection import AsyncConnection
 from ._event_stream import AsyncEventSocket, StreamLost, event_socket
 
-if TYPE_CHECKING:
-    from .operations import AsyncOperationsAPI
+
+class OperationsOfTheWait(Protocol):
+    """What following an operation needs of the operations API (``operations.py``, which
+    calls ``follow``): its connection, its count of the streams its waits hold, and a read
+    of an operation's state. Described here rather than imported: the two modules would
+    otherwise import each other."""
+
+    _connection: AsyncConnection
+    _followed: int
+
+    async def _running_state(self, op_id: str) -> Operation | None: ...
+
 
 #: Without news of the operation for this long (a stream that missed its end, a server whose
 #: operation makes no progress for a while), its state is read again on a fresh stream: at
@@ -49,7 +60,7 @@ class _CannotFollow(Exception):
 
 
 async def follow(
-    operations: AsyncOperationsAPI,
+    operations: OperationsOfTheWait,
     op_id: str,
     budget: WaitBudget | None,
     watch: Callable[[Operation], object],
@@ -98,7 +109,7 @@ def _listening_time(budget: WaitBudget | None) -> float | None:
 
 
 @asynccontextmanager
-async def _stream(operations: AsyncOperationsAPI) -> AsyncIterator[AsyncEventSocket]:
+async def _stream(operations: OperationsOfTheWait) -> AsyncIterator[AsyncEventSocket]:
     """The client's operation events; _CannotFollow when the stream cannot be opened (or
     too many waits hold one already)."""
     if operations._connection._user_transport is not None:
@@ -125,7 +136,7 @@ async def _stream(operations: AsyncOperationsAPI) -> AsyncIterator[AsyncEventSoc
         operations._followed -= 1
 
 
-async def _state(operations: AsyncOperationsAPI, op_id: str) -> Operation | None:
+async def _state(operations: OperationsOfTheWait, op_id: str) -> Operation | None:
     """The operation's state (None: the server no longer knows it)."""
     try:
         return await operations._running_state(op_id)
