@@ -74,12 +74,19 @@ def test_every_file_in_scripts_is_a_command_line_or_says_why_not() -> None:
     assert "mirror.py" in command_lines
 
 
+#: The workspaces of nox and of scripts/bootstrap.sh: other sessions (CI runs some side by
+#: side) make venvs there while these tests run, so they are not looked at at all.
+_TOOL_WORKSPACES = {".nox", ".tools"}
+
+
 def _snapshot(directory: Path) -> dict[str, int]:
-    """Every path under directory with its mtime; .git, .nox and .tools only as themselves
-    (a file added at their top changes their mtime; their insides are other tools' caches)."""
+    """Every path under directory with its mtime; .git only as itself (a file added at its
+    top changes its mtime; its insides are git's), the tools' workspaces not at all."""
     seen = {}
     for parent, dirs, files in os.walk(directory):
-        if Path(parent) != directory and Path(parent).name in {".git", ".nox", ".tools"}:
+        if Path(parent) == directory:
+            dirs[:] = [name for name in dirs if name not in _TOOL_WORKSPACES]
+        elif Path(parent).name == ".git":
             dirs.clear()
             continue
         for name in dirs + files:
